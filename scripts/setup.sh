@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what cpia needs on Debian 12 if it is missing, as root (or with sudo):
+# system libraries for the Rust crates, and Pillow for the Python parity checks
+# and benchmarks. Safe to run again: it installs nothing that is already there.
+set -euo pipefail
+
+pkgs=(pkg-config libclang-dev cmake nasm libopenslide-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import PIL" >/dev/null 2>&1; then
+  echo "setup: installing Pillow (parity checks and benchmarks)"
+  python3 -m pip install --quiet pillow || echo "setup: warning: Pillow not installed; Pillow comparisons will be skipped"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi

@@ -1,0 +1,104 @@
+//! Command-line parsing and dispatch: one file per command; printing and
+//! exit codes live here, nothing else does.
+
+mod build;
+mod check;
+mod demo;
+mod new;
+mod plan;
+mod watch;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::workspace::Workspace;
+
+/// Exit code of a build or check that ran but had failures.
+pub const EXIT_FAILURES: i32 = 1;
+/// Exit code of a command that could not run (bad usage, no workspace, lock).
+pub const EXIT_ERROR: i32 = 2;
+
+/// cpia: build a standardized, multi-scale pathology dataset from recipes.
+#[derive(Parser, Debug)]
+#[command(name = "cpia", version, about, long_about = None)]
+pub struct Cli {
+    /// Use the workspace in DIR instead of searching upwards from the current folder.
+    #[arg(long, global = true, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Override a source root: NAME=PATH (repeatable; beats CPIA_SOURCE_<NAME> and cpia.toml).
+    #[arg(long = "source", global = true, value_name = "NAME=PATH")]
+    sources: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build every output that is out of date, remove the ones nothing produces.
+    Build(build::Args),
+    /// Show what `build` would do (a dry run), and with --explain why.
+    Plan(plan::Args),
+    /// Validate recipes and print their errors with file:line:column.
+    Check(check::Args),
+    /// Write a commented starting recipe.
+    New(new::Args),
+    /// Write a self-contained demo workspace and build it.
+    Demo(demo::Args),
+    /// Keep planning and building as recipes and sources change.
+    Watch(watch::Args),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let ctx = Context {
+        workspace: cli.workspace,
+        sources: cli.sources,
+    };
+    let result = match cli.command {
+        Command::Build(a) => build::run(&ctx, a),
+        Command::Plan(a) => plan::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::New(a) => new::run(&ctx, a),
+        Command::Demo(a) => demo::run(&ctx, a),
+        Command::Watch(a) => watch::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Options shared by every command.
+pub struct Context {
+    workspace: Option<PathBuf>,
+    sources: Vec<String>,
+}
+
+/// The error type of commands: a message for the user.
+pub type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+impl Context {
+    /// Finds the workspace and applies source overrides.
+    fn workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
+        let cwd = std::env::current_dir()?;
+        let mut ws = Workspace::discover(self.workspace.as_deref(), &cwd)?;
+        ws.apply_overrides(&self.sources)?;
+        Ok(ws)
+    }
+}
+
+/// Prints debug counters when `CPIA_DEBUG_COUNTERS` is set (used by tests to
+/// prove, for example, that unchanged sources are not re-hashed).
+fn debug_counters(hashed_before: u64) {
+    if std::env::var_os("CPIA_DEBUG_COUNTERS").is_some() {
+        eprintln!(
+            "debug: hashed_sources={}",
+            crate::plan::sources::hashed_count() - hashed_before
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Atomic, confined writes into the output folder.
+//!
+//! Every file is written to a temporary file in `<output>/.cpia-tmp/` (same
+//! filesystem, so the rename is atomic), flushed with fsync, then renamed over
+//! its final name. A reader — or a build killed at any instant — sees either
+//! the old file, the new file, or no file; never a partial one. Leftover
+//! temporaries of a killed build are deleted when the next build starts.
+//!
+//! Confinement: output names are validated by the recipe layer, and here every
+//! directory we write into is resolved (symlinks followed) and must lie inside
+//! the output root, so a symlink planted in the dataset cannot redirect a
+//! write elsewhere.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Name of the temporary folder inside the output root.
+pub const TMP_DIR: &str = ".cpia-tmp";
+
+/// Writes files under one output root.
+pub struct OutputDir {
+    root: PathBuf,
+    canonical_root: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+    checked: Mutex<HashSet<PathBuf>>,
+}
+
+/// What was written: enough to record it.
+#[derive(Clone, Copy, Debug)]
+pub struct Written {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl OutputDir {
+    /// Prepares `root` (creating it) and clears leftover temporaries.
+    pub fn open(root: &Path) -> io::Result<OutputDir> {
+        std::fs::create_dir_all(root)?;
+        let canonical_root = root.canonicalize()?;
+        let tmp = root.join(TMP_DIR);
+        match std::fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(OutputDir {
+            root: root.to_path_buf(),
+            canonical_root,
+            tmp,
+            counter: AtomicU64::new(0),
+            checked: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Writes `bytes` to `rel` (relative, `/`-separated) atomically.
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> io::Result<Written> {
+        let dest = self.resolve(rel)?;
+        if let Some(parent) = dest.parent() {
+            self.ensure_dir(parent)?;
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.tmp.join(format!("{}-{n}.tmp", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &dest)?;
+            let m = std::fs::metadata(&dest)?;
+            Ok(Written {
+                size: m.len(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            })
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Deletes `rel` (absent is fine) and then any folders it leaves empty.
+    pub fn remove(&self, rel: &str) -> io::Result<()> {
+        let dest = self.resolve(rel)?;
+        match std::fs::remove_file(&dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut dir = dest.parent();
+        while let Some(d) = dir {
+            if d == self.root || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary folder (at the end of a build).
+    pub fn finish(&self) {
+        let _ = std::fs::remove_dir(&self.tmp);
+    }
+
+    fn resolve(&self, rel: &str) -> io::Result<PathBuf> {
+        let bad = rel.is_empty()
+            || rel.starts_with('/')
+            || rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'));
+        if bad {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "refusing to write `{rel}`: not a plain relative path inside the output folder"
+                ),
+            ));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if self
+            .checked
+            .lock()
+            .map(|c| c.contains(dir))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)?;
+        let real = dir.canonicalize()?;
+        if !real.starts_with(&self.canonical_root) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to write into {}: it resolves to {}, outside the output folder {}",
+                    dir.display(),
+                    real.display(),
+                    self.canonical_root.display()
+                ),
+            ));
+        }
+        if let Ok(mut c) = self.checked.lock() {
+            c.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_atomically_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(&dir.path().join("ds")).unwrap();
+        let w = out.write("M/A/x.jpg", b"hello").unwrap();
+        assert_eq!(w.size, 5);
+        assert_eq!(
+            std::fs::read(dir.path().join("ds/M/A/x.jpg")).unwrap(),
+            b"hello"
+        );
+        out.remove("M/A/x.jpg").unwrap();
+        assert!(
+            !dir.path().join("ds/M").exists(),
+            "empty folders are pruned"
+        );
+        out.finish();
+        assert!(!dir.path().join("ds").join(TMP_DIR).exists());
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(&dir.path().join("ds")).unwrap();
+        assert!(out.write("../x.jpg", b"x").is_err());
+        assert!(out.write("/etc/x.jpg", b"x").is_err());
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("ds/M")).unwrap();
+        let err = out.write("M/x.jpg", b"x").unwrap_err();
+        assert!(
+            err.to_string().contains("outside the output folder"),
+            "{err}"
+        );
+        assert!(!dir.path().join("elsewhere/x.jpg").exists());
+    }
+
+    #[test]
+    fn leftover_temporaries_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        std::fs::create_dir_all(root.join(TMP_DIR)).unwrap();
+        std::fs::write(root.join(TMP_DIR).join("1-1.tmp"), b"partial").unwrap();
+        let _out = OutputDir::open(&root).unwrap();
+        assert_eq!(std::fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,14 @@
+//! cpia: a declarative, incremental build system for standardized,
+//! multi-scale pathology pre-training datasets (the CPIA standard).
+//!
+//! Data flows one way: [`recipe`] → [`plan`] → [`engine`] → [`ops`] →
+//! [`store`]. See `ARCHITECTURE.md` for the code map and the invariants each
+//! layer keeps.
+
+pub mod cli;
+pub mod engine;
+pub mod ops;
+pub mod plan;
+pub mod recipe;
+pub mod store;
+pub mod workspace;

@@ -1,0 +1,5 @@
+//! The `cpia` command.
+
+fn main() {
+    std::process::exit(cpia::cli::main());
+}

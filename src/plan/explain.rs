@@ -1,0 +1,96 @@
+//! Why an output is out of date, in words: the reasons `cpia plan --explain`
+//! prints, derived by comparing the key ingredients recorded for the output
+//! with the ones computed now (see [`super::key`] for the ingredients).
+
+use crate::store::OutputRecord;
+
+use super::key::Pipeline;
+use super::query::PlannedOutput;
+
+/// Reasons an output recorded under another key must be rebuilt.
+pub fn key_change(
+    rec: &OutputRecord,
+    now: &PlannedOutput,
+    now_pipeline_hash: &str,
+    old: Option<&Pipeline>,
+    new: Option<&Pipeline>,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if rec.source_hash != now.source_hash {
+        reasons.push(format!("source content changed ({})", now.source_rel));
+    }
+    if rec.pipeline_hash != now_pipeline_hash {
+        match (old, new) {
+            (Some(old), Some(new)) => reasons.extend(pipeline_diff(old, new)),
+            _ => reasons.push("recipe steps changed".into()),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("key format changed".into());
+    }
+    reasons
+}
+
+/// The differences between two pipelines, step by step.
+pub fn pipeline_diff(old: &Pipeline, new: &Pipeline) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.hash == new.hash {
+        return out;
+    }
+    for (i, n) in new.steps.iter().enumerate() {
+        let Some(o) = old.steps.get(i) else {
+            out.push(format!("step `{}` ({}) was added", n.id, n.op));
+            continue;
+        };
+        if o.op != n.op {
+            out.push(format!(
+                "step `{}` changed operator ({} -> {})",
+                n.id, o.op, n.op
+            ));
+            continue;
+        }
+        if o.version != n.version {
+            out.push(format!(
+                "operator version of {} (step `{}`) changed ({} -> {})",
+                n.op, n.id, o.version, n.version
+            ));
+        }
+        for (k, v) in &n.params {
+            match o.params.iter().find(|(ok, _)| ok == k) {
+                Some((_, ov)) if ov == v => {}
+                Some((_, ov)) => out.push(format!(
+                    "parameter `{k}` of step `{}` changed ({ov} -> {v})",
+                    n.id
+                )),
+                None => out.push(format!(
+                    "parameter `{k}` of step `{}` was added ({v})",
+                    n.id
+                )),
+            }
+        }
+        for (k, ov) in &o.params {
+            if !n.params.iter().any(|(nk, _)| nk == k) {
+                out.push(format!(
+                    "parameter `{k}` of step `{}` was removed (was {ov})",
+                    n.id
+                ));
+            }
+        }
+        if o.inputs != n.inputs {
+            out.push(format!("inputs of step `{}` changed", n.id));
+        }
+    }
+    for o in old.steps.iter().skip(new.steps.len()) {
+        out.push(format!("step `{}` ({}) was removed", o.id, o.op));
+    }
+    if old.encoder != new.encoder {
+        out.push(format!(
+            "JPEG encoder changed ({} -> {})",
+            old.encoder, new.encoder
+        ));
+    }
+    if out.is_empty() {
+        out.push("recipe steps changed".into());
+    }
+    out
+}

@@ -1,0 +1,213 @@
+//! Cache keys: the one place where an output's key is computed.
+//!
+//! An output is up to date when the key recorded for it equals the key
+//! computed now, and the file on disk is the one that was recorded. The key
+//! is the blake3 of a canonical, length-prefixed encoding of exactly these
+//! ingredients, and nothing else:
+//!
+//! | ingredient | taken from | why it is in the key |
+//! |---|---|---|
+//! | key format version ([`KEY_FORMAT`]) | this module | changing the encoding below must invalidate every key |
+//! | source content hash | blake3 of the source file's bytes (stat index) | the pixels come from these bytes; a touched but identical file keeps its key (early cutoff) |
+//! | each step on the path from the source to the output, in topological order: operator name | recipe `op` | another operator makes other bytes |
+//! | … its operator version | [`crate::ops::Operator::version`] | a changed implementation makes other bytes |
+//! | … its normalized parameters, sorted by name | [`crate::ops::Operator::params`] | `quality = 75` vs `90`; spellings of one value normalize alike |
+//! | … its inputs, as positions in this list | recipe `input`/`inputs` | the shape of the DAG |
+//! | the JPEG encoder and its version | [`crate::ops::encode::ENCODER`] | another libjpeg-turbo may write other bytes |
+//!
+//! Deliberately **not** in the key: absolute paths, times, the machine, step
+//! ids (renaming a step changes no pixel), collection metadata, the output's
+//! name, sub-dataset, scale and class (they say *where* the file goes — its
+//! identity in the state — not what its bytes are), and cpia's own version
+//! (a release that changes no operator must not rebuild 21 million images;
+//! operator versions carry that meaning instead).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ops::Operator;
+use crate::recipe::Recipe;
+
+/// Version of the key encoding below.
+pub const KEY_FORMAT: u32 = 1;
+
+/// One step of a pipeline, as recorded for explanations.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepDesc {
+    /// The recipe's step id: for messages only, not part of the key.
+    pub id: String,
+    pub op: String,
+    pub version: u32,
+    pub params: Vec<(String, String)>,
+    /// Positions in [`Pipeline::steps`]; empty = reads the source.
+    pub inputs: Vec<usize>,
+}
+
+/// The chain of steps that makes one sink of a recipe from a source file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub steps: Vec<StepDesc>,
+    pub encoder: String,
+    /// blake3 hex of the canonical encoding (everything above but ids).
+    pub hash: String,
+}
+
+impl Pipeline {
+    /// The pipeline feeding `sink` in `recipe`: the sink's ancestors in
+    /// topological order, renumbered.
+    pub fn for_sink(recipe: &Recipe, sink: usize) -> Pipeline {
+        let mut needed = vec![false; recipe.steps.len()];
+        mark(recipe, sink, &mut needed);
+        let mut position = vec![usize::MAX; recipe.steps.len()];
+        let mut steps = Vec::new();
+        for (i, step) in recipe.steps.iter().enumerate() {
+            if !needed[i] {
+                continue;
+            }
+            position[i] = steps.len();
+            steps.push(describe(&step.id, &step.op, &step.inputs, &position));
+        }
+        Pipeline::new(steps, crate::ops::encode::ENCODER.to_string())
+    }
+
+    /// Builds a pipeline and computes its hash.
+    pub fn new(steps: Vec<StepDesc>, encoder: String) -> Pipeline {
+        let mut enc = Encoder::new("cpia-pipeline");
+        enc.u64(steps.len() as u64);
+        for s in &steps {
+            enc.str(&s.op);
+            enc.u64(u64::from(s.version));
+            enc.u64(s.params.len() as u64);
+            for (k, v) in &s.params {
+                enc.str(k);
+                enc.str(v);
+            }
+            enc.u64(s.inputs.len() as u64);
+            for &i in &s.inputs {
+                enc.u64(i as u64);
+            }
+        }
+        enc.str(&encoder);
+        Pipeline {
+            hash: enc.finish(),
+            steps,
+            encoder,
+        }
+    }
+
+    /// The JSON stored in the state's `pipelines` table.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn mark(recipe: &Recipe, i: usize, needed: &mut [bool]) {
+    if needed[i] {
+        return;
+    }
+    needed[i] = true;
+    for &j in &recipe.steps[i].inputs {
+        mark(recipe, j, needed);
+    }
+}
+
+fn describe(id: &str, op: &Operator, inputs: &[usize], position: &[usize]) -> StepDesc {
+    StepDesc {
+        id: id.to_string(),
+        op: op.name().to_string(),
+        version: op.version(),
+        params: op
+            .params()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        inputs: inputs.iter().map(|&i| position[i]).collect(),
+    }
+}
+
+/// The key of an output made by `pipeline` from a source whose content hash
+/// is `source_hash`. See the module documentation for the full table.
+pub fn output_key(pipeline: &Pipeline, source_hash: &str) -> String {
+    let mut enc = Encoder::new("cpia-output-key");
+    enc.str(&pipeline.hash);
+    enc.str(source_hash);
+    enc.finish()
+}
+
+/// Unambiguous encoding: every field is length-prefixed, so no two different
+/// ingredient lists can produce the same byte stream.
+struct Encoder(blake3::Hasher);
+
+impl Encoder {
+    fn new(domain: &str) -> Encoder {
+        let mut e = Encoder(blake3::Hasher::new());
+        e.str(domain);
+        e.u64(u64::from(KEY_FORMAT));
+        e
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.update(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.update(s.as_bytes());
+    }
+    fn finish(self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: &str, op: &str, params: &[(&str, &str)], inputs: &[usize]) -> StepDesc {
+        StepDesc {
+            id: id.into(),
+            op: op.into(),
+            version: 1,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            inputs: inputs.to_vec(),
+        }
+    }
+
+    #[test]
+    fn ids_do_not_matter_params_do() {
+        let a = Pipeline::new(
+            vec![step("enc", "encode_jpeg", &[("quality", "75")], &[])],
+            "e".into(),
+        );
+        let b = Pipeline::new(
+            vec![step("x", "encode_jpeg", &[("quality", "75")], &[])],
+            "e".into(),
+        );
+        let c = Pipeline::new(
+            vec![step("enc", "encode_jpeg", &[("quality", "90")], &[])],
+            "e".into(),
+        );
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+        assert_ne!(output_key(&a, "s1"), output_key(&a, "s2"));
+        assert_eq!(output_key(&a, "s1"), output_key(&b, "s1"));
+    }
+
+    #[test]
+    fn encoding_is_unambiguous() {
+        let a = Pipeline::new(vec![step("a", "ab", &[("c", "")], &[])], "e".into());
+        let b = Pipeline::new(vec![step("a", "a", &[("bc", "")], &[])], "e".into());
+        assert_ne!(a.hash, b.hash);
+    }
+
+    #[test]
+    fn operator_version_and_encoder_matter() {
+        let mut s = step("a", "resize", &[], &[]);
+        let a = Pipeline::new(vec![s.clone()], "e".into());
+        s.version = 2;
+        let b = Pipeline::new(vec![s.clone()], "e".into());
+        let c = Pipeline::new(vec![s], "f".into());
+        assert_ne!(a.hash, b.hash);
+        assert_ne!(b.hash, c.hash);
+    }
+}

@@ -1,0 +1,273 @@
+//! Scanning source roots and hashing their files through the stat index.
+//!
+//! A file whose (size, mtime in ns, inode) equal the stat index's entry is
+//! not read again: its recorded blake3 is trusted. Any other file is hashed;
+//! if its bytes turn out unchanged (a `touch`), its key is unchanged and
+//! nothing downstream is rebuilt — the early cutoff.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::recipe::InputSpec;
+use crate::store::SourceStat;
+
+static HASHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many source files this process has hashed (read in full) so far; the
+/// tests use it (via `CPIA_DEBUG_COUNTERS`) to prove unchanged files are not read.
+pub fn hashed_count() -> u64 {
+    HASHED.load(Ordering::Relaxed)
+}
+
+/// A file found under a source root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundFile {
+    /// Relative to the source root, `/`-separated.
+    pub rel: String,
+    pub abs: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+/// A source file with its content hash (or why it could not be read).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SourceEntry {
+    pub rel: String,
+    pub abs: PathBuf,
+    pub hash: Result<String, String>,
+}
+
+/// Why a source root cannot be used. Each of these stops its collection
+/// only, and never leads to its outputs being removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootError {
+    /// The recipe names a root the workspace does not define.
+    Unknown(String),
+    Missing(PathBuf),
+    NotADirectory(PathBuf),
+    /// A folder with nothing in it at all, as an unmounted mount point looks.
+    Empty(PathBuf),
+    Unreadable(PathBuf, String),
+}
+
+impl std::fmt::Display for RootError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootError::Unknown(n) => write!(
+                f,
+                "source root `{n}` is not defined: add it under [sources] in cpia.toml, or pass --source {n}=PATH"
+            ),
+            RootError::Missing(p) => write!(
+                f,
+                "source root {} does not exist (not mounted?); its outputs are kept",
+                p.display()
+            ),
+            RootError::NotADirectory(p) => {
+                write!(f, "source root {} is not a directory; its outputs are kept", p.display())
+            }
+            RootError::Empty(p) => write!(
+                f,
+                "source root {} is empty (not mounted?); its outputs are kept",
+                p.display()
+            ),
+            RootError::Unreadable(p, e) => {
+                write!(f, "source root {} cannot be read: {e}; its outputs are kept", p.display())
+            }
+        }
+    }
+}
+
+/// Lists the files of `root` that `spec` accepts, sorted by relative path.
+/// Problems with single entries (unreadable folders) are returned beside the
+/// list; a root that is missing, not a folder or empty is an error.
+pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String>), RootError> {
+    let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RootError::Missing(root.to_path_buf()),
+        _ => RootError::Unreadable(root.to_path_buf(), e.to_string()),
+    })?;
+    if !meta.is_dir() {
+        return Err(RootError::NotADirectory(root.to_path_buf()));
+    }
+    let mut entries = std::fs::read_dir(root)
+        .map_err(|e| RootError::Unreadable(root.to_path_buf(), e.to_string()))?;
+    if entries.next().is_none() {
+        return Err(RootError::Empty(root.to_path_buf()));
+    }
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel
+            .to_str()
+            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+        else {
+            problems.push(format!(
+                "{}: file name is not UTF-8, skipped",
+                entry.path().display()
+            ));
+            continue;
+        };
+        if !spec.accepts(&rel) {
+            continue;
+        }
+        match entry.metadata() {
+            Ok(m) => files.push(FoundFile {
+                rel,
+                abs: entry.path().to_path_buf(),
+                size: m.len(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                inode: m.ino(),
+            }),
+            Err(e) => problems.push(format!("{}: {e}", entry.path().display())),
+        }
+    }
+    Ok((files, problems))
+}
+
+/// Hashes what the stat index does not vouch for, in parallel. Returns the
+/// entries and the stat-index rows to store.
+pub fn hash_files(
+    files: &[FoundFile],
+    index: &HashMap<String, SourceStat>,
+) -> (Vec<SourceEntry>, Vec<(String, SourceStat)>) {
+    let results: Vec<(SourceEntry, Option<(String, SourceStat)>)> = files
+        .par_iter()
+        .map(|f| {
+            let key = f.abs.to_string_lossy().into_owned();
+            if let Some(s) = index.get(&key) {
+                if s.size == f.size && s.mtime_ns == f.mtime_ns && s.inode == f.inode {
+                    let entry = SourceEntry {
+                        rel: f.rel.clone(),
+                        abs: f.abs.clone(),
+                        hash: Ok(s.hash.clone()),
+                    };
+                    return (entry, None);
+                }
+            }
+            let hash = hash_file(&f.abs);
+            let update = hash.as_ref().ok().map(|h| {
+                (
+                    key,
+                    SourceStat {
+                        size: f.size,
+                        mtime_ns: f.mtime_ns,
+                        inode: f.inode,
+                        hash: h.clone(),
+                    },
+                )
+            });
+            let entry = SourceEntry {
+                rel: f.rel.clone(),
+                abs: f.abs.clone(),
+                hash,
+            };
+            (entry, update)
+        })
+        .collect();
+    let mut entries = Vec::with_capacity(results.len());
+    let mut updates = Vec::new();
+    for (e, u) in results {
+        entries.push(e);
+        updates.extend(u);
+    }
+    (entries, updates)
+}
+
+/// blake3 of a file's content, hex. Large files (whole slides) are mapped and
+/// hashed on all cores.
+pub fn hash_file(path: &Path) -> Result<String, String> {
+    HASHED.fetch_add(1, Ordering::Relaxed);
+    let mut hasher = blake3::Hasher::new();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let res = if size >= 16 << 20 {
+        hasher.update_mmap_rayon(path).map(|_| ())
+    } else {
+        std::fs::read(path).map(|b| {
+            hasher.update(&b);
+        })
+    };
+    res.map_err(|e| format!("cannot read: {e}"))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// blake3 of bytes already in memory, hex.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(suffixes: &[&str]) -> InputSpec {
+        InputSpec::new(
+            "R".into(),
+            vec![],
+            vec!["**/*_anno.*".into()],
+            suffixes.iter().map(|s| s.to_string()).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn scan_filters_and_sorts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::write(root.join("b/2.png"), b"x").unwrap();
+        std::fs::write(root.join("1.png"), b"y").unwrap();
+        std::fs::write(root.join("1_anno.png"), b"y").unwrap();
+        std::fs::write(root.join("notes.txt"), b"z").unwrap();
+        let (files, problems) = scan(root, &spec(&["png"])).unwrap();
+        assert!(problems.is_empty());
+        let rels: Vec<_> = files.iter().map(|f| f.rel.as_str()).collect();
+        assert_eq!(rels, ["1.png", "b/2.png"]);
+    }
+
+    #[test]
+    fn missing_and_empty_roots_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            scan(&dir.path().join("nope"), &spec(&[])),
+            Err(RootError::Missing(_))
+        ));
+        assert!(matches!(
+            scan(dir.path(), &spec(&[])),
+            Err(RootError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn stat_index_skips_unchanged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"abc").unwrap();
+        let (files, _) = scan(dir.path(), &spec(&[])).unwrap();
+        let (entries, updates) = hash_files(&files, &HashMap::new());
+        assert_eq!(updates.len(), 1);
+        assert_eq!(entries[0].hash.as_deref(), Ok(hash_bytes(b"abc").as_str()));
+        let index: HashMap<_, _> = updates.into_iter().collect();
+        let (again, updates) = hash_files(&files, &index);
+        assert!(updates.is_empty());
+        assert_eq!(again, entries);
+    }
+}

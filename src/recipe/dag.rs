@@ -1,0 +1,309 @@
+//! The step DAG: references, cycles, value kinds, sinks, topological order.
+//!
+//! All of it is checked before anything runs, so the engine can evaluate
+//! `Recipe::steps` front to back with every input already computed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::diagnostic::{known_hint, Loc, Problem};
+use super::params::{op_name, signature};
+use super::raw::Sp;
+use super::Step;
+use crate::ops::{Operator, ValueKind};
+
+/// A step after parameter typing, before graph checks.
+pub(crate) struct Draft {
+    pub id: Sp<String>,
+    /// Location of `op = ...` (or of the step header if missing).
+    pub op_loc: Loc,
+    /// None if the operator had errors (already reported).
+    pub op: Option<Operator>,
+    /// None if the input list had errors (already reported).
+    pub inputs: Option<Vec<Sp<String>>>,
+}
+
+fn kind_name(k: ValueKind) -> &'static str {
+    match k {
+        ValueKind::Bytes => "the source file's bytes",
+        ValueKind::Image => "an image",
+        ValueKind::Encoded => "encoded JPEG bytes",
+    }
+}
+
+/// Checks the graph; returns the steps in a stable topological order (the
+/// declaration order wherever the edges allow it) and the sink indices, or
+/// None when a problem was reported.
+pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>, Vec<usize>)> {
+    let before = p.len();
+    let ids: Vec<&str> = drafts.iter().map(|d| d.id.v.as_str()).collect();
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+
+    // Resolve references.
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..drafts.len()).map(|i| graph.add_node(i)).collect();
+    let mut resolved: Vec<Option<Vec<usize>>> = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        let Some(refs) = &d.inputs else {
+            resolved.push(None);
+            continue;
+        };
+        let mut out = Vec::new();
+        for r in refs {
+            match index.get(r.v.as_str()) {
+                Some(&j) => out.push(j),
+                None => p.push(
+                    Problem::at(
+                        &r.loc,
+                        format!("unknown input `{}` of step `{}`", r.v, d.id.v),
+                    )
+                    .hint(known_hint(&r.v, "step ids", &ids)),
+                ),
+            }
+        }
+        resolved.push((out.len() == refs.len()).then_some(out));
+    }
+    for (i, r) in resolved.iter().enumerate() {
+        for &j in r.iter().flatten() {
+            graph.update_edge(nodes[j], nodes[i], ());
+        }
+    }
+
+    // Cycles: one error per strongly connected component.
+    let mut cyclic = false;
+    for scc in tarjan_scc(&graph) {
+        let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        cyclic = true;
+        let start = scc.iter().map(|n| graph[*n]).min().unwrap_or(0);
+        let path = cycle_path(&graph, &nodes, &scc, start);
+        let text: Vec<&str> = path.iter().map(|&i| ids[i]).collect();
+        p.push(
+            Problem::at(
+                &drafts[start].id.loc,
+                format!("cycle: {}", text.join(" -> ")),
+            )
+            .hint("steps form a DAG: a step cannot depend on its own result"),
+        );
+    }
+    if cyclic {
+        return None;
+    }
+
+    // Arity and value kinds.
+    let decoders: Vec<&str> = drafts
+        .iter()
+        .filter(|d| matches!(d.op, Some(Operator::Decode(_))))
+        .map(|d| d.id.v.as_str())
+        .collect();
+    for (i, d) in drafts.iter().enumerate() {
+        let (Some(op), Some(ins)) = (&d.op, &resolved[i]) else {
+            continue;
+        };
+        let name = op_name(op);
+        if ins.len() > 1 {
+            let at = d
+                .inputs
+                .as_ref()
+                .and_then(|v| v.get(1))
+                .map_or(&d.op_loc, |s| &s.loc);
+            p.push(Problem::at(
+                at,
+                format!(
+                    "operator `{name}` of step `{}` takes one input, {} are given",
+                    d.id.v,
+                    ins.len()
+                ),
+            ));
+            continue;
+        }
+        let (want, _) = signature(op);
+        let got = match ins.first() {
+            None => ValueKind::Bytes,
+            Some(&j) => match &drafts[j].op {
+                Some(o) => signature(o).1,
+                None => continue,
+            },
+        };
+        if want == got {
+            continue;
+        }
+        let problem = match ins.first() {
+            None => {
+                let hint = match decoders.first() {
+                    Some(dec) => format!("add `input = \"{dec}\"`"),
+                    None => "add a `decode` step and make it the `input`".to_string(),
+                };
+                Problem::at(
+                    &d.op_loc,
+                    format!(
+                        "step `{}` ({name}) needs {} but has no `input`, so it would get the source file's bytes",
+                        d.id.v,
+                        kind_name(want)
+                    ),
+                )
+                .hint(hint)
+            }
+            Some(&j) => {
+                let at = d
+                    .inputs
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .map_or(&d.op_loc, |s| &s.loc);
+                let pr = Problem::at(
+                    at,
+                    format!(
+                        "step `{}` ({name}) needs {} but its input `{}` produces {}",
+                        d.id.v,
+                        kind_name(want),
+                        drafts[j].id.v,
+                        kind_name(got)
+                    ),
+                );
+                if want == ValueKind::Bytes {
+                    pr.hint("remove `input`: a step without `input` reads the source file")
+                } else {
+                    pr
+                }
+            }
+        };
+        p.push(problem);
+    }
+
+    // Sinks: what nothing consumes is written, so it must be encoded. Only
+    // meaningful when the edges are right: a wrong or missing `input` leaves
+    // its intended producer unconsumed, which is not a second mistake.
+    let edges_ok = p.len() == before
+        && resolved.iter().all(Option::is_some)
+        && drafts.iter().all(|d| d.op.is_some());
+    let consumed: Vec<bool> = (0..drafts.len())
+        .map(|i| {
+            graph
+                .neighbors_directed(nodes[i], petgraph::Direction::Outgoing)
+                .next()
+                .is_some()
+        })
+        .collect();
+    for (i, d) in drafts.iter().enumerate() {
+        if consumed[i] || !edges_ok {
+            continue;
+        }
+        if let Some(op) = &d.op {
+            if !matches!(op, Operator::EncodeJpeg(_)) {
+                p.push(
+                    Problem::at(
+                        &d.id.loc,
+                        format!(
+                            "step `{}` ({}) is a sink (no step uses its result), but only `encode_jpeg` results can be written",
+                            d.id.v,
+                            op_name(op)
+                        ),
+                    )
+                    .hint("feed it to an `encode_jpeg` step, or remove it"),
+                );
+            }
+        }
+    }
+
+    if p.len() > before || drafts.iter().any(|d| d.op.is_none()) {
+        return None;
+    }
+    let order = stable_toposort(&graph, &nodes);
+    let mut position = vec![0; drafts.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        position[i] = pos;
+    }
+    let mut steps = Vec::with_capacity(drafts.len());
+    for &i in &order {
+        let d = &drafts[i];
+        steps.push(Step {
+            id: d.id.v.clone(),
+            op: d.op.clone()?,
+            inputs: resolved[i].iter().flatten().map(|&j| position[j]).collect(),
+        });
+    }
+    let mut sinks: Vec<usize> = (0..drafts.len())
+        .filter(|&i| !consumed[i])
+        .map(|i| position[i])
+        .collect();
+    sinks.sort_unstable();
+    Some((steps, sinks))
+}
+
+/// Kahn's algorithm taking the lowest declaration index first.
+fn stable_toposort(graph: &DiGraph<usize, ()>, nodes: &[NodeIndex]) -> Vec<usize> {
+    let mut indegree: Vec<usize> = nodes
+        .iter()
+        .map(|n| {
+            graph
+                .neighbors_directed(*n, petgraph::Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
+        .filter(|&i| indegree[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for m in graph.neighbors_directed(nodes[i], petgraph::Direction::Outgoing) {
+            let j = graph[m];
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(Reverse(j));
+            }
+        }
+    }
+    order
+}
+
+/// A cycle through `start` inside the component, in data-flow direction,
+/// ending where it began: `[a, b, a]`.
+fn cycle_path(
+    graph: &DiGraph<usize, ()>,
+    nodes: &[NodeIndex],
+    scc: &[NodeIndex],
+    start: usize,
+) -> Vec<usize> {
+    let in_scc = |n: NodeIndex| scc.contains(&n);
+    // Breadth-first search from `start` back to `start`, inside the component.
+    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    let mut seen = vec![start];
+    while let Some(i) = queue.pop_front() {
+        let mut next: Vec<usize> = graph
+            .neighbors_directed(nodes[i], petgraph::Direction::Outgoing)
+            .filter(|n| in_scc(*n))
+            .map(|n| graph[n])
+            .collect();
+        next.sort_unstable();
+        for j in next {
+            if j == start {
+                // Walk back from `i` to `start`, then read it forwards.
+                let mut back = Vec::new();
+                let mut k = i;
+                while k != start {
+                    back.push(k);
+                    k = parent.get(&k).copied().unwrap_or(start);
+                }
+                back.reverse();
+                let mut path = vec![start];
+                path.extend(back);
+                path.push(start);
+                return path;
+            }
+            if !seen.contains(&j) {
+                seen.push(j);
+                parent.insert(j, i);
+                queue.push_back(j);
+            }
+        }
+    }
+    vec![start, start]
+}

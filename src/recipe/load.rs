@@ -1,0 +1,829 @@
+//! Loading a recipe: read the file and its `extends` chain, merge, validate.
+//!
+//! Files are read only through the caller's `read` callback, so the salsa
+//! layer sees (and tracks) every file a recipe depends on.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use toml::de::DeTable;
+
+use super::canonical::recipe_hash;
+use super::diagnostic::{Diagnostics, Problem, SourceMap};
+use super::merge::merge;
+use super::raw::{self, RawRecipe};
+use super::resolve::resolve;
+use super::Recipe;
+
+/// Longest `extends` chain: deeper is surely a mistake.
+const MAX_DEPTH: usize = 16;
+
+/// Loads and validates the recipe at `path` (shown as given in diagnostics),
+/// reading it and every template it extends through `read`. `extends` paths
+/// are relative to the directory of the file that names them. Returns every
+/// error found, each located in the file that caused it.
+pub fn load_recipe(
+    path: &Path,
+    read: &mut dyn FnMut(&Path) -> io::Result<String>,
+) -> Result<Recipe, Diagnostics> {
+    let mut sm = SourceMap::default();
+    let mut p = Vec::new();
+    let chain = read_chain(path, read, &mut sm, &mut p);
+    let resolved = chain.and_then(|chain| {
+        let merged = chain.into_iter().rev().reduce(merge)?;
+        resolve(&merged, &sm, &mut p)
+    });
+    match resolved {
+        Some(r) if p.is_empty() => Ok(Recipe {
+            path: path.to_path_buf(),
+            hash: recipe_hash(&r.collection, &r.inputs, &r.routes, &r.name, &r.steps),
+            collection: r.collection,
+            inputs: r.inputs,
+            routes: r.routes,
+            steps: r.steps,
+            sinks: r.sinks,
+            name: r.name,
+            files: sm.paths().map(Path::to_path_buf).collect(),
+        }),
+        _ => {
+            if p.is_empty() {
+                p.push(Problem::file(0, "the recipe could not be loaded"));
+            }
+            Err(sm.render(p))
+        }
+    }
+}
+
+/// `..` and `.` resolved lexically, so `a/../b.toml` and `b.toml` are one file
+/// (for cycle detection and for display).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Reads the recipe, then each template it extends, most derived first.
+/// None if a file could not be read or parsed, or `extends` loops.
+fn read_chain(
+    path: &Path,
+    read: &mut dyn FnMut(&Path) -> io::Result<String>,
+    sm: &mut SourceMap,
+    p: &mut Vec<Problem>,
+) -> Option<Vec<RawRecipe>> {
+    let mut chain = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut current = path.to_path_buf();
+    let mut via = None;
+    loop {
+        let norm = normalize(&current);
+        if let Some(first) = seen.iter().position(|s| *s == norm) {
+            let mut names: Vec<String> = sm
+                .paths()
+                .skip(first)
+                .map(|f| f.display().to_string())
+                .collect();
+            names.push(current.display().to_string());
+            let at = via.unwrap_or_default();
+            p.push(
+                Problem::at(&at, format!("extends cycle: {}", names.join(" -> ")))
+                    .hint("a template cannot extend itself, directly or through others"),
+            );
+            return None;
+        }
+        if chain.len() >= MAX_DEPTH {
+            let at = via.unwrap_or_default();
+            p.push(Problem::at(
+                &at,
+                format!("`extends` chain deeper than {MAX_DEPTH} files"),
+            ));
+            return None;
+        }
+        let text = match read(&current) {
+            Ok(t) => t,
+            Err(e) => {
+                match &via {
+                    Some(at) => p.push(Problem::at(
+                        at,
+                        format!("cannot read template `{}`: {e}", current.display()),
+                    )),
+                    None => {
+                        let f = sm.add(current.clone(), String::new());
+                        p.push(Problem::file(f, format!("cannot read recipe: {e}")));
+                    }
+                }
+                return None;
+            }
+        };
+        seen.push(norm);
+        let file = sm.add(current.clone(), text);
+        let (doc, errors) = DeTable::parse_recoverable(sm.text(file));
+        if !errors.is_empty() {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                let message = e.message().trim().replace('\n', "; ");
+                p.push(Problem::at(
+                    &super::diagnostic::Loc { file, span },
+                    format!("TOML syntax: {message}"),
+                ));
+            }
+            return None;
+        }
+        let raw = raw::read(file, doc.get_ref(), p);
+        let next = match raw.extends.val() {
+            Some(e) if e.v.trim().is_empty() => {
+                p.push(Problem::at(&e.loc, "`extends` is empty"));
+                None
+            }
+            Some(e) => Some((e.v.clone(), e.loc.clone())),
+            None => None,
+        };
+        chain.push(raw);
+        let Some((rel, at)) = next else {
+            return Some(chain);
+        };
+        let dir = current.parent().unwrap_or(Path::new(""));
+        current = normalize(&dir.join(rel));
+        via = Some(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{errors, load, load_from, pos, single, BREAKHIS, STEPS};
+    use crate::ops::{Filter, Operator, Subsampling};
+
+    /// A minimal valid head (collection, inputs, one match-all route).
+    const HEAD: &str = "[collection]\nname = \"X\"\nkind = \"roi\"\n[inputs]\nsource = \"X\"\n[[route]]\nscale = \"M\"\n";
+
+    fn with_steps(head: &str, steps: &str) -> String {
+        format!("{head}{steps}")
+    }
+
+    #[test]
+    fn breakhis_loads_into_a_sorted_dag() {
+        let r = match load(BREAKHIS) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let ids: Vec<&str> = r.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["decode", "crop", "resize", "encode"]);
+        assert_eq!(r.steps[3].inputs, vec![2]);
+        assert!(r.steps[0].inputs.is_empty());
+        assert_eq!(r.sinks, vec![3]);
+        assert_eq!(r.collection.organs, vec!["breast".to_string()]);
+        assert_eq!(r.inputs.suffixes, vec!["png".to_string()]);
+        assert!(r.inputs.accepts("benign/a/x-40-1.png"));
+        assert!(!r.inputs.accepts("benign/a/x_anno.png"));
+        assert_eq!(r.files, vec![std::path::PathBuf::from("recipes/test.toml")]);
+        assert_eq!(r.hash.len(), 64);
+        match &r.steps[3].op {
+            Operator::EncodeJpeg(j) => {
+                assert_eq!((j.quality, j.subsampling), (75, Subsampling::S420))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn steps_are_sorted_topologically_whatever_the_declaration_order() {
+        let text = with_steps(
+            HEAD,
+            "[[steps]]\nid = \"enc\"\nop = \"encode_jpeg\"\ninput = \"dec\"\n[[steps]]\nid = \"dec\"\nop = \"decode\"\n",
+        );
+        let r = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<&str> = r.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["dec", "enc"]);
+        assert_eq!(r.steps[1].inputs, vec![0]);
+        assert_eq!(r.sinks, vec![1]);
+        // Defaults of encode_jpeg.
+        assert!(matches!(&r.steps[1].op, Operator::EncodeJpeg(j) if j.quality == 75));
+    }
+
+    #[test]
+    fn toml_syntax_error() {
+        let text = "[collection]\nname = \"X\nkind = \"roi\"\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].message.starts_with("TOML syntax:"),
+            "{}",
+            errs[0].message
+        );
+        assert_eq!(errs[0].line, 2, "{}", errs[0]);
+    }
+
+    #[test]
+    fn unknown_key_with_suggestion() {
+        let text = BREAKHIS.replace("stain =", "stian =");
+        let d = single(&text, "unknown key `stian` in [collection]", "stian", 0, 0);
+        assert!(d.hint.unwrap_or_default().contains("did you mean `stain`?"));
+        let text = BREAKHIS.replace("[[steps]]", "[[step]]");
+        let errs = errors(&text);
+        assert!(errs
+            .iter()
+            .any(|d| d.message == "unknown key `step` in the recipe"
+                && d.hint
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("did you mean `steps`?")));
+    }
+
+    #[test]
+    fn wrong_type() {
+        let text = BREAKHIS.replace("year = 2016", "year = \"2016\"");
+        single(
+            &text,
+            "`collection.year` must be an integer, found a string",
+            "\"2016\"",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("organs = \"breast\"", "organs = [\"breast\", 3]");
+        single(
+            &text,
+            "`collection.organs` must list strings, found an integer",
+            "3]",
+            0,
+            0,
+        );
+    }
+
+    #[test]
+    fn unknown_operator_renders_like_rustc() {
+        let text = "[collection]\nname = \"X\"\nkind = \"roi\"\n[inputs]\nsource = \"X\"\n[[route]]\nscale = \"M\"\n[[steps]]\nid = \"d\"\nop = \"decode\"\n[[steps]]\nid = \"r\"\nop = \"resise\"\ninput = \"d\"\n";
+        let d = single(text, "unknown operator `resise`", "\"resise\"", 0, 0);
+        assert_eq!((d.line, d.column), (13, 6));
+        let want = "error: unknown operator `resise`\n  --> recipes/test.toml:13:6\n   |\n13 | op = \"resise\"\n   |      ^^^^^^^^\n   = hint: did you mean `resize`? known operators: decode, crop, resize, encode_jpeg\n";
+        assert_eq!(d.to_string(), want);
+    }
+
+    #[test]
+    fn unknown_input() {
+        let text = BREAKHIS.replace("input = \"decode\"", "input = \"decod\"");
+        let d = single(
+            &text,
+            "unknown input `decod` of step `crop`",
+            "\"decod\"",
+            0,
+            0,
+        );
+        let hint = d.hint.unwrap_or_default();
+        assert!(hint.contains("did you mean `decode`?"), "{hint}");
+        assert!(hint.contains("decode, crop, resize, encode"), "{hint}");
+    }
+
+    #[test]
+    fn duplicate_id() {
+        let text = with_steps(
+            HEAD,
+            "[[steps]]\nid = \"d\"\nop = \"decode\"\n[[steps]]\nid = \"d\"\nop = \"decode\"\n[[steps]]\nid = \"e\"\nop = \"encode_jpeg\"\ninput = \"d\"\n",
+        );
+        let d = single(&text, "duplicate step id `d`", "\"d\"", 1, 0);
+        assert!(d
+            .hint
+            .unwrap_or_default()
+            .contains("first defined at recipes/test.toml:9:6"));
+    }
+
+    #[test]
+    fn cycle_is_printed_as_a_path() {
+        let text = BREAKHIS.replace("input = \"decode\"", "input = \"resize\"");
+        let d = single(&text, "cycle: crop -> resize -> crop", "\"crop\"", 0, 0);
+        assert_eq!(d.message, "cycle: crop -> resize -> crop");
+        let self_loop = BREAKHIS.replace("input = \"crop\"", "input = \"resize\"");
+        single(
+            &self_loop,
+            "cycle: resize -> resize",
+            "id = \"resize\"",
+            0,
+            5,
+        );
+    }
+
+    #[test]
+    fn value_kinds_and_sinks() {
+        // crop without input would get bytes.
+        let text = BREAKHIS.replace("input = \"decode\"\n", "");
+        let d = single(
+            &text,
+            "step `crop` (crop) needs an image but has no `input`",
+            "\"crop\"",
+            1,
+            0,
+        );
+        assert_eq!(d.hint.as_deref(), Some("add `input = \"decode\"`"));
+        // decode fed by a step.
+        let text = with_steps(
+            HEAD,
+            "[[steps]]\nid = \"a\"\nop = \"decode\"\n[[steps]]\nid = \"b\"\nop = \"decode\"\ninput = \"a\"\n[[steps]]\nid = \"e\"\nop = \"encode_jpeg\"\ninput = \"b\"\n",
+        );
+        single(
+            &text,
+            "needs the source file's bytes but its input `a` produces an image",
+            "\"a\"",
+            1,
+            0,
+        );
+        // encode fed by an encode.
+        let text = BREAKHIS.replace("[[steps]]\nid = \"encode\"", "[[steps]]\nid = \"again\"\nop = \"encode_jpeg\"\ninput = \"encode\"\n[[steps]]\nid = \"encode\"");
+        single(
+            &text,
+            "its input `encode` produces encoded JPEG bytes",
+            "\"encode\"",
+            0,
+            0,
+        );
+        // A resize nothing consumes is a sink that is not encode_jpeg.
+        let text =
+            format!("{BREAKHIS}[[steps]]\nid = \"extra\"\nop = \"resize\"\ninput = \"crop\"\n");
+        single(&text, "step `extra` (resize) is a sink", "\"extra\"", 0, 0);
+        // Two inputs to a one-input operator.
+        let text = BREAKHIS.replace("input = \"resize\"", "inputs = [\"resize\", \"crop\"]");
+        single(&text, "takes one input, 2 are given", "\"crop\"]", 0, 0);
+    }
+
+    #[test]
+    fn bad_regex_and_glob() {
+        let text = BREAKHIS.replace("'-(40)-'", "'-(40-'");
+        // The regex error's caret is mapped into the file: `(` opens the group.
+        single(&text, "invalid regex: unclosed group", "(40-'", 0, 0);
+        let text = BREAKHIS.replace(
+            "include = [\"**/*.png\"]",
+            "include = [\"**/*.png\", \"a/[b\"]",
+        );
+        single(&text, "invalid glob `a/[b`", "\"a/[b\"", 0, 0);
+        let text = BREAKHIS.replace("regex = '-(40)-'", "regex = '-(40)-'\nglob = \"**\"");
+        single(
+            &text,
+            "either `glob` or `regex`, not both",
+            "'-(40)-'",
+            0,
+            0,
+        );
+    }
+
+    #[test]
+    fn bad_expression_points_into_the_string() {
+        let text = BREAKHIS.replace("left = \"(w - s) / 2\"", "left = \"(w - q) / 2\"");
+        // `q` is at offset 5 of the expression, plus the opening quote.
+        single(
+            &text,
+            "invalid expression for `left`: unknown name `q`",
+            "\"(w - q)",
+            0,
+            6,
+        );
+        let text = BREAKHIS.replace("width = \"s\"", "width = true");
+        single(
+            &text,
+            "`width` of `crop` must be an expression string",
+            "true",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("height = \"s\"\n", "");
+        single(
+            &text,
+            "operator `crop` requires the parameter `height`",
+            "\"crop\"",
+            1,
+            0,
+        );
+    }
+
+    #[test]
+    fn params_typed_with_spans() {
+        let text = BREAKHIS.replace("quality = 75", "quality = 101");
+        single(
+            &text,
+            "`quality` of `encode_jpeg` must be in 1..=100",
+            "101",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("width = 384", "width = \"384\"");
+        single(
+            &text,
+            "`width` of `resize` must be an integer, found string",
+            "\"384\"",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("quality = 75", "qualty = 75");
+        let d = single(
+            &text,
+            "unknown parameter `qualty` for operator `encode_jpeg`",
+            "qualty",
+            0,
+            0,
+        );
+        assert!(d
+            .hint
+            .unwrap_or_default()
+            .contains("did you mean `quality`?"));
+        let text = BREAKHIS.replace("filter = \"lanczos3\"", "filter = \"lanczos\"");
+        single(&text, "unknown filter `lanczos`", "\"lanczos\"", 0, 0);
+        let text = BREAKHIS.replace("subsampling = \"4:2:0\"", "subsampling = \"4:1:1\"");
+        single(&text, "unknown subsampling `4:1:1`", "\"4:1:1\"", 0, 0);
+        let text = BREAKHIS.replace("op = \"decode\"", "op = \"decode\"\nformat = \"png\"");
+        single(
+            &text,
+            "unknown parameter `format` for operator `decode`",
+            "format",
+            0,
+            0,
+        );
+        let text = BREAKHIS
+            .replace("subsampling = \"4:2:0\"", "subsampling = \"444\"")
+            .replace("filter = \"lanczos3\"", "filter = \"Catmull-Rom\"");
+        let r = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(&r.steps[2].op, Operator::Resize(p) if p.filter == Filter::CatmullRom));
+        assert!(
+            matches!(&r.steps[3].op, Operator::EncodeJpeg(p) if p.subsampling == Subsampling::S444)
+        );
+    }
+
+    #[test]
+    fn bad_templates() {
+        let text = BREAKHIS.replacen("class = \"{dir}\"", "class = \"{drr}\"", 1);
+        let d = single(&text, "unknown template variable `drr`", "{drr}", 0, 0);
+        assert!(d.hint.unwrap_or_default().contains("did you mean `dir`?"));
+        let text = BREAKHIS.replacen("\"BreaKHis_{1}x\"", "\"BreaKHis_{2}x\"", 1);
+        single(
+            &text,
+            "capture `{2}` does not exist: the route's regex has 1 group(s)",
+            "{2}",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replacen("\"BreaKHis_{1}x\"", "\"BreaKHis_{1x\"", 1);
+        single(
+            &text,
+            "invalid sub_dataset template: unclosed `{`",
+            "{1x",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replacen("\"BreaKHis_{1}x\"", "\"{class}\"", 1);
+        single(
+            &text,
+            "`{class}` cannot be used in `sub_dataset`",
+            "{class}\"",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("name = \"{class}_{stem}\"", "name = \"{class}_{3}\"");
+        single(&text, "capture `{3}` does not exist", "{3}", 0, 0);
+    }
+
+    #[test]
+    fn output_class_requires_a_class_on_every_route() {
+        let text = BREAKHIS.replacen("class = \"{dir}\"\n", "", 1);
+        let d = single(
+            &text,
+            "the output name uses `{class}` but a route gives no class",
+            "{class}_",
+            0,
+            0,
+        );
+        let (line, col) = pos(&text, "[[route]]", 0);
+        let want = format!("the route is at recipes/test.toml:{line}:{col}");
+        assert!(d.hint.unwrap_or_default().contains(&want), "{want}");
+    }
+
+    #[test]
+    fn escaping_sub_dataset_is_rejected_at_load() {
+        let text = BREAKHIS.replacen("\"BreaKHis_{1}x\"", "\"../escape\"", 1);
+        let d = single(
+            &text,
+            "sub_dataset `../escape` contains a path separator `/`",
+            "/escape",
+            0,
+            0,
+        );
+        assert!(d.hint.unwrap_or_default().contains("safe path component"));
+        let text = BREAKHIS.replacen("\"BreaKHis_{1}x\"", "\"a/{1}\"", 1);
+        single(
+            &text,
+            "sub_dataset `a/{1}` contains a path separator `/`",
+            "/{1}",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("name = \"BreakHis\"", "name = \"..\"");
+        single(&text, "collection name `..`", "\"..\"", 0, 0);
+    }
+
+    #[test]
+    fn missing_and_invalid_metadata() {
+        let text = BREAKHIS.replace("name = \"BreakHis\"\n", "");
+        single(
+            &text,
+            "missing required key `collection.name`",
+            "[collection]",
+            0,
+            0,
+        );
+        let text = BREAKHIS.replace("kind = \"roi\"", "kind = \"tma\"");
+        single(&text, "unknown collection kind `tma`", "\"tma\"", 0, 0);
+        let text = BREAKHIS.replace("field = \"histo\"", "field = \"hist\"");
+        let d = single(&text, "unknown field `hist`", "\"hist\"", 0, 0);
+        assert!(d.hint.unwrap_or_default().contains("did you mean `histo`?"));
+        let text = BREAKHIS.replacen("scale = \"L\"", "scale = \"XXL\"", 1);
+        single(&text, "unknown scale `XXL`", "\"XXL\"", 0, 0);
+    }
+
+    #[test]
+    fn independent_errors_are_collected() {
+        let text = BREAKHIS
+            .replace("stain =", "stian =")
+            .replace("'-(40)-'", "'-(40-'")
+            .replace("op = \"resize\"", "op = \"resise\"")
+            .replace("quality = 75", "quality = 0");
+        let errs = errors(&text);
+        let msgs: Vec<&str> = errs.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(errs.len(), 4, "{msgs:#?}");
+        // In file order.
+        let lines: Vec<usize> = errs.iter().map(|d| d.line).collect();
+        let mut sorted = lines.clone();
+        sorted.sort_unstable();
+        assert_eq!(lines, sorted);
+    }
+
+    #[test]
+    fn wsi_metadata_parses_and_unknown_ops_say_wsi_is_not_ready() {
+        let head = "[collection]\nname = \"CAMELYON16\"\nkind = \"wsi\"\n[inputs]\nsource = \"c16\"\nsuffixes = \"tif\"\n";
+        let text = format!("{head}[[steps]]\nid = \"t\"\nop = \"wsi_tiles\"\n");
+        let d = single(&text, "unknown operator `wsi_tiles`", "\"wsi_tiles\"", 0, 0);
+        assert!(d
+            .hint
+            .unwrap_or_default()
+            .contains("WSI operators are not available yet"));
+        // A WSI recipe with ROI steps and no routes loads (routes are optional for WSI).
+        let text = format!("{head}{STEPS}");
+        let r = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.collection.kind, crate::recipe::Kind::Wsi);
+        assert_eq!(r.route("a.tif"), Ok(None));
+    }
+
+    #[test]
+    fn roi_needs_routes_and_steps() {
+        let text = "[collection]\nname = \"X\"\nkind = \"roi\"\n[inputs]\nsource = \"X\"\n";
+        let errs = errors(text);
+        let msgs: Vec<&str> = errs.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "an ROI recipe needs at least one `[[route]]`",
+                "the recipe has no `[[steps]]`"
+            ]
+        );
+        assert_eq!((errs[0].line, errs[0].column), (1, 1));
+    }
+
+    #[test]
+    fn unreadable_files() {
+        let e = match load_from(&[], "recipes/none.toml") {
+            Ok(_) => panic!("must fail"),
+            Err(e) => e,
+        };
+        assert_eq!(e.0.len(), 1);
+        assert!(e.0[0].message.starts_with("cannot read recipe:"));
+        assert!(e.to_string().contains("--> recipes/none.toml"));
+        let text = format!("extends = \"missing.toml\"\n{BREAKHIS}");
+        single(
+            &text,
+            "cannot read template `recipes/missing.toml`",
+            "\"missing.toml\"",
+            0,
+            0,
+        );
+    }
+
+    const TEMPLATE: &str = r#"# A centre-square ROI template.
+[collection]
+kind = "roi"
+field = "histo"
+
+[inputs]
+source = "unset"
+exclude = ["**/.DS_Store"]
+
+[[route]]
+scale = "M"
+
+[[steps]]
+id = "decode"
+op = "decode"
+
+[[steps]]
+id = "crop"
+op = "crop"
+input = "decode"
+left = "(w - s) / 2"
+top = "(h - s) / 2"
+width = "s"
+height = "s"
+
+[[steps]]
+id = "resize"
+op = "resize"
+input = "crop"
+
+[[steps]]
+id = "encode"
+op = "encode_jpeg"
+input = "resize"
+"#;
+
+    #[test]
+    fn extends_overrides_fields_params_and_routes() {
+        let child = r#"extends = "templates/roi.toml"
+[collection]
+name = "GasHisSDB"
+[inputs]
+source = "GasHisSDB"
+[[steps]]
+id = "resize"
+width = 224
+[[steps]]
+id = "encode"
+quality = 90
+"#;
+        let files = [
+            ("recipes/templates/roi.toml", TEMPLATE),
+            ("recipes/gashis.toml", child),
+        ];
+        let r = load_from(&files, "recipes/gashis.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.collection.name, "GasHisSDB");
+        assert_eq!(r.collection.field, Some(crate::recipe::Field::Histo));
+        assert_eq!(r.inputs.source, "GasHisSDB");
+        assert_eq!(r.inputs.exclude, vec!["**/.DS_Store".to_string()]);
+        assert_eq!(r.routes.len(), 1);
+        assert_eq!(r.routes[0].scale, crate::recipe::Scale::M);
+        match &r.steps[2].op {
+            Operator::Resize(p) => {
+                assert_eq!((p.width, p.height, p.filter), (224, 384, Filter::Lanczos3))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&r.steps[3].op, Operator::EncodeJpeg(p) if p.quality == 90));
+        assert_eq!(
+            r.files,
+            vec![
+                std::path::PathBuf::from("recipes/gashis.toml"),
+                std::path::PathBuf::from("recipes/templates/roi.toml")
+            ]
+        );
+
+        // Routes are replaced wholesale; a new step is appended; `input` overridden.
+        let child2 = format!(
+            "{child}[[route]]\nglob = \"80/**\"\nscale = \"S\"\n[[route]]\nglob = \"160/**\"\nscale = \"M\"\n[[steps]]\nid = \"crop\"\ninput = \"decode\"\nwidth = \"s / 2\"\n"
+        );
+        let files = [
+            ("recipes/templates/roi.toml", TEMPLATE),
+            ("recipes/gashis.toml", child2.as_str()),
+        ];
+        let r = load_from(&files, "recipes/gashis.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.routes.len(), 2);
+        assert_eq!(r.routes[0].scale, crate::recipe::Scale::S);
+        match &r.steps[1].op {
+            Operator::Crop(c) => {
+                assert_eq!(c.width.canonical(), "(s/2)");
+                assert_eq!(c.left.canonical(), "((w-s)/2)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn extends_changing_op_drops_template_params() {
+        let child = "extends = \"templates/roi.toml\"\n[collection]\nname = \"X\"\n[[steps]]\nid = \"crop\"\nop = \"resize\"\nwidth = 100\n";
+        let files = [
+            ("recipes/templates/roi.toml", TEMPLATE),
+            ("recipes/x.toml", child),
+        ];
+        let r = load_from(&files, "recipes/x.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(&r.steps[1].op, Operator::Resize(p) if p.width == 100 && p.height == 384));
+    }
+
+    #[test]
+    fn template_errors_are_located_in_the_template() {
+        let bad = TEMPLATE.replace("op = \"resize\"", "op = \"resise\"");
+        let child = "extends = \"templates/roi.toml\"\n[collection]\nname = \"X\"\n";
+        let files = [
+            ("recipes/templates/roi.toml", bad.as_str()),
+            ("recipes/x.toml", child),
+        ];
+        let e = match load_from(&files, "recipes/x.toml") {
+            Ok(_) => panic!("must fail"),
+            Err(e) => e,
+        };
+        assert_eq!(e.0.len(), 1, "{e}");
+        let d = &e.0[0];
+        assert_eq!(
+            d.file,
+            std::path::PathBuf::from("recipes/templates/roi.toml")
+        );
+        assert_eq!((d.line, d.column), pos(&bad, "\"resise\"", 0));
+        // Syntax errors too.
+        let files = [
+            ("recipes/templates/roi.toml", "[collection\n"),
+            ("recipes/x.toml", child),
+        ];
+        let e = load_from(&files, "recipes/x.toml")
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(
+            e.0[0].file,
+            std::path::PathBuf::from("recipes/templates/roi.toml")
+        );
+        assert_eq!(e.0[0].line, 1);
+    }
+
+    #[test]
+    fn extends_cycle() {
+        let a = "extends = \"b.toml\"\n[collection]\nname = \"A\"\n";
+        let b = "# b\nextends = \"./sub/../a.toml\"\n";
+        let files = [("recipes/a.toml", a), ("recipes/b.toml", b)];
+        let e = load_from(&files, "recipes/a.toml")
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(e.0.len(), 1, "{e}");
+        let d = &e.0[0];
+        assert_eq!(
+            d.message,
+            "extends cycle: recipes/a.toml -> recipes/b.toml -> recipes/a.toml"
+        );
+        assert_eq!(d.file, std::path::PathBuf::from("recipes/b.toml"));
+        assert_eq!((d.line, d.column), (2, 11));
+        // Self-extension.
+        let s = "extends = \"s.toml\"\n";
+        let e = load_from(&[("recipes/s.toml", s)], "recipes/s.toml")
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(
+            e.0[0].message,
+            "extends cycle: recipes/s.toml -> recipes/s.toml"
+        );
+    }
+
+    #[test]
+    fn hash_ignores_formatting_and_tracks_semantics() {
+        let base = load(BREAKHIS).unwrap_or_else(|e| panic!("{e}")).hash;
+        let reformatted = BREAKHIS
+            .replace("\n[", "\n\n# comment\n[")
+            .replace(" = ", "   =   ")
+            .replace("\"(w - s) / 2\"", "\"(w-s)/2\"")
+            .replace("year = 2016", "year = 2_016");
+        assert_eq!(
+            load(&reformatted).unwrap_or_else(|e| panic!("{e}")).hash,
+            base
+        );
+        // Key order inside a table does not matter either.
+        let reordered = BREAKHIS.replace(
+            "width = 384\nheight = 384\nfilter = \"lanczos3\"",
+            "filter = \"lanczos3\"\nheight = 384\nwidth = 384",
+        );
+        assert_eq!(
+            load(&reordered).unwrap_or_else(|e| panic!("{e}")).hash,
+            base
+        );
+        // Defaults and explicit values are the same recipe.
+        let defaults = BREAKHIS.replace("quality = 75\nsubsampling = \"4:2:0\"\n", "");
+        assert_eq!(load(&defaults).unwrap_or_else(|e| panic!("{e}")).hash, base);
+        let changed = BREAKHIS.replace("quality = 75", "quality = 76");
+        assert_ne!(load(&changed).unwrap_or_else(|e| panic!("{e}")).hash, base);
+        let changed = BREAKHIS.replace("top = \"(h - s) / 2\"", "top = \"(h - s) / 3\"");
+        assert_ne!(load(&changed).unwrap_or_else(|e| panic!("{e}")).hash, base);
+        let changed = BREAKHIS.replacen("scale = \"L\"", "scale = \"M\"", 1);
+        assert_ne!(load(&changed).unwrap_or_else(|e| panic!("{e}")).hash, base);
+    }
+
+    #[test]
+    fn hash_is_the_same_with_or_without_a_template() {
+        let child = "extends = \"templates/roi.toml\"\n[collection]\nname = \"X\"\n[inputs]\nsource = \"X\"\n";
+        let files = [
+            ("recipes/templates/roi.toml", TEMPLATE),
+            ("recipes/x.toml", child),
+        ];
+        let via = load_from(&files, "recipes/x.toml").unwrap_or_else(|e| panic!("{e}"));
+        let flat = TEMPLATE
+            .replace("kind = \"roi\"", "kind = \"roi\"\nname = \"X\"")
+            .replace("source = \"unset\"", "source = \"X\"");
+        let flat = load(&flat).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(via.hash, flat.hash);
+    }
+}

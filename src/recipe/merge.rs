@@ -1,0 +1,79 @@
+//! `extends`: a recipe is its template with the recipe's own keys on top.
+//!
+//! Merging happens on the spanned raw form, before validation, so a template
+//! may be partial (no collection name, say) and every value keeps the file
+//! it came from: an error in a template's step is reported in the template.
+
+use super::raw::{RawCollection, RawInputs, RawRecipe, RawStep, Slot};
+
+/// `over` applied on top of `base` (its template):
+/// - scalar and list keys of `[collection]`, `[inputs]` and `[output]`
+///   replace the template's, key by key;
+/// - a `route` key (even `route = []`) replaces the template's routes wholesale;
+/// - steps merge by `id`: a step with a known id replaces `op` and the input
+///   list if it gives them and overrides or adds individual parameters (a
+///   changed `op` drops the template's parameters, which belonged to the
+///   other operator); new ids are appended in order.
+pub(crate) fn merge(base: RawRecipe, over: RawRecipe) -> RawRecipe {
+    let mut steps = base.steps;
+    for s in over.steps {
+        match steps.iter_mut().find(|b| b.id.v == s.id.v) {
+            Some(b) => merge_step(b, s),
+            None => steps.push(s),
+        }
+    }
+    RawRecipe {
+        file: over.file,
+        extends: over.extends,
+        collection: merge_collection(base.collection, over.collection),
+        inputs: merge_inputs(base.inputs, over.inputs),
+        routes: over.routes.or(base.routes),
+        output_name: base.output_name.overridden_by(over.output_name),
+        steps,
+    }
+}
+
+fn merge_step(b: &mut RawStep, s: RawStep) {
+    if let (Some(old), Some(new)) = (b.op.val(), s.op.val()) {
+        if old.v != new.v {
+            b.params.clear();
+        }
+    }
+    b.op = std::mem::replace(&mut b.op, Slot::Absent).overridden_by(s.op);
+    b.inputs = std::mem::replace(&mut b.inputs, Slot::Absent).overridden_by(s.inputs);
+    for p in s.params {
+        match b.params.iter_mut().find(|q| q.key.v == p.key.v) {
+            Some(q) => *q = p,
+            None => b.params.push(p),
+        }
+    }
+    // Errors about the step as a whole point at the most derived definition.
+    b.header = s.header;
+    b.id = s.id;
+}
+
+fn merge_collection(b: RawCollection, o: RawCollection) -> RawCollection {
+    RawCollection {
+        header: o.header.or(b.header),
+        name: b.name.overridden_by(o.name),
+        kind: b.kind.overridden_by(o.kind),
+        organs: b.organs.overridden_by(o.organs),
+        diseases: b.diseases.overridden_by(o.diseases),
+        stain: b.stain.overridden_by(o.stain),
+        field: b.field.overridden_by(o.field),
+        year: b.year.overridden_by(o.year),
+        licence: b.licence.overridden_by(o.licence),
+        citation: b.citation.overridden_by(o.citation),
+        url: b.url.overridden_by(o.url),
+    }
+}
+
+fn merge_inputs(b: RawInputs, o: RawInputs) -> RawInputs {
+    RawInputs {
+        header: o.header.or(b.header),
+        source: b.source.overridden_by(o.source),
+        include: b.include.overridden_by(o.include),
+        exclude: b.exclude.overridden_by(o.exclude),
+        suffixes: b.suffixes.overridden_by(o.suffixes),
+    }
+}
