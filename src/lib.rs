@@ -10,5 +10,6 @@ pub mod engine;
 pub mod ops;
 pub mod plan;
 pub mod recipe;
+pub mod slide;
 pub mod store;
 pub mod workspace;

@@ -124,7 +124,7 @@ impl Workspace {
     pub fn apply_overrides(&mut self, flags: &[String]) -> Result<(), WorkspaceError> {
         for (name, path) in self.sources.iter_mut() {
             if let Some(v) = std::env::var_os(env_var_name(name)) {
-                *path = self.root.join(PathBuf::from(v));
+                *path = absolute(Path::new(&v));
             }
         }
         for flag in flags {
@@ -136,6 +136,17 @@ impl Workspace {
             self.sources.insert(name.to_string(), path);
         }
         Ok(())
+    }
+
+    /// The folder of source root `name`: from the overrides and `cpia.toml`,
+    /// else from `CPIA_SOURCE_<NAME>` alone (a root the file does not list).
+    /// Paths given on the command line or in the environment are relative to
+    /// the current folder; paths in `cpia.toml` to the workspace.
+    pub fn source_root(&self, name: &str) -> Option<PathBuf> {
+        self.sources
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var_os(env_var_name(name)).map(|v| absolute(Path::new(&v))))
     }
 
     /// The folder holding the recipe files.

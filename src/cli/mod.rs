@@ -96,6 +96,8 @@ impl Context {
 /// prove, for example, that unchanged sources are not re-hashed).
 fn debug_counters(hashed_before: u64) {
     if std::env::var_os("CPIA_DEBUG_COUNTERS").is_some() {
+        let (opened, regions) = crate::slide::counters();
+        eprintln!("debug: slides_opened={opened} regions_read={regions}");
         eprintln!(
             "debug: hashed_sources={}",
             crate::plan::sources::hashed_count() - hashed_before

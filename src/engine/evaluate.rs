@@ -1,10 +1,9 @@
-//! Running a recipe's step DAG on one source file.
+//! Running a recipe's step DAG on one source (an ROI file's bytes, or one
+//! grid cell of a slide).
 //!
 //! Each step is computed at most once per source, and only if a wanted sink
 //! needs it, so a source with two sinks is decoded once, and a source whose
 //! only stale output is one sink does not compute the others.
-
-use std::sync::Arc;
 
 use crate::ops::Value;
 use crate::recipe::Recipe;
@@ -23,34 +22,32 @@ impl std::fmt::Display for StepError {
     }
 }
 
-/// Computes the values of `sinks` (step indices) from the source bytes.
-/// Returns one result per wanted sink, in order.
-pub fn evaluate(
-    recipe: &Recipe,
-    source: Arc<Vec<u8>>,
-    sinks: &[usize],
-) -> Result<Vec<Arc<Vec<u8>>>, StepError> {
+/// The values of the steps computed for the wanted sinks; `None` for steps
+/// no wanted sink needed.
+pub struct Evaluated {
+    pub values: Vec<Option<Value>>,
+}
+
+impl Evaluated {
+    /// The value of step `i`, if it was computed.
+    pub fn get(&self, i: usize) -> Option<&Value> {
+        self.values.get(i).and_then(Option::as_ref)
+    }
+}
+
+/// Computes `sinks` (step indices) and everything they need from `source`,
+/// the value a step without `input` receives.
+pub fn evaluate(recipe: &Recipe, source: Value, sinks: &[usize]) -> Result<Evaluated, StepError> {
     let mut values: Vec<Option<Value>> = vec![None; recipe.steps.len()];
-    let mut out = Vec::with_capacity(sinks.len());
     for &sink in sinks {
         compute(recipe, &source, sink, &mut values)?;
-        match &values[sink] {
-            Some(Value::Encoded(bytes)) => out.push(bytes.clone()),
-            _ => {
-                return Err(StepError {
-                    step: recipe.steps[sink].id.clone(),
-                    op: recipe.steps[sink].op.name(),
-                    message: "a sink must produce encoded bytes".into(),
-                })
-            }
-        }
     }
-    Ok(out)
+    Ok(Evaluated { values })
 }
 
 fn compute(
     recipe: &Recipe,
-    source: &Arc<Vec<u8>>,
+    source: &Value,
     i: usize,
     values: &mut Vec<Option<Value>>,
 ) -> Result<(), StepError> {
@@ -62,7 +59,7 @@ fn compute(
         compute(recipe, source, j, values)?;
     }
     let inputs: Vec<Value> = if step.inputs.is_empty() {
-        vec![Value::Bytes(source.clone())]
+        vec![source.clone()]
     } else {
         step.inputs
             .iter()

@@ -15,6 +15,7 @@
 pub mod atomic;
 pub mod evaluate;
 pub mod summary;
+pub mod wsi;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,12 +44,38 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// One source file and the outputs to make from it.
-struct Unit<'a> {
-    actions: Vec<&'a BuildAction>,
+/// One unit of parallel work.
+enum Job<'a> {
+    /// One ROI source file and the outputs to make from it (read and decoded once).
+    Roi(Vec<&'a BuildAction>),
+    /// One grid cell of a slide and the writing steps to run on it (read once).
+    Cell(Vec<&'a crate::plan::UnitAction>),
 }
 
-/// Executes `plan`: removals first (they free names), then builds.
+impl Job<'_> {
+    /// Progress weight: outputs for ROI, units for WSI.
+    fn weight(&self) -> u64 {
+        match self {
+            Job::Roi(a) => a.len() as u64,
+            Job::Cell(a) => a.len() as u64,
+        }
+    }
+}
+
+/// What one job did, for the recorder.
+#[derive(Default)]
+struct JobResult {
+    /// Events to record, in order (outputs, removals, units, failures).
+    events: Vec<Event>,
+    built: u64,
+    removed: u64,
+    failed: u64,
+    skipped: u64,
+    failure: Option<Failure>,
+}
+
+/// Executes `plan`: removals first (they free names), then builds, then the
+/// WSI QC pictures (which draw the decisions the builds recorded).
 pub fn run(
     plan: &Plan,
     ws: &Workspace,
@@ -85,6 +112,12 @@ pub fn run(
             }));
         }
     }
+    for (collection, source_rel) in &plan.stale_failures {
+        events.push(Event::Succeeded {
+            collection: collection.clone(),
+            source_rel: source_rel.clone(),
+        });
+    }
     for r in &plan.restat {
         events.push(Event::Built(Box::new(r.clone())));
     }
@@ -106,119 +139,200 @@ pub fn run(
             }
         }
     }
+    for u in &plan.unit_removes {
+        events.push(Event::UnitRemoved {
+            collection: u.collection.clone(),
+            source_rel: u.source_rel.clone(),
+            unit: u.unit.clone(),
+            sink: u.sink.clone(),
+        });
+    }
     state.record(&events).map_err(EngineError::state)?;
 
-    // Group outputs by source file, so each source is read and decoded once.
-    let mut groups: BTreeMap<(&str, &std::path::Path), Vec<&BuildAction>> = BTreeMap::new();
+    // Group ROI outputs by source file, WSI units by slide cell.
+    let mut roi: BTreeMap<(&str, &std::path::Path), Vec<&BuildAction>> = BTreeMap::new();
     for b in &plan.builds {
-        groups
-            .entry((b.output.collection.as_str(), b.output.source_abs.as_path()))
+        roi.entry((b.output.collection.as_str(), b.output.source_abs.as_path()))
             .or_default()
             .push(b);
     }
-    let units: Vec<Unit> = groups
+    let mut cells: BTreeMap<(&str, &std::path::Path, u32, u32), Vec<&crate::plan::UnitAction>> =
+        BTreeMap::new();
+    for u in &plan.units {
+        cells
+            .entry((
+                u.unit.collection.as_str(),
+                u.unit.source_abs.as_path(),
+                u.unit.cell.1,
+                u.unit.cell.0,
+            ))
+            .or_default()
+            .push(u);
+    }
+    let jobs: Vec<Job> = roi
         .into_values()
-        .map(|actions| Unit { actions })
+        .map(Job::Roi)
+        .chain(cells.into_values().map(Job::Cell))
         .collect();
-    let total: u64 = plan.builds.len() as u64;
+    let total: u64 = jobs.iter().map(Job::weight).sum();
     let bar = summary::progress_bar(total, opts.progress);
+    let slides = wsi::SlideCache::new(opts.jobs.max(1) + 1);
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .build()
         .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
     let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<UnitResult>();
+    let tally = run_jobs(state, &pool, &jobs, |job| {
+        if stop.load(Ordering::Relaxed) {
+            return JobResult {
+                skipped: job.weight(),
+                ..JobResult::default()
+            };
+        }
+        let res = match job {
+            Job::Roi(actions) => build_roi(actions, &out),
+            Job::Cell(actions) => wsi::build_cell(actions, &out, &slides),
+        };
+        if opts.fail_fast && res.failure.is_some() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        bar.inc(job.weight());
+        res
+    })?;
+    bar.finish_and_clear();
+    summary.add(tally);
+
+    // QC pictures need every cell's decision recorded first.
+    if !plan.qc.is_empty() && !stop.load(Ordering::Relaxed) {
+        let decisions = wsi::decisions(&state.units().map_err(EngineError::state)?);
+        let qcs: Vec<&crate::plan::QcAction> = plan.qc.iter().collect();
+        let tally = run_jobs(state, &pool, &qcs, |q| {
+            wsi::draw_qc(q, &decisions, &out, &slides)
+        })?;
+        summary.add(tally);
+    }
+    out.finish();
+    summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
+    Ok(summary)
+}
+
+/// Runs `work` on every job in the pool while one thread records results.
+fn run_jobs<T: Sync>(
+    state: &mut State,
+    pool: &rayon::ThreadPool,
+    jobs: &[T],
+    work: impl Fn(&T) -> JobResult + Sync,
+) -> Result<Tally, EngineError> {
+    let (tx, rx) = mpsc::channel::<JobResult>();
     let recorded = std::thread::scope(|scope| {
         let recorder = scope.spawn(move || record_results(state, rx));
         pool.install(|| {
-            units.par_iter().for_each_with(tx, |tx, unit| {
-                if stop.load(Ordering::Relaxed) {
-                    let _ = tx.send(UnitResult::Skipped(unit.actions.len()));
-                    return;
-                }
-                let res = build_unit(unit, &out);
-                if opts.fail_fast && matches!(res, UnitResult::Failed { .. }) {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                bar.inc(unit.actions.len() as u64);
-                let _ = tx.send(res);
+            jobs.par_iter().for_each_with(tx, |tx, job| {
+                let _ = tx.send(work(job));
             });
         });
         recorder.join()
     });
-    bar.finish_and_clear();
-    out.finish();
-    let tally = match recorded {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(EngineError::state(e)),
-        Err(_) => return Err(EngineError("the result recorder panicked".into())),
-    };
-    summary.built += tally.built;
-    summary.failed += tally.failed;
-    summary.skipped += tally.skipped;
-    summary.failures.extend(tally.failures);
-    Ok(summary)
+    match recorded {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(EngineError::state(e)),
+        Err(_) => Err(EngineError("the result recorder panicked".into())),
+    }
 }
 
-enum UnitResult {
-    Built(Vec<OutputRecord>, Option<(String, String)>),
-    Failed {
-        failure: FailureRecord,
-        input: String,
-        outputs: usize,
-        written: Vec<OutputRecord>,
-    },
-    Skipped(usize),
-}
-
-fn build_unit(unit: &Unit, out: &atomic::OutputDir) -> UnitResult {
-    let first = unit.actions[0];
-    let o = &first.output;
-    let fail = |error: String, written: Vec<OutputRecord>, outputs: usize| UnitResult::Failed {
-        failure: FailureRecord {
-            collection: o.collection.clone(),
-            source_root: o.source_root.clone(),
-            source_rel: o.source_rel.clone(),
-            source_hash: Some(o.source_hash.clone()),
+/// A failed job: its failure record and summary line.
+fn failed_job(
+    collection: &str,
+    source_root: &str,
+    source_rel: &str,
+    source_hash: &str,
+    input: String,
+    error: String,
+    outputs: u64,
+) -> JobResult {
+    JobResult {
+        events: vec![Event::Failed(FailureRecord {
+            collection: collection.to_string(),
+            source_root: source_root.to_string(),
+            source_rel: source_rel.to_string(),
+            source_hash: Some(source_hash.to_string()),
             error: error.clone(),
             at: now(),
-        },
-        input: o.source_abs.display().to_string(),
-        outputs,
-        written,
+        })],
+        failed: outputs,
+        failure: Some(Failure { input, error }),
+        ..JobResult::default()
+    }
+}
+
+fn build_roi(actions: &[&BuildAction], out: &atomic::OutputDir) -> JobResult {
+    let first = actions[0];
+    let o = &first.output;
+    let fail = |error: String, outputs: usize| {
+        failed_job(
+            &o.collection,
+            &o.source_root,
+            &o.source_rel,
+            &o.source_hash,
+            o.source_abs.display().to_string(),
+            error,
+            outputs as u64,
+        )
     };
     let bytes = match std::fs::read(&o.source_abs) {
         Ok(b) => Arc::new(b),
-        Err(e) => return fail(format!("cannot read: {e}"), vec![], unit.actions.len()),
+        Err(e) => return fail(format!("cannot read: {e}"), actions.len()),
     };
     if crate::plan::sources::hash_bytes(&bytes) != o.source_hash {
         return fail(
             "source changed while the build was running; build again".into(),
-            vec![],
-            unit.actions.len(),
+            actions.len(),
         );
     }
-    let sinks: Vec<usize> = unit.actions.iter().map(|a| a.output.sink).collect();
-    let encoded = match evaluate::evaluate(&first.recipe, bytes, &sinks) {
+    let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
+    let evaluated = match evaluate::evaluate(&first.recipe, crate::ops::Value::Bytes(bytes), &sinks)
+    {
         Ok(v) => v,
-        Err(e) => return fail(e.to_string(), vec![], unit.actions.len()),
+        Err(e) => return fail(e.to_string(), actions.len()),
     };
-    let mut records = Vec::with_capacity(unit.actions.len());
-    for (a, data) in unit.actions.iter().zip(encoded) {
-        match out.write(&a.output.path, &data) {
-            Ok(w) => records.push(record_for(a, &data, w)),
+    let mut result = JobResult::default();
+    for a in actions {
+        let Some(crate::ops::Value::Encoded(data)) = evaluated.get(a.output.sink) else {
+            let mut f = fail(
+                format!(
+                    "step `{}` did not produce encoded bytes",
+                    first.recipe.steps[a.output.sink].id
+                ),
+                actions.len() - result.built as usize,
+            );
+            f.events.splice(0..0, result.events);
+            f.built = result.built;
+            return f;
+        };
+        match out.write(&a.output.path, data) {
+            Ok(w) => {
+                result.built += 1;
+                result
+                    .events
+                    .push(Event::Built(Box::new(record_for(a, data, w))));
+            }
             Err(e) => {
-                let remaining = unit.actions.len() - records.len();
-                return fail(
+                let mut f = fail(
                     format!("cannot write {}: {e}", a.output.path),
-                    records,
-                    remaining,
+                    actions.len() - result.built as usize,
                 );
+                f.events.splice(0..0, result.events);
+                f.built = result.built;
+                return f;
             }
         }
     }
-    UnitResult::Built(records, Some((o.collection.clone(), o.source_rel.clone())))
+    result.events.push(Event::Succeeded {
+        collection: o.collection.clone(),
+        source_rel: o.source_rel.clone(),
+    });
+    result
 }
 
 fn record_for(a: &BuildAction, data: &[u8], w: atomic::Written) -> OutputRecord {
@@ -240,53 +354,48 @@ fn record_for(a: &BuildAction, data: &[u8], w: atomic::Written) -> OutputRecord 
         scale: o.scale.clone(),
         class: o.class.clone(),
         built_at: now(),
+        unit: String::new(),
+        sink: a.recipe.steps[o.sink].id.clone(),
     }
 }
 
+/// What the recorder counted.
 #[derive(Default)]
 struct Tally {
     built: u64,
+    removed: u64,
     failed: u64,
     skipped: u64,
     failures: Vec<Failure>,
 }
 
+impl Summary {
+    fn add(&mut self, t: Tally) {
+        self.built += t.built;
+        self.removed += t.removed;
+        self.failed += t.failed;
+        self.skipped += t.skipped;
+        self.failures.extend(t.failures);
+    }
+}
+
 /// Records results in batches: one transaction per 512 events or 200 ms,
 /// whichever comes first, so the state keeps up with thousands of small
 /// outputs per second and a kill loses at most the last batch's records.
-fn record_results(state: &mut State, rx: mpsc::Receiver<UnitResult>) -> Result<Tally, StateError> {
+fn record_results(state: &mut State, rx: mpsc::Receiver<JobResult>) -> Result<Tally, StateError> {
     let mut tally = Tally::default();
     let mut batch: Vec<Event> = Vec::new();
     let mut last = Instant::now();
     loop {
-        let msg = rx.recv_timeout(Duration::from_millis(200));
-        match msg {
-            Ok(UnitResult::Built(records, ok)) => {
-                tally.built += records.len() as u64;
-                batch.extend(records.into_iter().map(|r| Event::Built(Box::new(r))));
-                if let Some((collection, source_rel)) = ok {
-                    batch.push(Event::Succeeded {
-                        collection,
-                        source_rel,
-                    });
-                }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => {
+                tally.built += r.built;
+                tally.removed += r.removed;
+                tally.failed += r.failed;
+                tally.skipped += r.skipped;
+                tally.failures.extend(r.failure);
+                batch.extend(r.events);
             }
-            Ok(UnitResult::Failed {
-                failure,
-                input,
-                outputs,
-                written,
-            }) => {
-                tally.built += written.len() as u64;
-                batch.extend(written.into_iter().map(|r| Event::Built(Box::new(r))));
-                tally.failed += outputs as u64;
-                tally.failures.push(Failure {
-                    input,
-                    error: failure.error.clone(),
-                });
-                batch.push(Event::Failed(failure));
-            }
-            Ok(UnitResult::Skipped(n)) => tally.skipped += n as u64,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -298,7 +407,6 @@ fn record_results(state: &mut State, rx: mpsc::Receiver<UnitResult>) -> Result<T
         }
     }
     state.record(&batch)?;
-    tally.failures.sort_by(|a, b| a.input.cmp(&b.input));
     Ok(tally)
 }
 

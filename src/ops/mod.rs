@@ -13,6 +13,7 @@ pub mod expr;
 pub mod resize;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod wsi;
 
 use std::sync::Arc;
 
@@ -31,6 +32,12 @@ pub enum Value {
     Image(Arc<RgbImage>),
     /// Encoded output bytes (a sink's result), ready to be written.
     Encoded(Arc<Vec<u8>>),
+    /// One grid cell of a whole slide, as read (the source of WSI recipes).
+    Region(Arc<wsi::Region>),
+    /// Standardized tiles of one cell.
+    Tiles(Arc<wsi::Tiles>),
+    /// Encoded tiles (a WSI sink's result), ready to be written.
+    EncodedTiles(Arc<Vec<wsi::EncodedTile>>),
 }
 
 /// What kind of value an operator consumes or produces; the recipe layer checks
@@ -40,6 +47,9 @@ pub enum ValueKind {
     Bytes,
     Image,
     Encoded,
+    Region,
+    Tiles,
+    EncodedTiles,
 }
 
 /// Error of an operator on one input: the message names the problem, the
@@ -102,12 +112,27 @@ pub struct JpegParams {
 }
 
 /// One configured operator of a step.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Operator {
     Decode(DecodeParams),
     Crop(CropParams),
     Resize(ResizeParams),
     EncodeJpeg(JpegParams),
+    WsiGrid(wsi::GridParams),
+    Tissue(wsi::TissueParams),
+    Subtiles(wsi::SubtileParams),
+    EncodeTiles(wsi::TileEncodeParams),
+}
+
+// Parameters are validated finite numbers, so equality is reflexive; hashing
+// goes through the canonical parameter strings the cache keys use.
+impl Eq for Operator {}
+
+impl std::hash::Hash for Operator {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+        self.params().hash(state);
+    }
 }
 
 /// Default output side of `resize` (the CPIA standard's 384×384 tiles).
@@ -122,6 +147,9 @@ impl Value {
             Value::Bytes(_) => ValueKind::Bytes,
             Value::Image(_) => ValueKind::Image,
             Value::Encoded(_) => ValueKind::Encoded,
+            Value::Region(_) => ValueKind::Region,
+            Value::Tiles(_) => ValueKind::Tiles,
+            Value::EncodedTiles(_) => ValueKind::EncodedTiles,
         }
     }
 }
@@ -133,6 +161,9 @@ impl ValueKind {
             ValueKind::Bytes => "bytes",
             ValueKind::Image => "image",
             ValueKind::Encoded => "encoded",
+            ValueKind::Region => "slide region",
+            ValueKind::Tiles => "tiles",
+            ValueKind::EncodedTiles => "encoded tiles",
         }
     }
 }
@@ -271,6 +302,13 @@ pub struct OpInfo {
 
 const IN_BYTES: &[ValueKind] = &[ValueKind::Bytes];
 const IN_IMAGE: &[ValueKind] = &[ValueKind::Image];
+const IN_REGION: &[ValueKind] = &[ValueKind::Region];
+const IN_TILES: &[ValueKind] = &[ValueKind::Tiles];
+
+/// Shortest decimal that parses back to the same f64: stable key text.
+fn fmt_f64(v: f64) -> String {
+    format!("{v:?}")
+}
 
 static CATALOG: [OpInfo; 4] = [
     OpInfo {
@@ -376,6 +414,10 @@ impl Operator {
             Operator::Crop(_) => "crop",
             Operator::Resize(_) => "resize",
             Operator::EncodeJpeg(_) => "encode_jpeg",
+            Operator::WsiGrid(_) => "wsi_grid",
+            Operator::Tissue(_) => "tissue",
+            Operator::Subtiles(_) => "subtiles",
+            Operator::EncodeTiles(_) => "encode_tiles",
         }
     }
 
@@ -391,6 +433,10 @@ impl Operator {
             Operator::Crop(_) => 1,
             Operator::Resize(_) => 1,
             Operator::EncodeJpeg(_) => 1,
+            Operator::WsiGrid(_) => 1,
+            Operator::Tissue(_) => 1,
+            Operator::Subtiles(_) => 1,
+            Operator::EncodeTiles(_) => 1,
         }
     }
 
@@ -414,6 +460,46 @@ impl Operator {
                 ("quality", p.quality.to_string()),
                 ("subsampling", p.subsampling.as_str().to_string()),
             ],
+            Operator::WsiGrid(p) => vec![
+                ("filter", p.filter.as_str().to_string()),
+                ("level", p.level.as_str().to_string()),
+                ("size", p.size.to_string()),
+                ("skip_ring", p.skip_ring.to_string()),
+                ("target_mpp", fmt_f64(p.target_mpp)),
+                ("tolerance", fmt_f64(p.tolerance)),
+            ],
+            Operator::Tissue(wsi::TissueParams::Color {
+                statistic,
+                max,
+                min_r,
+                min_b,
+                r_minus_g,
+            }) => vec![
+                ("detector", "cpia-color".to_string()),
+                ("max", max.to_string()),
+                ("min_b", min_b.to_string()),
+                ("min_r", min_r.to_string()),
+                ("r_minus_g", r_minus_g.to_string()),
+                ("statistic", statistic.as_str().to_string()),
+            ],
+            Operator::Tissue(wsi::TissueParams::Otsu(o)) => vec![
+                ("close", o.close.to_string()),
+                ("detector", "otsu".to_string()),
+                ("median", o.median.to_string()),
+                ("min_fraction", fmt_f64(o.min_fraction)),
+                ("thumbnail", o.thumbnail.to_string()),
+            ],
+            Operator::Subtiles(p) => vec![
+                ("pick", p.pick.map_or("all".to_string(), |n| n.to_string())),
+                ("size", p.size.to_string()),
+                ("statistic", p.statistic.as_str().to_string()),
+                ("white", p.white.to_string()),
+            ],
+            Operator::EncodeTiles(p) => vec![
+                ("quality", p.jpeg.quality.to_string()),
+                ("scale", p.scale.clone()),
+                ("subsampling", p.jpeg.subsampling.as_str().to_string()),
+            ],
         }
     }
 
@@ -422,6 +508,8 @@ impl Operator {
         match self {
             Operator::Decode(_) => IN_BYTES,
             Operator::Crop(_) | Operator::Resize(_) | Operator::EncodeJpeg(_) => IN_IMAGE,
+            Operator::WsiGrid(_) => IN_REGION,
+            Operator::Tissue(_) | Operator::Subtiles(_) | Operator::EncodeTiles(_) => IN_TILES,
         }
     }
 
@@ -430,6 +518,8 @@ impl Operator {
         match self {
             Operator::Decode(_) | Operator::Crop(_) | Operator::Resize(_) => ValueKind::Image,
             Operator::EncodeJpeg(_) => ValueKind::Encoded,
+            Operator::WsiGrid(_) | Operator::Tissue(_) | Operator::Subtiles(_) => ValueKind::Tiles,
+            Operator::EncodeTiles(_) => ValueKind::EncodedTiles,
         }
     }
 
@@ -440,6 +530,8 @@ impl Operator {
             Operator::Decode(_) | Operator::Crop(_) => Ok(()),
             Operator::Resize(p) => resize::check_params(p),
             Operator::EncodeJpeg(p) => encode::check_params(p),
+            Operator::EncodeTiles(p) => encode::check_params(&p.jpeg),
+            Operator::WsiGrid(_) | Operator::Tissue(_) | Operator::Subtiles(_) => Ok(()),
         }
     }
 
@@ -478,6 +570,18 @@ impl Operator {
             }
             (Operator::EncodeJpeg(p), Value::Image(img)) => {
                 Ok(Value::Encoded(Arc::new(encode::encode_jpeg(img, p)?)))
+            }
+            (Operator::WsiGrid(p), Value::Region(r)) => {
+                Ok(Value::Tiles(Arc::new(wsi::grid(r, p)?)))
+            }
+            (Operator::Tissue(p), Value::Tiles(t)) => {
+                Ok(Value::Tiles(Arc::new(wsi::tissue(t, p)?)))
+            }
+            (Operator::Subtiles(p), Value::Tiles(t)) => {
+                Ok(Value::Tiles(Arc::new(wsi::subtiles(t, p)?)))
+            }
+            (Operator::EncodeTiles(p), Value::Tiles(t)) => {
+                Ok(Value::EncodedTiles(Arc::new(wsi::encode(t, p)?)))
             }
             _ => Err(OpError(format!(
                 "operator `{}` got an input of the wrong kind",

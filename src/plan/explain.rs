@@ -2,24 +2,24 @@
 //! prints, derived by comparing the key ingredients recorded for the output
 //! with the ones computed now (see [`super::key`] for the ingredients).
 
-use crate::store::OutputRecord;
-
 use super::key::Pipeline;
-use super::query::PlannedOutput;
 
-/// Reasons an output recorded under another key must be rebuilt.
+/// Reasons an output (or WSI unit) recorded under another key must be
+/// rebuilt, from the recorded and current source hash and pipeline.
 pub fn key_change(
-    rec: &OutputRecord,
-    now: &PlannedOutput,
-    now_pipeline_hash: &str,
+    old_source_hash: &str,
+    old_pipeline_hash: &str,
+    source_hash: &str,
+    source_rel: &str,
+    pipeline_hash: &str,
     old: Option<&Pipeline>,
     new: Option<&Pipeline>,
 ) -> Vec<String> {
     let mut reasons = Vec::new();
-    if rec.source_hash != now.source_hash {
-        reasons.push(format!("source content changed ({})", now.source_rel));
+    if old_source_hash != source_hash {
+        reasons.push(format!("source content changed ({source_rel})"));
     }
-    if rec.pipeline_hash != now_pipeline_hash {
+    if old_pipeline_hash != pipeline_hash {
         match (old, new) {
             (Some(old), Some(new)) => reasons.extend(pipeline_diff(old, new)),
             _ => reasons.push("recipe steps changed".into()),

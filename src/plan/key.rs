@@ -15,6 +15,23 @@
 //! | … its inputs, as positions in this list | recipe `input`/`inputs` | the shape of the DAG |
 //! | the JPEG encoder and its version | [`crate::ops::encode::ENCODER`] | another libjpeg-turbo may write other bytes |
 //!
+//! Whole-slide images have one key per *unit*: a cell of the slide's grid ×
+//! one writing step (`encode_tiles`), whose outputs are the tiles that step
+//! writes for that cell (which ones exist depends on the pixels). A unit's key
+//! ([`unit_key`]) holds the same pipeline ingredients as above (the steps
+//! from `wsi_grid` down to that writer, so an S-only parameter change leaves
+//! the XL, L and M units' keys alone), plus:
+//!
+//! | ingredient | why |
+//! |---|---|
+//! | the slide's content hash | the pixels |
+//! | the cell `(i, j)` | which region |
+//! | the read size in level-0 pixels | follows from the MPP and the grid parameters |
+//! | the MPP used (not its origin) | a different MPP is a different region and resize |
+//!
+//! The QC picture of a slide has its own key ([`qc_key`]): the slide, the
+//! pipeline up to the tissue test, the geometry, and [`QC_VERSION`].
+//!
 //! Deliberately **not** in the key: absolute paths, times, the machine, step
 //! ids (renaming a step changes no pixel), collection metadata, the output's
 //! name, sub-dataset, scale and class (they say *where* the file goes — its
@@ -130,6 +147,40 @@ pub fn output_key(pipeline: &Pipeline, source_hash: &str) -> String {
     let mut enc = Encoder::new("cpia-output-key");
     enc.str(&pipeline.hash);
     enc.str(source_hash);
+    enc.finish()
+}
+
+/// Version of the QC drawing (bump when the picture changes).
+pub const QC_VERSION: u32 = 1;
+
+/// The key of a WSI unit: cell `(i, j)` of the slide with content hash
+/// `source_hash`, written by the sink whose pipeline is `pipeline`.
+pub fn unit_key(
+    pipeline: &Pipeline,
+    source_hash: &str,
+    cell: (u32, u32),
+    read_size: u32,
+    mpp: f64,
+) -> String {
+    let mut enc = Encoder::new("cpia-wsi-unit-key");
+    enc.str(&pipeline.hash);
+    enc.str(source_hash);
+    enc.u64(u64::from(cell.0));
+    enc.u64(u64::from(cell.1));
+    enc.u64(u64::from(read_size));
+    enc.u64(mpp.to_bits());
+    enc.finish()
+}
+
+/// The key of a slide's QC picture: `decisions` is the pipeline up to the
+/// tissue test (what decides kept/rejected).
+pub fn qc_key(decisions: &Pipeline, source_hash: &str, read_size: u32, mpp: f64) -> String {
+    let mut enc = Encoder::new("cpia-wsi-qc-key");
+    enc.u64(u64::from(QC_VERSION));
+    enc.str(&decisions.hash);
+    enc.str(source_hash);
+    enc.u64(u64::from(read_size));
+    enc.u64(mpp.to_bits());
     enc.finish()
 }
 

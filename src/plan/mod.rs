@@ -25,10 +25,10 @@ use rayon::prelude::*;
 use salsa::Setter;
 
 use crate::recipe::Recipe;
-use crate::store::{OutputRecord, State, StateError};
+use crate::store::{OutputRecord, State, StateError, UnitRecord};
 use crate::workspace::Workspace;
 
-pub use query::{CollectionPlan, PlannedOutput};
+pub use query::{CollectionPlan, PlannedOutput, PlannedQc, PlannedUnit};
 use query::{PlanDb, RecipeDir, SourceSet, TextFile};
 use sources::RootError;
 
@@ -81,6 +81,38 @@ pub struct Plan {
     pub mass_removals: Vec<MassRemoval>,
     /// Pipeline descriptions by hash, to store with the outputs.
     pub pipelines: HashMap<String, String>,
+    /// WSI units to (re)build.
+    pub units: Vec<UnitAction>,
+    /// WSI QC pictures to (re)draw.
+    pub qc: Vec<QcAction>,
+    /// WSI units no longer planned (their outputs are in `removes`).
+    pub unit_removes: Vec<UnitRecord>,
+    /// Up-to-date WSI units (counted in `up_to_date` by their outputs).
+    pub units_up_to_date: usize,
+    /// Per collection, inputs that no route matched (skipped, not errors).
+    pub unrouted: Vec<(String, usize)>,
+    /// Recorded failures of inputs that no longer exist: forgotten by a build.
+    pub stale_failures: Vec<(String, String)>,
+}
+
+/// One WSI unit (cell × writing step) to (re)build.
+#[derive(Clone, Debug)]
+pub struct UnitAction {
+    pub unit: PlannedUnit,
+    pub recipe: Arc<Recipe>,
+    pub pipeline_hash: String,
+    pub reasons: Vec<String>,
+    /// The outputs the unit produced last time: removed if not produced again.
+    pub previous: Vec<OutputRecord>,
+}
+
+/// One QC picture to (re)draw.
+#[derive(Clone, Debug)]
+pub struct QcAction {
+    pub qc: PlannedQc,
+    pub recipe: Arc<Recipe>,
+    pub pipeline_hash: String,
+    pub reasons: Vec<String>,
 }
 
 /// Keeps the query database and its inputs alive between plans.
@@ -218,7 +250,7 @@ impl Planner {
         recipe: &Recipe,
         rescan: &Rescan,
     ) -> Result<(), StateError> {
-        let root = ws.sources.get(&recipe.inputs.source).cloned();
+        let root = ws.source_root(&recipe.inputs.source);
         let fingerprint = format!("{:?}|{:?}", recipe.inputs, root);
         if let Some(s) = self.sources.get(path) {
             if !rescan.covers(root.as_ref()) && s.spec_fingerprint == fingerprint {
@@ -235,8 +267,23 @@ impl Planner {
                     for p in problems {
                         eprintln!("warning: {}: {p}", recipe.collection.name);
                     }
-                    let (entries, updates) = sources::hash_files(&files, index);
+                    let (mut entries, updates) = sources::hash_files(&files, index);
                     state.update_source_index(&updates)?;
+                    // Files gone from this root leave the stat index.
+                    let prefix = format!("{}/", root.to_string_lossy().trim_end_matches('/'));
+                    let found: HashSet<String> = files
+                        .iter()
+                        .map(|f| f.abs.to_string_lossy().into_owned())
+                        .collect();
+                    let gone: Vec<String> = index
+                        .keys()
+                        .filter(|k| k.starts_with(&prefix) && !found.contains(*k))
+                        .cloned()
+                        .collect();
+                    state.forget_sources(&gone)?;
+                    if recipe.collection.kind == crate::recipe::Kind::Wsi {
+                        attach_slide_meta(state, &mut entries)?;
+                    }
                     (entries, Ok(()))
                 }
                 Err(e) => (Vec::new(), Err(e)),
@@ -290,13 +337,19 @@ impl Planner {
         let index = state.source_index()?;
         let records = state.outputs()?;
         let failures = state.failures()?;
+        let unit_records = state.units()?;
 
         // Collections whose plan is complete, so that removing what they no
         // longer produce is safe.
         let mut planned_collections: HashSet<String> = HashSet::new();
         let mut known_collections: HashSet<String> = HashSet::new();
+        let mut any_broken = false;
         let mut outputs: Vec<(PlannedOutput, Arc<Recipe>, String)> = Vec::new();
+        let mut units: Vec<(PlannedUnit, Arc<Recipe>, String)> = Vec::new();
+        let mut qcs: Vec<(PlannedQc, Arc<Recipe>, String)> = Vec::new();
         let mut scanned_sources: HashSet<(String, String)> = HashSet::new();
+        // Inputs that exist but could not be planned: their outputs are kept.
+        let mut protected: HashSet<(String, String)> = HashSet::new();
 
         for path in &chosen.paths {
             let Some(result) = self.recipe(path) else {
@@ -305,6 +358,10 @@ impl Planner {
             let recipe = match result {
                 Ok(r) => r,
                 Err(diags) => {
+                    any_broken = true;
+                    if let Some(name) = collection_name_of(self.text(path)) {
+                        known_collections.insert(name);
+                    }
                     plan.problems.push(Problem {
                         input: ws.display(path).into_owned(),
                         error: format!("recipe has errors:\n{diags}"),
@@ -344,7 +401,12 @@ impl Planner {
             for p in &cplan.pipelines {
                 plan.pipelines.insert(p.hash.clone(), p.to_json());
             }
+            if cplan.unrouted > 0 {
+                plan.unrouted
+                    .push((recipe.collection.name.clone(), cplan.unrouted));
+            }
             for e in &cplan.input_errors {
+                protected.insert((recipe.collection.name.clone(), e.source_rel.clone()));
                 plan.problems.push(Problem {
                     input: e.source_abs.display().to_string(),
                     error: e.error.clone(),
@@ -353,17 +415,30 @@ impl Planner {
                         recipe.inputs.source.clone(),
                         e.source_rel.clone(),
                     )),
-                    outputs: recipe.sinks.len(),
+                    outputs: if recipe.collection.kind == crate::recipe::Kind::Wsi {
+                        1
+                    } else {
+                        recipe.sinks.len()
+                    },
                 });
             }
             for o in &cplan.outputs {
                 let ph = cplan.pipelines[o.pipeline].hash.clone();
                 outputs.push((o.clone(), cplan.recipe.clone(), ph));
             }
+            for u in &cplan.units {
+                let ph = cplan.pipelines[u.pipeline].hash.clone();
+                units.push((u.clone(), cplan.recipe.clone(), ph));
+            }
+            for q in &cplan.qc {
+                let ph = cplan.pipelines[q.pipeline].hash.clone();
+                qcs.push((q.clone(), cplan.recipe.clone(), ph));
+            }
         }
-        if selection.recipes.is_empty() {
-            // With every recipe planned, outputs of collections that have no
-            // recipe any more are removable too.
+        if selection.recipes.is_empty() && !any_broken {
+            // With every recipe planned (and loaded), outputs of collections
+            // that have no recipe any more are removable too. A broken
+            // recipe may be the one that named them, so then nothing is.
             for r in records.values() {
                 if !known_collections.contains(&r.collection) {
                     planned_collections.insert(r.collection.clone());
@@ -402,20 +477,40 @@ impl Planner {
                 });
             }
         }
+        for (q, _, _) in &qcs {
+            claimed.insert(q.path.clone());
+        }
 
         // Compare each planned output with its record and the file on disk.
         let output_root = ws.output.clone();
         let verdicts: Vec<Verdict> = outputs
             .par_iter()
             .enumerate()
-            .map(|(i, (o, _, ph))| {
+            .map(|(i, (o, _, _))| {
                 if colliding[i] {
                     return Verdict::Skip;
                 }
-                judge(o, ph, records.get(&o.path), &output_root)
+                judge(&o.key, &o.path, records.get(&o.path), &output_root)
             })
             .collect();
         let mut pipeline_cache: HashMap<String, Option<key::Pipeline>> = HashMap::new();
+        let mut old_pipeline = |hash: &str, state: &State| -> Option<key::Pipeline> {
+            pipeline_cache
+                .entry(hash.to_string())
+                .or_insert_with(|| {
+                    state
+                        .pipeline(hash)
+                        .ok()
+                        .flatten()
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                })
+                .clone()
+        };
+        let new_pipeline = |plan: &Plan, hash: &str| -> Option<key::Pipeline> {
+            plan.pipelines
+                .get(hash)
+                .and_then(|j| serde_json::from_str(j).ok())
+        };
         for ((o, recipe, ph), verdict) in outputs.into_iter().zip(verdicts) {
             let reasons = match verdict {
                 Verdict::Skip => continue,
@@ -431,21 +526,17 @@ impl Planner {
                 Verdict::Build(reasons) => reasons,
                 Verdict::Changed => {
                     let rec = &records[&o.path];
-                    let old = pipeline_cache
-                        .entry(rec.pipeline_hash.clone())
-                        .or_insert_with(|| {
-                            state
-                                .pipeline(&rec.pipeline_hash)
-                                .ok()
-                                .flatten()
-                                .and_then(|j| serde_json::from_str(&j).ok())
-                        })
-                        .clone();
-                    let new: Option<key::Pipeline> = plan
-                        .pipelines
-                        .get(&ph)
-                        .and_then(|j| serde_json::from_str(j).ok());
-                    explain::key_change(rec, &o, &ph, old.as_ref(), new.as_ref())
+                    let old = old_pipeline(&rec.pipeline_hash, state);
+                    let new = new_pipeline(&plan, &ph);
+                    explain::key_change(
+                        &rec.source_hash,
+                        &rec.pipeline_hash,
+                        &o.source_hash,
+                        &o.source_rel,
+                        &ph,
+                        old.as_ref(),
+                        new.as_ref(),
+                    )
                 }
             };
             let mut reasons = reasons;
@@ -460,18 +551,154 @@ impl Planner {
             });
         }
 
+        // WSI units: compare with the unit records and their outputs on disk.
+        let mut unit_outputs: HashMap<(&str, &str, &str, &str), Vec<&OutputRecord>> =
+            HashMap::new();
+        for r in records.values() {
+            if !r.unit.is_empty() && r.unit != "qc" {
+                unit_outputs
+                    .entry((&r.collection, &r.source_rel, &r.unit, &r.sink))
+                    .or_default()
+                    .push(r);
+            }
+        }
+        let mut planned_units: HashSet<(String, String, String, String)> = HashSet::new();
+        let unit_verdicts: Vec<(Option<Vec<String>>, Vec<OutputRecord>)> = units
+            .par_iter()
+            .map(|(u, recipe, _)| {
+                let sink_id = &recipe.steps[u.sink].id;
+                let cell = u.cell_id();
+                let prev: Vec<OutputRecord> = unit_outputs
+                    .get(&(
+                        u.collection.as_str(),
+                        u.source_rel.as_str(),
+                        cell.as_str(),
+                        sink_id.as_str(),
+                    ))
+                    .map(|v| v.iter().map(|r| (*r).clone()).collect())
+                    .unwrap_or_default();
+                let key = (
+                    u.collection.clone(),
+                    u.source_rel.clone(),
+                    cell,
+                    sink_id.clone(),
+                );
+                let Some(rec) = unit_records.get(&key) else {
+                    return (Some(vec!["new cell (never built)".into()]), prev);
+                };
+                if rec.key != u.key {
+                    return (None, prev);
+                }
+                for o in &prev {
+                    if let Verdict::Build(r) = judge(&o.key, &o.path, Some(o), &output_root) {
+                        return (Some(r), prev);
+                    }
+                }
+                (Some(Vec::new()), prev)
+            })
+            .collect();
+        for ((u, recipe, ph), (verdict, prev)) in units.into_iter().zip(unit_verdicts) {
+            let sink_id = recipe.steps[u.sink].id.clone();
+            let key = (
+                u.collection.clone(),
+                u.source_rel.clone(),
+                u.cell_id(),
+                sink_id,
+            );
+            let rec = unit_records.get(&key);
+            planned_units.insert(key);
+            let reasons = match verdict {
+                Some(r) if r.is_empty() => {
+                    plan.units_up_to_date += 1;
+                    plan.up_to_date += rec.map_or(0, |r| r.outputs as usize);
+                    continue;
+                }
+                Some(r) => r,
+                None => {
+                    let rec = rec.expect("a changed unit has a record");
+                    let old = old_pipeline(&rec.pipeline_hash, state);
+                    let new = new_pipeline(&plan, &ph);
+                    let mut r = explain::key_change(
+                        &rec.source_hash,
+                        &rec.pipeline_hash,
+                        &u.source_hash,
+                        &u.source_rel,
+                        &ph,
+                        old.as_ref(),
+                        new.as_ref(),
+                    );
+                    if rec.mpp.to_bits() != u.mpp.to_bits() {
+                        r.retain(|x| x != "key format changed");
+                        r.push(format!("MPP changed ({} -> {})", rec.mpp, u.mpp));
+                    }
+                    r
+                }
+            };
+            plan.units.push(UnitAction {
+                unit: u,
+                recipe,
+                pipeline_hash: ph,
+                reasons,
+                previous: prev,
+            });
+        }
+
+        // QC pictures: static paths, judged like outputs.
+        for (q, recipe, ph) in qcs {
+            let reasons = match judge(&q.key, &q.path, records.get(&q.path), &output_root) {
+                Verdict::UpToDate => {
+                    plan.up_to_date += 1;
+                    continue;
+                }
+                Verdict::Touched(rec) => {
+                    plan.up_to_date += 1;
+                    plan.restat.push(*rec);
+                    continue;
+                }
+                Verdict::Build(r) => r,
+                Verdict::Changed => vec!["slide, tissue test or grid changed".into()],
+                Verdict::Skip => continue,
+            };
+            plan.qc.push(QcAction {
+                qc: q,
+                recipe,
+                pipeline_hash: ph,
+                reasons,
+            });
+        }
+
         // Recorded outputs nothing produces any more.
         let mut per_collection: HashMap<&str, (usize, usize)> = HashMap::new();
+        let removable = |r_collection: &str, r_rel: &str| {
+            planned_collections.contains(r_collection)
+                && !protected.contains(&(r_collection.to_string(), r_rel.to_string()))
+        };
         for r in records.values() {
             per_collection.entry(r.collection.as_str()).or_default().1 += 1;
-            if !planned_collections.contains(&r.collection) || claimed.contains(&r.path) {
+            if !removable(&r.collection, &r.source_rel) || claimed.contains(&r.path) {
                 continue;
+            }
+            if !r.unit.is_empty() && r.unit != "qc" {
+                // A WSI tile: removed only with its unit (below), or by the
+                // engine when its unit is rebuilt and no longer writes it.
+                let key = (
+                    r.collection.clone(),
+                    r.source_rel.clone(),
+                    r.unit.clone(),
+                    r.sink.clone(),
+                );
+                if planned_units.contains(&key) {
+                    continue;
+                }
             }
             per_collection.entry(r.collection.as_str()).or_default().0 += 1;
             let reason = if !known_collections.contains(&r.collection) {
                 format!("collection {} has no recipe any more", r.collection)
             } else if !scanned_sources.contains(&(r.collection.clone(), r.source_rel.clone())) {
                 format!("source {} was deleted", r.source_rel)
+            } else if !r.unit.is_empty() {
+                "its grid cell or writing step is no longer planned (grid, MPP or steps changed)"
+                    .to_string()
             } else {
                 "no rule produces it any more (routing or naming changed)".to_string()
             };
@@ -479,6 +706,21 @@ impl Planner {
                 record: r.clone(),
                 reason,
             });
+        }
+        for (key, u) in &unit_records {
+            if removable(&u.collection, &u.source_rel)
+                && !planned_units.contains(key)
+                && u.unit != "qc"
+            {
+                plan.unit_removes.push(u.clone());
+            }
+        }
+        for ((collection, rel), _) in failures.iter() {
+            if planned_collections.contains(collection)
+                && !scanned_sources.contains(&(collection.clone(), rel.clone()))
+            {
+                plan.stale_failures.push((collection.clone(), rel.clone()));
+            }
         }
         let mut mass: Vec<MassRemoval> = per_collection
             .into_iter()
@@ -495,8 +737,64 @@ impl Planner {
             .sort_by(|a, b| a.output.path.cmp(&b.output.path));
         plan.removes
             .sort_by(|a, b| a.record.path.cmp(&b.record.path));
+        plan.unrouted.sort();
         Ok(plan)
     }
+
+    /// The current text of a recipe file, if it could be read.
+    fn text(&self, path: &Path) -> Option<&str> {
+        let f = self.files.get(path)?;
+        f.text(&self.db).as_deref()
+    }
+}
+
+/// The `[collection] name` of a recipe that does not load, read leniently,
+/// so its outputs are recognized as belonging to a recipe that still exists.
+fn collection_name_of(text: Option<&str>) -> Option<String> {
+    let table: toml::Table = toml::from_str(text?).ok()?;
+    table
+        .get("collection")?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Adds each slide's metadata: from the state's cache by content hash, else
+/// by opening the slide (then cached), so an unchanged slide is never opened
+/// just to be planned.
+fn attach_slide_meta(
+    state: &mut State,
+    entries: &mut [sources::SourceEntry],
+) -> Result<(), StateError> {
+    let mut probe: Vec<usize> = Vec::new();
+    for (i, e) in entries.iter_mut().enumerate() {
+        let Ok(hash) = &e.hash else { continue };
+        match state
+            .slide_meta(hash)?
+            .and_then(|j| serde_json::from_str::<crate::slide::SlideMeta>(&j).ok())
+        {
+            Some(meta) => e.slide = Some(Ok(Arc::new(meta))),
+            None => probe.push(i),
+        }
+    }
+    let probed: Vec<(usize, Result<crate::slide::SlideMeta, String>)> = probe
+        .par_iter()
+        .map(|&i| {
+            (
+                i,
+                crate::slide::Slide::open(&entries[i].abs).map(|s| s.meta),
+            )
+        })
+        .collect();
+    for (i, meta) in probed {
+        if let (Ok(meta), Ok(hash)) = (&meta, &entries[i].hash) {
+            if let Ok(json) = serde_json::to_string(meta) {
+                state.put_slide_meta(hash, &json)?;
+            }
+        }
+        entries[i].slide = Some(meta.map(Arc::new));
+    }
+    Ok(())
 }
 
 enum Verdict {
@@ -508,15 +806,14 @@ enum Verdict {
     Changed,
 }
 
-fn judge(o: &PlannedOutput, ph: &str, rec: Option<&OutputRecord>, root: &Path) -> Verdict {
+fn judge(key: &str, path: &str, rec: Option<&OutputRecord>, root: &Path) -> Verdict {
     let Some(rec) = rec else {
         return Verdict::Build(vec!["new output (never built)".into()]);
     };
-    if rec.key != o.key {
+    if rec.key != key {
         return Verdict::Changed;
     }
-    let _ = ph;
-    let file = root.join(&o.path);
+    let file = root.join(path);
     match std::fs::symlink_metadata(&file) {
         Err(_) => Verdict::Build(vec!["output missing on disk".into()]),
         Ok(m) if !m.is_file() => {

@@ -40,6 +40,8 @@ pub struct SourceEntry {
     pub rel: String,
     pub abs: PathBuf,
     pub hash: Result<String, String>,
+    /// For WSI collections: the slide's metadata, or why it cannot be opened.
+    pub slide: Option<Result<std::sync::Arc<crate::slide::SlideMeta>, String>>,
 }
 
 /// Why a source root cannot be used. Each of these stops its collection
@@ -160,6 +162,7 @@ pub fn hash_files(
                         rel: f.rel.clone(),
                         abs: f.abs.clone(),
                         hash: Ok(s.hash.clone()),
+                        slide: None,
                     };
                     return (entry, None);
                 }
@@ -180,6 +183,7 @@ pub fn hash_files(
                 rel: f.rel.clone(),
                 abs: f.abs.clone(),
                 hash,
+                slide: None,
             };
             (entry, update)
         })

@@ -65,6 +65,7 @@ pub(crate) fn recipe_hash(
     routes: &[Route],
     name: &Template,
     steps: &[Step],
+    mpp: &crate::ops::wsi::mpp::MppPolicy,
 ) -> String {
     let mut e = Enc(String::new());
     e.field("encoding", ENCODING);
@@ -121,6 +122,17 @@ pub(crate) fn recipe_hash(
         e.field("op", &canonical_op(&s.op));
         let ins: Vec<String> = s.inputs.iter().map(|&j| steps[j].id.clone()).collect();
         e.list("inputs", &ins);
+    }
+    let sources: Vec<String> = mpp.sources.iter().map(|s| s.as_str().to_string()).collect();
+    e.list("mpp.sources", &sources);
+    e.opt(
+        "mpp.default",
+        mpp.default.map(|d| format!("{d:?}")).as_deref(),
+    );
+    e.field("mpp.overrides", &mpp.overrides.len().to_string());
+    for (k, v) in &mpp.overrides {
+        e.field("-", k);
+        e.field("=", &format!("{v:?}"));
     }
     blake3::hash(e.0.as_bytes()).to_hex().to_string()
 }

@@ -12,7 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use super::diagnostic::{known_hint, Loc, Problem};
 use super::params::{op_name, signature};
 use super::raw::Sp;
-use super::Step;
+use super::{Kind, Step};
 use crate::ops::{Operator, ValueKind};
 
 /// A step after parameter typing, before graph checks.
@@ -31,13 +31,26 @@ fn kind_name(k: ValueKind) -> &'static str {
         ValueKind::Bytes => "the source file's bytes",
         ValueKind::Image => "an image",
         ValueKind::Encoded => "encoded JPEG bytes",
+        ValueKind::Region => "a slide region (what a WSI step without `input` reads)",
+        ValueKind::Tiles => "tiles",
+        ValueKind::EncodedTiles => "encoded tiles",
     }
 }
 
 /// Checks the graph; returns the steps in a stable topological order (the
 /// declaration order wherever the edges allow it) and the sink indices, or
 /// None when a problem was reported.
-pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>, Vec<usize>)> {
+pub(crate) fn build(
+    drafts: &[Draft],
+    kind: Kind,
+    p: &mut Vec<Problem>,
+) -> Option<(Vec<Step>, Vec<usize>)> {
+    // What a step without `input` receives: a file's bytes (ROI) or one grid
+    // cell of a slide (WSI).
+    let source = match kind {
+        Kind::Roi => ValueKind::Bytes,
+        Kind::Wsi => ValueKind::Region,
+    };
     let before = p.len();
     let ids: Vec<&str> = drafts.iter().map(|d| d.id.v.as_str()).collect();
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
@@ -98,7 +111,7 @@ pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>
     // Arity and value kinds.
     let decoders: Vec<&str> = drafts
         .iter()
-        .filter(|d| matches!(d.op, Some(Operator::Decode(_))))
+        .filter(|d| matches!(d.op, Some(Operator::Decode(_) | Operator::WsiGrid(_))))
         .map(|d| d.id.v.as_str())
         .collect();
     for (i, d) in drafts.iter().enumerate() {
@@ -124,7 +137,7 @@ pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>
         }
         let (want, _) = signature(op);
         let got = match ins.first() {
-            None => ValueKind::Bytes,
+            None => source,
             Some(&j) => match &drafts[j].op {
                 Some(o) => signature(o).1,
                 None => continue,
@@ -137,14 +150,18 @@ pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>
             None => {
                 let hint = match decoders.first() {
                     Some(dec) => format!("add `input = \"{dec}\"`"),
+                    None if kind == Kind::Wsi => {
+                        "add a `wsi_grid` step and make it the `input`".to_string()
+                    }
                     None => "add a `decode` step and make it the `input`".to_string(),
                 };
                 Problem::at(
                     &d.op_loc,
                     format!(
-                        "step `{}` ({name}) needs {} but has no `input`, so it would get the source file's bytes",
+                        "step `{}` ({name}) needs {} but has no `input`, so it would get {}",
                         d.id.v,
-                        kind_name(want)
+                        kind_name(want),
+                        kind_name(source)
                     ),
                 )
                 .hint(hint)
@@ -165,7 +182,7 @@ pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>
                         kind_name(got)
                     ),
                 );
-                if want == ValueKind::Bytes {
+                if want == source {
                     pr.hint("remove `input`: a step without `input` reads the source file")
                 } else {
                     pr
@@ -194,17 +211,20 @@ pub(crate) fn build(drafts: &[Draft], p: &mut Vec<Problem>) -> Option<(Vec<Step>
             continue;
         }
         if let Some(op) = &d.op {
-            if !matches!(op, Operator::EncodeJpeg(_)) {
+            if !matches!(
+                op.output_kind(),
+                ValueKind::Encoded | ValueKind::EncodedTiles
+            ) {
                 p.push(
                     Problem::at(
                         &d.id.loc,
                         format!(
-                            "step `{}` ({}) is a sink (no step uses its result), but only `encode_jpeg` results can be written",
+                            "step `{}` ({}) is a sink (no step uses its result), but only `encode_jpeg` and `encode_tiles` results can be written",
                             d.id.v,
                             op_name(op)
                         ),
                     )
-                    .hint("feed it to an `encode_jpeg` step, or remove it"),
+                    .hint("feed it to an `encode_jpeg` (ROI) or `encode_tiles` (WSI) step, or remove it"),
                 );
             }
         }

@@ -36,13 +36,21 @@ pub fn load_recipe(
     match resolved {
         Some(r) if p.is_empty() => Ok(Recipe {
             path: path.to_path_buf(),
-            hash: recipe_hash(&r.collection, &r.inputs, &r.routes, &r.name, &r.steps),
+            hash: recipe_hash(
+                &r.collection,
+                &r.inputs,
+                &r.routes,
+                &r.name,
+                &r.steps,
+                &r.mpp,
+            ),
             collection: r.collection,
             inputs: r.inputs,
             routes: r.routes,
             steps: r.steps,
             sinks: r.sinks,
             name: r.name,
+            mpp: r.mpp,
             files: sm.paths().map(Path::to_path_buf).collect(),
         }),
         _ => {
@@ -265,7 +273,7 @@ mod tests {
         let text = "[collection]\nname = \"X\"\nkind = \"roi\"\n[inputs]\nsource = \"X\"\n[[route]]\nscale = \"M\"\n[[steps]]\nid = \"d\"\nop = \"decode\"\n[[steps]]\nid = \"r\"\nop = \"resise\"\ninput = \"d\"\n";
         let d = single(text, "unknown operator `resise`", "\"resise\"", 0, 0);
         assert_eq!((d.line, d.column), (13, 6));
-        let want = "error: unknown operator `resise`\n  --> recipes/test.toml:13:6\n   |\n13 | op = \"resise\"\n   |      ^^^^^^^^\n   = hint: did you mean `resize`? known operators: decode, crop, resize, encode_jpeg\n";
+        let want = "error: unknown operator `resise`\n  --> recipes/test.toml:13:6\n   |\n13 | op = \"resise\"\n   |      ^^^^^^^^\n   = hint: did you mean `resize`? known operators: decode, crop, resize, encode_jpeg, wsi_grid, tissue, subtiles, encode_tiles\n";
         assert_eq!(d.to_string(), want);
     }
 
@@ -563,16 +571,17 @@ mod tests {
     }
 
     #[test]
-    fn wsi_metadata_parses_and_unknown_ops_say_wsi_is_not_ready() {
+    fn wsi_recipes_take_wsi_steps_and_reject_roi_steps() {
         let head = "[collection]\nname = \"CAMELYON16\"\nkind = \"wsi\"\n[inputs]\nsource = \"c16\"\nsuffixes = \"tif\"\n";
         let text = format!("{head}[[steps]]\nid = \"t\"\nop = \"wsi_tiles\"\n");
         let d = single(&text, "unknown operator `wsi_tiles`", "\"wsi_tiles\"", 0, 0);
-        assert!(d
-            .hint
-            .unwrap_or_default()
-            .contains("WSI operators are not available yet"));
-        // A WSI recipe with ROI steps and no routes loads (routes are optional for WSI).
+        assert!(d.hint.unwrap_or_default().contains("wsi_grid"));
+        // ROI steps in a WSI recipe: `decode` would get a slide region, not bytes.
         let text = format!("{head}{STEPS}");
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.contains("slide region"), "{e}");
+        // WSI steps and no routes: loads (routes are optional for WSI).
+        let text = format!("{head}[[steps]]\nid = \"g\"\nop = \"wsi_grid\"\nsize = 384\n[[steps]]\nid = \"w\"\nop = \"encode_tiles\"\ninput = \"g\"\nscale = \"XL\"\n");
         let r = load(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.collection.kind, crate::recipe::Kind::Wsi);
         assert_eq!(r.route("a.tif"), Ok(None));

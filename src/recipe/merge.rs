@@ -4,7 +4,7 @@
 //! may be partial (no collection name, say) and every value keeps the file
 //! it came from: an error in a template's step is reported in the template.
 
-use super::raw::{RawCollection, RawInputs, RawRecipe, RawStep, Slot};
+use super::raw::{RawCollection, RawInputs, RawMpp, RawRecipe, RawStep, Slot};
 
 /// `over` applied on top of `base` (its template):
 /// - scalar and list keys of `[collection]`, `[inputs]` and `[output]`
@@ -29,6 +29,12 @@ pub(crate) fn merge(base: RawRecipe, over: RawRecipe) -> RawRecipe {
         inputs: merge_inputs(base.inputs, over.inputs),
         routes: over.routes.or(base.routes),
         output_name: base.output_name.overridden_by(over.output_name),
+        mpp: RawMpp {
+            header: over.mpp.header.or(base.mpp.header),
+            sources: base.mpp.sources.overridden_by(over.mpp.sources),
+            default: base.mpp.default.overridden_by(over.mpp.default),
+            overrides: base.mpp.overrides.overridden_by(over.mpp.overrides),
+        },
         steps,
     }
 }

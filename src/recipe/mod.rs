@@ -183,6 +183,8 @@ pub struct Recipe {
     pub sinks: Vec<usize>,
     /// Output file name without extension, e.g. `{class}_{stem}`.
     pub name: Template,
+    /// Microns-per-pixel policy (WSI recipes; `[mpp]`).
+    pub mpp: crate::ops::wsi::mpp::MppPolicy,
     /// blake3 (hex) of the canonical form of everything above, templates
     /// (`extends`) resolved: the recipe hash of provenance records.
     pub hash: String,

@@ -7,13 +7,47 @@
 use super::diagnostic::{known_hint, Problem, SourceMap};
 use super::raw::{PVal, RawParam, Sp};
 use super::Kind;
+use crate::ops::wsi::otsu::OtsuParams;
+use crate::ops::wsi::{GridParams, LevelPolicy, SubtileParams, TileEncodeParams, TissueParams};
 use crate::ops::{
     BoxExpr, CropParams, DecodeParams, Filter, JpegParams, Operator, ResizeParams, Subsampling,
     ValueKind,
 };
 
 /// Operator names as written in `op = "..."`.
-pub(crate) const OPERATORS: [&str; 4] = ["decode", "crop", "resize", "encode_jpeg"];
+pub(crate) const OPERATORS: [&str; 8] = [
+    "decode",
+    "crop",
+    "resize",
+    "encode_jpeg",
+    "wsi_grid",
+    "tissue",
+    "subtiles",
+    "encode_tiles",
+];
+
+const GRID_KEYS: [&str; 6] = [
+    "size",
+    "target_mpp",
+    "tolerance",
+    "skip_ring",
+    "filter",
+    "level",
+];
+const COLOR_KEYS: [&str; 6] = [
+    "detector",
+    "statistic",
+    "max",
+    "min_r",
+    "min_b",
+    "r_minus_g",
+];
+const OTSU_KEYS: [&str; 5] = ["detector", "thumbnail", "median", "close", "min_fraction"];
+const SUBTILE_KEYS: [&str; 4] = ["size", "pick", "white", "statistic"];
+const TILE_ENCODE_KEYS: [&str; 3] = ["quality", "subsampling", "scale"];
+const LEVELS: [&str; 2] = ["finest", "auto"];
+const DETECTORS: [&str; 2] = ["cpia-color", "otsu"];
+const SCALES: [&str; 4] = ["XL", "L", "M", "S"];
 
 const CROP_KEYS: [&str; 4] = ["left", "top", "width", "height"];
 const RESIZE_KEYS: [&str; 3] = ["width", "height", "filter"];
@@ -38,6 +72,22 @@ fn parse_filter(s: &str) -> Option<Filter> {
         "nearest" => Some(Filter::Nearest),
         _ => None,
     }
+}
+
+fn parse_level(s: &str) -> Option<LevelPolicy> {
+    match s {
+        "finest" => Some(LevelPolicy::Finest),
+        "auto" => Some(LevelPolicy::Auto),
+        _ => None,
+    }
+}
+
+fn parse_detector(s: &str) -> Option<&'static str> {
+    DETECTORS.iter().copied().find(|d| *d == s)
+}
+
+fn parse_scale(s: &str) -> Option<&'static str> {
+    SCALES.iter().copied().find(|d| d.eq_ignore_ascii_case(s))
 }
 
 fn parse_subsampling(s: &str) -> Option<Subsampling> {
@@ -136,6 +186,48 @@ impl<'a> Params<'a> {
                 default
             }
         }
+    }
+
+    fn float(&mut self, key: &str, default: f64, range: (f64, f64), p: &mut Vec<Problem>) -> f64 {
+        let Some(prm) = self.get(key) else {
+            return default;
+        };
+        let v = match prm.value.v {
+            PVal::Float(f) => f,
+            PVal::Int(Some(n)) => n as f64,
+            _ => {
+                self.wrong(prm, "a number", p);
+                return default;
+            }
+        };
+        if !(v.is_finite() && range.0 <= v && v <= range.1) {
+            p.push(Problem::at(
+                &prm.value.loc,
+                format!(
+                    "`{key}` of `{}` must be in {}..={}",
+                    self.op.v, range.0, range.1
+                ),
+            ));
+            self.ok = false;
+            return default;
+        }
+        v
+    }
+
+    fn byte(&mut self, key: &str, default: u8, p: &mut Vec<Problem>) -> u8 {
+        u8::try_from(self.int(key, i64::from(default), (0, 255), p)).unwrap_or(default)
+    }
+
+    fn required_int(&mut self, key: &str, range: (i64, i64), p: &mut Vec<Problem>) -> i64 {
+        if self.get(key).is_none() {
+            p.push(Problem::at(
+                &self.op.loc,
+                format!("operator `{}` requires the parameter `{key}`", self.op.v),
+            ));
+            self.ok = false;
+            return range.0;
+        }
+        self.int(key, range.0, range, p)
     }
 
     fn choice<T>(
@@ -256,11 +348,84 @@ pub(crate) fn operator(
                 ),
             })
         }
-        other => {
-            let mut hint = known_hint(other, "operators", &OPERATORS);
-            if kind == Kind::Wsi {
-                hint.push_str("; WSI operators are not available yet");
+        "wsi_grid" => {
+            r.check_keys(&GRID_KEYS, p);
+            Operator::WsiGrid(GridParams {
+                size: r.int("size", 3840, (1, MAX_EDGE), p) as u32,
+                target_mpp: r.float("target_mpp", 0.4942, (1e-3, 100.0), p),
+                tolerance: r.float("tolerance", 0.1, (0.0, 0.99), p),
+                skip_ring: r.int("skip_ring", 1, (0, 1000), p) as u32,
+                filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
+                level: r.choice("level", LevelPolicy::Finest, parse_level, &LEVELS, p),
+            })
+        }
+        "tissue" => {
+            let detector = r.choice("detector", "cpia-color", parse_detector, &DETECTORS, p);
+            if detector == "otsu" {
+                r.check_keys(&OTSU_KEYS, p);
+                let d = OtsuParams::default();
+                Operator::Tissue(TissueParams::Otsu(OtsuParams {
+                    thumbnail: r.int("thumbnail", i64::from(d.thumbnail), (64, 16384), p) as u32,
+                    median: r.int("median", i64::from(d.median), (1, 31), p) as u32,
+                    close: r.int("close", i64::from(d.close), (0, 64), p) as u32,
+                    min_fraction: r.float("min_fraction", d.min_fraction, (0.0, 1.0), p),
+                }))
+            } else {
+                r.check_keys(&COLOR_KEYS, p);
+                Operator::Tissue(TissueParams::Color {
+                    statistic: r.choice("statistic", Filter::Lanczos3, parse_filter, &FILTERS, p),
+                    max: r.byte("max", 220, p),
+                    min_r: r.byte("min_r", 100, p),
+                    min_b: r.byte("min_b", 30, p),
+                    r_minus_g: r.byte("r_minus_g", 20, p),
+                })
             }
+        }
+        "subtiles" => {
+            r.check_keys(&SUBTILE_KEYS, p);
+            let size = r.required_int("size", (1, MAX_EDGE), p) as u32;
+            let pick = r
+                .get("pick")
+                .is_some()
+                .then(|| r.int("pick", 1, (1, 1 << 20), p) as u32);
+            Operator::Subtiles(SubtileParams {
+                size,
+                pick,
+                white: r.byte("white", 220, p),
+                statistic: r.choice("statistic", Filter::Bilinear, parse_filter, &FILTERS, p),
+            })
+        }
+        "encode_tiles" => {
+            r.check_keys(&TILE_ENCODE_KEYS, p);
+            let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
+            let scale = r.choice("scale", "", parse_scale, &SCALES, p);
+            if r.get("scale").is_none() {
+                p.push(
+                    Problem::at(
+                        &op.loc,
+                        "operator `encode_tiles` requires the parameter `scale`",
+                    )
+                    .hint("the scale folder the tiles go to: XL, L, M or S"),
+                );
+                r.ok = false;
+            }
+            Operator::EncodeTiles(TileEncodeParams {
+                jpeg: JpegParams {
+                    quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
+                    subsampling: r.choice(
+                        "subsampling",
+                        Subsampling::S420,
+                        parse_subsampling,
+                        &SUBSAMPLINGS,
+                        p,
+                    ),
+                },
+                scale: scale.to_string(),
+            })
+        }
+        other => {
+            let _ = kind;
+            let hint = known_hint(other, "operators", &OPERATORS);
             p.push(Problem::at(&op.loc, format!("unknown operator `{other}`")).hint(hint));
             return None;
         }

@@ -87,6 +87,16 @@ pub(crate) struct RawRoute {
     pub class: Slot<String>,
 }
 
+/// `[mpp]`: the microns-per-pixel policy of a WSI recipe.
+#[derive(Clone, Debug)]
+pub(crate) struct RawMpp {
+    pub header: Option<Loc>,
+    pub sources: Slot<List>,
+    pub default: Slot<f64>,
+    /// `[mpp.overrides]`: slide name or glob = µm/px; replaced wholesale by a child.
+    pub overrides: Slot<Vec<(Sp<String>, Sp<f64>)>>,
+}
+
 /// A parameter value of a step: only what typing needs, owned.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum PVal {
@@ -136,17 +146,20 @@ pub(crate) struct RawRecipe {
     /// None when the file has no `route` key at all.
     pub routes: Option<Vec<RawRoute>>,
     pub output_name: Slot<String>,
+    pub mpp: RawMpp,
     pub steps: Vec<RawStep>,
 }
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "extends",
     "collection",
     "inputs",
     "route",
     "output",
+    "mpp",
     "steps",
 ];
+const MPP_KEYS: [&str; 3] = ["sources", "default", "overrides"];
 const COLLECTION_KEYS: [&str; 10] = [
     "name", "kind", "organs", "diseases", "stain", "field", "year", "licence", "citation", "url",
 ];
@@ -247,6 +260,71 @@ impl<'a, 'i> Reader<'a, 'i> {
                     Slot::Bad
                 }
             },
+        }
+    }
+
+    /// A number (an integer is accepted as a float).
+    fn float(&self, key: &str, p: &mut Vec<Problem>) -> Slot<f64> {
+        match self.get(key) {
+            None => Slot::Absent,
+            Some(v) => match pval(v.get_ref()) {
+                PVal::Float(f) if f.is_finite() => Slot::Val(Sp {
+                    v: f,
+                    loc: loc(self.file, v.span()),
+                }),
+                PVal::Int(Some(n)) => Slot::Val(Sp {
+                    v: n as f64,
+                    loc: loc(self.file, v.span()),
+                }),
+                _ => {
+                    self.wrong_type(key, "a number", v, p);
+                    Slot::Bad
+                }
+            },
+        }
+    }
+
+    /// A table of numbers keyed by free-form strings (`[mpp.overrides]`).
+    fn number_table(&self, key: &str, p: &mut Vec<Problem>) -> Slot<Vec<(Sp<String>, Sp<f64>)>> {
+        let Some(v) = self.get(key) else {
+            return Slot::Absent;
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.wrong_type(key, "a table of numbers", v, p);
+            return Slot::Bad;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (k, val) in t.iter() {
+            let num = match pval(val.get_ref()) {
+                PVal::Float(f) if f.is_finite() => Some(f),
+                PVal::Int(Some(n)) => Some(n as f64),
+                _ => None,
+            };
+            match num {
+                Some(n) => out.push((
+                    Sp {
+                        v: k.get_ref().to_string(),
+                        loc: loc(self.file, k.span()),
+                    },
+                    Sp {
+                        v: n,
+                        loc: loc(self.file, val.span()),
+                    },
+                )),
+                None => {
+                    self.wrong_type(&format!("{key}.{}", k.get_ref()), "a number", val, p);
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            Slot::Val(Sp {
+                v: out,
+                loc: loc(self.file, v.span()),
+            })
+        } else {
+            Slot::Bad
         }
     }
 
@@ -426,6 +504,23 @@ pub(crate) fn read(file: usize, doc: &DeTable<'_>, p: &mut Vec<Problem>) -> RawR
         None => Slot::Absent,
     };
 
+    let (mt, header) = match sub_table(&top, "mpp", p) {
+        Some((t, l)) => (t, Some(l)),
+        None => (&empty, None),
+    };
+    let m = Reader {
+        table: mt,
+        file,
+        prefix: "mpp.",
+    };
+    m.unknown_keys(&MPP_KEYS, "[mpp]", p);
+    let mpp = RawMpp {
+        header,
+        sources: m.list("sources", p),
+        default: m.float("default", p),
+        overrides: m.number_table("overrides", p),
+    };
+
     let mut steps: Vec<RawStep> = Vec::new();
     for (t, header) in table_array(&top, "steps", p).unwrap_or_default() {
         if let Some(s) = read_step(file, t, header, p) {
@@ -447,6 +542,7 @@ pub(crate) fn read(file: usize, doc: &DeTable<'_>, p: &mut Vec<Problem>) -> RawR
         inputs,
         routes,
         output_name,
+        mpp,
         steps,
     }
 }

@@ -9,10 +9,11 @@ use std::ops::Range;
 use super::dag::{self, Draft};
 use super::diagnostic::{known_hint, Loc, Problem, SourceMap};
 use super::params;
-use super::raw::{List, RawCollection, RawInputs, RawRecipe, RawRoute, Slot, Sp};
+use super::raw::{List, RawCollection, RawInputs, RawMpp, RawRecipe, RawRoute, Slot, Sp};
 use super::route::{Matcher, Route};
 use super::template::{check_component, Template, Var, BUILTIN_VARS};
 use super::{CollectionMeta, Field, InputSpec, Kind, Scale, Step};
+use crate::ops::wsi::mpp::{MppPolicy, MppSource};
 
 /// The validated content of a recipe (everything but path, hash and files).
 pub(crate) struct Resolved {
@@ -22,6 +23,7 @@ pub(crate) struct Resolved {
     pub name: Template,
     pub steps: Vec<Step>,
     pub sinks: Vec<usize>,
+    pub mpp: MppPolicy,
 }
 
 /// Default `[output].name`: the standard's `{stem}.jpg`.
@@ -72,10 +74,24 @@ pub(crate) fn resolve(r: &RawRecipe, sm: &SourceMap, p: &mut Vec<Problem>) -> Op
     let routes = routes(r.routes.as_deref().unwrap_or(&[]), kind, r, sm, p);
     let name = output_name(r, routes.as_deref(), sm, p);
     let steps = steps(r, kind, sm, p);
+    let mpp = mpp(&r.mpp, p);
     if p.len() > before {
         return None;
     }
     let (steps, sinks) = steps?;
+    if kind == Kind::Wsi {
+        let grids = steps
+            .iter()
+            .filter(|s| matches!(s.op, crate::ops::Operator::WsiGrid(_)))
+            .count();
+        if grids != 1 {
+            p.push(
+                Problem::at(&root(), format!("a WSI recipe needs exactly one `wsi_grid` step, it has {grids}"))
+                    .hint("the grid step reads each cell of the slide; every other step works on its tiles"),
+            );
+            return None;
+        }
+    }
     Some(Resolved {
         collection: collection?,
         inputs: inputs?,
@@ -83,7 +99,57 @@ pub(crate) fn resolve(r: &RawRecipe, sm: &SourceMap, p: &mut Vec<Problem>) -> Op
         name: name?,
         steps,
         sinks,
+        mpp: mpp?,
     })
+}
+
+fn mpp(m: &RawMpp, p: &mut Vec<Problem>) -> Option<MppPolicy> {
+    let mut policy = MppPolicy::default();
+    let before = p.len();
+    if let Some(list) = m.sources.val() {
+        policy.sources.clear();
+        for s in &list.v {
+            match MppSource::parse(&s.v) {
+                Some(src) if !policy.sources.contains(&src) => policy.sources.push(src),
+                Some(_) => p.push(Problem::at(&s.loc, format!("`{}` is listed twice", s.v))),
+                None => {
+                    p.push(
+                        Problem::at(&s.loc, format!("unknown MPP source `{}`", s.v))
+                            .hint(known_hint(&s.v, "MPP sources", &MppSource::NAMES)),
+                    )
+                }
+            }
+        }
+    }
+    let sane = |v: &Sp<f64>, p: &mut Vec<Problem>| {
+        if !(v.v > 0.0 && v.v <= crate::ops::wsi::mpp::MAX_MPP) {
+            p.push(Problem::at(
+                &v.loc,
+                format!(
+                    "{} is not a plausible µm/px (must be > 0 and <= {})",
+                    v.v,
+                    crate::ops::wsi::mpp::MAX_MPP
+                ),
+            ));
+        }
+    };
+    if let Some(d) = m.default.val() {
+        sane(d, p);
+        policy.default = Some(d.v);
+    }
+    if let Some(o) = m.overrides.val() {
+        for (k, v) in &o.v {
+            sane(v, p);
+            if globset::Glob::new(&k.v).is_err() {
+                p.push(Problem::at(
+                    &k.loc,
+                    format!("`{}` is not a valid slide name or glob", k.v),
+                ));
+            }
+            policy.overrides.push((k.v.clone(), v.v));
+        }
+    }
+    (p.len() == before).then_some(policy)
 }
 
 fn collection(c: &RawCollection, p: &mut Vec<Problem>) -> Option<CollectionMeta> {
@@ -564,7 +630,7 @@ fn steps(
     if r.steps.is_empty() {
         let hint = match kind {
             Kind::Roi => "an ROI recipe decodes, crops, resizes and encodes: `[[steps]]` with `op = \"decode\"`, `\"crop\"`, `\"resize\"`, `\"encode_jpeg\"` (`cpia new NAME --kind roi` writes them)",
-            Kind::Wsi => "WSI operators are not available yet: a WSI recipe cannot be built until they exist",
+            Kind::Wsi => "a WSI recipe reads cells with `wsi_grid`, keeps tissue with `tissue`, cuts `subtiles` and writes them with `encode_tiles` (`cpia new NAME --kind wsi` writes them; `templates/cpia-wsi.toml` in the demo is the CPIA standard)",
         };
         p.push(Problem::at(&root(), "the recipe has no `[[steps]]`").hint(hint));
         return None;
@@ -601,5 +667,5 @@ fn steps(
             inputs,
         });
     }
-    dag::build(&drafts, p)
+    dag::build(&drafts, kind, p)
 }

@@ -30,7 +30,7 @@ pub fn new_recipe_text(name: &str, kind: Kind) -> String {
     let q = toml_string(name);
     match kind {
         Kind::Roi => ROI.replace("@NAME@", &q),
-        Kind::Wsi => WSI.replace("@NAME@", &q),
+        Kind::Wsi => WSI.replace("@NAME@", &q).replace("@STEPS@", CPIA_WSI_STEPS),
     }
 }
 
@@ -104,16 +104,43 @@ quality = 75                   # 1..=100
 subsampling = "4:2:0"          # 4:2:0 | 4:2:2 | 4:4:4
 "#;
 
+/// The `[[steps]]` of the CPIA WSI standard, as in `recipes/templates/cpia-wsi.toml`.
+pub const CPIA_WSI_TEMPLATE: &str = include_str!("../../recipes/templates/cpia-wsi.toml");
+
+/// The steps part of [`CPIA_WSI_TEMPLATE`] (from its first `[[steps]]`).
+const CPIA_WSI_STEPS: &str = {
+    // Everything from the first step table on; the template's header comment
+    // and [mpp] are repeated in the skeleton with more explanation.
+    let bytes = CPIA_WSI_TEMPLATE.as_bytes();
+    let needle = b"[[steps]]";
+    let mut i = 0;
+    while i + needle.len() <= bytes.len() {
+        let mut j = 0;
+        while j < needle.len() && bytes[i + j] == needle[j] {
+            j += 1;
+        }
+        if j == needle.len() {
+            break;
+        }
+        i += 1;
+    }
+    match std::str::from_utf8(bytes.split_at(i).1) {
+        Ok(s) => s,
+        Err(_) => panic!("template is UTF-8"),
+    }
+};
+
+/// The CPIA ROI template, as in `recipes/templates/roi-centre-square.toml`.
+pub const ROI_CENTRE_SQUARE_TEMPLATE: &str =
+    include_str!("../../recipes/templates/roi-centre-square.toml");
+
 const WSI: &str = r#"# Recipe of one WSI (whole-slide image) collection. Key reference:
-# docs/recipes.md.
-#
-# NOTE: WSI operators (slide reading at 0.4942 um/px, the XL/L/M/S tile grid,
-# the tissue and background tests) are not available yet. The metadata and
-# inputs below are complete; `cpia check` reports that the recipe has no
-# steps until the WSI operators exist and the steps are filled in.
+# docs/recipes.md. The steps below are the CPIA standard (the same as
+# recipes/templates/cpia-wsi.toml): a recipe may instead write
+# `extends = "templates/cpia-wsi.toml"` and keep only [collection] and [inputs].
 
 [collection]
-name = @NAME@          # required; tiles go to {size}/{name}-{size}/
+name = @NAME@          # required; tiles go to <scale>/<name>-<size>/
 kind = "wsi"
 organs = []            # e.g. ["lymph node"]
 diseases = []          # e.g. ["breast cancer metastasis"]
@@ -130,11 +157,14 @@ include = []           # globs relative to the source root; empty = every file
 exclude = []
 suffixes = ["svs", "tif", "tiff", "ndpi", "mrxs"]
 
-# [[steps]] for WSI recipes go here once the WSI operators exist, e.g.
-# [[steps]]
-# id = "tiles"
-# op = "wsi_tiles"     # (not available yet)
-"#;
+# Where each slide's microns per pixel come from, first that gives a value wins.
+[mpp]
+sources = ["openslide", "tiff-resolution", "override", "default"]
+# default = 0.25                      # used when nothing else gives a value
+# [mpp.overrides]                     # by slide name (file name up to its first dot) or glob
+# "TCGA-XX-0000-01Z-00-DX1" = 0.2520
+
+@STEPS@"#;
 
 #[cfg(test)]
 mod tests {
@@ -163,15 +193,13 @@ mod tests {
     }
 
     #[test]
-    fn wsi_skeleton_parses_its_metadata_and_says_why_it_does_not_load() {
-        let e = match load(new_recipe_text("CAMELYON16", Kind::Wsi)) {
-            Ok(_) => panic!("a WSI recipe without steps must not load yet"),
-            Err(e) => e,
-        };
-        assert_eq!(e.0.len(), 1, "{e}");
-        assert_eq!(e.0[0].message, "the recipe has no `[[steps]]`");
-        assert!(e
-            .to_string()
-            .contains("WSI operators are not available yet"));
+    fn wsi_skeleton_loads_as_the_cpia_standard() {
+        let r = load(new_recipe_text("CAMELYON16", Kind::Wsi)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.collection.kind, Kind::Wsi);
+        assert_eq!(r.sinks.len(), 4, "XL, L, M and S writers");
+        assert!(r
+            .steps
+            .iter()
+            .any(|s| matches!(s.op, crate::ops::Operator::WsiGrid(_))));
     }
 }

@@ -9,5 +9,5 @@
 pub mod records;
 pub mod state;
 
-pub use records::{FailureRecord, OutputRecord, SourceStat};
+pub use records::{FailureRecord, OutputRecord, SourceStat, UnitRecord};
 pub use state::{State, StateError};

@@ -37,6 +37,35 @@ pub struct OutputRecord {
     pub class: Option<String>,
     /// Seconds since the Unix epoch.
     pub built_at: i64,
+    /// For WSI outputs: the grid cell (`"i,j"`) and the writing step's id,
+    /// which together name the unit the output belongs to; empty for ROI.
+    pub unit: String,
+    pub sink: String,
+}
+
+/// One WSI unit of work (a grid cell × a writing step) as last built: its
+/// key, and what it produced. A cell whose tiles were all rejected produced
+/// zero outputs, and that is remembered too, so it is not re-read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitRecord {
+    pub collection: String,
+    pub source_root: String,
+    pub source_rel: String,
+    pub source_hash: String,
+    /// `"i,j"`, or `"qc"` for the slide's QC picture.
+    pub unit: String,
+    pub sink: String,
+    pub key: String,
+    pub pipeline_hash: String,
+    pub outputs: u64,
+    /// Whether the cell passed the tissue test, when a tissue step ran.
+    pub kept: Option<bool>,
+    pub mpp: f64,
+    pub mpp_origin: String,
+    pub reader: String,
+    pub recipe_hash: String,
+    pub tool_version: String,
+    pub built_at: i64,
 }
 
 /// An input that failed in the last build that tried it.

@@ -15,6 +15,10 @@
 //! - `pipelines(hash, description)`: the step chains outputs were built with,
 //!   shared by all outputs of a recipe version, for `plan --explain` diffs.
 //! - `failures(collection, source_root, source_rel, …)`: inputs whose last build failed.
+//! - `units(collection, source_rel, unit, sink, key, outputs, kept, mpp, …)`: WSI
+//!   units of work (grid cell × writing step) and what they produced.
+//! - `slides(hash, meta)`: slide metadata by content hash, so an unchanged
+//!   slide is never opened to be planned.
 //! - `builds(id, started, finished, …)`: one row per build, for the log.
 
 use std::collections::HashMap;
@@ -22,11 +26,11 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::records::{FailureRecord, OutputRecord, SourceStat};
+use super::records::{FailureRecord, OutputRecord, SourceStat, UnitRecord};
 
 /// Bump when the schema changes; an older database is then rebuilt from empty
 /// (every output is rebuilt once, nothing is silently misread).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sources (
@@ -38,8 +42,18 @@ CREATE TABLE IF NOT EXISTS outputs (
     content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     source_root TEXT NOT NULL, source_rel TEXT NOT NULL, source_hash TEXT NOT NULL,
     pipeline_hash TEXT NOT NULL, recipe_hash TEXT NOT NULL, tool_version TEXT NOT NULL,
-    sub_dataset TEXT NOT NULL, scale TEXT NOT NULL, class TEXT, built_at INTEGER NOT NULL
+    sub_dataset TEXT NOT NULL, scale TEXT NOT NULL, class TEXT, built_at INTEGER NOT NULL,
+    unit TEXT NOT NULL, sink TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS units (
+    collection TEXT NOT NULL, source_root TEXT NOT NULL, source_rel TEXT NOT NULL,
+    source_hash TEXT NOT NULL, unit TEXT NOT NULL, sink TEXT NOT NULL, key TEXT NOT NULL,
+    pipeline_hash TEXT NOT NULL, outputs INTEGER NOT NULL, kept INTEGER, mpp REAL NOT NULL,
+    mpp_origin TEXT NOT NULL, reader TEXT NOT NULL, recipe_hash TEXT NOT NULL,
+    tool_version TEXT NOT NULL, built_at INTEGER NOT NULL,
+    PRIMARY KEY (collection, source_rel, unit, sink)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slides (hash TEXT PRIMARY KEY, meta TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outputs_by_collection ON outputs(collection);
 CREATE INDEX IF NOT EXISTS outputs_by_source ON outputs(source_root, source_rel);
 CREATE TABLE IF NOT EXISTS pipelines (hash TEXT PRIMARY KEY, description TEXT NOT NULL) WITHOUT ROWID;
@@ -75,6 +89,9 @@ impl<T> Context<T> for rusqlite::Result<T> {
     }
 }
 
+/// Unit records keyed by (collection, source path, unit, sink).
+pub type UnitMap = HashMap<(String, String, String, String), UnitRecord>;
+
 /// One change to record; a batch of them is applied in one transaction.
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -88,6 +105,15 @@ pub enum Event {
     Succeeded {
         collection: String,
         source_rel: String,
+    },
+    /// A WSI unit was built.
+    Unit(Box<UnitRecord>),
+    /// A WSI unit is no longer planned (its outputs are removed separately).
+    UnitRemoved {
+        collection: String,
+        source_rel: String,
+        unit: String,
+        sink: String,
     },
 }
 
@@ -121,7 +147,8 @@ impl State {
                 conn.execute_batch(
                     "DROP TABLE IF EXISTS sources; DROP TABLE IF EXISTS outputs;
                      DROP TABLE IF EXISTS pipelines; DROP TABLE IF EXISTS failures;
-                     DROP TABLE IF EXISTS builds;",
+                     DROP TABLE IF EXISTS builds; DROP TABLE IF EXISTS units;
+                     DROP TABLE IF EXISTS slides;",
                 )
                 .ctx("dropping old schema")?;
             }
@@ -208,7 +235,7 @@ impl State {
             .prepare(
                 "SELECT path, collection, key, content_hash, size, mtime_ns, source_root, source_rel,
                         source_hash, pipeline_hash, recipe_hash, tool_version, sub_dataset, scale,
-                        class, built_at FROM outputs",
+                        class, built_at, unit, sink FROM outputs",
             )
             .ctx("reading outputs")?;
         let rows = stmt
@@ -230,6 +257,8 @@ impl State {
                     scale: r.get(13)?,
                     class: r.get(14)?,
                     built_at: r.get(15)?,
+                    unit: r.get(16)?,
+                    sink: r.get(17)?,
                 };
                 Ok((rec.path.clone(), rec))
             })
@@ -260,6 +289,70 @@ impl State {
             .ctx("reading failures")?;
         rows.collect::<rusqlite::Result<_>>()
             .ctx("reading failures")
+    }
+
+    /// Every WSI unit record, keyed by (collection, source path, unit, sink).
+    pub fn units(&self) -> Result<UnitMap, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT collection, source_root, source_rel, source_hash, unit, sink, key, pipeline_hash,
+                        outputs, kept, mpp, mpp_origin, reader, recipe_hash, tool_version, built_at FROM units",
+            )
+            .ctx("reading units")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let u = UnitRecord {
+                    collection: r.get(0)?,
+                    source_root: r.get(1)?,
+                    source_rel: r.get(2)?,
+                    source_hash: r.get(3)?,
+                    unit: r.get(4)?,
+                    sink: r.get(5)?,
+                    key: r.get(6)?,
+                    pipeline_hash: r.get(7)?,
+                    outputs: r.get::<_, i64>(8)? as u64,
+                    kept: r.get(9)?,
+                    mpp: r.get(10)?,
+                    mpp_origin: r.get(11)?,
+                    reader: r.get(12)?,
+                    recipe_hash: r.get(13)?,
+                    tool_version: r.get(14)?,
+                    built_at: r.get(15)?,
+                };
+                Ok((
+                    (
+                        u.collection.clone(),
+                        u.source_rel.clone(),
+                        u.unit.clone(),
+                        u.sink.clone(),
+                    ),
+                    u,
+                ))
+            })
+            .ctx("reading units")?;
+        rows.collect::<rusqlite::Result<_>>().ctx("reading units")
+    }
+
+    /// The cached metadata of the slide whose content hash is `hash`.
+    pub fn slide_meta(&self, hash: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT meta FROM slides WHERE hash = ?1", [hash], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ctx("reading slide metadata")
+    }
+
+    /// Caches slide metadata by content hash.
+    pub fn put_slide_meta(&mut self, hash: &str, meta: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO slides (hash, meta) VALUES (?1, ?2)",
+                params![hash, meta],
+            )
+            .ctx("caching slide metadata")?;
+        Ok(())
     }
 
     /// Stores a pipeline description under its hash (idempotent).
@@ -296,8 +389,8 @@ impl State {
                 .prepare_cached(
                     "INSERT OR REPLACE INTO outputs (path, collection, key, content_hash, size, mtime_ns,
                         source_root, source_rel, source_hash, pipeline_hash, recipe_hash, tool_version,
-                        sub_dataset, scale, class, built_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                        sub_dataset, scale, class, built_at, unit, sink)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )
                 .ctx("recording results")?;
             let mut del = tx
@@ -311,6 +404,19 @@ impl State {
                 .ctx("recording results")?;
             let mut ok = tx
                 .prepare_cached("DELETE FROM failures WHERE collection = ?1 AND source_rel = ?2")
+                .ctx("recording results")?;
+            let mut unit = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO units (collection, source_root, source_rel, source_hash, unit,
+                        sink, key, pipeline_hash, outputs, kept, mpp, mpp_origin, reader, recipe_hash,
+                        tool_version, built_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .ctx("recording results")?;
+            let mut unit_gone = tx
+                .prepare_cached(
+                    "DELETE FROM units WHERE collection = ?1 AND source_rel = ?2 AND unit = ?3 AND sink = ?4",
+                )
                 .ctx("recording results")?;
             for ev in events {
                 match ev {
@@ -330,7 +436,9 @@ impl State {
                         o.sub_dataset,
                         o.scale,
                         o.class,
-                        o.built_at
+                        o.built_at,
+                        o.unit,
+                        o.sink
                     ]),
                     Event::Removed(path) => del.execute([path]),
                     Event::Failed(f) => fail.execute(params![
@@ -345,6 +453,30 @@ impl State {
                         collection,
                         source_rel,
                     } => ok.execute([collection, source_rel]),
+                    Event::Unit(u) => unit.execute(params![
+                        u.collection,
+                        u.source_root,
+                        u.source_rel,
+                        u.source_hash,
+                        u.unit,
+                        u.sink,
+                        u.key,
+                        u.pipeline_hash,
+                        u.outputs as i64,
+                        u.kept,
+                        u.mpp,
+                        u.mpp_origin,
+                        u.reader,
+                        u.recipe_hash,
+                        u.tool_version,
+                        u.built_at
+                    ]),
+                    Event::UnitRemoved {
+                        collection,
+                        source_rel,
+                        unit,
+                        sink,
+                    } => unit_gone.execute([collection, source_rel, unit, sink]),
                 }
                 .ctx("recording results")?;
             }
@@ -404,6 +536,8 @@ mod tests {
             scale: "M".into(),
             class: None,
             built_at: 1,
+            unit: String::new(),
+            sink: String::new(),
         }
     }
 

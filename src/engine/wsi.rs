@@ -1,0 +1,377 @@
+//! Executing WSI units: read one grid cell, run the recipe's tile steps on it,
+//! write the tiles, forget the ones the unit no longer writes; then draw each
+//! slide's QC picture from the recorded decisions.
+//!
+//! Memory is bounded per worker: one cell's region (`read_size`² RGB, plus
+//! OpenSlide's BGRA buffer while reading) and its tiles. Open slides are
+//! shared between workers (an OpenSlide handle is `Send + Sync`) and kept in a
+//! small LRU, so neither slide size nor slide count grows the footprint.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::ops::wsi::otsu::{self, TissueMask};
+use crate::ops::wsi::qc::{self, CellState};
+use crate::ops::wsi::{LevelPolicy, Region, TissueParams};
+use crate::ops::{Operator, Value};
+use crate::plan::query::grid_params;
+use crate::plan::{QcAction, UnitAction};
+use crate::slide::Slide;
+use crate::store::state::{now, Event};
+use crate::store::{OutputRecord, UnitRecord};
+
+use super::atomic::OutputDir;
+use super::{evaluate, failed_job, JobResult, TOOL_VERSION};
+
+/// Longest edge of QC pictures, in pixels.
+pub const QC_EDGE: u32 = 1024;
+
+/// Which reader produced the pixels (recorded with every unit).
+pub const READER: &str = "openslide";
+
+type MaskSlot = Arc<OnceLock<Result<Arc<TissueMask>, String>>>;
+
+/// Open slides shared by the workers, least recently used dropped first.
+pub struct SlideCache {
+    cap: usize,
+    open: Mutex<VecDeque<(PathBuf, Arc<Slide>)>>,
+    masks: Mutex<HashMap<PathBuf, MaskSlot>>,
+}
+
+impl SlideCache {
+    /// A cache keeping at most `cap` slides open.
+    pub fn new(cap: usize) -> SlideCache {
+        SlideCache {
+            cap: cap.max(1),
+            open: Mutex::new(VecDeque::new()),
+            masks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The open slide at `path`, opening it if needed.
+    pub fn get(&self, path: &Path) -> Result<Arc<Slide>, String> {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(pos) = open.iter().position(|(p, _)| p == path) {
+                if let Some(entry) = open.remove(pos) {
+                    let slide = entry.1.clone();
+                    open.push_back(entry);
+                    return Ok(slide);
+                }
+            }
+        }
+        let slide = Arc::new(Slide::open(path)?);
+        if let Ok(mut open) = self.open.lock() {
+            open.push_back((path.to_path_buf(), slide.clone()));
+            while open.len() > self.cap {
+                open.pop_front();
+            }
+        }
+        Ok(slide)
+    }
+
+    /// The slide's Otsu tissue mask, computed once per build.
+    fn mask(
+        &self,
+        path: &Path,
+        slide: &Slide,
+        p: &otsu::OtsuParams,
+    ) -> Result<Arc<TissueMask>, String> {
+        let slot = match self.masks.lock() {
+            Ok(mut m) => m.entry(path.to_path_buf()).or_default().clone(),
+            Err(_) => return Err("mask cache poisoned".into()),
+        };
+        slot.get_or_init(|| {
+            let (thumb, scale) = slide.thumbnail(p.thumbnail)?;
+            Ok(Arc::new(otsu::mask(&thumb, scale, p)))
+        })
+        .clone()
+    }
+}
+
+/// Reads the region of cell `(i, j)`: `read_size` level-0 pixels square, from
+/// level 0 (`finest`) or from the coarsest level still at least as fine as
+/// the target (`auto`), in which case the grid step resizes it.
+fn read_cell(
+    slide: &Slide,
+    i: u32,
+    j: u32,
+    read_size: u32,
+    size: u32,
+    level: LevelPolicy,
+) -> Result<crate::ops::RgbImage, String> {
+    let (x0, y0) = (
+        u64::from(i) * u64::from(read_size),
+        u64::from(j) * u64::from(read_size),
+    );
+    let (lvl, n) = match level {
+        LevelPolicy::Finest => (0, read_size),
+        LevelPolicy::Auto => {
+            let max_ds = f64::from(read_size) / f64::from(size);
+            let (lvl, ds) = slide
+                .meta
+                .levels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.downsample <= max_ds + 1e-9)
+                .map(|(k, l)| (k, l.downsample))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap_or((0, 1.0));
+            (lvl, (f64::from(read_size) / ds).round().max(1.0) as u32)
+        }
+    };
+    slide.read_rgb(x0, y0, lvl, n, n)
+}
+
+/// Builds the units of one cell (all share the slide and the cell).
+pub(super) fn build_cell(
+    actions: &[&UnitAction],
+    out: &OutputDir,
+    slides: &SlideCache,
+) -> JobResult {
+    let first = actions[0];
+    let u = &first.unit;
+    let recipe = &first.recipe;
+    let fail = |error: String| {
+        failed_job(
+            &u.collection,
+            &u.source_root,
+            &u.source_rel,
+            &u.source_hash,
+            format!(
+                "{} (cell {},{})",
+                u.source_abs.display(),
+                u.cell.0,
+                u.cell.1
+            ),
+            error,
+            actions.len() as u64,
+        )
+    };
+    let Some(grid) = grid_params(recipe) else {
+        return fail("the recipe has no wsi_grid step".into());
+    };
+    let slide = match slides.get(&u.source_abs) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let tissue_step = recipe
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Operator::Tissue(_)));
+    let tissue_fraction = match tissue_step.map(|t| &recipe.steps[t].op) {
+        Some(Operator::Tissue(TissueParams::Otsu(p))) => {
+            match slides.mask(&u.source_abs, &slide, p) {
+                Ok(m) => Some(m.fraction(
+                    u64::from(u.cell.0) * u64::from(u.read_size),
+                    u64::from(u.cell.1) * u64::from(u.read_size),
+                    u64::from(u.read_size),
+                )),
+                Err(e) => return fail(format!("tissue mask: {e}")),
+            }
+        }
+        _ => None,
+    };
+    let image = match read_cell(
+        &slide,
+        u.cell.0,
+        u.cell.1,
+        u.read_size,
+        grid.size,
+        grid.level,
+    ) {
+        Ok(img) => img,
+        Err(e) => return fail(e),
+    };
+    let region = Value::Region(Arc::new(Region {
+        i: u.cell.0,
+        j: u.cell.1,
+        image,
+        tissue_fraction,
+    }));
+    let sinks: Vec<usize> = actions.iter().map(|a| a.unit.sink).collect();
+    let evaluated = match evaluate::evaluate(recipe, region, &sinks) {
+        Ok(v) => v,
+        Err(e) => return fail(e.to_string()),
+    };
+    let kept = tissue_step.and_then(|t| match evaluated.get(t) {
+        Some(Value::Tiles(tiles)) => Some(!tiles.tiles.is_empty()),
+        _ => None,
+    });
+
+    let mut result = JobResult::default();
+    for a in actions {
+        let u = &a.unit;
+        let sink_id = &a.recipe.steps[u.sink].id;
+        let Some(Value::EncodedTiles(tiles)) = evaluated.get(u.sink) else {
+            let mut f = fail(format!("step `{sink_id}` did not produce encoded tiles"));
+            f.events.splice(0..0, std::mem::take(&mut result.events));
+            f.built = result.built;
+            return f;
+        };
+        let mut written: HashSet<String> = HashSet::new();
+        for t in tiles.iter() {
+            let sub = format!("{}-{}", u.collection, t.size);
+            let path = format!(
+                "{}/{sub}/{}-{}-{}-{}.jpg",
+                u.scale, u.slide, t.size, t.x, t.y
+            );
+            match out.write(&path, &t.bytes) {
+                Ok(w) => {
+                    result.built += 1;
+                    result.events.push(Event::Built(Box::new(OutputRecord {
+                        path: path.clone(),
+                        collection: u.collection.clone(),
+                        key: u.key.clone(),
+                        content_hash: crate::plan::sources::hash_bytes(&t.bytes),
+                        size: w.size,
+                        mtime_ns: w.mtime_ns,
+                        source_root: u.source_root.clone(),
+                        source_rel: u.source_rel.clone(),
+                        source_hash: u.source_hash.clone(),
+                        pipeline_hash: a.pipeline_hash.clone(),
+                        recipe_hash: a.recipe.hash.clone(),
+                        tool_version: TOOL_VERSION.to_string(),
+                        sub_dataset: sub,
+                        scale: u.scale.clone(),
+                        class: None,
+                        built_at: now(),
+                        unit: u.cell_id(),
+                        sink: sink_id.clone(),
+                    })));
+                    written.insert(path);
+                }
+                Err(e) => {
+                    let mut f = fail(format!("cannot write {path}: {e}"));
+                    f.events.splice(0..0, std::mem::take(&mut result.events));
+                    f.built = result.built;
+                    return f;
+                }
+            }
+        }
+        // Tiles this unit wrote before but not now (e.g. a stricter test).
+        for old in &a.previous {
+            if !written.contains(&old.path) {
+                match out.remove(&old.path) {
+                    Ok(()) => {
+                        result.removed += 1;
+                        result.events.push(Event::Removed(old.path.clone()));
+                    }
+                    Err(e) => {
+                        return fail(format!("cannot remove {}: {e}", old.path));
+                    }
+                }
+            }
+        }
+        result.events.push(Event::Unit(Box::new(UnitRecord {
+            collection: u.collection.clone(),
+            source_root: u.source_root.clone(),
+            source_rel: u.source_rel.clone(),
+            source_hash: u.source_hash.clone(),
+            unit: u.cell_id(),
+            sink: sink_id.clone(),
+            key: u.key.clone(),
+            pipeline_hash: a.pipeline_hash.clone(),
+            outputs: written.len() as u64,
+            kept,
+            mpp: u.mpp,
+            mpp_origin: u.mpp_origin.to_string(),
+            reader: READER.to_string(),
+            recipe_hash: a.recipe.hash.clone(),
+            tool_version: TOOL_VERSION.to_string(),
+            built_at: now(),
+        })));
+    }
+    result.events.push(Event::Succeeded {
+        collection: u.collection.clone(),
+        source_rel: u.source_rel.clone(),
+    });
+    result
+}
+
+/// Decisions per (collection, slide path, cell), from the unit records.
+pub type Decisions = HashMap<(String, String, String), bool>;
+
+/// Indexes the kept/rejected decision of every recorded cell.
+pub fn decisions(units: &crate::store::state::UnitMap) -> Decisions {
+    units
+        .values()
+        .filter_map(|u| {
+            u.kept.map(|k| {
+                (
+                    (u.collection.clone(), u.source_rel.clone(), u.unit.clone()),
+                    k,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Draws one slide's QC picture.
+pub(super) fn draw_qc(
+    q: &QcAction,
+    decisions: &Decisions,
+    out: &OutputDir,
+    slides: &SlideCache,
+) -> JobResult {
+    let p = &q.qc;
+    let fail = |error: String| {
+        failed_job(
+            &p.collection,
+            &p.source_root,
+            &p.source_rel,
+            &p.source_hash,
+            format!("{} (QC picture)", p.source_abs.display()),
+            error,
+            1,
+        )
+    };
+    let slide = match slides.get(&p.source_abs) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let (thumb, scale) = match slide.thumbnail(QC_EDGE) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let state = |i: u32, j: u32| match decisions.get(&(
+        p.collection.clone(),
+        p.source_rel.clone(),
+        format!("{i},{j}"),
+    )) {
+        Some(true) => CellState::Kept,
+        Some(false) => CellState::Rejected,
+        None => CellState::Unknown,
+    };
+    let png = match qc::draw(&thumb, scale, &p.geometry, state) {
+        Ok(b) => b,
+        Err(e) => return fail(e.to_string()),
+    };
+    match out.write(&p.path, &png) {
+        Ok(w) => JobResult {
+            built: 1,
+            events: vec![Event::Built(Box::new(OutputRecord {
+                path: p.path.clone(),
+                collection: p.collection.clone(),
+                key: p.key.clone(),
+                content_hash: crate::plan::sources::hash_bytes(&png),
+                size: w.size,
+                mtime_ns: w.mtime_ns,
+                source_root: p.source_root.clone(),
+                source_rel: p.source_rel.clone(),
+                source_hash: p.source_hash.clone(),
+                pipeline_hash: q.pipeline_hash.clone(),
+                recipe_hash: q.recipe.hash.clone(),
+                tool_version: TOOL_VERSION.to_string(),
+                sub_dataset: p.collection.clone(),
+                scale: "qc".into(),
+                class: None,
+                built_at: now(),
+                unit: "qc".into(),
+                sink: "qc".into(),
+            }))],
+            ..JobResult::default()
+        },
+        Err(e) => fail(format!("cannot write {}: {e}", p.path)),
+    }
+}

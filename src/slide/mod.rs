@@ -1,0 +1,282 @@
+//! Reading whole-slide images: metadata for planning, regions for the engine.
+//!
+//! This layer is the only code that opens slides. It sits beside `plan` and
+//! `engine` (both use it) and below them; `ops` never sees a file, only the
+//! pixels read here. Reading goes through OpenSlide (openslide-rs over the
+//! system's libopenslide 3.4.1): `read_region` takes level-0 coordinates and
+//! returns premultiplied BGRA, which is un-premultiplied here exactly as
+//! openslide-python does (`255 * c / a`, transparent pixels black), so pixels
+//! equal those of the Python reference implementation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ops::RgbImage;
+
+/// Properties kept from a slide (the ones the MPP policy and provenance use).
+const KEPT_PROPERTIES: [&str; 10] = [
+    "openslide.vendor",
+    "openslide.mpp-x",
+    "openslide.mpp-y",
+    "openslide.objective-power",
+    "tiff.XResolution",
+    "tiff.YResolution",
+    "tiff.ResolutionUnit",
+    "aperio.AppMag",
+    "aperio.MPP",
+    "openslide.background-color",
+];
+
+/// One pyramid level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    pub width: u64,
+    pub height: u64,
+    pub downsample: f64,
+}
+
+/// What planning needs to know of a slide; cached in the state by content hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlideMeta {
+    pub width: u64,
+    pub height: u64,
+    pub levels: Vec<Level>,
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Eq for SlideMeta {}
+
+impl std::hash::Hash for SlideMeta {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.width.hash(state);
+        self.height.hash(state);
+        self.properties.hash(state);
+        for l in &self.levels {
+            l.width.hash(state);
+            l.height.hash(state);
+            l.downsample.to_bits().hash(state);
+        }
+    }
+}
+
+static OPENED: AtomicU64 = AtomicU64::new(0);
+static REGIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Slides opened and regions read by this process (debug counters: the tests
+/// use them to prove an unchanged slide is not opened or read again).
+pub fn counters() -> (u64, u64) {
+    (
+        OPENED.load(Ordering::Relaxed),
+        REGIONS.load(Ordering::Relaxed),
+    )
+}
+
+/// An open slide; `Send + Sync`, so one handle serves every worker.
+pub struct Slide {
+    osr: openslide_rs::OpenSlide,
+    /// The slide's metadata.
+    pub meta: SlideMeta,
+}
+
+impl std::fmt::Debug for Slide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slide").field("meta", &self.meta).finish()
+    }
+}
+
+/// Largest region read in one call, in pixels: bounds memory per worker.
+pub const MAX_REGION_PIXELS: u64 = 1 << 28;
+
+impl Slide {
+    /// Opens `path`; the error says why in words.
+    pub fn open(path: &Path) -> Result<Slide, String> {
+        if !path.is_file() {
+            return Err("not a file".into());
+        }
+        OPENED.fetch_add(1, Ordering::Relaxed);
+        let osr = openslide_rs::OpenSlide::new(path).map_err(|e| {
+            format!("OpenSlide cannot open it (unsupported format, or a truncated or corrupt file): {e}")
+        })?;
+        let dims = osr.all_level_dimensions().to_vec();
+        let downs = osr.all_level_downsamples().to_vec();
+        let Some(first) = dims.first() else {
+            return Err("the slide has no levels".into());
+        };
+        let levels = dims
+            .iter()
+            .zip(downs.iter().chain(std::iter::repeat(&1.0)))
+            .map(|(d, &ds)| Level {
+                width: u64::from(d.w),
+                height: u64::from(d.h),
+                downsample: ds,
+            })
+            .collect();
+        let mut properties = BTreeMap::new();
+        for k in KEPT_PROPERTIES {
+            if let Ok(v) = osr.property_value(k) {
+                properties.insert(k.to_string(), v);
+            }
+        }
+        let meta = SlideMeta {
+            width: u64::from(first.w),
+            height: u64::from(first.h),
+            levels,
+            properties,
+        };
+        Ok(Slide { osr, meta })
+    }
+
+    /// Reads `w`×`h` pixels of `level` whose top-left corner is `(x, y)` in
+    /// level-0 coordinates, as RGB.
+    pub fn read_rgb(
+        &self,
+        x: u64,
+        y: u64,
+        level: usize,
+        w: u32,
+        h: u32,
+    ) -> Result<RgbImage, String> {
+        if u64::from(w) * u64::from(h) > MAX_REGION_PIXELS {
+            return Err(format!("refusing to read a {w}x{h} region in one piece"));
+        }
+        REGIONS.fetch_add(1, Ordering::Relaxed);
+        let region = openslide_rs::Region {
+            size: openslide_rs::Size { w, h },
+            level: level as u32,
+            address: openslide_rs::Address {
+                x: u32::try_from(x)
+                    .map_err(|_| format!("x = {x} is beyond what OpenSlide 3.4 addresses"))?,
+                y: u32::try_from(y)
+                    .map_err(|_| format!("y = {y} is beyond what OpenSlide 3.4 addresses"))?,
+            },
+        };
+        let bgra = self
+            .osr
+            .read_region(&region)
+            .map_err(|e| format!("reading region ({x}, {y}) {w}x{h} at level {level}: {e}"))?;
+        Ok(unpremultiply(&bgra, w, h))
+    }
+
+    /// The whole slide at about `max_edge` pixels on its longer side, and the
+    /// number of level-0 pixels per thumbnail pixel. Read from the coarsest
+    /// level that is at least that large, in strips, then resized.
+    pub fn thumbnail(&self, max_edge: u32) -> Result<(RgbImage, f64), String> {
+        let (w0, h0) = (self.meta.width, self.meta.height);
+        let want = f64::from(max_edge) / (w0.max(h0) as f64);
+        let target_ds = (1.0 / want).max(1.0);
+        let level = self
+            .meta
+            .levels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.downsample <= target_ds + 1e-9)
+            .max_by(|a, b| a.1.downsample.total_cmp(&b.1.downsample))
+            .map_or(0, |(i, _)| i);
+        let l = &self.meta.levels[level];
+        let (lw, lh) = (l.width as u32, l.height as u32);
+        if u64::from(lw) * u64::from(lh) > 4 * MAX_REGION_PIXELS {
+            return Err(format!(
+                "no pyramid level small enough for a thumbnail (coarsest readable level is {lw}x{lh})"
+            ));
+        }
+        let mut full = RgbImage::new(lw, lh);
+        let strip = (MAX_REGION_PIXELS / u64::from(lw.max(1))).clamp(1, u64::from(lh)) as u32;
+        let mut y = 0u32;
+        while y < lh {
+            let hh = strip.min(lh - y);
+            let part = self.read_rgb(0, (f64::from(y) * l.downsample) as u64, level, lw, hh)?;
+            image::imageops::replace(&mut full, &part, 0, i64::from(y));
+            y += hh;
+        }
+        let scale = w0.max(h0) as f64 / f64::from(max_edge);
+        let (tw, th) = (
+            ((w0 as f64 / scale).round() as u32).max(1),
+            ((h0 as f64 / scale).round() as u32).max(1),
+        );
+        let thumb = if (tw, th) == (lw, lh) {
+            full
+        } else {
+            crate::ops::resize::resize(
+                &full,
+                &crate::ops::ResizeParams {
+                    width: tw,
+                    height: th,
+                    filter: crate::ops::Filter::Box,
+                },
+            )
+            .map_err(|e| e.to_string())?
+        };
+        Ok((thumb, w0 as f64 / f64::from(tw)))
+    }
+}
+
+/// Premultiplied native-endian ARGB (B, G, R, A bytes) to straight RGB, as
+/// openslide-python converts it: `c * 255 / a` (integer), alpha 0 → black.
+pub fn unpremultiply(bgra: &[u8], w: u32, h: u32) -> RgbImage {
+    let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+    for px in bgra.chunks_exact(4) {
+        let (b, g, r, a) = (px[0], px[1], px[2], px[3]);
+        match a {
+            255 => out.extend_from_slice(&[r, g, b]),
+            0 => out.extend_from_slice(&[0, 0, 0]),
+            a => {
+                let f = |c: u8| ((u32::from(c) * 255) / u32::from(a)).min(255) as u8;
+                out.extend_from_slice(&[f(r), f(g), f(b)]);
+            }
+        }
+    }
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// The slide's name in output names: its file name up to the first dot.
+pub fn slide_name(rel: &str) -> &str {
+    let file = rel.rsplit('/').next().unwrap_or(rel);
+    file.split('.').next().unwrap_or(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata() -> Option<std::path::PathBuf> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/wsi");
+        p.is_dir().then_some(p)
+    }
+
+    #[test]
+    fn unpremultiply_matches_openslide_python() {
+        let px = [10u8, 20, 30, 255, 0, 0, 0, 0, 50, 60, 64, 128];
+        let img = unpremultiply(&px, 3, 1);
+        assert_eq!(img.as_raw(), &[30, 20, 10, 0, 0, 0, 127, 119, 99]);
+    }
+
+    #[test]
+    fn slide_names_stop_at_the_first_dot() {
+        assert_eq!(
+            slide_name("a/b/CMU-1-Small-Region.svs"),
+            "CMU-1-Small-Region"
+        );
+        assert_eq!(slide_name("x.DERIVED.svs"), "x");
+    }
+
+    #[test]
+    fn real_slides_open_with_their_metadata() {
+        let Some(td) = testdata() else {
+            eprintln!("SKIPPED: shared/testdata/wsi not found");
+            return;
+        };
+        let s = Slide::open(&td.join("CMU-1-Small-Region.svs")).unwrap();
+        assert_eq!((s.meta.width, s.meta.height), (2220, 2967));
+        assert_eq!(s.meta.properties["openslide.mpp-x"], "0.499");
+        let img = s.read_rgb(100, 100, 0, 64, 48).unwrap();
+        assert_eq!((img.width(), img.height()), (64, 48));
+        let (thumb, scale) = s.thumbnail(256).unwrap();
+        assert_eq!(thumb.height(), 256);
+        assert!((scale - 2967.0 / 256.0).abs() < 0.1, "{scale}");
+        let e = Slide::open(&td.join("../roi/skimage_ihc.png")).unwrap_err();
+        assert!(e.contains("OpenSlide cannot open it"), "{e}");
+    }
+}
