@@ -32,7 +32,41 @@ cache = "cache"
 BreakHis = "sources/BreakHis"
 NCT-CRC-HE = "sources/NCT-CRC-HE"
 P_vivax = "sources/P_vivax"
+WSI = "sources/WSI"
 "#;
+
+const WSI_RECIPE: &str = r#"# Whole-slide images by the CPIA standard (templates/cpia-wsi.toml): 0.4942 um/px,
+# 3840-px XL cells without the outer ring, tissue test, L/M/S children.
+extends = "templates/cpia-wsi.toml"
+
+[collection]
+name = "WSI-demo"
+kind = "wsi"
+organs = ["skin", "kidney"]
+stain = "H&E"
+field = "histo"
+licence = "CC0-1.0 / Apache-2.0 (see shared/testdata/README.md)"
+
+[inputs]
+source = "WSI"
+suffixes = ["svs", "tif", "tiff"]
+
+# The TCGA crop carries no MPP at all; its scan was at 40x (0.2520 um/px).
+[mpp.overrides]
+"tcga-cr-7395-01a-01-ts1" = 0.2520
+"#;
+
+/// Real slides copied into the demo's WSI source (all smaller than one XL
+/// tile: they show the MPP chain and get QC pictures; the generated slide
+/// below yields the tiles).
+const SLIDES: &[&str] = &[
+    "CMU-1-Small-Region.svs",
+    "tcga-cr-7395-01a-01-ts1.svs",
+    "openslide-python_small.svs",
+];
+
+/// The generated slide: 20x, 5x4 grid cells of real tissue and glass.
+const GENERATED: &str = "generated-20x-5x4.svs";
 
 const TEMPLATE: &str = r#"# The CPIA standard for ROI images, shared by every ROI recipe that extends it:
 # the largest centred square, Lanczos-3 to 384x384, JPEG quality 75 with 4:2:0.
@@ -216,6 +250,11 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     write_if_changed(&dir.join("recipes/breakhis.toml"), BREAKHIS.as_bytes())?;
     write_if_changed(&dir.join("recipes/nct-crc-he.toml"), NCT.as_bytes())?;
     write_if_changed(&dir.join("recipes/p-vivax.toml"), VIVAX.as_bytes())?;
+    write_if_changed(
+        &dir.join("recipes/templates/cpia-wsi.toml"),
+        crate::recipe::skeleton::CPIA_WSI_TEMPLATE.as_bytes(),
+    )?;
+    write_if_changed(&dir.join("recipes/wsi-demo.toml"), WSI_RECIPE.as_bytes())?;
     match find_testdata() {
         Some(td) => {
             println!("demo sources: real images from {}", td.display());
@@ -223,6 +262,11 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
                 let bytes = std::fs::read(td.join("roi").join(src))
                     .map_err(|e| format!("{}: {e}", td.join("roi").join(src).display()))?;
                 write_if_changed(&dir.join("sources").join(dest), &bytes)?;
+            }
+            for s in SLIDES {
+                let bytes = std::fs::read(td.join("wsi").join(s))
+                    .map_err(|e| format!("{}: {e}", td.join("wsi").join(s).display()))?;
+                write_if_changed(&dir.join("sources/WSI").join(s), &bytes)?;
             }
         }
         None => {
@@ -234,6 +278,23 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
                 write_if_changed(&dir.join("sources").join(dest), &bytes)?;
             }
         }
+    }
+    let generated = dir.join("sources/WSI").join(GENERATED);
+    if !generated.is_file() {
+        println!("demo sources: generating {GENERATED} (a 20x slide of real tissue, about 100 MB)");
+        std::fs::create_dir_all(dir.join("sources/WSI"))?;
+        let tissue = match find_testdata() {
+            Some(td) => crate::fixture::load_tissue(&td.join(crate::fixture::TISSUE_SLIDE))?,
+            None => {
+                let img = image::load_from_memory(&synthetic_image(7, "tissue.png")?)?.to_rgb8();
+                crate::fixture::Tissue::from_rgb(img.width(), img.height(), 0.499, img.into_raw())?
+            }
+        };
+        crate::fixture::write_svs(
+            &crate::fixture::SlideSpec::aperio_20x(5, 4, 1),
+            &tissue,
+            &generated,
+        )?;
     }
     println!("demo workspace: {}", dir.display());
     if args.no_build {

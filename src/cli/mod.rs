@@ -47,6 +47,14 @@ enum Command {
     Demo(demo::Args),
     /// Keep planning and building as recipes and sources change.
     Watch(watch::Args),
+    /// Project tooling: `cpia fixture svs --out PATH --cells WxH [--mag 20|40] [--seed N]`
+    /// writes a large Aperio-style test slide from real tissue.
+    #[command(hide = true)]
+    Fixture {
+        /// `svs` and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -63,6 +71,14 @@ pub fn main() -> i32 {
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Fixture { args } => match args.split_first() {
+            Some((kind, rest)) if kind == "svs" => crate::fixture::main_like(rest)
+                .map(|()| 0)
+                .map_err(|e| e.to_string().into()),
+            _ => Err(
+                "usage: cpia fixture svs --out PATH --cells WxH [--mag 20|40] [--seed N]".into(),
+            ),
+        },
     };
     match result {
         Ok(code) => code,

@@ -21,9 +21,9 @@ pub struct Args {
 }
 
 #[derive(Serialize)]
-struct JsonAction<'a> {
+struct JsonAction {
     action: &'static str,
-    output: &'a str,
+    output: String,
     source: String,
     reasons: Vec<String>,
 }
@@ -36,7 +36,7 @@ struct JsonProblem<'a> {
 
 #[derive(Serialize)]
 struct JsonPlan<'a> {
-    actions: Vec<JsonAction<'a>>,
+    actions: Vec<JsonAction>,
     up_to_date: usize,
     problems: Vec<JsonProblem<'a>>,
     mass_removals: Vec<String>,
@@ -74,15 +74,31 @@ fn to_json(plan: &Plan) -> JsonPlan<'_> {
     for b in &plan.builds {
         actions.push(JsonAction {
             action: "build",
-            output: &b.output.path,
+            output: b.output.path.clone(),
             source: format!("{}:{}", b.output.source_root, b.output.source_rel),
             reasons: b.reasons.clone(),
+        });
+    }
+    for u in &plan.units {
+        actions.push(JsonAction {
+            action: "build",
+            output: u.unit.describe(),
+            source: format!("{}:{}", u.unit.source_root, u.unit.source_rel),
+            reasons: u.reasons.clone(),
+        });
+    }
+    for q in &plan.qc {
+        actions.push(JsonAction {
+            action: "build",
+            output: q.qc.path.clone(),
+            source: format!("{}:{}", q.qc.source_root, q.qc.source_rel),
+            reasons: q.reasons.clone(),
         });
     }
     for r in &plan.removes {
         actions.push(JsonAction {
             action: "remove",
-            output: &r.record.path,
+            output: r.record.path.clone(),
             source: format!("{}:{}", r.record.source_root, r.record.source_rel),
             reasons: vec![r.reason.clone()],
         });
@@ -120,6 +136,30 @@ pub fn render(plan: &Plan, explain: bool) -> String {
             }
         }
     }
+    for u in &plan.units {
+        s.push_str(&format!(
+            "build  {}  <- {}:{}\n",
+            u.unit.describe(),
+            u.unit.source_root,
+            u.unit.source_rel
+        ));
+        if explain {
+            for r in &u.reasons {
+                s.push_str(&format!("         because {r}\n"));
+            }
+        }
+    }
+    for q in &plan.qc {
+        s.push_str(&format!(
+            "build  {}  <- {}:{}\n",
+            q.qc.path, q.qc.source_root, q.qc.source_rel
+        ));
+        if explain {
+            for r in &q.reasons {
+                s.push_str(&format!("         because {r}\n"));
+            }
+        }
+    }
     for r in &plan.removes {
         s.push_str(&format!("remove {}\n", r.record.path));
         if explain {
@@ -135,9 +175,14 @@ pub fn render(plan: &Plan, explain: bool) -> String {
             m.removing, m.recorded, m.collection
         ));
     }
+    for (collection, n) in &plan.unrouted {
+        s.push_str(&format!(
+            "note: {n} input(s) of {collection} matched no route and are skipped\n"
+        ));
+    }
     s.push_str(&format!(
         "{} to build, {} to remove, {} up to date, {} problem(s)\n",
-        plan.builds.len(),
+        plan.builds.len() + plan.units.len() + plan.qc.len(),
         plan.removes.len(),
         plan.up_to_date,
         plan.problems.len()

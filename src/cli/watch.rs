@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             let plan = planner.plan(&ws, &mut state, &selection, &rescan)?;
             eprintln!(
                 "plan: {} to build, {} to remove, {} up to date",
-                plan.builds.len(),
+                plan.builds.len() + plan.units.len() + plan.qc.len(),
                 plan.removes.len(),
                 plan.up_to_date
             );

@@ -1,0 +1,527 @@
+//! The WSI operator family through the real binary: parity with an
+//! independent Python implementation of the CPIA standard, the MPP chain,
+//! per-unit incrementality, errors, determinism and crash safety — on the
+//! real slides of shared/testdata and on slides generated from their tissue.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{counts, stderr, Ws};
+
+/// The CPIA geometry scaled down so the real (small) slides have tiles.
+const SMALL_GEOMETRY: &str = "\n[[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n";
+
+fn wsi_recipe(name: &str, extra: &str) -> String {
+    format!(
+        "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"{name}\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\", \"tif\", \"tiff\"]\n{extra}"
+    )
+}
+
+/// A workspace whose source root W holds `slides` (paths to copy or link).
+fn wsi_ws(slides: &[(&Path, &str)], recipe: &str) -> Ws {
+    let ws = Ws::empty();
+    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
+    ws.write(
+        "recipes/templates/cpia-wsi.toml",
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+        )
+        .unwrap(),
+    );
+    ws.write("recipes/w.toml", recipe);
+    std::fs::create_dir_all(ws.path("src")).unwrap();
+    for (from, name) in slides {
+        std::fs::copy(from, ws.path(&format!("src/{name}"))).unwrap();
+    }
+    ws
+}
+
+fn python_reference_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import openslide, PIL"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Tile names per scale computed by tests/reference/cpia_wsi_reference.py.
+fn reference(slide: &Path, args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cpia_wsi_reference.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(slide)
+        .args(["--names-only", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ["XL", "L", "M", "S"]
+        .iter()
+        .map(|s| {
+            let names = j["tiles"][s]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            (s.to_string(), names)
+        })
+        .collect()
+}
+
+/// Tile names per scale that cpia wrote for `slide` (its name up to the first dot).
+fn ours(ws: &Ws, slide: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for scale in ["XL", "L", "M", "S"] {
+        let mut set = BTreeSet::new();
+        if let Ok(dirs) = std::fs::read_dir(ws.path(&format!("dataset/{scale}"))) {
+            for d in dirs.flatten() {
+                for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    let rest = name.strip_prefix(&format!("{slide}-"));
+                    // `{slide}-{size}-{x}-{y}.jpg`: exactly three fields after the slide name.
+                    if rest.is_some_and(|r| r.split('-').count() == 3) {
+                        set.insert(name);
+                    }
+                }
+            }
+        }
+        out.insert(scale.to_string(), set);
+    }
+    out
+}
+
+fn state(ws: &Ws) -> rusqlite::Connection {
+    rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap()
+}
+
+/// (mpp, origin) recorded for a slide's units.
+fn recorded_mpp(ws: &Ws, rel: &str) -> Option<(f64, String)> {
+    state(ws)
+        .query_row(
+            "SELECT mpp, mpp_origin FROM units WHERE source_rel = ?1 LIMIT 1",
+            [rel],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+}
+
+fn debug_counter(out: &std::process::Output, name: &str) -> u64 {
+    let text = stderr(out);
+    let re = regex::Regex::new(&format!(r"{name}=(\d+)")).unwrap();
+    re.captures(&text)
+        .and_then(|c| c[1].parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+fn build_counted(ws: &Ws, args: &[&str]) -> (serde_json::Value, std::process::Output) {
+    let mut all = vec!["build", "--json"];
+    all.extend_from_slice(args);
+    let out = ws
+        .command(&all)
+        .env("CPIA_DEBUG_COUNTERS", "1")
+        .output()
+        .unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (j, out)
+}
+
+#[test]
+fn real_slides_match_the_python_reference() {
+    let td = require_testdata!();
+    if !python_reference_available() {
+        eprintln!("SKIPPED: python3 with openslide-python and Pillow not available (scripts/setup.sh installs them)");
+        return;
+    }
+    let wsi = td.join("wsi");
+    let ws = wsi_ws(
+        &[
+            (
+                &wsi.join("CMU-1-Small-Region.svs"),
+                "CMU-1-Small-Region.svs",
+            ),
+            (
+                &wsi.join("CMU-1-Small-Region-pyramid3.DERIVED.svs"),
+                "CMU-1-Small-Region-pyramid3.DERIVED.svs",
+            ),
+            (
+                &wsi.join("tcga-cr-7395-01a-01-ts1.svs"),
+                "tcga-cr-7395-01a-01-ts1.svs",
+            ),
+        ],
+        &wsi_recipe(
+            "W",
+            &format!("[mpp.overrides]\n\"tcga-*\" = 0.2520\n{SMALL_GEOMETRY}"),
+        ),
+    );
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j).3, 0);
+    let geometry = [
+        "--xl",
+        "384",
+        "--l",
+        "96",
+        "--m",
+        "48",
+        "--s",
+        "12",
+        "--s-index",
+        "10",
+    ];
+    for (file, slide, extra) in [
+        ("CMU-1-Small-Region.svs", "CMU-1-Small-Region", None),
+        (
+            "CMU-1-Small-Region-pyramid3.DERIVED.svs",
+            "CMU-1-Small-Region-pyramid3",
+            None,
+        ),
+        (
+            "tcga-cr-7395-01a-01-ts1.svs",
+            "tcga-cr-7395-01a-01-ts1",
+            Some("0.2520"),
+        ),
+    ] {
+        let mut args: Vec<&str> = geometry.to_vec();
+        if let Some(m) = extra {
+            args.extend(["--mpp-override", m]);
+        }
+        let want = reference(&wsi.join(file), &args);
+        let got = ours(&ws, slide);
+        for scale in ["XL", "L", "M", "S"] {
+            assert!(
+                !want[scale].is_empty(),
+                "{slide} {scale}: the reference found no tiles"
+            );
+            assert_eq!(got[scale], want[scale], "{slide} at scale {scale}");
+        }
+    }
+}
+
+#[test]
+fn the_mpp_chain_on_real_slides() {
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    let slides = [
+        (wsi.join("CMU-1-Small-Region.svs"), "CMU-1-Small-Region.svs"),
+        (
+            wsi.join("openslide-python_boxes.tiff"),
+            "openslide-python_boxes.tiff",
+        ),
+        (
+            wsi.join("tcga-cr-7395-01a-01-ts1.svs"),
+            "tcga-cr-7395-01a-01-ts1.svs",
+        ),
+        (
+            wsi.join("openslide-python_small.svs"),
+            "openslide-python_small.svs",
+        ),
+    ];
+    let refs: Vec<(&Path, &str)> = slides.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+    let ws = wsi_ws(&refs, &wsi_recipe("W", SMALL_GEOMETRY));
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failures = j["failures"].to_string();
+    assert!(
+        failures.contains("openslide-python_boxes.tiff") && failures.contains("72 dpi"),
+        "{failures}"
+    );
+    assert!(
+        failures.contains("tcga-cr-7395-01a-01-ts1.svs")
+            && failures.contains("no microns-per-pixel"),
+        "{failures}"
+    );
+    assert_eq!(j["failures"].as_array().unwrap().len(), 2, "{failures}");
+    let (mpp, origin) = recorded_mpp(&ws, "CMU-1-Small-Region.svs").unwrap();
+    assert_eq!((mpp, origin.as_str()), (0.499, "openslide"));
+    // The 16x16 slide: zero tiles, not an error; its QC picture is recorded.
+    assert!(ws.path("dataset/qc/W/openslide-python_small.png").is_file());
+    assert!(ours(&ws, "openslide-python_small")
+        .values()
+        .all(BTreeSet::is_empty));
+
+    // With an override, the TCGA crop is accepted (and takes the resize path).
+    ws.write(
+        "recipes/w.toml",
+        &wsi_recipe(
+            "W",
+            &format!("[mpp.overrides]\n\"tcga-cr-7395-01a-01-ts1\" = 0.2520\n{SMALL_GEOMETRY}"),
+        ),
+    );
+    let (j, _) = ws.build(&[]);
+    assert_eq!(j["failures"].as_array().unwrap().len(), 1, "{j}");
+    let (mpp, origin) = recorded_mpp(&ws, "tcga-cr-7395-01a-01-ts1.svs").unwrap();
+    assert_eq!((mpp, origin.as_str()), (0.252, "override"));
+    assert!(!ours(&ws, "tcga-cr-7395-01a-01-ts1")["XL"].is_empty());
+}
+
+#[test]
+fn per_unit_incrementality_on_real_slides() {
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    let ws = wsi_ws(
+        &[
+            (&wsi.join("CMU-1-Small-Region.svs"), "a.svs"),
+            (
+                &wsi.join("CMU-1-Small-Region-pyramid3.DERIVED.svs"),
+                "b.svs",
+            ),
+        ],
+        &wsi_recipe("W", SMALL_GEOMETRY),
+    );
+    let (j, out) = build_counted(&ws, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let total = counts(&j).0;
+    let before = ws.snapshot();
+    let s_files = before.keys().filter(|k| k.starts_with("S/")).count() as u64;
+    assert!(s_files > 0);
+
+    // No-op, and a touched slide: nothing opened, read or written.
+    let (j, out) = build_counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, total, 0, 0));
+    assert_eq!(debug_counter(&out, "regions_read"), 0);
+    let bytes = std::fs::read(ws.path("src/a.svs")).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(ws.path("src/a.svs"), &bytes).unwrap();
+    let (j, out) = build_counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, total, 0, 0));
+    assert_eq!(debug_counter(&out, "slides_opened"), 0);
+    assert_eq!(debug_counter(&out, "regions_read"), 0);
+    assert_eq!(ws.snapshot(), before);
+
+    // An S-only parameter: only S tiles are rewritten; XL, L, M files keep their bytes and mtimes.
+    let text = wsi_recipe(
+        "W",
+        &SMALL_GEOMETRY.replace("size = 12", "size = 12\npick = 11"),
+    );
+    ws.write("recipes/w.toml", &text);
+    let plan = common::stdout(&ws.cpia(&["plan", "--explain"]));
+    assert!(
+        plan.contains("parameter `pick` of step `S` changed (10 -> 11)"),
+        "{plan}"
+    );
+    let (j, _) = build_counted(&ws, &[]);
+    let after = ws.snapshot();
+    for (path, v) in &before {
+        if !path.starts_with("S/") {
+            assert_eq!(
+                after.get(path),
+                Some(v),
+                "{path} was rewritten by an S-only change"
+            );
+        }
+    }
+    let s_after = after.keys().filter(|k| k.starts_with("S/")).count() as u64;
+    let (built, _, removed, failed) = counts(&j);
+    assert_eq!((built, removed, failed), (s_after, s_files, 0));
+    assert!(after
+        .keys()
+        .filter(|k| k.starts_with("S/"))
+        .all(|k| !before.contains_key(k)));
+
+    // One slide's bytes change: only its units are rebuilt, and only it is read.
+    let before = ws.snapshot();
+    std::fs::copy(wsi.join("CMU-1-Small-Region.svs"), ws.path("src/b.svs")).unwrap();
+    let (j, out) = build_counted(&ws, &[]);
+    assert_eq!(counts(&j).3, 0);
+    assert_eq!(
+        debug_counter(&out, "slides_opened"),
+        2,
+        "probe + read of b only"
+    );
+    let after = ws.snapshot();
+    for (path, v) in &before {
+        if path.contains("/a-") || path.ends_with("/a.png") {
+            assert_eq!(
+                after.get(path),
+                Some(v),
+                "{path} of the unchanged slide was touched"
+            );
+        }
+    }
+    // b now holds a's bytes, so its tiles are a's tiles under b's name.
+    let names = |s: &str| -> BTreeSet<String> {
+        ours(&ws, s)
+            .into_values()
+            .flatten()
+            .map(|n| n.split_once('-').unwrap().1.to_string())
+            .collect()
+    };
+    assert_eq!(names("a"), names("b"));
+}
+
+#[test]
+fn bad_slides_fail_alone() {
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    let ws = wsi_ws(
+        &[
+            (&wsi.join("CMU-1-Small-Region.svs"), "good.svs"),
+            (&td.join("roi/skimage_ihc.png"), "not-a-slide.svs"),
+        ],
+        &wsi_recipe("W", SMALL_GEOMETRY),
+    );
+    let full = std::fs::read(wsi.join("CMU-1-Small-Region.svs")).unwrap();
+    ws.write_bytes("src/truncated.svs", &full[..full.len() / 2]);
+    ws.write_bytes("src/empty.svs", b"");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let failures = j["failures"].as_array().unwrap();
+    for name in ["not-a-slide.svs", "truncated.svs", "empty.svs"] {
+        assert!(
+            failures
+                .iter()
+                .any(|f| f["input"].as_str().unwrap().contains(name)),
+            "{name} not reported: {j}"
+        );
+    }
+    assert!(
+        !failures
+            .iter()
+            .any(|f| f["input"].as_str().unwrap().contains("good.svs")),
+        "{j}"
+    );
+    assert!(
+        !ours(&ws, "good")["XL"].is_empty(),
+        "the good slide was not built"
+    );
+}
+
+// ---- Full CPIA geometry on generated slides -------------------------------
+
+fn fixture(spec: &cpia::fixture::SlideSpec) -> Option<PathBuf> {
+    cpia::fixture::testdata_dir()?;
+    Some(cpia::fixture::cached_fixture(spec, &cpia::fixture::fixture_cache_dir()).expect("fixture"))
+}
+
+fn link_ws(slide: &Path, name: &str, recipe: &str) -> Ws {
+    let ws = wsi_ws(&[], recipe);
+    std::os::unix::fs::symlink(slide, ws.path(&format!("src/{name}"))).unwrap();
+    ws
+}
+
+#[test]
+fn generated_slides_match_the_python_reference_at_full_geometry() {
+    let _td = require_testdata!();
+    if !python_reference_available() {
+        eprintln!("SKIPPED: python3 with openslide-python and Pillow not available");
+        return;
+    }
+    for (spec, name) in [
+        (cpia::fixture::SlideSpec::aperio_20x(5, 4, 11), "gen20.svs"),
+        (cpia::fixture::SlideSpec::aperio_40x(5, 3, 12), "gen40.svs"),
+    ] {
+        let slide = fixture(&spec).unwrap();
+        let ws = link_ws(&slide, name, &wsi_recipe("G", ""));
+        let (j, out) = ws.build(&[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let want = reference(&slide, &[]);
+        let got = ours(&ws, name.split('.').next().unwrap());
+        assert!(
+            !want["XL"].is_empty() && !want["S"].is_empty(),
+            "{name}: a fixture without tiles tests nothing"
+        );
+        // The reference names tiles after the file it opened (the cached fixture).
+        let rename = |set: &BTreeSet<String>| -> BTreeSet<String> {
+            set.iter()
+                .map(|n| {
+                    n.splitn(2, '-')
+                        .nth(1)
+                        .map(str::to_string)
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let stem = slide.file_stem().unwrap().to_string_lossy().into_owned();
+        let stem = stem.split('.').next().unwrap().to_string();
+        for scale in ["XL", "L", "M", "S"] {
+            let want: BTreeSet<String> = want[scale]
+                .iter()
+                .map(|n| n.strip_prefix(&format!("{stem}-")).unwrap().to_string())
+                .collect();
+            assert_eq!(rename(&got[scale]), want, "{name} at scale {scale}");
+        }
+        let _ = j;
+    }
+}
+
+#[test]
+fn generated_slide_builds_are_deterministic_and_survive_sigkill() {
+    let _td = require_testdata!();
+    let slide = fixture(&cpia::fixture::SlideSpec::aperio_20x(5, 4, 11)).unwrap();
+    let a = link_ws(&slide, "s.svs", &wsi_recipe("G", ""));
+    let b = link_ws(&slide, "s.svs", &wsi_recipe("G", ""));
+    let killed = link_ws(&slide, "s.svs", &wsi_recipe("G", ""));
+    let (ja, _) = a.build(&["-j", "1"]);
+    let (jb, _) = b.build(&["-j", "2"]);
+    assert_eq!(counts(&ja), counts(&jb));
+    let bytes = |ws: &Ws| {
+        ws.snapshot()
+            .into_iter()
+            .map(|(k, (b, _))| (k, b))
+            .collect::<Vec<_>>()
+    };
+    let reference = bytes(&a);
+    assert_eq!(bytes(&b), reference, "-j 1 and -j 2 differ");
+
+    let mut child = killed
+        .command(&["build", "-j", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let count = |ws: &Ws| {
+        walkdir::WalkDir::new(ws.path("dataset"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+            .count()
+    };
+    while count(&killed) < 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the build wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = count(&killed);
+    let total = reference
+        .iter()
+        .filter(|(k, _)| k.ends_with(".jpg"))
+        .count();
+    assert!(at_kill < total, "the build finished before the kill");
+    let (j, out) = killed.build(&["-j", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j).3, 0);
+    assert_eq!(
+        bytes(&killed),
+        reference,
+        "kill + rebuild differs from an uninterrupted build"
+    );
+    for e in walkdir::WalkDir::new(killed.path("dataset"))
+        .into_iter()
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy();
+        assert!(
+            !n.ends_with(".tmp") && n != ".cpia-tmp",
+            "stray {}",
+            e.path().display()
+        );
+    }
+}
