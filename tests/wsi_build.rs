@@ -425,7 +425,7 @@ fn generated_slides_match_the_python_reference_at_full_geometry() {
     ] {
         let slide = fixture(&spec).unwrap();
         let ws = link_ws(&slide, name, &wsi_recipe("G", ""));
-        let (j, out) = ws.build(&[]);
+        let (_, out) = ws.build(&[]);
         assert!(out.status.success(), "{}", stderr(&out));
         let want = reference(&slide, &[]);
         let got = ours(&ws, name.split('.').next().unwrap());
@@ -437,9 +437,8 @@ fn generated_slides_match_the_python_reference_at_full_geometry() {
         let rename = |set: &BTreeSet<String>| -> BTreeSet<String> {
             set.iter()
                 .map(|n| {
-                    n.splitn(2, '-')
-                        .nth(1)
-                        .map(str::to_string)
+                    n.split_once('-')
+                        .map(|x| x.1.to_string())
                         .unwrap_or_default()
                 })
                 .collect()
@@ -453,7 +452,6 @@ fn generated_slides_match_the_python_reference_at_full_geometry() {
                 .collect();
             assert_eq!(rename(&got[scale]), want, "{name} at scale {scale}");
         }
-        let _ = j;
     }
 }
 
