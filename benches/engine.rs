@@ -9,6 +9,14 @@
 //!   same decode-crop-resize-encode on the same real images, interleaved in
 //!   one run so machine noise hits both. Target: `-j 2` at least 4x Pillow.
 //!
+//! - `wsi`: on a generated 40x slide (4x4 CPIA cells of real tissue, the
+//!   resize path), in one run: `cpia build -j 2` wall time and peak RSS, the
+//!   time OpenSlide alone needs to read the same regions on 2 threads (the
+//!   reading floor of this design), and the CPIA reference algorithm in Python
+//!   (openslide-python + Pillow, `tests/reference/cpia_wsi_reference.py`)
+//!   writing the same tiles. Targets: at least 5x faster than Python, within
+//!   1.3x of the reading floor.
+//!
 //! Timings are wall-clock of the real binary, as a user runs it.
 
 use std::path::{Path, PathBuf};
@@ -224,6 +232,153 @@ fn bench_roi() {
     }
 }
 
+/// Runs `cmd` under GNU time; returns (wall seconds, peak RSS in MiB).
+fn timed(cmd: &mut Command) -> (f64, f64) {
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    let rss_kb: f64 = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("MAXRSS "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    (wall, rss_kb / 1024.0)
+}
+
+fn bench_wsi() {
+    if cpia::fixture::testdata_dir().is_none() {
+        println!("wsi: SKIPPED, shared/testdata not found (set CPIA_TESTDATA)");
+        return;
+    }
+    let spec = cpia::fixture::SlideSpec::aperio_40x(4, 4, 21);
+    let slide = cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
+    let recipe = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+    )
+    .unwrap();
+    let python_ok = Command::new("python3")
+        .args(["-c", "import openslide, PIL"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let s = cpia::slide::Slide::open(&slide).unwrap();
+    let mpp: f64 = s.meta.properties["openslide.mpp-x"].parse().unwrap();
+    let grid = cpia::ops::wsi::GridParams {
+        size: 3840,
+        target_mpp: 0.4942,
+        tolerance: 0.1,
+        skip_ring: 1,
+        filter: cpia::ops::Filter::Lanczos3,
+        level: cpia::ops::wsi::LevelPolicy::Finest,
+    };
+    let g = cpia::ops::wsi::Geometry::new(s.meta.width, s.meta.height, mpp, &grid);
+    let cells: Vec<(u32, u32)> = g.cells().collect();
+    println!(
+        "WSI on a generated 40x slide: {}x{} px, read size {}, {} cells of {:.1} MP each",
+        s.meta.width,
+        s.meta.height,
+        g.read_size,
+        cells.len(),
+        f64::from(g.read_size).powi(2) / 1e6
+    );
+    let (mut build, mut rss, mut floor, mut py) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut tiles = 0;
+    for _ in 0..3 {
+        // cpia build -j 2, fresh workspace.
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        std::fs::create_dir_all(ws.join("recipes/templates")).unwrap();
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        std::fs::write(ws.join("cpia.toml"), "[sources]\nS = \"src\"\n").unwrap();
+        std::fs::write(ws.join("recipes/templates/cpia-wsi.toml"), &recipe).unwrap();
+        std::fs::write(
+            ws.join("recipes/w.toml"),
+            "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"B\"\nkind = \"wsi\"\n[inputs]\nsource = \"S\"\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&slide, ws.join("src/slide.svs")).unwrap();
+        let (t, m) = timed(
+            Command::new("/usr/bin/time")
+                .args(["-f", "MAXRSS %M"])
+                .arg(env!("CARGO_BIN_EXE_cpia"))
+                .args(["build", "--json", "-j", "2"])
+                .current_dir(ws),
+        );
+        build.push(t);
+        rss.push(m);
+        tiles = walkdir::WalkDir::new(ws.join("dataset"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+            .count();
+
+        // The reading floor: OpenSlide reading the same regions on 2 threads.
+        let t = Instant::now();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let s = cpia::slide::Slide::open(&slide).unwrap();
+        pool.install(|| {
+            use rayon::prelude::*;
+            cells.par_iter().for_each(|&(i, j)| {
+                let rs = g.read_size;
+                let img = s
+                    .read_rgb(u64::from(i * rs), u64::from(j * rs), 0, rs, rs)
+                    .unwrap();
+                std::hint::black_box(img);
+            });
+        });
+        floor.push(t.elapsed().as_secs_f64());
+
+        if python_ok {
+            let out = tempfile::tempdir().unwrap();
+            let t = Instant::now();
+            let st = Command::new("python3")
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/reference/cpia_wsi_reference.py"),
+                )
+                .arg(&slide)
+                .arg("--out")
+                .arg(out.path())
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "{}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            py.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let (b, f) = (median(build), median(floor));
+    println!(
+        "  cpia build -j 2: {b:.2} s, peak RSS {:.0} MiB, {tiles} tiles",
+        median(rss)
+    );
+    println!(
+        "  OpenSlide reading the same {} regions on 2 threads (floor): {f:.2} s",
+        cells.len()
+    );
+    println!("  cpia / floor: {:.2}x", b / f);
+    if python_ok {
+        let p = median(py);
+        println!("  Python reference (openslide-python + Pillow, 1 process): {p:.2} s");
+        println!("  Python / cpia: {:.2}x", p / b);
+    } else {
+        println!(
+            "  Python reference: SKIPPED (python3 with openslide-python and Pillow not available)"
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -235,5 +390,8 @@ fn main() {
     }
     if all || args.iter().any(|a| a == "noop") {
         bench_noop();
+    }
+    if all || args.iter().any(|a| a == "wsi") {
+        bench_wsi();
     }
 }

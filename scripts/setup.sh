@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cpia needs on Debian 12 if it is missing, as root (or with sudo):
-# system libraries for the Rust crates, and Pillow for the Python parity checks
-# and benchmarks. Safe to run again: it installs nothing that is already there.
+# system libraries for the Rust crates, and Pillow + openslide-python for the
+# Python reference implementation the parity tests and benchmarks compare with.
+# Safe to run again: it installs nothing that is already there.
 set -euo pipefail
 
 pkgs=(pkg-config libclang-dev cmake nasm libopenslide-dev)
@@ -17,9 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import PIL" >/dev/null 2>&1; then
-  echo "setup: installing Pillow (parity checks and benchmarks)"
-  python3 -m pip install --quiet pillow || echo "setup: warning: Pillow not installed; Pillow comparisons will be skipped"
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import PIL, openslide" >/dev/null 2>&1; then
+  echo "setup: installing Pillow and openslide-python (the Python reference of the standard)"
+  python3 -m pip install --quiet pillow openslide-python \
+    || echo "setup: warning: Pillow/openslide-python not installed; the comparisons with them will be skipped"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

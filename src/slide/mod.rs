@@ -90,6 +90,9 @@ impl std::fmt::Debug for Slide {
 /// Largest region read in one call, in pixels: bounds memory per worker.
 pub const MAX_REGION_PIXELS: u64 = 1 << 28;
 
+/// Pixels per OpenSlide call within one region (4 MiB of BGRA).
+pub const STRIP_PIXELS: u64 = 1 << 20;
+
 impl Slide {
     /// Opens `path`; the error says why in words.
     pub fn open(path: &Path) -> Result<Slide, String> {
@@ -130,7 +133,9 @@ impl Slide {
     }
 
     /// Reads `w`×`h` pixels of `level` whose top-left corner is `(x, y)` in
-    /// level-0 coordinates, as RGB.
+    /// level-0 coordinates, as RGB. Level-0 regions are read in strips of at
+    /// most [`STRIP_PIXELS`], so OpenSlide's 4-byte-per-pixel buffer never
+    /// holds a whole 7530² region.
     pub fn read_rgb(
         &self,
         x: u64,
@@ -143,21 +148,36 @@ impl Slide {
             return Err(format!("refusing to read a {w}x{h} region in one piece"));
         }
         REGIONS.fetch_add(1, Ordering::Relaxed);
-        let region = openslide_rs::Region {
-            size: openslide_rs::Size { w, h },
-            level: level as u32,
-            address: openslide_rs::Address {
-                x: u32::try_from(x)
-                    .map_err(|_| format!("x = {x} is beyond what OpenSlide 3.4 addresses"))?,
-                y: u32::try_from(y)
-                    .map_err(|_| format!("y = {y} is beyond what OpenSlide 3.4 addresses"))?,
-            },
+        // Strips only at level 0, where a row is exactly one level-0 row; a
+        // coarser level's non-integer downsample would shift strip origins.
+        let rows = if level == 0 {
+            (STRIP_PIXELS / u64::from(w.max(1))).clamp(1, u64::from(h.max(1))) as u32
+        } else {
+            h.max(1)
         };
-        let bgra = self
-            .osr
-            .read_region(&region)
-            .map_err(|e| format!("reading region ({x}, {y}) {w}x{h} at level {level}: {e}"))?;
-        Ok(unpremultiply(&bgra, w, h))
+        let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+        let mut done = 0u32;
+        while done < h {
+            let n = rows.min(h - done);
+            let y0 = y + u64::from(done);
+            let region = openslide_rs::Region {
+                size: openslide_rs::Size { w, h: n },
+                level: level as u32,
+                address: openslide_rs::Address {
+                    x: u32::try_from(x)
+                        .map_err(|_| format!("x = {x} is beyond what OpenSlide 3.4 addresses"))?,
+                    y: u32::try_from(y0)
+                        .map_err(|_| format!("y = {y0} is beyond what OpenSlide 3.4 addresses"))?,
+                },
+            };
+            let bgra = self
+                .osr
+                .read_region(&region)
+                .map_err(|e| format!("reading region ({x}, {y0}) {w}x{n} at level {level}: {e}"))?;
+            out.extend_from_slice(unpremultiply(&bgra, w, n).as_raw());
+            done += n;
+        }
+        RgbImage::from_raw(w, h, out).ok_or_else(|| "region buffer has the wrong size".to_string())
     }
 
     /// The whole slide at about `max_edge` pixels on its longer side, and the
