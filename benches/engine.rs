@@ -276,6 +276,7 @@ fn bench_wsi() {
         skip_ring: 1,
         filter: cpia::ops::Filter::Lanczos3,
         level: cpia::ops::wsi::LevelPolicy::Finest,
+        reader: cpia::ops::wsi::ReaderChoice::Auto,
     };
     let g = cpia::ops::wsi::Geometry::new(s.meta.width, s.meta.height, mpp, &grid);
     let cells: Vec<(u32, u32)> = g.cells().collect();

@@ -523,3 +523,103 @@ fn generated_slide_builds_are_deterministic_and_survive_sigkill() {
         );
     }
 }
+
+#[test]
+fn the_otsu_detector_keeps_tissue_cells_and_drops_glass() {
+    let td = require_testdata!();
+    let spec = cpia::fixture::SlideSpec::aperio_20x(5, 4, 11);
+    let slide = fixture(&spec).unwrap();
+    let tissue = cpia::fixture::load_tissue(&td.join(cpia::fixture::TISSUE_SLIDE)).unwrap();
+    let mosaic = cpia::fixture::Mosaic::new(&spec, &tissue).unwrap();
+    let recipe = wsi_recipe(
+        "G",
+        "[[steps]]\nid = \"tissue\"\ndetector = \"otsu\"\nmin_fraction = 0.5\n",
+    );
+    let ws = link_ws(&slide, "s.svs", &recipe);
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j).3, 0);
+    let kept: BTreeSet<(u32, u32)> = ours(&ws, "s")["XL"]
+        .iter()
+        .map(|n| {
+            let f: Vec<u32> = n
+                .trim_end_matches(".jpg")
+                .split('-')
+                .skip(2)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (f[0], f[1])
+        })
+        .collect();
+    let mut seen = (0, 0);
+    for j in 1..=2 {
+        for i in 1..=3 {
+            match mosaic.cell_kind(i, j) {
+                cpia::fixture::CellKind::Tissue => {
+                    seen.0 += 1;
+                    assert!(
+                        kept.contains(&(i, j)),
+                        "tissue cell ({i},{j}) rejected; kept {kept:?}"
+                    );
+                }
+                cpia::fixture::CellKind::Blank => {
+                    seen.1 += 1;
+                    assert!(!kept.contains(&(i, j)), "glass cell ({i},{j}) kept");
+                }
+                cpia::fixture::CellKind::Mixed => {}
+            }
+        }
+    }
+    assert!(
+        seen.0 > 0 && seen.1 > 0,
+        "the fixture has no tissue or no glass cell: {seen:?}"
+    );
+}
+
+#[test]
+fn level_auto_reads_a_coarser_level_and_gives_the_same_decisions() {
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    // Target 2.0 µm/px on the 0.499 µm/px pyramid: read size ≈ 4 × 96, so
+    // `auto` reads level 1 (downsample 4.002) where `finest` reads level 0.
+    let geometry = |level: &str| {
+        format!("[[steps]]\nid = \"XL\"\nsize = 96\ntarget_mpp = 2.0\nlevel = \"{level}\"\n[[steps]]\nid = \"L\"\nsize = 48\n[[steps]]\nid = \"M\"\nsize = 24\n[[steps]]\nid = \"S\"\nsize = 6\n")
+    };
+    let slide = wsi.join("CMU-1-Small-Region-pyramid3.DERIVED.svs");
+    let fine = wsi_ws(&[(&slide, "p.svs")], &wsi_recipe("W", &geometry("finest")));
+    let auto = wsi_ws(&[(&slide, "p.svs")], &wsi_recipe("W", &geometry("auto")));
+    let (jf, out) = fine.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ja, out) = auto.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&jf).3 + counts(&ja).3, 0);
+    let (f, a) = (ours(&fine, "p"), ours(&auto, "p"));
+    assert!(
+        !f["XL"].is_empty(),
+        "no XL tile at this geometry tests nothing"
+    );
+    assert_eq!(
+        f["XL"], a["XL"],
+        "the tissue decisions differ between levels"
+    );
+    // The pixels differ only by resampling: compare one XL tile.
+    let name = f["XL"].iter().next().unwrap();
+    let load = |ws: &Ws| {
+        image::open(ws.path(&format!("dataset/XL/W-96/{name}")))
+            .unwrap()
+            .to_rgb8()
+    };
+    let (x, y) = (load(&fine), load(&auto));
+    let diff: f64 = x
+        .as_raw()
+        .iter()
+        .zip(y.as_raw())
+        .map(|(p, q)| f64::from(p.abs_diff(*q)))
+        .sum::<f64>()
+        / x.as_raw().len() as f64;
+    assert!(
+        diff < 12.0,
+        "mean abs diff {diff} between level 0 and level 1 reads"
+    );
+    assert!(x.as_raw() != y.as_raw(), "auto did not read another level");
+}

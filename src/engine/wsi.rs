@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
-use crate::ops::wsi::{LevelPolicy, Region, TissueParams};
+use crate::ops::wsi::{LevelPolicy, ReaderChoice, Region, TissueParams};
 use crate::ops::{Operator, Value};
 use crate::plan::query::grid_params;
 use crate::plan::{QcAction, UnitAction};
-use crate::slide::Slide;
+use crate::slide::{Reader, Slide};
 use crate::store::state::{now, Event};
 use crate::store::{OutputRecord, UnitRecord};
 
@@ -26,9 +26,6 @@ use super::{evaluate, failed_job, JobResult, TOOL_VERSION};
 
 /// Longest edge of QC pictures, in pixels.
 pub const QC_EDGE: u32 = 1024;
-
-/// Which reader produced the pixels (recorded with every unit).
-pub const READER: &str = "openslide";
 
 type MaskSlot = Arc<OnceLock<Result<Arc<TissueMask>, String>>>;
 
@@ -97,9 +94,10 @@ fn read_cell(
     i: u32,
     j: u32,
     read_size: u32,
-    size: u32,
+    max_downsample: f64,
     level: LevelPolicy,
-) -> Result<crate::ops::RgbImage, String> {
+    reader: Reader,
+) -> Result<(crate::ops::RgbImage, &'static str), String> {
     let (x0, y0) = (
         u64::from(i) * u64::from(read_size),
         u64::from(j) * u64::from(read_size),
@@ -107,7 +105,7 @@ fn read_cell(
     let (lvl, n) = match level {
         LevelPolicy::Finest => (0, read_size),
         LevelPolicy::Auto => {
-            let max_ds = f64::from(read_size) / f64::from(size);
+            let max_ds = max_downsample;
             let (lvl, ds) = slide
                 .meta
                 .levels
@@ -120,7 +118,10 @@ fn read_cell(
             (lvl, (f64::from(read_size) / ds).round().max(1.0) as u32)
         }
     };
-    slide.read_rgb(x0, y0, lvl, n, n)
+    let used = slide.effective_reader(reader, lvl);
+    slide
+        .read_with(reader, x0, y0, lvl, n, n)
+        .map(|img| (img, used))
 }
 
 /// Builds the units of one cell (all share the slide and the cell).
@@ -172,17 +173,25 @@ pub(super) fn build_cell(
         }
         _ => None,
     };
+    // A level with downsample d has d × mpp µm/px: usable by `auto` while
+    // that is no coarser than the target.
+    let max_downsample = grid.target_mpp / u.mpp;
     let image = match read_cell(
         &slide,
         u.cell.0,
         u.cell.1,
         u.read_size,
-        grid.size,
+        max_downsample,
         grid.level,
+        match grid.reader {
+            ReaderChoice::Auto => Reader::Auto,
+            ReaderChoice::OpenSlide => Reader::OpenSlide,
+        },
     ) {
-        Ok(img) => img,
+        Ok(read) => read,
         Err(e) => return fail(e),
     };
+    let (image, reader_used) = image;
     let region = Value::Region(Arc::new(Region {
         i: u.cell.0,
         j: u.cell.1,
@@ -276,7 +285,7 @@ pub(super) fn build_cell(
             kept,
             mpp: u.mpp,
             mpp_origin: u.mpp_origin.to_string(),
-            reader: READER.to_string(),
+            reader: reader_used.to_string(),
             recipe_hash: a.recipe.hash.clone(),
             tool_version: TOOL_VERSION.to_string(),
             built_at: now(),

@@ -464,6 +464,7 @@ impl Operator {
             Operator::WsiGrid(p) => vec![
                 ("filter", p.filter.as_str().to_string()),
                 ("level", p.level.as_str().to_string()),
+                ("reader", p.reader.as_str().to_string()),
                 ("size", p.size.to_string()),
                 ("skip_ring", p.skip_ring.to_string()),
                 ("target_mpp", fmt_f64(p.target_mpp)),

@@ -234,6 +234,9 @@ pub(crate) fn build(
         return None;
     }
     let order = stable_toposort(&graph, &nodes);
+    if kind == Kind::Wsi && !tile_sizes_ok(drafts, &resolved, &order, &consumed, p) {
+        return None;
+    }
     let mut position = vec![0; drafts.len()];
     for (pos, &i) in order.iter().enumerate() {
         position[i] = pos;
@@ -253,6 +256,76 @@ pub(crate) fn build(
         .collect();
     sinks.sort_unstable();
     Some((steps, sinks))
+}
+
+/// WSI geometry that can be checked before anything runs: every `subtiles`
+/// size divides its parent's, `pick` names an existing child, and no two
+/// writers put tiles of one size into one scale folder (they would write the
+/// same files).
+fn tile_sizes_ok(
+    drafts: &[Draft],
+    resolved: &[Option<Vec<usize>>],
+    order: &[usize],
+    consumed: &[bool],
+    p: &mut Vec<Problem>,
+) -> bool {
+    let before = p.len();
+    let mut size: Vec<Option<u32>> = vec![None; drafts.len()];
+    for &i in order {
+        let parent = resolved[i]
+            .as_ref()
+            .and_then(|ins| ins.first())
+            .and_then(|&j| size[j]);
+        size[i] = match &drafts[i].op {
+            Some(Operator::WsiGrid(g)) => Some(g.size),
+            Some(Operator::Subtiles(st)) => {
+                if let Some(ps) = parent {
+                    if st.size > ps || ps % st.size != 0 {
+                        p.push(Problem::at(
+                            &drafts[i].op_loc,
+                            format!(
+                                "step `{}`: tiles of {} px cannot be cut into a grid of {} px tiles",
+                                drafts[i].id.v, ps, st.size
+                            ),
+                        ).hint("the child size must divide the parent size"));
+                    } else if let Some(pick) = st.pick {
+                        let k = ps / st.size;
+                        if pick > k * k {
+                            p.push(Problem::at(
+                                &drafts[i].op_loc,
+                                format!(
+                                    "step `{}`: `pick = {pick}` but a {ps} px tile has only {} children of {} px",
+                                    drafts[i].id.v,
+                                    k * k,
+                                    st.size
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Some(st.size)
+            }
+            _ => parent,
+        };
+    }
+    let mut writers: HashMap<(String, u32), &str> = HashMap::new();
+    for (i, d) in drafts.iter().enumerate() {
+        if consumed[i] {
+            continue;
+        }
+        if let (Some(Operator::EncodeTiles(e)), Some(sz)) = (&d.op, size[i]) {
+            if let Some(other) = writers.insert((e.scale.clone(), sz), d.id.v.as_str()) {
+                p.push(Problem::at(
+                    &d.op_loc,
+                    format!(
+                        "steps `{other}` and `{}` both write {sz} px tiles into scale {}: they would write the same files",
+                        d.id.v, e.scale
+                    ),
+                ));
+            }
+        }
+    }
+    p.len() == before
 }
 
 /// Kahn's algorithm taking the lowest declaration index first.

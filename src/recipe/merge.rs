@@ -12,8 +12,9 @@ use super::raw::{RawCollection, RawInputs, RawMpp, RawRecipe, RawStep, Slot};
 /// - a `route` key (even `route = []`) replaces the template's routes wholesale;
 /// - steps merge by `id`: a step with a known id replaces `op` and the input
 ///   list if it gives them and overrides or adds individual parameters (a
-///   changed `op` drops the template's parameters, which belonged to the
-///   other operator); new ids are appended in order.
+///   changed `op`, or a changed `detector` of `tissue`, drops the template's
+///   parameters, which belonged to the other operator); new ids are appended
+///   in order.
 pub(crate) fn merge(base: RawRecipe, over: RawRecipe) -> RawRecipe {
     let mut steps = base.steps;
     for s in over.steps {
@@ -42,6 +43,19 @@ pub(crate) fn merge(base: RawRecipe, over: RawRecipe) -> RawRecipe {
 fn merge_step(b: &mut RawStep, s: RawStep) {
     if let (Some(old), Some(new)) = (b.op.val(), s.op.val()) {
         if old.v != new.v {
+            b.params.clear();
+        }
+    }
+    // Another `detector` of `tissue` is another set of parameters, like
+    // another operator: the template's do not carry over.
+    let detector = |st: &RawStep| {
+        st.params
+            .iter()
+            .find(|p| p.key.v == "detector")
+            .map(|p| p.value.v.clone())
+    };
+    if let (Some(old), Some(new)) = (detector(b), detector(&s)) {
+        if old != new {
             b.params.clear();
         }
     }

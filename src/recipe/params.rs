@@ -8,7 +8,9 @@ use super::diagnostic::{known_hint, Problem, SourceMap};
 use super::raw::{PVal, RawParam, Sp};
 use super::Kind;
 use crate::ops::wsi::otsu::OtsuParams;
-use crate::ops::wsi::{GridParams, LevelPolicy, SubtileParams, TileEncodeParams, TissueParams};
+use crate::ops::wsi::{
+    GridParams, LevelPolicy, ReaderChoice, SubtileParams, TileEncodeParams, TissueParams,
+};
 use crate::ops::{
     BoxExpr, CropParams, DecodeParams, Filter, JpegParams, Operator, ResizeParams, Subsampling,
     ValueKind,
@@ -26,14 +28,16 @@ pub(crate) const OPERATORS: [&str; 8] = [
     "encode_tiles",
 ];
 
-const GRID_KEYS: [&str; 6] = [
+const GRID_KEYS: [&str; 7] = [
     "size",
     "target_mpp",
     "tolerance",
     "skip_ring",
     "filter",
     "level",
+    "reader",
 ];
+const READERS: [&str; 2] = ["auto", "openslide"];
 const COLOR_KEYS: [&str; 6] = [
     "detector",
     "statistic",
@@ -78,6 +82,14 @@ fn parse_level(s: &str) -> Option<LevelPolicy> {
     match s {
         "finest" => Some(LevelPolicy::Finest),
         "auto" => Some(LevelPolicy::Auto),
+        _ => None,
+    }
+}
+
+fn parse_reader(s: &str) -> Option<ReaderChoice> {
+    match s {
+        "auto" => Some(ReaderChoice::Auto),
+        "openslide" => Some(ReaderChoice::OpenSlide),
         _ => None,
     }
 }
@@ -357,6 +369,7 @@ pub(crate) fn operator(
                 skip_ring: r.int("skip_ring", 1, (0, 1000), p) as u32,
                 filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
                 level: r.choice("level", LevelPolicy::Finest, parse_level, &LEVELS, p),
+                reader: r.choice("reader", ReaderChoice::Auto, parse_reader, &READERS, p),
             })
         }
         "tissue" => {
@@ -366,7 +379,19 @@ pub(crate) fn operator(
                 let d = OtsuParams::default();
                 Operator::Tissue(TissueParams::Otsu(OtsuParams {
                     thumbnail: r.int("thumbnail", i64::from(d.thumbnail), (64, 16384), p) as u32,
-                    median: r.int("median", i64::from(d.median), (1, 31), p) as u32,
+                    median: {
+                        let m = r.int("median", i64::from(d.median), (1, 31), p);
+                        if m % 2 == 0 {
+                            if let Some(prm) = r.get("median") {
+                                p.push(Problem::at(
+                                    &prm.value.loc,
+                                    "`median` of `tissue` must be odd (a window with a centre)",
+                                ));
+                                r.ok = false;
+                            }
+                        }
+                        m as u32
+                    },
                     close: r.int("close", i64::from(d.close), (0, 64), p) as u32,
                     min_fraction: r.float("min_fraction", d.min_fraction, (0.0, 1.0), p),
                 }))

@@ -136,8 +136,26 @@ fn mpp(m: &RawMpp, p: &mut Vec<Problem>) -> Option<MppPolicy> {
     if let Some(d) = m.default.val() {
         sane(d, p);
         policy.default = Some(d.v);
+        if !policy.sources.contains(&MppSource::Default) {
+            p.push(
+                Problem::at(
+                    &d.loc,
+                    "`mpp.default` is set but `default` is not in `mpp.sources`",
+                )
+                .hint("add \"default\" to `sources`, or remove `default`"),
+            );
+        }
     }
     if let Some(o) = m.overrides.val() {
+        if !o.v.is_empty() && !policy.sources.contains(&MppSource::Override) {
+            p.push(
+                Problem::at(
+                    &o.loc,
+                    "`mpp.overrides` are set but `override` is not in `mpp.sources`",
+                )
+                .hint("add \"override\" to `sources`, or remove the overrides"),
+            );
+        }
         for (k, v) in &o.v {
             sane(v, p);
             if globset::Glob::new(&k.v).is_err() {

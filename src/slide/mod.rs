@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub mod direct;
+pub mod tiff;
+
 use crate::ops::RgbImage;
 
 /// Properties kept from a slide (the ones the MPP policy and provenance use).
@@ -77,8 +80,32 @@ pub fn counters() -> (u64, u64) {
 /// An open slide; `Send + Sync`, so one handle serves every worker.
 pub struct Slide {
     osr: openslide_rs::OpenSlide,
+    /// The direct tile reader, when the file is a TIFF it handles.
+    direct: Option<direct::DirectSlide>,
+    /// Why the direct reader does not serve this slide, if it does not.
+    direct_problem: Option<String>,
     /// The slide's metadata.
     pub meta: SlideMeta,
+}
+
+/// Which reader reads regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reader {
+    /// The direct tile reader where it applies (level-0 reads of tiled JPEG
+    /// TIFF/SVS), else OpenSlide.
+    Auto,
+    /// Always OpenSlide.
+    OpenSlide,
+}
+
+impl Reader {
+    /// Recipe spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reader::Auto => "auto",
+            Reader::OpenSlide => "openslide",
+        }
+    }
 }
 
 impl std::fmt::Debug for Slide {
@@ -129,7 +156,66 @@ impl Slide {
             levels,
             properties,
         };
-        Ok(Slide { osr, meta })
+        // The direct reader must agree with OpenSlide on the levels, or it
+        // is not used at all.
+        let (direct, direct_problem) = match direct::DirectSlide::open(path) {
+            Ok(Some(d)) => {
+                let same = d.levels().len() == meta.levels.len()
+                    && d.levels()
+                        .iter()
+                        .zip(&meta.levels)
+                        .all(|(&(w, h), l)| w == l.width && h == l.height);
+                if same {
+                    (Some(d), None)
+                } else {
+                    (None, Some("its levels differ from OpenSlide's".to_string()))
+                }
+            }
+            Ok(None) => (None, Some("not a tiled JPEG TIFF it handles".to_string())),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Slide {
+            osr,
+            direct,
+            direct_problem,
+            meta,
+        })
+    }
+
+    /// The reader that `reader` resolves to for a read at `level`: direct
+    /// reads are bit-exact with OpenSlide at level 0 only, so other levels
+    /// always go through OpenSlide.
+    pub fn effective_reader(&self, reader: Reader, level: usize) -> &'static str {
+        if reader == Reader::Auto && level == 0 && self.direct.is_some() {
+            "direct"
+        } else {
+            "openslide"
+        }
+    }
+
+    /// Why the direct reader is not used for this slide (for provenance and
+    /// `--explain`), if it is not.
+    pub fn direct_problem(&self) -> Option<&str> {
+        self.direct_problem.as_deref()
+    }
+
+    /// Reads a region with the chosen reader (see [`Slide::effective_reader`]).
+    pub fn read_with(
+        &self,
+        reader: Reader,
+        x: u64,
+        y: u64,
+        level: usize,
+        w: u32,
+        h: u32,
+    ) -> Result<RgbImage, String> {
+        match (&self.direct, self.effective_reader(reader, level)) {
+            (Some(d), "direct") => {
+                REGIONS.fetch_add(1, Ordering::Relaxed);
+                d.read_rgb(x, y, level, w, h)
+            }
+            _ => self.read_rgb(x, y, level, w, h),
+        }
     }
 
     /// Reads `w`×`h` pixels of `level` whose top-left corner is `(x, y)` in

@@ -63,6 +63,7 @@ mod tests {
             skip_ring: 1,
             filter: Filter::Lanczos3,
             level: super::super::LevelPolicy::Finest,
+            reader: super::super::ReaderChoice::Auto,
         }
     }
 

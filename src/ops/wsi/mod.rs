@@ -53,6 +53,27 @@ pub struct GridParams {
     /// Filter of the resize to `size` when outside the tolerance.
     pub filter: Filter,
     pub level: LevelPolicy,
+    /// `auto`: the direct tile reader where it applies (bit-exact with
+    /// OpenSlide at level 0), else OpenSlide; `openslide`: always OpenSlide.
+    pub reader: ReaderChoice,
+}
+
+/// The `reader` parameter of `wsi_grid` (mirrors `slide::Reader`, which
+/// `ops` must not depend on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReaderChoice {
+    Auto,
+    OpenSlide,
+}
+
+impl ReaderChoice {
+    /// Recipe spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReaderChoice::Auto => "auto",
+            ReaderChoice::OpenSlide => "openslide",
+        }
+    }
 }
 
 /// Parameters of `tissue`: which XL tiles hold tissue.

@@ -60,7 +60,8 @@ impl MppSource {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MppPolicy {
     pub sources: Vec<MppSource>,
-    /// (pattern, value): a slide name or a glob on it, in recipe order.
+    /// (pattern, value): a slide name or a glob on it, sorted by pattern; an
+    /// exact name wins over globs, then the first matching glob.
     pub overrides: Vec<(String, f64)>,
     pub default: Option<f64>,
 }
@@ -112,10 +113,13 @@ pub fn resolve(
         let found = match src {
             MppSource::OpenSlide => from_openslide(props)?,
             MppSource::TiffResolution => from_tiff(props)?,
+            // An exact name wins over globs; among globs, the first in
+            // (sorted) key order.
             MppSource::Override => policy
                 .overrides
                 .iter()
-                .find(|(pat, _)| matches(pat, name))
+                .find(|(pat, _)| pat == name)
+                .or_else(|| policy.overrides.iter().find(|(pat, _)| matches(pat, name)))
                 .map(|&(_, v)| (v, v)),
             MppSource::Default => policy.default.map(|v| (v, v)),
         };

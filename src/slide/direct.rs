@@ -1,0 +1,786 @@
+//! The direct tile reader: Aperio SVS and generic tiled TIFF/BigTIFF with JPEG
+//! tiles, decoded with libjpeg-turbo, pixel-for-pixel like OpenSlide 3.4.1.
+//!
+//! OpenSlide spends most of a region read outside the JPEG decoder (libtiff's
+//! RGBA conversion, cairo compositing, a global tile cache lock); decoding the
+//! tiles ourselves is 5–10× faster. Anything this reader does not handle is
+//! reported as `Ok(None)` from [`DirectSlide::open`] and the caller falls back
+//! to OpenSlide.
+//!
+//! # How OpenSlide 3.4.1 paints a region, and how this reader matches it
+//! - Levels: Aperio = every tiled directory in file order (the stripped
+//!   thumbnail, label and macro are associated images); generic TIFF =
+//!   directory 0 plus every tiled directory whose NewSubfileType has the
+//!   reduced-resolution bit, sorted by width (largest first). Level `i > 0`
+//!   has downsample `(w0/wi + h0/hi) / 2`.
+//! - Tiles are decoded by libtiff's JPEG codec: YCbCr tiles are converted to
+//!   RGB by libjpeg (fancy upsampling, islow IDCT — libjpeg-turbo's defaults,
+//!   which TurboJPEG also uses); RGB tiles are *not* colour-converted
+//!   whatever their JPEG markers say. JPEGTables are prepended to abbreviated
+//!   tile streams. Pixels of edge tiles beyond the image are transparent.
+//! - A region at level `L` from level-0 `(x, y)` is painted in ≤4096-px
+//!   chunks; chunk `(c, r)` starts at level-0 `trunc(x + 4096·c·ds)`, i.e. at
+//!   level position `X = that / ds` (floating point). Tiles are drawn with
+//!   cairo at a translation of `-(X mod tile)`, bottom-right tile first, with
+//!   the SATURATE operator. When the translation is whole (always at level 0;
+//!   at other levels only when cairo's 24.8 fixed point rounds it to a whole
+//!   pixel) tiles are copied 1:1 and this reader copies the decoded pixels.
+//!   Otherwise cairo 1.16 resamples each tile with its GOOD filter (a pixman
+//!   separable convolution, tent kernel, 256 phases, 16.16 weights) with
+//!   transparent outside the tile, and SATURATE sums the half-covered seam
+//!   pixels; this reader emulates that arithmetic (see [`composite_bilinear`])
+//!   and un-premultiplies like openslide-python. The emulation is close but
+//!   not bit-exact (measured: mean |diff| ≈ 0.1–0.3 grey levels, up to a few
+//!   levels on single pixels, more on the partially transparent pixels at the
+//!   slide border); level 0 and whole-pixel positions are exact.
+//! - Aperio tiles with a byte count of 0 are painted by OpenSlide from the
+//!   level above (and the covering tiles of the next level are marked missing
+//!   too): such slides are left to OpenSlide (`Ok(None)`).
+//!
+//! No decoded-tile cache: a 3840-px region of 240-px tiles shares at most
+//! one row and one column of tiles with a neighbour, so a cache would save
+//! little and cost a lock.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::tiff::{self, Dir, ReadAt, Tiff, TiffError};
+use crate::ops::RgbImage;
+
+/// Largest level edge accepted, in pixels: beyond any scanner, and keeps all
+/// coordinate arithmetic far from overflow. Larger claims are malformed files.
+pub const MAX_EDGE: u64 = 1 << 31;
+/// Largest tile accepted, in pixels (a tile is decoded in one piece).
+pub const MAX_TILE_PIXELS: u64 = 1 << 26;
+/// Largest compressed tile accepted, in bytes.
+pub const MAX_TILE_BYTES: u64 = 1 << 28;
+/// OpenSlide's region chunk edge (`openslide_read_region`'s `d`).
+const CHUNK: u64 = 4096;
+
+/// How a level's JPEG tiles become RGB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Photometric {
+    /// PhotometricInterpretation RGB: components are used as decoded.
+    Rgb,
+    /// PhotometricInterpretation YCbCr: libjpeg converts to RGB.
+    YCbCr,
+}
+
+/// One pyramid level as the reader uses it.
+#[derive(Clone, Debug)]
+pub(crate) struct Level {
+    pub(crate) dir: usize,
+    pub(crate) width: u64,
+    pub(crate) height: u64,
+    pub(crate) tile_w: u64,
+    pub(crate) tile_h: u64,
+    pub(crate) across: u64,
+    pub(crate) down: u64,
+    pub(crate) offsets: Vec<u64>,
+    pub(crate) counts: Vec<u64>,
+    /// JPEGTables without their trailing EOI, ready to prefix a tile minus its SOI.
+    pub(crate) tables: Option<Vec<u8>>,
+    pub(crate) photometric: Photometric,
+    pub(crate) downsample: f64,
+}
+
+/// A slide read directly from its JPEG tiles; `Send + Sync` (positional reads
+/// on one file handle, a decompressor per thread), so one handle serves every worker.
+pub struct DirectSlide {
+    file: File,
+    path: PathBuf,
+    levels: Vec<Level>,
+    sizes: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Debug for DirectSlide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSlide")
+            .field("path", &self.path)
+            .field("levels", &self.sizes)
+            .finish()
+    }
+}
+
+fn not_ours<T>() -> Result<Option<T>, String> {
+    Ok(None)
+}
+
+/// Decides, from the parsed directories, whether the direct path handles the
+/// file and with which levels. `Ok(None)`: not ours (OpenSlide's job);
+/// `Err`: a TIFF we would handle whose structure is broken.
+pub(crate) fn plan_levels<R: ReadAt + ?Sized>(
+    t: &Tiff,
+    src: &R,
+) -> Result<Option<Vec<Level>>, String> {
+    let d0 = &t.dirs[0];
+    if !d0.is_tiled() || t.dirs.iter().any(|d| d.has_ndpi_flag) {
+        return not_ours();
+    }
+    if d0
+        .software
+        .as_deref()
+        .is_some_and(|s| s.starts_with("MedScan"))
+    {
+        return not_ours(); // Trestle
+    }
+    let aperio = d0
+        .description
+        .as_deref()
+        .is_some_and(|s| s.starts_with("Aperio"));
+    let mut chosen: Vec<usize> = Vec::new();
+    if aperio {
+        if t.dirs.iter().any(|d| d.image_depth.is_some_and(|x| x != 1)) {
+            return not_ours(); // OpenSlide refuses ImageDepth != 1
+        }
+        chosen.extend((0..t.dirs.len()).filter(|&i| t.dirs[i].is_tiled()));
+    } else {
+        let xml = d0
+            .description
+            .as_deref()
+            .is_some_and(|s| s.trim_start().starts_with('<'));
+        if xml || d0.has_xmp {
+            return not_ours(); // Leica, Philips, Ventana
+        }
+        chosen.push(0);
+        chosen.extend((1..t.dirs.len()).filter(|&i| {
+            let d = &t.dirs[i];
+            d.is_tiled() && d.subfile_type.is_some_and(|s| s & 1 != 0)
+        }));
+    }
+    let mut levels = Vec::with_capacity(chosen.len());
+    for (n, &i) in chosen.iter().enumerate() {
+        match plan_level(&t.dirs[i], i, n, aperio, src.len())? {
+            Some(l) => levels.push(l),
+            None => return not_ours(),
+        }
+    }
+    if !aperio {
+        levels.sort_by_key(|l| std::cmp::Reverse(l.width)); // stable, like glib's sort
+    }
+    let (w0, h0) = (levels[0].width as f64, levels[0].height as f64);
+    for (i, l) in levels.iter_mut().enumerate() {
+        l.downsample = if i == 0 {
+            1.0
+        } else {
+            (h0 / l.height as f64 + w0 / l.width as f64) / 2.0
+        };
+    }
+    for l in &levels {
+        if !probe_colour(l, src)? {
+            return not_ours();
+        }
+    }
+    Ok(Some(levels))
+}
+
+fn plan_level(
+    d: &Dir,
+    dir: usize,
+    n: usize,
+    aperio: bool,
+    file_len: u64,
+) -> Result<Option<Level>, String> {
+    let at = format!("level {n} (directory {dir})");
+    if d.compression != Some(7) {
+        return Ok(None); // JPEG 2000 (33003/33005), LZW, old JPEG, …
+    }
+    let photometric = match d.photometric {
+        Some(2) => Photometric::Rgb,
+        Some(6) => Photometric::YCbCr,
+        _ => return Ok(None),
+    };
+    if d.samples_per_pixel != Some(3)
+        || d.bits_per_sample.len() != 3
+        || d.bits_per_sample.iter().any(|&b| b != 8)
+        || d.planar_config.unwrap_or(1) != 1
+    {
+        return Ok(None);
+    }
+    let (Some(width), Some(height)) = (d.width, d.height) else {
+        return Err(format!("{at}: no ImageWidth/ImageLength"));
+    };
+    let (Some(tile_w), Some(tile_h)) = (d.tile_width, d.tile_length) else {
+        return Ok(None);
+    };
+    if width == 0 || height == 0 || width > MAX_EDGE || height > MAX_EDGE {
+        return Err(format!(
+            "{at}: absurd image size {width}x{height} (limit {MAX_EDGE} px per side)"
+        ));
+    }
+    if tile_w == 0 || tile_h == 0 || tile_w > 65535 || tile_h > 65535 {
+        return Err(format!("{at}: impossible JPEG tile size {tile_w}x{tile_h}"));
+    }
+    if tile_w * tile_h > MAX_TILE_PIXELS {
+        return Err(format!("{at}: tiles of {tile_w}x{tile_h} are too large"));
+    }
+    let (across, down) = (width.div_ceil(tile_w), height.div_ceil(tile_h));
+    let tiles = across * down; // ≤ 2^62: both factors ≤ 2^31
+    if d.tile_offsets.len() as u64 != tiles || d.tile_byte_counts.len() as u64 != tiles {
+        return Err(format!(
+            "{at}: {across}x{down} tiles but {} tile offsets and {} byte counts",
+            d.tile_offsets.len(),
+            d.tile_byte_counts.len()
+        ));
+    }
+    for (k, (&o, &c)) in d.tile_offsets.iter().zip(&d.tile_byte_counts).enumerate() {
+        if c == 0 {
+            if aperio {
+                return Ok(None); // OpenSlide paints missing tiles from the level above
+            }
+            return Err(format!("{at}: tile {k} has no data (byte count 0)"));
+        }
+        if c > MAX_TILE_BYTES {
+            return Err(format!("{at}: tile {k} claims {c} bytes"));
+        }
+        if o.checked_add(c).is_none_or(|e| e > file_len) {
+            return Err(format!(
+                "{at}: tile {k} ({c} bytes at offset {o}) runs past the end of the file ({file_len} bytes)"
+            ));
+        }
+    }
+    let tables = match &d.jpeg_tables {
+        None => None,
+        Some(t) if t.len() >= 4 && t[..2] == [0xFF, 0xD8] && t[t.len() - 2..] == [0xFF, 0xD9] => {
+            Some(t[..t.len() - 2].to_vec())
+        }
+        Some(_) => return Err(format!("{at}: JPEGTables is not a JPEG tables stream")),
+    };
+    Ok(Some(Level {
+        dir,
+        width,
+        height,
+        tile_w,
+        tile_h,
+        across,
+        down,
+        offsets: d.tile_offsets.clone(),
+        counts: d.tile_byte_counts.clone(),
+        tables,
+        photometric,
+        downsample: 1.0,
+    }))
+}
+
+/// Whether the level's first tile decodes to RGB the way libtiff would with
+/// what TurboJPEG offers (see [`decode_tile`]); `false` sends the file to OpenSlide.
+fn probe_colour<R: ReadAt + ?Sized>(l: &Level, src: &R) -> Result<bool, String> {
+    let jpeg = tile_stream(l, src, 0)?;
+    with_decoder(|dec| {
+        let h = dec
+            .read_header(&jpeg)
+            .map_err(|e| format!("level tile 0 is not a readable JPEG: {e}"))?;
+        Ok(colour_mode(l.photometric, &h).is_some())
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// TurboJPEG's own conversion gives what libtiff gives (YCbCr→RGB, or an RGB JPEG as is).
+    Direct,
+    /// An RGB-photometric tile whose JPEG looks YCbCr: take the 4:4:4 planes unconverted.
+    RawPlanes,
+}
+
+fn colour_mode(p: Photometric, h: &turbojpeg::DecompressHeader) -> Option<Mode> {
+    use turbojpeg::{Colorspace, Subsamp};
+    match (p, h.colorspace) {
+        (Photometric::YCbCr, Colorspace::YCbCr) => Some(Mode::Direct),
+        (Photometric::Rgb, Colorspace::RGB) => Some(Mode::Direct),
+        (Photometric::Rgb, Colorspace::YCbCr) if h.subsamp == Subsamp::None => {
+            Some(Mode::RawPlanes)
+        }
+        _ => None,
+    }
+}
+
+thread_local! {
+    static DECODER: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
+}
+
+fn with_decoder<T>(
+    f: impl FnOnce(&mut turbojpeg::Decompressor) -> Result<T, String>,
+) -> Result<T, String> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                turbojpeg::Decompressor::new()
+                    .map_err(|e| format!("cannot start libjpeg-turbo: {e}"))?,
+            );
+        }
+        match slot.as_mut() {
+            Some(d) => f(d),
+            None => Err("no JPEG decompressor".into()),
+        }
+    })
+}
+
+/// The complete JPEG stream of tile `k`: its bytes, behind the JPEGTables if any.
+fn tile_stream<R: ReadAt + ?Sized>(l: &Level, src: &R, k: usize) -> Result<Vec<u8>, String> {
+    let (o, c) = (l.offsets[k], l.counts[k]);
+    let mut data = vec![0u8; c as usize];
+    src.read_at(o, &mut data)
+        .map_err(|e| format!("tile {k}: cannot read {c} bytes at offset {o}: {e}"))?;
+    match &l.tables {
+        Some(t) if data.len() >= 2 && data[..2] == [0xFF, 0xD8] => {
+            let mut s = Vec::with_capacity(t.len() + data.len());
+            s.extend_from_slice(t);
+            s.extend_from_slice(&data[2..]);
+            Ok(s)
+        }
+        _ => Ok(data),
+    }
+}
+
+/// Decodes tile `(tx, ty)` of `l` to `tile_w × tile_h` RGB.
+fn decode_tile<R: ReadAt + ?Sized>(
+    l: &Level,
+    src: &R,
+    tx: u64,
+    ty: u64,
+) -> Result<Vec<u8>, String> {
+    let k = (ty * l.across + tx) as usize;
+    let jpeg = tile_stream(l, src, k)?;
+    let (tw, th) = (l.tile_w as usize, l.tile_h as usize);
+    let at = |e: String| format!("directory {}, tile ({tx}, {ty}): {e}", l.dir);
+    with_decoder(|dec| {
+        let h = dec
+            .read_header(&jpeg)
+            .map_err(|e| at(format!("corrupt JPEG: {e}")))?;
+        if (h.width, h.height) != (tw, th) {
+            return Err(at(format!(
+                "the JPEG is {}x{} but the TIFF tiles are {tw}x{th}",
+                h.width, h.height
+            )));
+        }
+        let mode = colour_mode(l.photometric, &h).ok_or_else(|| {
+            at(format!(
+                "JPEG colour space {:?} does not fit photometric {:?}",
+                h.colorspace, l.photometric
+            ))
+        })?;
+        let mut rgb = vec![0u8; tw * th * 3];
+        match mode {
+            Mode::Direct => dec
+                .decompress(
+                    &jpeg,
+                    turbojpeg::Image {
+                        pixels: &mut rgb[..],
+                        width: tw,
+                        pitch: tw * 3,
+                        height: th,
+                        format: turbojpeg::PixelFormat::RGB,
+                    },
+                )
+                .map_err(|e| at(format!("corrupt or truncated JPEG: {e}")))?,
+            Mode::RawPlanes => {
+                let mut planes = vec![0u8; tw * th * 3];
+                dec.decompress_to_yuv(
+                    &jpeg,
+                    turbojpeg::YuvImage {
+                        pixels: &mut planes[..],
+                        width: tw,
+                        align: 1,
+                        height: th,
+                        subsamp: turbojpeg::Subsamp::None,
+                    },
+                )
+                .map_err(|e| at(format!("corrupt or truncated JPEG: {e}")))?;
+                let n = tw * th;
+                for (i, px) in rgb.chunks_exact_mut(3).enumerate() {
+                    px[0] = planes[i];
+                    px[1] = planes[n + i];
+                    px[2] = planes[2 * n + i];
+                }
+            }
+        }
+        Ok(rgb)
+    })
+}
+
+impl DirectSlide {
+    /// Opens `path` when the direct path can reproduce OpenSlide for it.
+    /// `Ok(None)`: not a TIFF, or a kind this reader leaves to OpenSlide (JPEG
+    /// 2000 or other compression, stripped, not 8-bit RGB, NDPI/Leica/Philips/
+    /// Ventana/Trestle, Aperio with missing tiles). `Err`: a TIFF of a kind we
+    /// handle whose structure is broken, with the reason.
+    pub fn open(path: &Path) -> Result<Option<DirectSlide>, String> {
+        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let t = match tiff::parse(&file) {
+            Ok(t) => t,
+            Err(TiffError::NotTiff) => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let levels = match plan_levels(&t, &file) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let sizes = levels.iter().map(|l| (l.width, l.height)).collect();
+        Ok(Some(DirectSlide {
+            file,
+            path: path.to_path_buf(),
+            levels,
+            sizes,
+        }))
+    }
+
+    /// Level sizes, level 0 first, exactly the levels OpenSlide reports.
+    pub fn levels(&self) -> &[(u64, u64)] {
+        &self.sizes
+    }
+
+    /// Level downsamples as OpenSlide computes them (`(w0/w + h0/h) / 2`).
+    pub fn downsamples(&self) -> Vec<f64> {
+        self.levels.iter().map(|l| l.downsample).collect()
+    }
+
+    /// Same contract as `Slide::read_rgb`: `(x, y)` in level-0 coordinates,
+    /// `w`×`h` pixels of `level`, RGB8, black outside the image — and the
+    /// same pixels as OpenSlide's `read_region` un-premultiplied.
+    pub fn read_rgb(
+        &self,
+        x: u64,
+        y: u64,
+        level: usize,
+        w: u32,
+        h: u32,
+    ) -> Result<RgbImage, String> {
+        let l = self
+            .levels
+            .get(level)
+            .ok_or_else(|| format!("no level {level} (the slide has {})", self.levels.len()))?;
+        if u64::from(w) * u64::from(h) > super::MAX_REGION_PIXELS {
+            return Err(format!("refusing to read a {w}x{h} region in one piece"));
+        }
+        if x > 1 << 52 || y > 1 << 52 {
+            return Err(format!("({x}, {y}) is beyond any slide"));
+        }
+        let (w64, h64) = (u64::from(w), u64::from(h));
+        let mut out = vec![0u8; (w64 * h64 * 3) as usize];
+        if level == 0 {
+            self.read_exact(l, x as i64, y as i64, w64, h64, &mut out, w64 as usize)?;
+        } else {
+            let ds = l.downsample;
+            for row in 0..h64.div_ceil(CHUNK) {
+                for col in 0..w64.div_ceil(CHUNK) {
+                    let sx = (x as f64 + (col * CHUNK) as f64 * ds) as i64;
+                    let sy = (y as f64 + (row * CHUNK) as f64 * ds) as i64;
+                    let sw = (w64 - col * CHUNK).min(CHUNK);
+                    let sh = (h64 - row * CHUNK).min(CHUNK);
+                    let start = ((row * CHUNK * w64 + col * CHUNK) * 3) as usize;
+                    self.read_chunk(
+                        l,
+                        sx as f64 / ds,
+                        sy as f64 / ds,
+                        sw,
+                        sh,
+                        &mut out[start..],
+                        w64 as usize,
+                    )?;
+                }
+            }
+        }
+        RgbImage::from_raw(w, h, out).ok_or_else(|| "region buffer size mismatch".to_string())
+    }
+
+    /// One OpenSlide chunk at fractional level position `(fx, fy)`.
+    #[allow(clippy::too_many_arguments)]
+    fn read_chunk(
+        &self,
+        l: &Level,
+        fx: f64,
+        fy: f64,
+        w: u64,
+        h: u64,
+        out: &mut [u8],
+        stride: usize,
+    ) -> Result<(), String> {
+        let g = Grid::new(l, fx, fy, w, h);
+        let Some(g) = g else {
+            return Ok(()); // entirely outside the tile grid: transparent
+        };
+        if g.pixel_exact() {
+            // cairo copies 1:1 at ceil(x0 - 0.5): an integer region read.
+            let ix = g.start_x as i64 * l.tile_w as i64 + (g.off_x - 0.5).ceil() as i64;
+            let iy = g.start_y as i64 * l.tile_h as i64 + (g.off_y - 0.5).ceil() as i64;
+            return self.read_exact(l, ix, iy, w, h, out, stride);
+        }
+        composite_bilinear(l, &self.file, &g, out, stride)
+    }
+
+    /// Copies the level pixels `[x, x+w) × [y, y+h)` (level coordinates) into
+    /// `out` (RGB rows of `stride` pixels); pixels outside the image are left alone.
+    #[allow(clippy::too_many_arguments)]
+    fn read_exact(
+        &self,
+        l: &Level,
+        x: i64,
+        y: i64,
+        w: u64,
+        h: u64,
+        out: &mut [u8],
+        stride: usize,
+    ) -> Result<(), String> {
+        let (lw, lh) = (l.width as i64, l.height as i64);
+        let (xa, xb) = (x.max(0), (x + w as i64).min(lw));
+        let (ya, yb) = (y.max(0), (y + h as i64).min(lh));
+        if xa >= xb || ya >= yb {
+            return Ok(());
+        }
+        let (tw, th) = (l.tile_w as i64, l.tile_h as i64);
+        let row_bytes = stride * 3;
+        // Split the output into one band per tile row (disjoint &mut slices).
+        let mut bands = Vec::new();
+        let mut rest = &mut out[(ya - y) as usize * row_bytes..];
+        let mut ty = ya / th;
+        let mut yy = ya;
+        while yy < yb {
+            let band_end = ((ty + 1) * th).min(yb);
+            let rows = (band_end - yy) as usize;
+            let take = (rows * row_bytes).min(rest.len());
+            let (band, tail) = rest.split_at_mut(take);
+            bands.push((ty, yy, rows, band));
+            rest = tail;
+            yy = band_end;
+            ty += 1;
+        }
+        let file = &self.file;
+        bands
+            .into_par_iter()
+            .try_for_each(|(ty, y0, rows, band)| -> Result<(), String> {
+                let tiles: Vec<(i64, Vec<u8>)> = (xa / tw..=(xb - 1) / tw)
+                    .into_par_iter()
+                    .map(|tx| decode_tile(l, file, tx as u64, ty as u64).map(|t| (tx, t)))
+                    .collect::<Result<_, _>>()?;
+                for (tx, tile) in tiles {
+                    let (c0, c1) = ((tx * tw).max(xa), ((tx + 1) * tw).min(xb));
+                    let n = (c1 - c0) as usize * 3;
+                    let src_x = (c0 - tx * tw) as usize;
+                    let dst_x = (c0 - x) as usize;
+                    for r in 0..rows {
+                        let sy = (y0 + r as i64 - ty * th) as usize;
+                        let s = (sy * tw as usize + src_x) * 3;
+                        let d = r * row_bytes + dst_x * 3;
+                        band[d..d + n].copy_from_slice(&tile[s..s + n]);
+                    }
+                }
+                Ok(())
+            })
+    }
+}
+
+/// The tiles OpenSlide's simple grid paints for a chunk, and their offset.
+struct Grid {
+    start_x: u64,
+    end_x: u64,
+    start_y: u64,
+    end_y: u64,
+    off_x: f64,
+    off_y: f64,
+    w: u64,
+    h: u64,
+    tile_w: u64,
+    tile_h: u64,
+}
+
+impl Grid {
+    fn new(l: &Level, fx: f64, fy: f64, w: u64, h: u64) -> Option<Grid> {
+        let (tw, th) = (l.tile_w as f64, l.tile_h as f64);
+        let start_x = (fx / tw) as i64;
+        let start_y = (fy / th) as i64;
+        let end_x = ((fx + w as f64) / tw).ceil() as i64;
+        let end_y = ((fy + h as f64) / th).ceil() as i64;
+        if end_x <= 0 || end_y <= 0 || start_x > l.across as i64 - 1 || start_y > l.down as i64 - 1
+        {
+            return None;
+        }
+        Some(Grid {
+            start_x: start_x as u64,
+            start_y: start_y as u64,
+            end_x: (end_x as u64).min(l.across),
+            end_y: (end_y as u64).min(l.down),
+            off_x: fx - start_x as f64 * tw,
+            off_y: fy - start_y as f64 * th,
+            w,
+            h,
+            tile_w: l.tile_w,
+            tile_h: l.tile_h,
+        })
+    }
+
+    /// The pattern translation of tile column `tx` (cairo's `x0`).
+    fn x0(&self, tx: u64) -> f64 {
+        -(((tx - self.start_x) as f64 * self.tile_w as f64) - self.off_x)
+    }
+    fn y0(&self, ty: u64) -> f64 {
+        -(((ty - self.start_y) as f64 * self.tile_h as f64) - self.off_y)
+    }
+
+    /// cairo's `_cairo_matrix_is_pixel_exact`: both translations whole in 24.8 fixed point.
+    fn pixel_exact(&self) -> bool {
+        let whole = |v: f64| (v * 256.0).round_ties_even().rem_euclid(256.0) == 0.0;
+        whole(self.x0(self.start_x)) && whole(self.y0(self.start_y))
+    }
+}
+
+/// pixman 16.16 fixed point of a translation (cairo rounds to nearest, ties to even).
+fn fixed16(v: f64) -> i64 {
+    (v * 65536.0).round_ties_even() as i64
+}
+
+/// OpenSlide's non-whole-pixel case: every tile resampled by pixman with
+/// [`box_filter`] (REPEAT_NONE: transparent outside the tile) and SATURATE-composited in
+/// OpenSlide's order (last row first, last column first) into a premultiplied
+/// ARGB buffer, then un-premultiplied like openslide-python.
+fn composite_bilinear(
+    l: &Level,
+    file: &File,
+    g: &Grid,
+    out: &mut [u8],
+    stride: usize,
+) -> Result<(), String> {
+    let cols: Vec<u64> = (g.start_x..g.end_x).collect();
+    let rows: Vec<u64> = (g.start_y..g.end_y).collect();
+    let coords: Vec<(u64, u64)> = rows
+        .iter()
+        .flat_map(|&ty| cols.iter().map(move |&tx| (tx, ty)))
+        .collect();
+    let tiles: Vec<Vec<u8>> = coords
+        .par_iter()
+        .map(|&(tx, ty)| decode_tile(l, file, tx, ty))
+        .collect::<Result<_, _>>()?;
+    let ncols = cols.len();
+    let (tw, th) = (g.tile_w as i64, g.tile_h as i64);
+    let (w, h) = (g.w as usize, g.h as usize);
+    let filt = box_filter();
+    let filt = &filt;
+    let mut argb = vec![0u8; w * h * 4];
+    argb.par_chunks_mut(w * 4)
+        .enumerate()
+        .for_each(|(j, drow)| {
+            for (ri, &ty) in rows.iter().enumerate().rev() {
+                let (by, py) = phase(fixed16(g.y0(ty)));
+                let y1 = j as i64 + by;
+                if y1 < -1 || y1 >= th {
+                    continue;
+                }
+                let vh = (l.height - ty * g.tile_h).min(g.tile_h) as i64;
+                for (ci, &tx) in cols.iter().enumerate().rev() {
+                    let tile = &tiles[ri * ncols + ci];
+                    let vw = (l.width - tx * g.tile_w).min(g.tile_w) as i64;
+                    let (bx, px) = phase(fixed16(g.x0(tx)));
+                    let i0 = (-1 - bx).max(0);
+                    let i1 = (tw - 1 - bx).min(w as i64 - 1);
+                    let pix = |u: i64, v: i64| -> [i64; 4] {
+                        if u < 0 || v < 0 || u >= vw || v >= vh {
+                            [0; 4]
+                        } else {
+                            let s = ((v * tw + u) * 3) as usize;
+                            [
+                                i64::from(tile[s]),
+                                i64::from(tile[s + 1]),
+                                i64::from(tile[s + 2]),
+                                255,
+                            ]
+                        }
+                    };
+                    let (fx, fy) = (filt[px], filt[py]);
+                    let f = [
+                        (fy[0] * fx[0] + 0x8000) >> 16,
+                        (fy[0] * fx[1] + 0x8000) >> 16,
+                        (fy[1] * fx[0] + 0x8000) >> 16,
+                        (fy[1] * fx[1] + 0x8000) >> 16,
+                    ];
+                    for i in i0..=i1 {
+                        let x1 = i + bx;
+                        let (a, b, c, d) = (
+                            pix(x1, y1),
+                            pix(x1 + 1, y1),
+                            pix(x1, y1 + 1),
+                            pix(x1 + 1, y1 + 1),
+                        );
+                        let mut s = [0u32; 4];
+                        for k in 0..4 {
+                            let acc = a[k] * f[0] + b[k] * f[1] + c[k] * f[2] + d[k] * f[3];
+                            s[k] = ((acc + 0x8000) >> 16).clamp(0, 255) as u32;
+                        }
+                        let dp = &mut drow[i as usize * 4..i as usize * 4 + 4];
+                        saturate(dp, s);
+                    }
+                }
+            }
+        });
+    for (j, row) in argb.chunks_exact(w * 4).enumerate() {
+        let o = &mut out[j * stride * 3..j * stride * 3 + w * 3];
+        for (p, q) in row.chunks_exact(4).zip(o.chunks_exact_mut(3)) {
+            let a = u32::from(p[3]);
+            match a {
+                255 => q.copy_from_slice(&p[..3]),
+                0 => q.copy_from_slice(&[0, 0, 0]),
+                a => {
+                    for k in 0..3 {
+                        q[k] = ((u32::from(p[k]) * 255) / a).min(255) as u8;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// cairo 1.16 paints a fractionally translated surface with its GOOD filter:
+/// a pixman separable convolution of a box kernel of radius 1 (a tent: linear
+/// interpolation) with 256 phases, 16.16 weights built as cairo's `get_filter` does.
+fn box_filter() -> Vec<[i64; 2]> {
+    (0..256)
+        .map(|p| {
+            let frac = (f64::from(p) + 0.5) / 256.0;
+            let x1 = (frac - 1.5).ceil() - frac + 0.5;
+            let k = |x: f64| (1.0 - x).min(1.0 + x).clamp(0.0, 1.0);
+            let v = [k(x1), k(x1 + 1.0)];
+            let total = 1.0 / (v[0] + v[1]);
+            let mut q = v.map(|v| ((v * 65536.0) as i32) as f64);
+            q = q.map(|q| ((q * total) as i32) as f64);
+            let mut q = q.map(|q| q as i64);
+            q[1] += 65536 - (q[0] + q[1]);
+            q
+        })
+        .collect()
+}
+
+/// pixman's separable-convolution sampling of destination pixel 0 under a
+/// 16.16 translation `t`: (first source tap, filter phase). Pixel `i` uses
+/// taps `first + i` and `first + i + 1` with the same phase.
+fn phase(t: i64) -> (i64, usize) {
+    let v = 0x8000 + t; // the destination pixel centre, translated
+    let v = ((v >> 8) << 8) + 128; // middle of its phase
+    let px = ((v & 0xffff) >> 8) as usize;
+    (((v - 1 - 0x8000) >> 16), px)
+}
+
+/// pixman's SATURATE combiner on one premultiplied pixel (`[r, g, b, a]`).
+fn saturate(d: &mut [u8], s: [u32; 4]) {
+    let sa = s[3];
+    let da = 255 - u32::from(d[3]);
+    let s = if sa > da {
+        let f = (da * 255 + sa / 2) / sa; // DIV_UN8
+        s.map(|c| {
+            let t = c * f + 0x80;
+            (t + (t >> 8)) >> 8
+        })
+    } else {
+        s
+    };
+    for k in 0..4 {
+        d[k] = (u32::from(d[k]) + s[k]).min(255) as u8;
+    }
+}
+
+#[cfg(test)]
+#[path = "direct_tests.rs"]
+mod tests;
