@@ -17,6 +17,14 @@
 //!   writing the same tiles. Targets: at least 5x faster than Python, within
 //!   1.3x of the reading floor.
 //!
+//! - `direct`: on a generated 20x slide (5x4 cells, native resolution), in
+//!   one run: 3840² level-0 region reads per second through the direct tile
+//!   reader and through OpenSlide (1 and 2 threads; target: direct ≥ 5x);
+//!   the whole `cpia build -j 2` against the Python reference (target ≥ 10x)
+//!   and against the floor — decoding the source tiles the cells need plus
+//!   encoding the written tiles with libjpeg-turbo, on both cores (target:
+//!   within 1.5x of it).
+//!
 //! Timings are wall-clock of the real binary, as a user runs it.
 
 use std::path::{Path, PathBuf};
@@ -380,6 +388,197 @@ fn bench_wsi() {
     }
 }
 
+/// A fresh workspace building `slide` with the CPIA template; returns its dir.
+fn wsi_workspace(slide: &Path, reader: &str) -> tempfile::TempDir {
+    let recipe = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    std::fs::create_dir_all(ws.join("recipes/templates")).unwrap();
+    std::fs::create_dir_all(ws.join("src")).unwrap();
+    std::fs::write(ws.join("cpia.toml"), "[sources]\nS = \"src\"\n").unwrap();
+    std::fs::write(ws.join("recipes/templates/cpia-wsi.toml"), &recipe).unwrap();
+    std::fs::write(
+        ws.join("recipes/w.toml"),
+        format!("extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"B\"\nkind = \"wsi\"\n[inputs]\nsource = \"S\"\n[[steps]]\nid = \"XL\"\nreader = \"{reader}\"\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(slide, ws.join("src/slide.svs")).unwrap();
+    dir
+}
+
+fn bench_direct() {
+    if cpia::fixture::testdata_dir().is_none() {
+        println!("direct: SKIPPED, shared/testdata not found (set CPIA_TESTDATA)");
+        return;
+    }
+    use rayon::prelude::*;
+    let spec = cpia::fixture::SlideSpec::aperio_20x(5, 4, 31);
+    let slide = cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
+    let s = cpia::slide::Slide::open(&slide).unwrap();
+    let direct = cpia::slide::direct::DirectSlide::open(&slide)
+        .unwrap()
+        .unwrap();
+    let rs = 3840u32;
+    let cells: Vec<(u32, u32)> = (1..spec.cells_y - 1)
+        .flat_map(|j| (1..spec.cells_x - 1).map(move |i| (i, j)))
+        .collect();
+    let python_ok = Command::new("python3")
+        .args(["-c", "import openslide, PIL"])
+        .status()
+        .is_ok_and(|s| s.success());
+    println!(
+        "direct reader on a generated 20x slide: {}x{}, {} interior cells of 3840²",
+        s.meta.width,
+        s.meta.height,
+        cells.len()
+    );
+    let read_all = |threads: usize, direct_path: bool| -> f64 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        pool.install(|| {
+            cells.par_iter().for_each(|&(i, j)| {
+                let (x, y) = (u64::from(i * rs), u64::from(j * rs));
+                let img = if direct_path {
+                    direct.read_rgb(x, y, 0, rs, rs).unwrap()
+                } else {
+                    s.read_rgb(x, y, 0, rs, rs).unwrap()
+                };
+                std::hint::black_box(img);
+            })
+        });
+        t.elapsed().as_secs_f64()
+    };
+    let mut rows = Vec::new();
+    for threads in [1, 2] {
+        let mut d = Vec::new();
+        let mut o = Vec::new();
+        for _ in 0..3 {
+            o.push(read_all(threads, false));
+            d.push(read_all(threads, true));
+        }
+        let (d, o) = (median(d), median(o));
+        let n = cells.len() as f64;
+        rows.push(format!(
+            "  {threads} thread(s): OpenSlide {:.2} regions/s, direct {:.2} regions/s: {:.1}x",
+            n / o,
+            n / d,
+            o / d
+        ));
+    }
+    for r in rows {
+        println!("{r}");
+    }
+
+    // Whole builds, side by side.
+    let (mut build, mut build_os, mut py, mut floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let ws = wsi_workspace(&slide, "auto");
+        let (t, _) = timed(
+            Command::new("/usr/bin/time")
+                .args(["-f", "MAXRSS %M"])
+                .arg(env!("CARGO_BIN_EXE_cpia"))
+                .args(["build", "--json", "-j", "2"])
+                .current_dir(ws.path()),
+        );
+        build.push(t);
+        let ws_os = wsi_workspace(&slide, "openslide");
+        let (t, _) = timed(
+            Command::new("/usr/bin/time")
+                .args(["-f", "MAXRSS %M"])
+                .arg(env!("CARGO_BIN_EXE_cpia"))
+                .args(["build", "--json", "-j", "2"])
+                .current_dir(ws_os.path()),
+        );
+        build_os.push(t);
+
+        // The floor: decode the cells' source tiles (direct reads, which are
+        // decode + copy) and encode exactly the tiles cpia wrote, on 2 threads.
+        let written: Vec<(u32, u32, u32)> = walkdir::WalkDir::new(ws.path().join("dataset"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let f: Vec<u32> = name
+                    .trim_end_matches(".jpg")
+                    .rsplitn(4, '-')
+                    .take(3)
+                    .map(|v| v.parse().unwrap())
+                    .collect();
+                (f[2], f[1], f[0]) // size, x, y
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let regions: Vec<((u32, u32), image::RgbImage)> = pool.install(|| {
+            cells
+                .par_iter()
+                .map(|&(i, j)| {
+                    (
+                        (i, j),
+                        direct
+                            .read_rgb(u64::from(i * rs), u64::from(j * rs), 0, rs, rs)
+                            .unwrap(),
+                    )
+                })
+                .collect()
+        });
+        let q = cpia::ops::JpegParams::default();
+        pool.install(|| {
+            written.par_iter().for_each(|&(size, x, y)| {
+                let k = rs / size;
+                let (i, j) = (x / k, y / k);
+                let Some((_, img)) = regions.iter().find(|(c, _)| *c == (i, j)) else {
+                    return;
+                };
+                let tile =
+                    image::imageops::crop_imm(img, (x % k) * size, (y % k) * size, size, size)
+                        .to_image();
+                std::hint::black_box(cpia::ops::encode::encode_jpeg(&tile, &q).unwrap());
+            })
+        });
+        floor.push(t.elapsed().as_secs_f64());
+
+        if python_ok {
+            let out = tempfile::tempdir().unwrap();
+            let t = Instant::now();
+            let st = Command::new("python3")
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/reference/cpia_wsi_reference.py"),
+                )
+                .arg(&slide)
+                .arg("--out")
+                .arg(out.path())
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "{}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            py.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let (b, bo, f) = (median(build), median(build_os), median(floor));
+    println!("  cpia build -j 2, reader auto (direct): {b:.2} s; reader openslide: {bo:.2} s");
+    println!("  floor (decode needed tiles + encode written tiles, 2 threads): {f:.2} s; build / floor: {:.2}x", b / f);
+    if python_ok {
+        let p = median(py);
+        println!("  Python reference: {p:.2} s; Python / cpia: {:.1}x", p / b);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -394,5 +593,8 @@ fn main() {
     }
     if all || args.iter().any(|a| a == "wsi") {
         bench_wsi();
+    }
+    if all || args.iter().any(|a| a == "direct") {
+        bench_direct();
     }
 }

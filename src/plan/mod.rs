@@ -344,9 +344,9 @@ impl Planner {
         let mut planned_collections: HashSet<String> = HashSet::new();
         let mut known_collections: HashSet<String> = HashSet::new();
         let mut any_broken = false;
-        let mut outputs: Vec<(PlannedOutput, Arc<Recipe>, String)> = Vec::new();
-        let mut units: Vec<(PlannedUnit, Arc<Recipe>, String)> = Vec::new();
-        let mut qcs: Vec<(PlannedQc, Arc<Recipe>, String)> = Vec::new();
+        // The collection plans are shared with the query database; actions
+        // borrow from them and clone only what they build.
+        let mut cplans: Vec<Arc<CollectionPlan>> = Vec::new();
         let mut scanned_sources: HashSet<(String, String)> = HashSet::new();
         // Inputs that exist but could not be planned: their outputs are kept.
         let mut protected: HashSet<(String, String)> = HashSet::new();
@@ -422,19 +422,31 @@ impl Planner {
                     },
                 });
             }
-            for o in &cplan.outputs {
-                let ph = cplan.pipelines[o.pipeline].hash.clone();
-                outputs.push((o.clone(), cplan.recipe.clone(), ph));
-            }
-            for u in &cplan.units {
-                let ph = cplan.pipelines[u.pipeline].hash.clone();
-                units.push((u.clone(), cplan.recipe.clone(), ph));
-            }
-            for q in &cplan.qc {
-                let ph = cplan.pipelines[q.pipeline].hash.clone();
-                qcs.push((q.clone(), cplan.recipe.clone(), ph));
-            }
+            cplans.push(cplan);
         }
+        let outputs: Vec<(&PlannedOutput, &Arc<Recipe>, &str)> = cplans
+            .iter()
+            .flat_map(|c| {
+                c.outputs
+                    .iter()
+                    .map(move |o| (o, &c.recipe, c.pipelines[o.pipeline].hash.as_str()))
+            })
+            .collect();
+        let units: Vec<(&PlannedUnit, &Arc<Recipe>, &str)> = cplans
+            .iter()
+            .flat_map(|c| {
+                c.units
+                    .iter()
+                    .map(move |u| (u, &c.recipe, c.pipelines[u.pipeline].hash.as_str()))
+            })
+            .collect();
+        let qcs: Vec<(&PlannedQc, &Arc<Recipe>, &str)> = cplans
+            .iter()
+            .flat_map(|c| {
+                c.qc.iter()
+                    .map(move |q| (q, &c.recipe, c.pipelines[q.pipeline].hash.as_str()))
+            })
+            .collect();
         if selection.recipes.is_empty() && !any_broken {
             // With every recipe planned (and loaded), outputs of collections
             // that have no recipe any more are removable too. A broken
@@ -544,9 +556,9 @@ impl Planner {
                 reasons.push(format!("previous attempt failed: {}", first_line(&f.error)));
             }
             plan.builds.push(BuildAction {
-                output: o,
-                recipe,
-                pipeline_hash: ph,
+                output: o.clone(),
+                recipe: recipe.clone(),
+                pipeline_hash: ph.to_string(),
                 reasons,
             });
         }
@@ -588,6 +600,16 @@ impl Planner {
                 };
                 if rec.key != u.key {
                     return (None, prev);
+                }
+                if rec.outputs != prev.len() as u64 {
+                    return (
+                        Some(vec![format!(
+                            "{} of its {} tiles are missing from the state",
+                            rec.outputs.saturating_sub(prev.len() as u64),
+                            rec.outputs
+                        )]),
+                        prev,
+                    );
                 }
                 for o in &prev {
                     if let Verdict::Build(r) = judge(&o.key, &o.path, Some(o), &output_root) {
@@ -635,17 +657,38 @@ impl Planner {
                 }
             };
             plan.units.push(UnitAction {
-                unit: u,
-                recipe,
-                pipeline_hash: ph,
+                unit: u.clone(),
+                recipe: recipe.clone(),
+                pipeline_hash: ph.to_string(),
                 reasons,
                 previous: prev,
             });
         }
 
-        // QC pictures: static paths, judged like outputs.
+        // QC pictures: static paths, judged like outputs, and redrawn when a
+        // cell of their slide that had no decision yet (never built, or
+        // failed before) is built now: the picture showed it as unknown.
+        let rebuilt_slides: HashSet<(&str, &str)> = plan
+            .units
+            .iter()
+            .filter(|u| {
+                !unit_records.contains_key(&(
+                    u.unit.collection.clone(),
+                    u.unit.source_rel.clone(),
+                    u.unit.cell_id(),
+                    u.recipe.steps[u.unit.sink].id.clone(),
+                ))
+            })
+            .map(|u| (u.unit.collection.as_str(), u.unit.source_rel.as_str()))
+            .collect();
+        let mut qc_actions = Vec::new();
         for (q, recipe, ph) in qcs {
+            let cells_rebuilt =
+                rebuilt_slides.contains(&(q.collection.as_str(), q.source_rel.as_str()));
             let reasons = match judge(&q.key, &q.path, records.get(&q.path), &output_root) {
+                Verdict::UpToDate | Verdict::Touched(_) if cells_rebuilt => {
+                    vec!["cells of the slide without a decision are being built".into()]
+                }
                 Verdict::UpToDate => {
                     plan.up_to_date += 1;
                     continue;
@@ -659,13 +702,14 @@ impl Planner {
                 Verdict::Changed => vec!["slide, tissue test or grid changed".into()],
                 Verdict::Skip => continue,
             };
-            plan.qc.push(QcAction {
-                qc: q,
-                recipe,
-                pipeline_hash: ph,
+            qc_actions.push(QcAction {
+                qc: q.clone(),
+                recipe: recipe.clone(),
+                pipeline_hash: ph.to_string(),
                 reasons,
             });
         }
+        plan.qc = qc_actions;
 
         // Recorded outputs nothing produces any more.
         let mut per_collection: HashMap<&str, (usize, usize)> = HashMap::new();

@@ -371,6 +371,12 @@ fn wsi_plan(
             }
         };
         let slide = crate::slide::slide_name(&entry.rel).to_string();
+        if let Err(why) = crate::recipe::check_component(&slide) {
+            input_errors.push(fail(format!(
+                "the slide name `{slide}` (the file name up to its first dot) cannot name tiles: {why}"
+            )));
+            continue;
+        }
         let mpp = match mpp::resolve(&meta.properties, &slide, &recipe.mpp) {
             Ok(m) => m,
             Err(e) => {
