@@ -539,13 +539,13 @@ impl Planner {
                 Verdict::Changed => {
                     let rec = &records[&o.path];
                     let old = old_pipeline(&rec.pipeline_hash, state);
-                    let new = new_pipeline(&plan, &ph);
+                    let new = new_pipeline(&plan, ph);
                     explain::key_change(
                         &rec.source_hash,
                         &rec.pipeline_hash,
                         &o.source_hash,
                         &o.source_rel,
-                        &ph,
+                        ph,
                         old.as_ref(),
                         new.as_ref(),
                     )
@@ -639,13 +639,13 @@ impl Planner {
                 None => {
                     let rec = rec.expect("a changed unit has a record");
                     let old = old_pipeline(&rec.pipeline_hash, state);
-                    let new = new_pipeline(&plan, &ph);
+                    let new = new_pipeline(&plan, ph);
                     let mut r = explain::key_change(
                         &rec.source_hash,
                         &rec.pipeline_hash,
                         &u.source_hash,
                         &u.source_rel,
-                        &ph,
+                        ph,
                         old.as_ref(),
                         new.as_ref(),
                     );
