@@ -234,9 +234,7 @@ pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
                 if p.pick.is_some_and(|pick| pick != n) {
                     continue;
                 }
-                let child =
-                    image::imageops::crop_imm(&*t.image, c * p.size, r * p.size, p.size, p.size)
-                        .to_image();
+                let child = crop_square(&t.image, c * p.size, r * p.size, p.size);
                 let [cr, cg, cb] = stat::statistic(&child, p.statistic);
                 if cr > p.white && cg > p.white && cb > p.white {
                     continue;
@@ -254,6 +252,20 @@ pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
         tiles: out,
         tissue_fraction: input.tissue_fraction,
     })
+}
+
+/// The `size`² square at `(x, y)` of `img` (which must contain it), copied
+/// row by row: `image`'s generic sub-image copy goes pixel by pixel.
+fn crop_square(img: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
+    let stride = img.width() as usize * 3;
+    let (x, y, n) = (x as usize, y as usize, size as usize);
+    let raw = img.as_raw();
+    let mut out = Vec::with_capacity(n * n * 3);
+    for row in y..y + n {
+        let start = row * stride + x * 3;
+        out.extend_from_slice(&raw[start..start + n * 3]);
+    }
+    RgbImage::from_raw(size, size, out).unwrap_or_else(|| RgbImage::new(size, size))
 }
 
 /// `encode_tiles`: every tile as JPEG.
