@@ -267,10 +267,6 @@ fn bench_wsi() {
     }
     let spec = cpia::fixture::SlideSpec::aperio_40x(4, 4, 21);
     let slide = cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
-    let recipe = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
-    )
-    .unwrap();
     let python_ok = Command::new("python3")
         .args(["-c", "import openslide, PIL"])
         .status()
@@ -300,18 +296,8 @@ fn bench_wsi() {
     let mut tiles = 0;
     for _ in 0..3 {
         // cpia build -j 2, fresh workspace.
-        let dir = tempfile::tempdir().unwrap();
+        let dir = wsi_workspace(&slide, "auto");
         let ws = dir.path();
-        std::fs::create_dir_all(ws.join("recipes/templates")).unwrap();
-        std::fs::create_dir_all(ws.join("src")).unwrap();
-        std::fs::write(ws.join("cpia.toml"), "[sources]\nS = \"src\"\n").unwrap();
-        std::fs::write(ws.join("recipes/templates/cpia-wsi.toml"), &recipe).unwrap();
-        std::fs::write(
-            ws.join("recipes/w.toml"),
-            "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"B\"\nkind = \"wsi\"\n[inputs]\nsource = \"S\"\n",
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(&slide, ws.join("src/slide.svs")).unwrap();
         let (t, m) = timed(
             Command::new("/usr/bin/time")
                 .args(["-f", "MAXRSS %M"])

@@ -68,45 +68,6 @@ const SLIDES: &[&str] = &[
 /// The generated slide: 20x, 5x4 grid cells of real tissue and glass.
 const GENERATED: &str = "generated-20x-5x4.svs";
 
-const TEMPLATE: &str = r#"# The CPIA standard for ROI images, shared by every ROI recipe that extends it:
-# the largest centred square, Lanczos-3 to 384x384, JPEG quality 75 with 4:2:0.
-
-[output]
-name = "{stem}"
-
-[[route]]
-sub_dataset = "{collection}"
-scale = "M"
-
-[[steps]]
-id = "decode"
-op = "decode"
-
-[[steps]]
-id = "crop"
-op = "crop"
-input = "decode"
-left = "(w - s) / 2"
-top = "(h - s) / 2"
-width = "s"
-height = "s"
-
-[[steps]]
-id = "resize"
-op = "resize"
-input = "crop"
-width = 384
-height = 384
-filter = "lanczos3"
-
-[[steps]]
-id = "encode"
-op = "encode_jpeg"
-input = "resize"
-quality = 75
-subsampling = "4:2:0"
-"#;
-
 const BREAKHIS: &str = r#"# BreakHis: magnification is in the file name; the tumour type folder is the class.
 extends = "templates/roi-centre-square.toml"
 
@@ -245,7 +206,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     write_if_changed(&dir.join("cpia.toml"), CONFIG.as_bytes())?;
     write_if_changed(
         &dir.join("recipes/templates/roi-centre-square.toml"),
-        TEMPLATE.as_bytes(),
+        crate::recipe::skeleton::ROI_CENTRE_SQUARE_TEMPLATE.as_bytes(),
     )?;
     write_if_changed(&dir.join("recipes/breakhis.toml"), BREAKHIS.as_bytes())?;
     write_if_changed(&dir.join("recipes/nct-crc-he.toml"), NCT.as_bytes())?;

@@ -122,43 +122,30 @@ fn to_json(plan: &Plan) -> JsonPlan<'_> {
     }
 }
 
+/// One `build` line, with its reasons under `--explain`.
+fn action(s: &mut String, output: &str, source: &str, reasons: &[String], explain: bool) {
+    s.push_str(&format!("build  {output}  <- {source}\n"));
+    if explain {
+        for r in reasons {
+            s.push_str(&format!("         because {r}\n"));
+        }
+    }
+}
+
 /// The human-readable plan.
 pub fn render(plan: &Plan, explain: bool) -> String {
     let mut s = String::new();
     for b in &plan.builds {
-        s.push_str(&format!(
-            "build  {}  <- {}:{}\n",
-            b.output.path, b.output.source_root, b.output.source_rel
-        ));
-        if explain {
-            for r in &b.reasons {
-                s.push_str(&format!("         because {r}\n"));
-            }
-        }
+        let source = format!("{}:{}", b.output.source_root, b.output.source_rel);
+        action(&mut s, &b.output.path, &source, &b.reasons, explain);
     }
     for u in &plan.units {
-        s.push_str(&format!(
-            "build  {}  <- {}:{}\n",
-            u.unit.describe(),
-            u.unit.source_root,
-            u.unit.source_rel
-        ));
-        if explain {
-            for r in &u.reasons {
-                s.push_str(&format!("         because {r}\n"));
-            }
-        }
+        let source = format!("{}:{}", u.unit.source_root, u.unit.source_rel);
+        action(&mut s, &u.unit.describe(), &source, &u.reasons, explain);
     }
     for q in &plan.qc {
-        s.push_str(&format!(
-            "build  {}  <- {}:{}\n",
-            q.qc.path, q.qc.source_root, q.qc.source_rel
-        ));
-        if explain {
-            for r in &q.reasons {
-                s.push_str(&format!("         because {r}\n"));
-            }
-        }
+        let source = format!("{}:{}", q.qc.source_root, q.qc.source_rel);
+        action(&mut s, &q.qc.path, &source, &q.reasons, explain);
     }
     for r in &plan.removes {
         s.push_str(&format!("remove {}\n", r.record.path));

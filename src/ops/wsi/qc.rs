@@ -48,10 +48,23 @@ pub fn draw(
             rect(&mut img, x0, y0, x1, y1, colour, thick);
         }
     }
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .map_err(|e| OpError(format!("encoding the QC picture: {e}")))?;
-    Ok(out.into_inner())
+    // Fast deflate: the picture is for eyes, and it is drawn once per slide
+    // at the end of a build, on the critical path.
+    let mut out = Vec::new();
+    let enc = image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Sub,
+    );
+    image::ImageEncoder::write_image(
+        enc,
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| OpError(format!("encoding the QC picture: {e}")))?;
+    Ok(out)
 }
 
 fn rect(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3], thick: i64) {
