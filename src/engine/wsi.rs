@@ -218,14 +218,31 @@ pub(super) fn build_cell(
             f.built = result.built;
             return f;
         };
+        // Written in parallel (each write is a create + fsync + rename: the
+        // latency, not the bytes, is the cost), recorded in tile order.
+        let writes: Vec<(
+            String,
+            String,
+            Result<super::atomic::Written, std::io::Error>,
+        )> = {
+            use rayon::prelude::*;
+            tiles
+                .par_iter()
+                .map(|t| {
+                    let sub = format!("{}-{}", u.collection, t.size);
+                    let path = format!(
+                        "{}/{sub}/{}-{}-{}-{}.jpg",
+                        u.scale, u.slide, t.size, t.x, t.y
+                    );
+                    let w = out.write(&path, &t.bytes);
+                    (sub, path, w)
+                })
+                .collect()
+        };
         let mut written: HashSet<String> = HashSet::new();
-        for t in tiles.iter() {
-            let sub = format!("{}-{}", u.collection, t.size);
-            let path = format!(
-                "{}/{sub}/{}-{}-{}-{}.jpg",
-                u.scale, u.slide, t.size, t.x, t.y
-            );
-            match out.write(&path, &t.bytes) {
+        let mut failed_write = None;
+        for (t, (sub, path, w)) in tiles.iter().zip(writes) {
+            match w {
                 Ok(w) => {
                     result.built += 1;
                     result.events.push(Event::Built(Box::new(OutputRecord {
@@ -251,12 +268,17 @@ pub(super) fn build_cell(
                     written.insert(path);
                 }
                 Err(e) => {
-                    let mut f = fail(format!("cannot write {path}: {e}"));
-                    f.events.splice(0..0, std::mem::take(&mut result.events));
-                    f.built = result.built;
-                    return f;
+                    failed_write.get_or_insert(format!("cannot write {path}: {e}"));
                 }
             }
+        }
+        if let Some(error) = failed_write {
+            // The tiles that were written are recorded; the unit is not, so
+            // it is built again next time.
+            let mut f = fail(error);
+            f.events.splice(0..0, std::mem::take(&mut result.events));
+            f.built = result.built;
+            return f;
         }
         // Tiles this unit wrote before but not now (e.g. a stricter test).
         for old in &a.previous {

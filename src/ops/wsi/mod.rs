@@ -219,7 +219,11 @@ pub fn tissue(input: &Tiles, p: &TissueParams) -> Result<Tiles, OpError> {
 /// `subtiles`: the row-major grid of children of every tile, background
 /// children dropped; with `pick`, only that child is considered.
 pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
-    let mut out = Vec::new();
+    use rayon::prelude::*;
+    // Every candidate child, in row-major order per parent; tested and cut in
+    // parallel (a cell with few tiles left would otherwise idle the other
+    // cores), collected in order so the result does not depend on timing.
+    let mut candidates: Vec<(&Tile, u32, u32, u32)> = Vec::new();
     for t in &input.tiles {
         if p.size == 0 || t.size % p.size != 0 {
             return Err(OpError(format!(
@@ -230,24 +234,28 @@ pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
         let k = t.size / p.size;
         for r in 0..k {
             for c in 0..k {
-                let n = r * k + c + 1;
-                if p.pick.is_some_and(|pick| pick != n) {
-                    continue;
+                if p.pick.is_none_or(|pick| pick == r * k + c + 1) {
+                    candidates.push((t, k, c, r));
                 }
-                let child = crop_square(&t.image, c * p.size, r * p.size, p.size);
-                let [cr, cg, cb] = stat::statistic(&child, p.statistic);
-                if cr > p.white && cg > p.white && cb > p.white {
-                    continue;
-                }
-                out.push(Tile {
-                    x: t.x * k + c,
-                    y: t.y * k + r,
-                    size: p.size,
-                    image: Arc::new(child),
-                });
             }
         }
     }
+    let out: Vec<Tile> = candidates
+        .par_iter()
+        .filter_map(|&(t, k, c, r)| {
+            let child = crop_square(&t.image, c * p.size, r * p.size, p.size);
+            let [cr, cg, cb] = stat::statistic(&child, p.statistic);
+            if cr > p.white && cg > p.white && cb > p.white {
+                return None;
+            }
+            Some(Tile {
+                x: t.x * k + c,
+                y: t.y * k + r,
+                size: p.size,
+                image: Arc::new(child),
+            })
+        })
+        .collect();
     Ok(Tiles {
         tiles: out,
         tissue_fraction: input.tissue_fraction,
@@ -270,9 +278,10 @@ fn crop_square(img: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
 
 /// `encode_tiles`: every tile as JPEG.
 pub fn encode(input: &Tiles, p: &TileEncodeParams) -> Result<Vec<EncodedTile>, OpError> {
+    use rayon::prelude::*;
     input
         .tiles
-        .iter()
+        .par_iter()
         .map(|t| {
             Ok(EncodedTile {
                 x: t.x,
