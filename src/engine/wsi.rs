@@ -119,9 +119,24 @@ fn read_cell(
         }
     };
     let used = slide.effective_reader(reader, lvl);
+    let buffer = REGION_BUFFER.with(|b| b.take());
     slide
-        .read_with(reader, x0, y0, lvl, n, n)
+        .read_with(reader, x0, y0, lvl, n, n, buffer)
         .map(|img| (img, used))
+}
+
+thread_local! {
+    /// The last cell's region buffer of this worker, reused by the next read.
+    static REGION_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Gives a cell's region back for the next read, once nothing else holds it.
+fn recycle(region: Arc<Region>) {
+    if let Ok(region) = Arc::try_unwrap(region) {
+        if let Ok(image) = Arc::try_unwrap(region.image) {
+            REGION_BUFFER.with(|b| b.set(image.into_raw()));
+        }
+    }
 }
 
 /// Builds the units of one cell (all share the slide and the cell).
@@ -192,16 +207,20 @@ pub(super) fn build_cell(
         Err(e) => return fail(e),
     };
     let (image, reader_used) = image;
-    let region = Value::Region(Arc::new(Region {
+    let region = Arc::new(Region {
         i: u.cell.0,
         j: u.cell.1,
-        image,
+        image: Arc::new(image),
         tissue_fraction,
-    }));
+    });
     let sinks: Vec<usize> = actions.iter().map(|a| a.unit.sink).collect();
-    let evaluated = match evaluate::evaluate(recipe, region, &sinks) {
+    let evaluated = evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks);
+    let evaluated = match evaluated {
         Ok(v) => v,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => {
+            recycle(region);
+            return fail(e.to_string());
+        }
     };
     let kept = tissue_step.and_then(|t| match evaluated.get(t) {
         Some(Value::Tiles(tiles)) => Some(!tiles.tiles.is_empty()),
@@ -313,6 +332,8 @@ pub(super) fn build_cell(
             built_at: now(),
         })));
     }
+    drop(evaluated);
+    recycle(region);
     result.events.push(Event::Succeeded {
         collection: u.collection.clone(),
         source_rel: u.source_rel.clone(),

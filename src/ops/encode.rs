@@ -30,8 +30,31 @@ pub fn check_params(p: &JpegParams) -> Result<(), OpError> {
 /// Encodes baseline JPEG at `p.quality` with `p.subsampling`; the same pixels
 /// and parameters always give the same bytes (what makes outputs cacheable).
 pub fn encode_jpeg(img: &RgbImage, p: &JpegParams) -> Result<Vec<u8>, OpError> {
-    check_params(p)?;
     let (w, h) = img.dimensions();
+    encode_jpeg_region(img, 0, 0, w, h, p)
+}
+
+/// Encodes the `w`×`h` rectangle of `img` at `(x, y)` without copying it out
+/// first (libjpeg-turbo reads rows with the parent's pitch): WSI tiles are
+/// such rectangles of their cell's standardized image.
+pub fn encode_jpeg_region(
+    img: &RgbImage,
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+    p: &JpegParams,
+) -> Result<Vec<u8>, OpError> {
+    check_params(p)?;
+    if u64::from(x) + u64::from(w) > u64::from(img.width())
+        || u64::from(y) + u64::from(h) > u64::from(img.height())
+    {
+        return Err(OpError(format!(
+            "region {w}×{h} at ({x}, {y}) is outside the {}×{} image",
+            img.width(),
+            img.height()
+        )));
+    }
     if w == 0 || h == 0 {
         return Err(OpError(format!("cannot encode an empty {w}×{h} image")));
     }
@@ -47,10 +70,13 @@ pub fn encode_jpeg(img: &RgbImage, p: &JpegParams) -> Result<Vec<u8>, OpError> {
     c.set_optimize(false).map_err(tj)?;
     c.set_progressive(false).map_err(tj)?;
     c.set_arithmetic(false).map_err(tj)?;
+    let pitch = img.width() as usize * 3;
+    let start = y as usize * pitch + x as usize * 3;
+    let end = start + (h as usize - 1) * pitch + w as usize * 3;
     let image = Image {
-        pixels: img.as_raw().as_slice(),
+        pixels: &img.as_raw()[start..end],
         width: w as usize,
-        pitch: w as usize * 3,
+        pitch,
         height: h as usize,
         format: PixelFormat::RGB,
     };

@@ -450,6 +450,21 @@ impl DirectSlide {
         w: u32,
         h: u32,
     ) -> Result<RgbImage, String> {
+        self.read_rgb_into(x, y, level, w, h, Vec::new())
+    }
+
+    /// [`DirectSlide::read_rgb`] into a recycled buffer: a 7530² region is
+    /// 170 MB, and fresh pages for it on every cell cost more kernel time
+    /// (zeroing) than reusing one buffer per worker.
+    pub fn read_rgb_into(
+        &self,
+        x: u64,
+        y: u64,
+        level: usize,
+        w: u32,
+        h: u32,
+        buffer: Vec<u8>,
+    ) -> Result<RgbImage, String> {
         let l = self
             .levels
             .get(level)
@@ -461,7 +476,9 @@ impl DirectSlide {
             return Err(format!("({x}, {y}) is beyond any slide"));
         }
         let (w64, h64) = (u64::from(w), u64::from(h));
-        let mut out = vec![0u8; (w64 * h64 * 3) as usize];
+        let mut out = buffer;
+        out.clear();
+        out.resize((w64 * h64 * 3) as usize, 0);
         if level == 0 {
             self.read_exact(l, x as i64, y as i64, w64, h64, &mut out, w64 as usize)?;
         } else {

@@ -199,7 +199,9 @@ impl Slide {
         self.direct_problem.as_deref()
     }
 
-    /// Reads a region with the chosen reader (see [`Slide::effective_reader`]).
+    /// Reads a region with the chosen reader (see [`Slide::effective_reader`]),
+    /// reusing `buffer`'s allocation when the direct reader serves it.
+    #[allow(clippy::too_many_arguments)]
     pub fn read_with(
         &self,
         reader: Reader,
@@ -208,11 +210,12 @@ impl Slide {
         level: usize,
         w: u32,
         h: u32,
+        buffer: Vec<u8>,
     ) -> Result<RgbImage, String> {
         match (&self.direct, self.effective_reader(reader, level)) {
             (Some(d), "direct") => {
                 REGIONS.fetch_add(1, Ordering::Relaxed);
-                d.read_rgb(x, y, level, w, h)
+                d.read_rgb_into(x, y, level, w, h, buffer)
             }
             _ => self.read_rgb(x, y, level, w, h),
         }

@@ -121,19 +121,36 @@ pub struct Region {
     /// Cell column and row on the standardized grid.
     pub i: u32,
     pub j: u32,
-    pub image: RgbImage,
+    /// Shared with the XL tile when no resize is needed (native scale).
+    pub image: Arc<RgbImage>,
     /// Share of the cell that a slide-level tissue mask marks as tissue,
     /// when the recipe's tissue detector needs one (the engine computes it).
     pub tissue_fraction: Option<f64>,
 }
 
-/// A standardized tile: column and row in units of its own size.
+/// A standardized tile: column and row in units of its own size. Its
+/// pixels are the `size`² square at `(ox, oy)` of `image` — the cell's
+/// standardized image, shared by all its tiles, so cutting L, M and S tiles
+/// copies nothing.
 #[derive(Clone, Debug)]
 pub struct Tile {
     pub x: u32,
     pub y: u32,
     pub size: u32,
     pub image: Arc<RgbImage>,
+    pub ox: u32,
+    pub oy: u32,
+}
+
+impl Tile {
+    /// The tile's own pixels, copied out (for callers that need an image).
+    pub fn to_image(&self) -> RgbImage {
+        crop_square(&self.image, self.ox, self.oy, self.size)
+    }
+
+    fn statistic(&self, f: Filter) -> [u8; 3] {
+        stat::statistic_of(&self.image, self.ox, self.oy, self.size, self.size, f)
+    }
 }
 
 /// Tiles flowing between WSI steps, with the cell's mask fraction.
@@ -157,21 +174,23 @@ pub fn grid(region: &Region, p: &GridParams) -> Result<Tiles, OpError> {
     let image = if region.image.width() == p.size && region.image.height() == p.size {
         region.image.clone()
     } else {
-        super::resize::resize(
+        Arc::new(super::resize::resize(
             &region.image,
             &super::ResizeParams {
                 width: p.size,
                 height: p.size,
                 filter: p.filter,
             },
-        )?
+        )?)
     };
     Ok(Tiles {
         tiles: vec![Tile {
             x: region.i,
             y: region.j,
             size: p.size,
-            image: Arc::new(image),
+            image,
+            ox: 0,
+            oy: 0,
         }],
         tissue_fraction: region.tissue_fraction,
     })
@@ -188,7 +207,7 @@ pub fn tissue(input: &Tiles, p: &TissueParams) -> Result<Tiles, OpError> {
                 min_b,
                 r_minus_g,
             } => {
-                let [r, g, b] = stat::statistic(&t.image, *statistic);
+                let [r, g, b] = t.statistic(*statistic);
                 Ok(r < *max
                     && g < *max
                     && b < *max
@@ -243,17 +262,19 @@ pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
     let out: Vec<Tile> = candidates
         .par_iter()
         .filter_map(|&(t, k, c, r)| {
-            let child = crop_square(&t.image, c * p.size, r * p.size, p.size);
-            let [cr, cg, cb] = stat::statistic(&child, p.statistic);
-            if cr > p.white && cg > p.white && cb > p.white {
-                return None;
-            }
-            Some(Tile {
+            let child = Tile {
                 x: t.x * k + c,
                 y: t.y * k + r,
                 size: p.size,
-                image: Arc::new(child),
-            })
+                image: t.image.clone(),
+                ox: t.ox + c * p.size,
+                oy: t.oy + r * p.size,
+            };
+            let [cr, cg, cb] = child.statistic(p.statistic);
+            if cr > p.white && cg > p.white && cb > p.white {
+                return None;
+            }
+            Some(child)
         })
         .collect();
     Ok(Tiles {
@@ -287,7 +308,9 @@ pub fn encode(input: &Tiles, p: &TileEncodeParams) -> Result<Vec<EncodedTile>, O
                 x: t.x,
                 y: t.y,
                 size: t.size,
-                bytes: Arc::new(super::encode::encode_jpeg(&t.image, &p.jpeg)?),
+                bytes: Arc::new(super::encode::encode_jpeg_region(
+                    &t.image, t.ox, t.oy, t.size, t.size, &p.jpeg,
+                )?),
             })
         })
         .collect()
@@ -304,6 +327,8 @@ mod tests {
                 y: 3,
                 size,
                 image: Arc::new(img),
+                ox: 0,
+                oy: 0,
             }],
             tissue_fraction: None,
         }
@@ -365,6 +390,44 @@ mod tests {
         let picked = subtiles(&tiles_of(img, 4), &SubtileParams { pick: Some(3), ..p }).unwrap();
         let xy: Vec<_> = picked.tiles.iter().map(|t| (t.x, t.y)).collect();
         assert_eq!(xy, [(4, 7)]);
+    }
+
+    #[test]
+    fn tile_views_encode_and_measure_like_copies() {
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x * y) % 251) as u8])
+        });
+        let p = SubtileParams {
+            size: 16,
+            pick: None,
+            white: 255,
+            statistic: Filter::Bilinear,
+        };
+        let kids = subtiles(&tiles_of(img, 64), &p).unwrap();
+        assert_eq!(kids.tiles.len(), 16);
+        let jpeg = JpegParams {
+            quality: 75,
+            subsampling: crate::ops::Subsampling::S420,
+        };
+        let enc = encode(
+            &kids,
+            &TileEncodeParams {
+                jpeg: jpeg.clone(),
+                scale: "M".into(),
+            },
+        )
+        .unwrap();
+        for (t, e) in kids.tiles.iter().zip(&enc) {
+            let copy = t.to_image();
+            assert_eq!(
+                t.statistic(Filter::Lanczos3),
+                stat::statistic(&copy, Filter::Lanczos3)
+            );
+            assert_eq!(
+                *e.bytes,
+                crate::ops::encode::encode_jpeg(&copy, &jpeg).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -110,26 +110,34 @@ fn clip8(v: i64) -> u8 {
 
 /// The (r, g, b) of `img` resized to 1×1 with Pillow's `f` filter.
 pub fn statistic(img: &RgbImage, f: Filter) -> [u8; 3] {
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    statistic_of(img, 0, 0, img.width(), img.height(), f)
+}
+
+/// [`statistic`] of the `w`×`h` rectangle of `img` at `(rx, ry)`, read in
+/// place (a WSI tile is such a rectangle of its cell's image).
+pub fn statistic_of(img: &RgbImage, rx: u32, ry: u32, w: u32, h: u32, f: Filter) -> [u8; 3] {
+    let (w, h) = (w as usize, h as usize);
     if w == 0 || h == 0 {
         return [0, 0, 0];
     }
     if f == Filter::Nearest {
         // Pillow's NEAREST picks the pixel under the output centre.
-        let p = img.get_pixel((w / 2) as u32, (h / 2) as u32);
+        let p = img.get_pixel(rx + (w / 2) as u32, ry + (h / 2) as u32);
         return p.0;
     }
     let (x0, kx) = coefficients(w, f);
     let (y0, ky) = coefficients(h, f);
     let raw = img.as_raw();
+    let pitch = img.width() as usize * 3;
+    let (rx, ry) = (rx as usize, ry as usize);
     let half = 1i64 << (PRECISION_BITS - 1);
     // Horizontal pass over the rows the vertical pass needs, rounded to u8.
     // Written as zipped iterators so there are no bounds checks in the loop
     // (three full passes over a 3840² tile per cell: this is hot).
-    let span = x0 * 3..(x0 + kx.len()) * 3;
+    let span = (rx + x0) * 3..(rx + x0 + kx.len()) * 3;
     let column: Vec<[u8; 3]> = (y0..y0 + ky.len())
         .map(|y| {
-            let row = &raw[y * w * 3..(y + 1) * w * 3];
+            let row = &raw[(ry + y) * pitch..(ry + y + 1) * pitch];
             let (mut r, mut g, mut b) = (half, half, half);
             for (px, &k) in row[span.clone()].chunks_exact(3).zip(&kx) {
                 let k = i64::from(k);
