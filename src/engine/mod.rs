@@ -50,6 +50,8 @@ enum Job<'a> {
     Roi(Vec<&'a BuildAction>),
     /// One grid cell of a slide and the writing steps to run on it (read once).
     Cell(Vec<&'a crate::plan::UnitAction>),
+    /// Reading a QC thumbnail early, so the QC phase only draws.
+    Thumbnail(&'a crate::plan::QcAction),
 }
 
 impl Job<'_> {
@@ -58,6 +60,7 @@ impl Job<'_> {
         match self {
             Job::Roi(a) => a.len() as u64,
             Job::Cell(a) => a.len() as u64,
+            Job::Thumbnail(_) => 0,
         }
     }
 }
@@ -173,6 +176,7 @@ pub fn run(
         .into_values()
         .map(Job::Roi)
         .chain(cells.into_values().map(Job::Cell))
+        .chain(plan.qc.iter().map(Job::Thumbnail))
         .collect();
     let total: u64 = jobs.iter().map(Job::weight).sum();
     let bar = summary::progress_bar(total, opts.progress);
@@ -193,6 +197,7 @@ pub fn run(
         let res = match job {
             Job::Roi(actions) => build_roi(actions, &out),
             Job::Cell(actions) => wsi::build_cell(actions, &out, &slides),
+            Job::Thumbnail(q) => wsi::prefetch_thumbnail(q, &slides),
         };
         if opts.fail_fast && res.failure.is_some() {
             stop.store(true, Ordering::Relaxed);

@@ -28,12 +28,17 @@ use super::{evaluate, failed_job, JobResult, TOOL_VERSION};
 pub const QC_EDGE: u32 = 1024;
 
 type MaskSlot = Arc<OnceLock<Result<Arc<TissueMask>, String>>>;
+type SlideSlot = Arc<OnceLock<Result<Arc<Slide>, String>>>;
+
+type Thumbnail = Arc<(crate::ops::RgbImage, f64)>;
 
 /// Open slides shared by the workers, least recently used dropped first.
 pub struct SlideCache {
     cap: usize,
-    open: Mutex<VecDeque<(PathBuf, Arc<Slide>)>>,
+    open: Mutex<VecDeque<(PathBuf, SlideSlot)>>,
     masks: Mutex<HashMap<PathBuf, MaskSlot>>,
+    /// QC thumbnails read while the cells are built (idle cores), drawn after.
+    thumbnails: Mutex<HashMap<PathBuf, Thumbnail>>,
 }
 
 impl SlideCache {
@@ -43,28 +48,35 @@ impl SlideCache {
             cap: cap.max(1),
             open: Mutex::new(VecDeque::new()),
             masks: Mutex::new(HashMap::new()),
+            thumbnails: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The open slide at `path`, opening it if needed.
+    /// The open slide at `path`, opening it if needed — once, even when
+    /// several workers ask at the same moment.
     pub fn get(&self, path: &Path) -> Result<Arc<Slide>, String> {
-        if let Ok(mut open) = self.open.lock() {
-            if let Some(pos) = open.iter().position(|(p, _)| p == path) {
-                if let Some(entry) = open.remove(pos) {
-                    let slide = entry.1.clone();
+        let slot = {
+            let Ok(mut open) = self.open.lock() else {
+                return Err("slide cache poisoned".into());
+            };
+            match open.iter().position(|(p, _)| p == path) {
+                Some(pos) => {
+                    let entry = open.remove(pos).ok_or("slide cache corrupt")?;
+                    let slot = entry.1.clone();
                     open.push_back(entry);
-                    return Ok(slide);
+                    slot
+                }
+                None => {
+                    let slot: SlideSlot = Arc::default();
+                    open.push_back((path.to_path_buf(), slot.clone()));
+                    while open.len() > self.cap {
+                        open.pop_front();
+                    }
+                    slot
                 }
             }
-        }
-        let slide = Arc::new(Slide::open(path)?);
-        if let Ok(mut open) = self.open.lock() {
-            open.push_back((path.to_path_buf(), slide.clone()));
-            while open.len() > self.cap {
-                open.pop_front();
-            }
-        }
-        Ok(slide)
+        };
+        slot.get_or_init(|| Slide::open(path).map(Arc::new)).clone()
     }
 
     /// The slide's Otsu tissue mask, computed once per build.
@@ -341,6 +353,19 @@ pub(super) fn build_cell(
     result
 }
 
+/// Reads the QC thumbnail of a slide ahead of the QC phase. A failure here
+/// is not reported: the QC phase reads again and reports it.
+pub(super) fn prefetch_thumbnail(q: &QcAction, slides: &SlideCache) -> JobResult {
+    if let Ok(slide) = slides.get(&q.qc.source_abs) {
+        if let Ok(t) = slide.thumbnail(QC_EDGE) {
+            if let Ok(mut m) = slides.thumbnails.lock() {
+                m.insert(q.qc.source_abs.clone(), Arc::new(t));
+            }
+        }
+    }
+    JobResult::default()
+}
+
 /// Decisions per (collection, slide path, cell), from the unit records.
 pub type Decisions = HashMap<(String, String, String), bool>;
 
@@ -382,10 +407,19 @@ pub(super) fn draw_qc(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let (thumb, scale) = match slide.thumbnail(QC_EDGE) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
+    let cached = slides
+        .thumbnails
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&p.source_abs).cloned());
+    let thumbnail = match cached {
+        Some(t) => t,
+        None => match slide.thumbnail(QC_EDGE) {
+            Ok(t) => Arc::new(t),
+            Err(e) => return fail(e),
+        },
     };
+    let (thumb, scale) = (&thumbnail.0, thumbnail.1);
     let state = |i: u32, j: u32| match decisions.get(&(
         p.collection.clone(),
         p.source_rel.clone(),
@@ -395,7 +429,7 @@ pub(super) fn draw_qc(
         Some(false) => CellState::Rejected,
         None => CellState::Unknown,
     };
-    let png = match qc::draw(&thumb, scale, &p.geometry, state) {
+    let png = match qc::draw(thumb, scale, &p.geometry, state) {
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),
     };
