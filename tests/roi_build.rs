@@ -293,3 +293,39 @@ fn colliding_output_names_are_an_error_naming_both() {
     assert!(text.contains("A/histolab_tcga-lung-rgb.png"), "{text}");
     assert!(!ws.path("dataset/M/A/histolab_tcga-lung-rgb.jpg").exists());
 }
+
+#[test]
+fn the_stat_index_forgets_deleted_files_and_shared_roots_are_not_rehashed() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    // A third recipe on root A selecting other files than recipe a does.
+    ws.write(
+        "recipes/a-tif.toml",
+        &common::recipe("ATif", "A").replace(
+            "suffixes = [\"png\", \"tif\", \"jpg\"]",
+            "suffixes = [\"tif\"]\n[output]\nname = \"tif_{stem}\"",
+        ),
+    );
+    let rows = |ws: &Ws| -> i64 {
+        rusqlite::Connection::open(ws.path("cache/state.sqlite"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM sources", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows(&ws), N as i64);
+    let again = ws
+        .command(&["build"])
+        .env("CPIA_DEBUG_COUNTERS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&again).contains("debug: hashed_sources=0"),
+        "{}",
+        stderr(&again)
+    );
+    std::fs::remove_file(ws.path("sources/B/skimage_ihc.png")).unwrap();
+    ws.build(&[]);
+    assert_eq!(rows(&ws), N as i64 - 1);
+}

@@ -269,18 +269,6 @@ impl Planner {
                     }
                     let (mut entries, updates) = sources::hash_files(&files, index);
                     state.update_source_index(&updates)?;
-                    // Files gone from this root leave the stat index.
-                    let prefix = format!("{}/", root.to_string_lossy().trim_end_matches('/'));
-                    let found: HashSet<String> = files
-                        .iter()
-                        .map(|f| f.abs.to_string_lossy().into_owned())
-                        .collect();
-                    let gone: Vec<String> = index
-                        .keys()
-                        .filter(|k| k.starts_with(&prefix) && !found.contains(*k))
-                        .cloned()
-                        .collect();
-                    state.forget_sources(&gone)?;
                     if recipe.collection.kind == crate::recipe::Kind::Wsi {
                         attach_slide_meta(state, &mut entries)?;
                     }
@@ -447,6 +435,9 @@ impl Planner {
                     .map(move |q| (q, &c.recipe, c.pipelines[q.pipeline].hash.as_str()))
             })
             .collect();
+        if selection.recipes.is_empty() && matches!(rescan, Rescan::All) {
+            self.prune_source_index(state, &index)?;
+        }
         if selection.recipes.is_empty() && !any_broken {
             // With every recipe planned (and loaded), outputs of collections
             // that have no recipe any more are removable too. A broken
@@ -785,6 +776,37 @@ impl Planner {
         Ok(plan)
     }
 
+    /// Drops stat-index entries of files that are gone from the roots every
+    /// recipe just scanned. Done once per plan over the union of what all
+    /// recipes found, so recipes sharing a root with different `include`s do
+    /// not drop each other's entries; skipped when the index holds exactly
+    /// what was found (the common, no-change case).
+    fn prune_source_index(
+        &self,
+        state: &mut State,
+        index: &HashMap<String, crate::store::SourceStat>,
+    ) -> Result<(), StateError> {
+        let scanned: Vec<&ScannedSources> =
+            self.sources.values().filter(|s| s.result.is_ok()).collect();
+        let found: HashSet<&Path> = scanned
+            .iter()
+            .flat_map(|s| s.set.entries(&self.db).iter().map(|e| e.abs.as_path()))
+            .collect();
+        if index.len() <= found.len() {
+            return Ok(());
+        }
+        let roots: HashSet<&Path> = scanned.iter().map(|s| s.root.as_path()).collect();
+        let gone: Vec<String> = index
+            .keys()
+            .filter(|k| {
+                let p = Path::new(k.as_str());
+                !found.contains(p) && p.ancestors().any(|a| roots.contains(a))
+            })
+            .cloned()
+            .collect();
+        state.forget_sources(&gone)
+    }
+
     /// The current text of a recipe file, if it could be read.
     fn text(&self, path: &Path) -> Option<&str> {
         let f = self.files.get(path)?;
@@ -823,12 +845,7 @@ fn attach_slide_meta(
     }
     let probed: Vec<(usize, Result<crate::slide::SlideMeta, String>)> = probe
         .par_iter()
-        .map(|&i| {
-            (
-                i,
-                crate::slide::Slide::open(&entries[i].abs).map(|s| s.meta),
-            )
-        })
+        .map(|&i| (i, crate::slide::Slide::probe(&entries[i].abs)))
         .collect();
     for (i, meta) in probed {
         if let (Ok(meta), Ok(hash)) = (&meta, &entries[i].hash) {

@@ -121,8 +121,42 @@ pub const MAX_REGION_PIXELS: u64 = 1 << 28;
 pub const STRIP_PIXELS: u64 = 1 << 20;
 
 impl Slide {
-    /// Opens `path`; the error says why in words.
+    /// The slide's metadata only, for planning: the direct reader's tile
+    /// directories are not parsed.
+    pub fn probe(path: &Path) -> Result<SlideMeta, String> {
+        Slide::open_openslide(path).map(|(_, meta)| meta)
+    }
+
+    /// Opens `path` for reading regions; the error says why in words.
     pub fn open(path: &Path) -> Result<Slide, String> {
+        let (osr, meta) = Slide::open_openslide(path)?;
+        // The direct reader must agree with OpenSlide on the levels, or it
+        // is not used at all.
+        let (direct, direct_problem) = match direct::DirectSlide::open(path) {
+            Ok(Some(d)) => {
+                let same = d.levels().len() == meta.levels.len()
+                    && d.levels()
+                        .iter()
+                        .zip(&meta.levels)
+                        .all(|(&(w, h), l)| w == l.width && h == l.height);
+                if same {
+                    (Some(d), None)
+                } else {
+                    (None, Some("its levels differ from OpenSlide's".to_string()))
+                }
+            }
+            Ok(None) => (None, Some("not a tiled JPEG TIFF it handles".to_string())),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Slide {
+            osr,
+            direct,
+            direct_problem,
+            meta,
+        })
+    }
+
+    fn open_openslide(path: &Path) -> Result<(openslide_rs::OpenSlide, SlideMeta), String> {
         if !path.is_file() {
             return Err("not a file".into());
         }
@@ -156,30 +190,7 @@ impl Slide {
             levels,
             properties,
         };
-        // The direct reader must agree with OpenSlide on the levels, or it
-        // is not used at all.
-        let (direct, direct_problem) = match direct::DirectSlide::open(path) {
-            Ok(Some(d)) => {
-                let same = d.levels().len() == meta.levels.len()
-                    && d.levels()
-                        .iter()
-                        .zip(&meta.levels)
-                        .all(|(&(w, h), l)| w == l.width && h == l.height);
-                if same {
-                    (Some(d), None)
-                } else {
-                    (None, Some("its levels differ from OpenSlide's".to_string()))
-                }
-            }
-            Ok(None) => (None, Some("not a tiled JPEG TIFF it handles".to_string())),
-            Err(e) => (None, Some(e)),
-        };
-        Ok(Slide {
-            osr,
-            direct,
-            direct_problem,
-            meta,
-        })
+        Ok((osr, meta))
     }
 
     /// The reader that `reader` resolves to for a read at `level`: direct
