@@ -204,13 +204,9 @@ impl<'a> Params<'a> {
         let Some(prm) = self.get(key) else {
             return default;
         };
-        let v = match prm.value.v {
-            PVal::Float(f) => f,
-            PVal::Int(Some(n)) => n as f64,
-            _ => {
-                self.wrong(prm, "a number", p);
-                return default;
-            }
+        let Some(v) = prm.value.v.as_f64() else {
+            self.wrong(prm, "a number", p);
+            return default;
         };
         if !(v.is_finite() && range.0 <= v && v <= range.1) {
             p.push(Problem::at(

@@ -110,6 +110,15 @@ pub(crate) enum PVal {
 }
 
 impl PVal {
+    /// The value as a number: a float, or an integer taken as one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            PVal::Float(f) => Some(f),
+            PVal::Int(Some(n)) => Some(n as f64),
+            _ => None,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             PVal::Str(_) => "string",
@@ -267,16 +276,12 @@ impl<'a, 'i> Reader<'a, 'i> {
     fn float(&self, key: &str, p: &mut Vec<Problem>) -> Slot<f64> {
         match self.get(key) {
             None => Slot::Absent,
-            Some(v) => match pval(v.get_ref()) {
-                PVal::Float(f) if f.is_finite() => Slot::Val(Sp {
+            Some(v) => match pval(v.get_ref()).as_f64().filter(|f| f.is_finite()) {
+                Some(f) => Slot::Val(Sp {
                     v: f,
                     loc: loc(self.file, v.span()),
                 }),
-                PVal::Int(Some(n)) => Slot::Val(Sp {
-                    v: n as f64,
-                    loc: loc(self.file, v.span()),
-                }),
-                _ => {
+                None => {
                     self.wrong_type(key, "a number", v, p);
                     Slot::Bad
                 }
@@ -296,11 +301,7 @@ impl<'a, 'i> Reader<'a, 'i> {
         let mut out = Vec::new();
         let mut ok = true;
         for (k, val) in t.iter() {
-            let num = match pval(val.get_ref()) {
-                PVal::Float(f) if f.is_finite() => Some(f),
-                PVal::Int(Some(n)) => Some(n as f64),
-                _ => None,
-            };
+            let num = pval(val.get_ref()).as_f64().filter(|f| f.is_finite());
             match num {
                 Some(n) => out.push((
                     Sp {
