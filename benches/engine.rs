@@ -240,6 +240,33 @@ fn bench_roi() {
     }
 }
 
+/// Whether the Python reference can run (openslide-python and Pillow).
+fn python_wsi_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import openslide, PIL"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Wall time of the Python reference standardizing `slide` (writing its tiles).
+fn python_reference_secs(slide: &Path) -> f64 {
+    let out = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let st = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cpia_wsi_reference.py"))
+        .arg(slide)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    t.elapsed().as_secs_f64()
+}
+
 /// Runs `cmd` under GNU time; returns (wall seconds, peak RSS in MiB).
 fn timed(cmd: &mut Command) -> (f64, f64) {
     let t = Instant::now();
@@ -267,10 +294,7 @@ fn bench_wsi() {
     }
     let spec = cpia::fixture::SlideSpec::aperio_40x(4, 4, 21);
     let slide = cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
-    let python_ok = Command::new("python3")
-        .args(["-c", "import openslide, PIL"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let python_ok = python_wsi_available();
     let s = cpia::slide::Slide::open(&slide).unwrap();
     let mpp: f64 = s.meta.properties["openslide.mpp-x"].parse().unwrap();
     let grid = cpia::ops::wsi::GridParams {
@@ -333,24 +357,7 @@ fn bench_wsi() {
         floor.push(t.elapsed().as_secs_f64());
 
         if python_ok {
-            let out = tempfile::tempdir().unwrap();
-            let t = Instant::now();
-            let st = Command::new("python3")
-                .arg(
-                    Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("tests/reference/cpia_wsi_reference.py"),
-                )
-                .arg(&slide)
-                .arg("--out")
-                .arg(out.path())
-                .output()
-                .unwrap();
-            assert!(
-                st.status.success(),
-                "{}",
-                String::from_utf8_lossy(&st.stderr)
-            );
-            py.push(t.elapsed().as_secs_f64());
+            py.push(python_reference_secs(&slide));
         }
     }
     let (b, f) = (median(build), median(floor));
@@ -411,10 +418,7 @@ fn bench_direct() {
     let cells: Vec<(u32, u32)> = (1..spec.cells_y - 1)
         .flat_map(|j| (1..spec.cells_x - 1).map(move |i| (i, j)))
         .collect();
-    let python_ok = Command::new("python3")
-        .args(["-c", "import openslide, PIL"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let python_ok = python_wsi_available();
     println!(
         "direct reader on a generated 20x slide: {}x{}, {} interior cells of 3840²",
         s.meta.width,
@@ -527,33 +531,16 @@ fn bench_direct() {
                 let Some((_, img)) = regions.iter().find(|(c, _)| *c == (i, j)) else {
                     return;
                 };
-                let tile =
-                    image::imageops::crop_imm(img, (x % k) * size, (y % k) * size, size, size)
-                        .to_image();
-                std::hint::black_box(cpia::ops::encode::encode_jpeg(&tile, &q).unwrap());
+                // In place, as cpia encodes its tile views: no copy in the floor.
+                let (tx, ty) = ((x % k) * size, (y % k) * size);
+                let jpeg = cpia::ops::encode::encode_jpeg_region(img, tx, ty, size, size, &q);
+                std::hint::black_box(jpeg.unwrap());
             })
         });
         floor.push(t.elapsed().as_secs_f64());
 
         if python_ok {
-            let out = tempfile::tempdir().unwrap();
-            let t = Instant::now();
-            let st = Command::new("python3")
-                .arg(
-                    Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("tests/reference/cpia_wsi_reference.py"),
-                )
-                .arg(&slide)
-                .arg("--out")
-                .arg(out.path())
-                .output()
-                .unwrap();
-            assert!(
-                st.status.success(),
-                "{}",
-                String::from_utf8_lossy(&st.stderr)
-            );
-            py.push(t.elapsed().as_secs_f64());
+            py.push(python_reference_secs(&slide));
         }
     }
     let (b, bo, f) = (median(build), median(build_os), median(floor));
