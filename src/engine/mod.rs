@@ -172,13 +172,21 @@ pub fn run(
             .or_default()
             .push(u);
     }
+    // Large cells are built one after another, every worker inside the cell
+    // (its read, resize, tests, encodes and writes are parallel): peak memory
+    // is one large cell's buffers instead of one per worker, and the pool
+    // hands them, already mapped, to the next cell.
+    let (large, small): (Vec<_>, Vec<_>) = cells
+        .into_values()
+        .partition(|c| wsi::region_bytes(c[0]) >= wsi::LARGE_CELL_BYTES);
     let jobs: Vec<Job> = roi
         .into_values()
         .map(Job::Roi)
-        .chain(cells.into_values().map(Job::Cell))
+        .chain(small.into_iter().map(Job::Cell))
         .chain(plan.qc.iter().map(Job::Thumbnail))
         .collect();
-    let total: u64 = jobs.iter().map(Job::weight).sum();
+    let large: Vec<Job> = large.into_iter().map(Job::Cell).collect();
+    let total: u64 = jobs.iter().chain(&large).map(Job::weight).sum();
     let bar = summary::progress_bar(total, opts.progress);
     let slides = wsi::SlideCache::new(opts.jobs.max(1) + 1);
 
@@ -186,34 +194,39 @@ pub fn run(
         .num_threads(opts.jobs.max(1))
         .build()
         .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
+    let io = Io::new(opts.jobs)?;
     let stop = AtomicBool::new(false);
-    let tally = run_jobs(state, &pool, &jobs, |job| {
-        if stop.load(Ordering::Relaxed) {
-            return JobResult {
-                skipped: job.weight(),
-                ..JobResult::default()
-            };
-        }
-        let res = match job {
-            Job::Roi(actions) => build_roi(actions, &out),
-            Job::Cell(actions) => wsi::build_cell(actions, &out, &slides),
-            Job::Thumbnail(q) => wsi::prefetch_thumbnail(q, &slides),
-        };
-        if opts.fail_fast && res.failure.is_some() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        bar.inc(job.weight());
-        res
-    })?;
+    let ctx = JobContext {
+        out: &out,
+        slides: &slides,
+        stop: &stop,
+        fail_fast: opts.fail_fast,
+        bar: &bar,
+    };
+    summary.add(run_jobs(
+        state,
+        &pool,
+        &io,
+        &jobs,
+        Schedule::Parallel,
+        |j| ctx.run(j),
+    )?);
+    summary.add(run_jobs(
+        state,
+        &pool,
+        &io,
+        &large,
+        Schedule::OneAtATime,
+        |j| ctx.run(j),
+    )?);
     bar.finish_and_clear();
-    summary.add(tally);
 
     // QC pictures need every cell's decision recorded first.
     if !plan.qc.is_empty() && !stop.load(Ordering::Relaxed) {
         let decisions = wsi::decisions(&state.units().map_err(EngineError::state)?);
         let qcs: Vec<&crate::plan::QcAction> = plan.qc.iter().collect();
-        let tally = run_jobs(state, &pool, &qcs, |q| {
-            wsi::draw_qc(q, &decisions, &out, &slides)
+        let tally = run_jobs(state, &pool, &io, &qcs, Schedule::Parallel, |q| {
+            Outcome::Done(wsi::draw_qc(q, &decisions, &out, &slides))
         })?;
         summary.add(tally);
     }
@@ -222,19 +235,148 @@ pub fn run(
     Ok(summary)
 }
 
-/// Runs `work` on every job in the pool while one thread records results.
-fn run_jobs<T: Sync>(
+/// Whether jobs run side by side or one at a time (each still using the
+/// pool inside).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    Parallel,
+    OneAtATime,
+}
+
+/// What a job hands back: its result, or the writing still to do, which
+/// runs on the I/O threads so that the workers go on computing meanwhile.
+enum Outcome<'a> {
+    Done(JobResult),
+    Commit(Box<dyn FnOnce() -> JobResult + Send + 'a>),
+}
+
+/// Threads that run commits (file writes with their fsyncs), and a bound on
+/// the commits waiting for them, so encoded tiles cannot pile up in memory
+/// when the disk is slower than the workers.
+struct Io {
+    pool: rayon::ThreadPool,
+    pending: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max_pending: usize,
+}
+
+impl Io {
+    /// Writes are latency-bound (an fsync each), so more threads than cores.
+    fn new(jobs: usize) -> Result<Io, EngineError> {
+        let threads = (2 * jobs).clamp(4, 16);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cpia-io-{i}"))
+            .build()
+            .map_err(|e| EngineError(format!("starting I/O threads: {e}")))?;
+        Ok(Io {
+            pool,
+            pending: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max_pending: 2 * jobs.max(1),
+        })
+    }
+
+    /// Waits until fewer than `max_pending` commits are queued, then counts one more.
+    fn acquire(&self) {
+        let Ok(mut n) = self.pending.lock() else {
+            return;
+        };
+        while *n >= self.max_pending {
+            n = match self.freed.wait(n) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+        }
+        *n += 1;
+    }
+
+    fn release(&self) {
+        if let Ok(mut n) = self.pending.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.freed.notify_one();
+    }
+}
+
+/// What the workers share while running the build's jobs.
+struct JobContext<'r> {
+    out: &'r atomic::OutputDir,
+    slides: &'r wsi::SlideCache,
+    stop: &'r AtomicBool,
+    fail_fast: bool,
+    bar: &'r indicatif::ProgressBar,
+}
+
+impl<'r> JobContext<'r> {
+    /// Runs one job (or skips it after a `--fail-fast` stop).
+    fn run<'j>(&'j self, job: &'j Job<'_>) -> Outcome<'j> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Outcome::Done(JobResult {
+                skipped: job.weight(),
+                ..JobResult::default()
+            });
+        }
+        let outcome = match job {
+            Job::Roi(actions) => Outcome::Done(build_roi(actions, self.out)),
+            Job::Cell(actions) => wsi::build_cell(actions, self.out, self.slides),
+            Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
+        };
+        self.bar.inc(job.weight());
+        match outcome {
+            Outcome::Done(r) => Outcome::Done(self.noted(r)),
+            Outcome::Commit(commit) => Outcome::Commit(Box::new(move || self.noted(commit()))),
+        }
+    }
+
+    /// Stops the build after this result if it failed under `--fail-fast`.
+    fn noted(&self, r: JobResult) -> JobResult {
+        if self.fail_fast && r.failure.is_some() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Runs `work` on every job in the pool, its commits on the I/O threads,
+/// while one thread records results.
+fn run_jobs<'j, T: Sync>(
     state: &mut State,
     pool: &rayon::ThreadPool,
-    jobs: &[T],
-    work: impl Fn(&T) -> JobResult + Sync,
+    io: &Io,
+    jobs: &'j [T],
+    schedule: Schedule,
+    work: impl Fn(&'j T) -> Outcome<'j> + Sync,
 ) -> Result<Tally, EngineError> {
+    if jobs.is_empty() {
+        return Ok(Tally::default());
+    }
     let (tx, rx) = mpsc::channel::<JobResult>();
     let recorded = std::thread::scope(|scope| {
         let recorder = scope.spawn(move || record_results(state, rx));
-        pool.install(|| {
-            jobs.par_iter().for_each_with(tx, |tx, job| {
-                let _ = tx.send(work(job));
+        // Returns once every spawned commit has finished.
+        io.pool.in_place_scope(|commits| {
+            let finish = |tx: &mut mpsc::Sender<JobResult>, job: &'j T| match work(job) {
+                Outcome::Done(r) => {
+                    let _ = tx.send(r);
+                }
+                Outcome::Commit(commit) => {
+                    io.acquire();
+                    let tx = tx.clone();
+                    commits.spawn(move |_| {
+                        let _ = tx.send(commit());
+                        io.release();
+                    });
+                }
+            };
+            pool.install(|| match schedule {
+                Schedule::Parallel => jobs.par_iter().for_each_with(tx, finish),
+                Schedule::OneAtATime => {
+                    let mut tx = tx;
+                    for job in jobs {
+                        finish(&mut tx, job);
+                    }
+                }
             });
         });
         recorder.join()

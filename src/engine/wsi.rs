@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
-use crate::ops::wsi::{LevelPolicy, ReaderChoice, Region, TissueParams};
+use crate::ops::wsi::{EncodedTile, LevelPolicy, ReaderChoice, Region, TissueParams};
 use crate::ops::{Operator, Value};
 use crate::plan::query::grid_params;
 use crate::plan::{QcAction, UnitAction};
@@ -22,10 +22,20 @@ use crate::store::state::{now, Event};
 use crate::store::{OutputRecord, UnitRecord};
 
 use super::atomic::OutputDir;
-use super::{evaluate, failed_job, JobResult, TOOL_VERSION};
+use super::{evaluate, failed_job, JobResult, Outcome, TOOL_VERSION};
 
 /// Longest edge of QC pictures, in pixels.
 pub const QC_EDGE: u32 = 1024;
+
+/// Cells whose level-0 region is at least this large (a 40× slide's 7530²
+/// is 170 MB; a native 3840² cell is 44 MB) are built one at a time.
+pub const LARGE_CELL_BYTES: u64 = 64 << 20;
+
+/// Bytes of a cell's level-0 region as RGB.
+pub fn region_bytes(action: &UnitAction) -> u64 {
+    let n = u64::from(action.unit.read_size);
+    n * n * 3
+}
 
 type MaskSlot = Arc<OnceLock<Result<Arc<TissueMask>, String>>>;
 type SlideSlot = Arc<OnceLock<Result<Arc<Slide>, String>>>;
@@ -131,51 +141,56 @@ fn read_cell(
         }
     };
     let used = slide.effective_reader(reader, lvl);
-    let buffer = REGION_BUFFER.with(|b| b.take());
+    let buffer = crate::ops::pool::take(n as usize * n as usize * 3);
     slide
         .read_with(reader, x0, y0, lvl, n, n, buffer)
         .map(|img| (img, used))
 }
 
-thread_local! {
-    /// The last cell's region buffer of this worker, reused by the next read.
-    static REGION_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Gives a cell's region back for the next read, once nothing else holds it.
-fn recycle(region: Arc<Region>) {
-    if let Ok(region) = Arc::try_unwrap(region) {
-        if let Ok(image) = Arc::try_unwrap(region.image) {
-            REGION_BUFFER.with(|b| b.set(image.into_raw()));
+/// Gives a cell's region and standardized image back to the buffer pool,
+/// once nothing else holds them (they are one image at native scale).
+fn recycle(region: Arc<Region>, standardized: Option<Arc<crate::ops::RgbImage>>) {
+    for image in [standardized, Arc::try_unwrap(region).ok().map(|r| r.image)]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(image) = Arc::try_unwrap(image) {
+            crate::ops::pool::give(image.into_raw());
         }
     }
 }
 
-/// Builds the units of one cell (all share the slide and the cell).
-pub(super) fn build_cell(
-    actions: &[&UnitAction],
-    out: &OutputDir,
+/// The failure of a whole cell: every unit of it fails.
+fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
+    let u = &actions[0].unit;
+    failed_job(
+        &u.collection,
+        &u.source_root,
+        &u.source_rel,
+        &u.source_hash,
+        format!(
+            "{} (cell {},{})",
+            u.source_abs.display(),
+            u.cell.0,
+            u.cell.1
+        ),
+        error,
+        actions.len() as u64,
+    )
+}
+
+/// Computes the units of one cell (all share the slide and the cell): reads
+/// the region, runs the steps, gives the pixel buffers back to the pool, and
+/// returns the writing of the encoded tiles as a commit for the I/O threads.
+pub(super) fn build_cell<'a>(
+    actions: &'a [&'a UnitAction],
+    out: &'a OutputDir,
     slides: &SlideCache,
-) -> JobResult {
+) -> Outcome<'a> {
     let first = actions[0];
     let u = &first.unit;
     let recipe = &first.recipe;
-    let fail = |error: String| {
-        failed_job(
-            &u.collection,
-            &u.source_root,
-            &u.source_rel,
-            &u.source_hash,
-            format!(
-                "{} (cell {},{})",
-                u.source_abs.display(),
-                u.cell.0,
-                u.cell.1
-            ),
-            error,
-            actions.len() as u64,
-        )
-    };
+    let fail = |error: String| Outcome::Done(cell_failure(actions, error));
     let Some(grid) = grid_params(recipe) else {
         return fail("the recipe has no wsi_grid step".into());
     };
@@ -230,7 +245,7 @@ pub(super) fn build_cell(
     let evaluated = match evaluated {
         Ok(v) => v,
         Err(e) => {
-            recycle(region);
+            recycle(region, None);
             return fail(e.to_string());
         }
     };
@@ -239,23 +254,61 @@ pub(super) fn build_cell(
         _ => None,
     });
 
+    // Only the encoded tiles travel to the commit; the pixels go back to the
+    // pool now, for the next cell.
+    let encoded: Vec<Option<Arc<Vec<EncodedTile>>>> = actions
+        .iter()
+        .map(|a| match evaluated.get(a.unit.sink) {
+            Some(Value::EncodedTiles(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    let standardized = recipe
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Operator::WsiGrid(_)))
+        .and_then(|g| match evaluated.get(g) {
+            Some(Value::Tiles(t)) => t.tiles.first().map(|t| t.image.clone()),
+            _ => None,
+        });
+    drop(evaluated);
+    recycle(region, standardized);
+    Outcome::Commit(Box::new(move || {
+        commit_cell(actions, out, &encoded, kept, reader_used)
+    }))
+}
+
+/// Writes a cell's encoded tiles, removes the tiles its units no longer
+/// write, and records it all (on an I/O thread: fsync latency, not CPU, is
+/// the cost of writing).
+fn commit_cell(
+    actions: &[&UnitAction],
+    out: &OutputDir,
+    encoded: &[Option<Arc<Vec<EncodedTile>>>],
+    kept: Option<bool>,
+    reader_used: &str,
+) -> JobResult {
+    let fail = |error: String| cell_failure(actions, error);
+    let first_unit = &actions[0].unit;
     let mut result = JobResult::default();
-    for a in actions {
+    for (a, tiles) in actions.iter().zip(encoded) {
         let u = &a.unit;
         let sink_id = &a.recipe.steps[u.sink].id;
-        let Some(Value::EncodedTiles(tiles)) = evaluated.get(u.sink) else {
+        let Some(tiles) = tiles else {
             let mut f = fail(format!("step `{sink_id}` did not produce encoded tiles"));
             f.events.splice(0..0, std::mem::take(&mut result.events));
             f.built = result.built;
             return f;
         };
-        // Written in parallel (each write is a create + fsync + rename: the
-        // latency, not the bytes, is the cost), recorded in tile order.
-        let writes: Vec<(
+        // Written (and hashed) in parallel (each write is a create + fsync +
+        // rename: the latency, not the bytes, is the cost), recorded in tile order.
+        type Write = (
             String,
             String,
             Result<super::atomic::Written, std::io::Error>,
-        )> = {
+            String,
+        );
+        let writes: Vec<Write> = {
             use rayon::prelude::*;
             tiles
                 .par_iter()
@@ -266,13 +319,13 @@ pub(super) fn build_cell(
                         u.scale, u.slide, t.size, t.x, t.y
                     );
                     let w = out.write(&path, &t.bytes);
-                    (sub, path, w)
+                    (sub, path, w, crate::plan::sources::hash_bytes(&t.bytes))
                 })
                 .collect()
         };
         let mut written: HashSet<String> = HashSet::new();
         let mut failed_write = None;
-        for (t, (sub, path, w)) in tiles.iter().zip(writes) {
+        for (sub, path, w, content_hash) in writes {
             match w {
                 Ok(w) => {
                     result.built += 1;
@@ -280,7 +333,7 @@ pub(super) fn build_cell(
                         path: path.clone(),
                         collection: u.collection.clone(),
                         key: u.key.clone(),
-                        content_hash: crate::plan::sources::hash_bytes(&t.bytes),
+                        content_hash,
                         size: w.size,
                         mtime_ns: w.mtime_ns,
                         source_root: u.source_root.clone(),
@@ -344,11 +397,9 @@ pub(super) fn build_cell(
             built_at: now(),
         })));
     }
-    drop(evaluated);
-    recycle(region);
     result.events.push(Event::Succeeded {
-        collection: u.collection.clone(),
-        source_rel: u.source_rel.clone(),
+        collection: first_unit.collection.clone(),
+        source_rel: first_unit.source_rel.clone(),
     });
     result
 }

@@ -59,7 +59,9 @@ fn resize_with(img: &RgbImage, p: &ResizeParams, r: &mut Resizer) -> Result<RgbI
         pass(r, img.as_raw(), (w, h), (dw, dh), alg)?
     } else {
         let horizontal = pass(r, img.as_raw(), (w, h), (dw, h), alg)?;
-        pass(r, &horizontal, (dw, h), (dw, dh), alg)?
+        let out = pass(r, &horizontal, (dw, h), (dw, dh), alg);
+        super::pool::give(horizontal);
+        out?
     };
     RgbImage::from_raw(dw, dh, out)
         .ok_or_else(|| OpError("resize produced a buffer of the wrong size".into()))
@@ -78,7 +80,8 @@ fn pass(
     }
     let err = |e: &dyn std::fmt::Display| OpError(format!("resize {sw}×{sh} → {dw}×{dh}: {e}"));
     let src = TypedImageRef::<U8x3>::from_buffer(sw, sh, src).map_err(|e| err(&e))?;
-    let mut out = vec![0u8; dw as usize * dh as usize * 3];
+    // Every byte is written by the resize: a recycled buffer needs no zeroing.
+    let mut out = super::pool::take(dw as usize * dh as usize * 3);
     let mut dst = TypedImage::<U8x3>::from_buffer(dw, dh, &mut out).map_err(|e| err(&e))?;
     let options = ResizeOptions::new().resize_alg(alg);
     r.resize_typed::<U8x3>(&src, &mut dst, &options)

@@ -268,7 +268,8 @@ fn plan_level(
 /// Whether the level's first tile decodes to RGB the way libtiff would with
 /// what TurboJPEG offers (see [`decode_tile`]); `false` sends the file to OpenSlide.
 fn probe_colour<R: ReadAt + ?Sized>(l: &Level, src: &R) -> Result<bool, String> {
-    let jpeg = tile_stream(l, src, 0)?;
+    let mut jpeg = Vec::new();
+    tile_stream(l, src, 0, &mut jpeg)?;
     with_decoder(|dec| {
         let h = dec
             .read_header(&jpeg)
@@ -299,6 +300,12 @@ fn colour_mode(p: Photometric, h: &turbojpeg::DecompressHeader) -> Option<Mode> 
 
 thread_local! {
     static DECODER: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
+    /// The compressed tile being decoded (tables + tile bytes), reused so that
+    /// a region of 256 tiles does not allocate 256 times.
+    static STREAM: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A decoded tile that only partly falls into the region (or needs a
+    /// plane shuffle) before it is copied in.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_decoder<T>(
@@ -319,86 +326,117 @@ fn with_decoder<T>(
     })
 }
 
-/// The complete JPEG stream of tile `k`: its bytes, behind the JPEGTables if any.
-fn tile_stream<R: ReadAt + ?Sized>(l: &Level, src: &R, k: usize) -> Result<Vec<u8>, String> {
-    let (o, c) = (l.offsets[k], l.counts[k]);
-    let mut data = vec![0u8; c as usize];
-    src.read_at(o, &mut data)
+/// Fills `s` with the complete JPEG stream of tile `k`: its bytes, behind the
+/// JPEGTables if any.
+fn tile_stream<R: ReadAt + ?Sized>(
+    l: &Level,
+    src: &R,
+    k: usize,
+    s: &mut Vec<u8>,
+) -> Result<(), String> {
+    let (o, c) = (l.offsets[k], l.counts[k] as usize);
+    // The tile is read behind room for the tables, whose last bytes then
+    // overwrite the tile's own SOI: tables (without EOI) + tile minus SOI.
+    let tables = l.tables.as_deref().filter(|t| t.len() >= 2);
+    let at = tables.map_or(0, |t| t.len() - 2);
+    s.clear();
+    s.resize(at + c, 0);
+    src.read_at(o, &mut s[at..])
         .map_err(|e| format!("tile {k}: cannot read {c} bytes at offset {o}: {e}"))?;
-    match &l.tables {
-        Some(t) if data.len() >= 2 && data[..2] == [0xFF, 0xD8] => {
-            let mut s = Vec::with_capacity(t.len() + data.len());
-            s.extend_from_slice(t);
-            s.extend_from_slice(&data[2..]);
-            Ok(s)
+    match tables {
+        Some(t) if c >= 2 && s[at..at + 2] == [0xFF, 0xD8] => s[..t.len()].copy_from_slice(t),
+        _ => {
+            s.drain(..at);
         }
-        _ => Ok(data),
     }
+    Ok(())
 }
 
-/// Decodes tile `(tx, ty)` of `l` to `tile_w × tile_h` RGB.
+/// Decodes tile `(tx, ty)` of `l` to `tile_w × tile_h` RGB in a fresh buffer.
 fn decode_tile<R: ReadAt + ?Sized>(
     l: &Level,
     src: &R,
     tx: u64,
     ty: u64,
 ) -> Result<Vec<u8>, String> {
+    let mut rgb = vec![0u8; (l.tile_w * l.tile_h * 3) as usize];
+    decode_tile_into(l, src, tx, ty, &mut rgb, l.tile_w as usize * 3)?;
+    Ok(rgb)
+}
+
+/// Decodes tile `(tx, ty)` of `l` into `dst`, whose rows are `pitch` bytes
+/// apart: straight into a region buffer when the whole tile lies inside it,
+/// which saves a copy and a tile-sized buffer per tile.
+fn decode_tile_into<R: ReadAt + ?Sized>(
+    l: &Level,
+    src: &R,
+    tx: u64,
+    ty: u64,
+    dst: &mut [u8],
+    pitch: usize,
+) -> Result<(), String> {
     let k = (ty * l.across + tx) as usize;
-    let jpeg = tile_stream(l, src, k)?;
     let (tw, th) = (l.tile_w as usize, l.tile_h as usize);
     let at = |e: String| format!("directory {}, tile ({tx}, {ty}): {e}", l.dir);
-    with_decoder(|dec| {
-        let h = dec
-            .read_header(&jpeg)
-            .map_err(|e| at(format!("corrupt JPEG: {e}")))?;
-        if (h.width, h.height) != (tw, th) {
-            return Err(at(format!(
-                "the JPEG is {}x{} but the TIFF tiles are {tw}x{th}",
-                h.width, h.height
-            )));
-        }
-        let mode = colour_mode(l.photometric, &h).ok_or_else(|| {
-            at(format!(
-                "JPEG colour space {:?} does not fit photometric {:?}",
-                h.colorspace, l.photometric
-            ))
-        })?;
-        let mut rgb = vec![0u8; tw * th * 3];
-        match mode {
-            Mode::Direct => dec
-                .decompress(
-                    &jpeg,
-                    turbojpeg::Image {
-                        pixels: &mut rgb[..],
-                        width: tw,
-                        pitch: tw * 3,
-                        height: th,
-                        format: turbojpeg::PixelFormat::RGB,
-                    },
-                )
-                .map_err(|e| at(format!("corrupt or truncated JPEG: {e}")))?,
-            Mode::RawPlanes => {
-                let mut planes = vec![0u8; tw * th * 3];
-                dec.decompress_to_yuv(
-                    &jpeg,
-                    turbojpeg::YuvImage {
-                        pixels: &mut planes[..],
-                        width: tw,
-                        align: 1,
-                        height: th,
-                        subsamp: turbojpeg::Subsamp::None,
-                    },
-                )
-                .map_err(|e| at(format!("corrupt or truncated JPEG: {e}")))?;
-                let n = tw * th;
-                for (i, px) in rgb.chunks_exact_mut(3).enumerate() {
-                    px[0] = planes[i];
-                    px[1] = planes[n + i];
-                    px[2] = planes[2 * n + i];
+    STREAM.with(|stream| {
+        let mut jpeg = stream.borrow_mut();
+        tile_stream(l, src, k, &mut jpeg)?;
+        with_decoder(|dec| {
+            let h = dec
+                .read_header(&jpeg)
+                .map_err(|e| at(format!("corrupt JPEG: {e}")))?;
+            if (h.width, h.height) != (tw, th) {
+                return Err(at(format!(
+                    "the JPEG is {}x{} but the TIFF tiles are {tw}x{th}",
+                    h.width, h.height
+                )));
+            }
+            let mode = colour_mode(l.photometric, &h).ok_or_else(|| {
+                at(format!(
+                    "JPEG colour space {:?} does not fit photometric {:?}",
+                    h.colorspace, l.photometric
+                ))
+            })?;
+            match mode {
+                Mode::Direct => dec
+                    .decompress(
+                        &jpeg,
+                        turbojpeg::Image {
+                            pixels: dst,
+                            width: tw,
+                            pitch,
+                            height: th,
+                            format: turbojpeg::PixelFormat::RGB,
+                        },
+                    )
+                    .map_err(|e| at(format!("corrupt or truncated JPEG: {e}"))),
+                Mode::RawPlanes => {
+                    let mut planes = vec![0u8; tw * th * 3];
+                    dec.decompress_to_yuv(
+                        &jpeg,
+                        turbojpeg::YuvImage {
+                            pixels: &mut planes[..],
+                            width: tw,
+                            align: 1,
+                            height: th,
+                            subsamp: turbojpeg::Subsamp::None,
+                        },
+                    )
+                    .map_err(|e| at(format!("corrupt or truncated JPEG: {e}")))?;
+                    let n = tw * th;
+                    for r in 0..th {
+                        let row = &mut dst[r * pitch..r * pitch + tw * 3];
+                        for (c, px) in row.chunks_exact_mut(3).enumerate() {
+                            let i = r * tw + c;
+                            px[0] = planes[i];
+                            px[1] = planes[n + i];
+                            px[2] = planes[2 * n + i];
+                        }
+                    }
+                    Ok(())
                 }
             }
-        }
-        Ok(rgb)
+        })
     })
 }
 
@@ -477,7 +515,12 @@ impl DirectSlide {
         }
         let (w64, h64) = (u64::from(w), u64::from(h));
         let mut out = buffer;
-        out.clear();
+        // Every pixel of a region wholly inside level 0 is decoded over, so a
+        // recycled buffer need not be zeroed first (44–170 MB per cell).
+        let covered = level == 0 && x + w64 <= l.width && y + h64 <= l.height;
+        if !covered {
+            out.clear();
+        }
         out.resize((w64 * h64 * 3) as usize, 0);
         if level == 0 {
             self.read_exact(l, x as i64, y as i64, w64, h64, &mut out, w64 as usize)?;
@@ -567,24 +610,42 @@ impl DirectSlide {
             ty += 1;
         }
         let file = &self.file;
+        // Bands in parallel; inside a band, tiles in order: a tile that lies
+        // wholly in the region is decoded straight into it, the others (at
+        // the region's or image's edge) through a scratch tile.
         bands
             .into_par_iter()
             .try_for_each(|(ty, y0, rows, band)| -> Result<(), String> {
-                let tiles: Vec<(i64, Vec<u8>)> = (xa / tw..=(xb - 1) / tw)
-                    .into_par_iter()
-                    .map(|tx| decode_tile(l, file, tx as u64, ty as u64).map(|t| (tx, t)))
-                    .collect::<Result<_, _>>()?;
-                for (tx, tile) in tiles {
+                let whole_rows = y0 == ty * th && rows as i64 == th;
+                for tx in xa / tw..=(xb - 1) / tw {
                     let (c0, c1) = ((tx * tw).max(xa), ((tx + 1) * tw).min(xb));
-                    let n = (c1 - c0) as usize * 3;
-                    let src_x = (c0 - tx * tw) as usize;
                     let dst_x = (c0 - x) as usize;
-                    for r in 0..rows {
-                        let sy = (y0 + r as i64 - ty * th) as usize;
-                        let s = (sy * tw as usize + src_x) * 3;
-                        let d = r * row_bytes + dst_x * 3;
-                        band[d..d + n].copy_from_slice(&tile[s..s + n]);
+                    if whole_rows && c1 - c0 == tw {
+                        let d = dst_x * 3;
+                        decode_tile_into(l, file, tx as u64, ty as u64, &mut band[d..], row_bytes)?;
+                        continue;
                     }
+                    SCRATCH.with(|scratch| -> Result<(), String> {
+                        let mut tile = scratch.borrow_mut();
+                        tile.resize((tw * th * 3) as usize, 0);
+                        decode_tile_into(
+                            l,
+                            file,
+                            tx as u64,
+                            ty as u64,
+                            &mut tile,
+                            tw as usize * 3,
+                        )?;
+                        let n = (c1 - c0) as usize * 3;
+                        let src_x = (c0 - tx * tw) as usize;
+                        for r in 0..rows {
+                            let sy = (y0 + r as i64 - ty * th) as usize;
+                            let s = (sy * tw as usize + src_x) * 3;
+                            let d = r * row_bytes + dst_x * 3;
+                            band[d..d + n].copy_from_slice(&tile[s..s + n]);
+                        }
+                        Ok(())
+                    })?;
                 }
                 Ok(())
             })

@@ -211,7 +211,7 @@ impl Slide {
     }
 
     /// Reads a region with the chosen reader (see [`Slide::effective_reader`]),
-    /// reusing `buffer`'s allocation when the direct reader serves it.
+    /// reusing `buffer`'s allocation (its contents are overwritten).
     #[allow(clippy::too_many_arguments)]
     pub fn read_with(
         &self,
@@ -228,7 +228,7 @@ impl Slide {
                 REGIONS.fetch_add(1, Ordering::Relaxed);
                 d.read_rgb_into(x, y, level, w, h, buffer)
             }
-            _ => self.read_rgb(x, y, level, w, h),
+            _ => self.read_openslide(x, y, level, w, h, buffer),
         }
     }
 
@@ -244,6 +244,19 @@ impl Slide {
         w: u32,
         h: u32,
     ) -> Result<RgbImage, String> {
+        self.read_openslide(x, y, level, w, h, Vec::new())
+    }
+
+    /// [`Slide::read_rgb`] into `buffer`'s allocation.
+    fn read_openslide(
+        &self,
+        x: u64,
+        y: u64,
+        level: usize,
+        w: u32,
+        h: u32,
+        buffer: Vec<u8>,
+    ) -> Result<RgbImage, String> {
         if u64::from(w) * u64::from(h) > MAX_REGION_PIXELS {
             return Err(format!("refusing to read a {w}x{h} region in one piece"));
         }
@@ -255,7 +268,9 @@ impl Slide {
         } else {
             h.max(1)
         };
-        let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+        let mut out = buffer;
+        out.clear();
+        out.reserve(w as usize * h as usize * 3);
         let mut done = 0u32;
         while done < h {
             let n = rows.min(h - done);
@@ -274,7 +289,7 @@ impl Slide {
                 .osr
                 .read_region(&region)
                 .map_err(|e| format!("reading region ({x}, {y0}) {w}x{n} at level {level}: {e}"))?;
-            out.extend_from_slice(unpremultiply(&bgra, w, n).as_raw());
+            unpremultiply_into(&bgra, &mut out);
             done += n;
         }
         RgbImage::from_raw(w, h, out).ok_or_else(|| "region buffer has the wrong size".to_string())
@@ -337,6 +352,13 @@ impl Slide {
 /// openslide-python converts it: `c * 255 / a` (integer), alpha 0 → black.
 pub fn unpremultiply(bgra: &[u8], w: u32, h: u32) -> RgbImage {
     let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+    unpremultiply_into(bgra, &mut out);
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// [`unpremultiply`], appending the RGB bytes to `out`.
+fn unpremultiply_into(bgra: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bgra.len() / 4 * 3);
     for px in bgra.chunks_exact(4) {
         let (b, g, r, a) = (px[0], px[1], px[2], px[3]);
         match a {
@@ -348,7 +370,6 @@ pub fn unpremultiply(bgra: &[u8], w: u32, h: u32) -> RgbImage {
             }
         }
     }
-    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
 /// The slide's name in output names: its file name up to the first dot.
