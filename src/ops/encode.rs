@@ -59,17 +59,6 @@ pub fn encode_jpeg_region(
         return Err(OpError(format!("cannot encode an empty {w}×{h} image")));
     }
     let tj = |e: turbojpeg::Error| OpError(format!("JPEG encoding of a {w}×{h} image failed: {e}"));
-    let mut c = Compressor::new().map_err(tj)?;
-    c.set_quality(i32::from(p.quality)).map_err(tj)?;
-    c.set_subsamp(match p.subsampling {
-        Subsampling::S444 => Subsamp::None,
-        Subsampling::S422 => Subsamp::Sub2x1,
-        Subsampling::S420 => Subsamp::Sub2x2,
-    })
-    .map_err(tj)?;
-    c.set_optimize(false).map_err(tj)?;
-    c.set_progressive(false).map_err(tj)?;
-    c.set_arithmetic(false).map_err(tj)?;
     let pitch = img.width() as usize * 3;
     let start = y as usize * pitch + x as usize * 3;
     let end = start + (h as usize - 1) * pitch + w as usize * 3;
@@ -80,7 +69,42 @@ pub fn encode_jpeg_region(
         height: h as usize,
         format: PixelFormat::RGB,
     };
-    c.compress_to_vec(image).map_err(tj)
+    ENCODER_STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        let (compressor, out) = &mut *state;
+        if compressor.is_none() {
+            *compressor = Some(Compressor::new().map_err(tj)?);
+        }
+        let Some(c) = compressor.as_mut() else {
+            return Err(OpError("no JPEG compressor".into()));
+        };
+        c.set_quality(i32::from(p.quality)).map_err(tj)?;
+        c.set_subsamp(match p.subsampling {
+            Subsampling::S444 => Subsamp::None,
+            Subsampling::S422 => Subsamp::Sub2x1,
+            Subsampling::S420 => Subsamp::Sub2x2,
+        })
+        .map_err(tj)?;
+        c.set_optimize(false).map_err(tj)?;
+        c.set_progressive(false).map_err(tj)?;
+        c.set_arithmetic(false).map_err(tj)?;
+        // libjpeg-turbo's own output buffer starts small and doubles (a
+        // fresh allocation and a copy each time, per tile); a worst-case
+        // buffer per thread, allocated zeroed (untouched pages cost nothing),
+        // is written in place and reused by every later tile.
+        let worst = c.buf_len(w as usize, h as usize).map_err(tj)?;
+        if out.len() < worst {
+            *out = vec![0; worst];
+        }
+        let n = c.compress_to_slice(image, &mut out[..worst]).map_err(tj)?;
+        Ok(out[..n].to_vec())
+    })
+}
+
+thread_local! {
+    /// This thread's compressor and output buffer (see [`encode_jpeg_region`]).
+    static ENCODER_STATE: std::cell::RefCell<(Option<Compressor>, Vec<u8>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
 }
 
 #[cfg(test)]
