@@ -318,7 +318,7 @@ impl<'r> JobContext<'r> {
             });
         }
         let outcome = match job {
-            Job::Roi(actions) => Outcome::Done(build_roi(actions, self.out)),
+            Job::Roi(actions) => build_roi(actions, self.out),
             Job::Cell(actions) => wsi::build_cell(actions, self.out, self.slides),
             Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
         };
@@ -413,71 +413,83 @@ fn failed_job(
     }
 }
 
-fn build_roi(actions: &[&BuildAction], out: &atomic::OutputDir) -> JobResult {
+/// The failure of a ROI source's remaining `outputs`.
+fn roi_failure(first: &BuildAction, error: String, outputs: usize) -> JobResult {
+    let o = &first.output;
+    failed_job(
+        &o.collection,
+        &o.source_root,
+        &o.source_rel,
+        &o.source_hash,
+        o.source_abs.display().to_string(),
+        error,
+        outputs as u64,
+    )
+}
+
+/// Reads and decodes one ROI source and runs its steps; the writing of the
+/// encoded outputs is returned as a commit for the I/O threads.
+fn build_roi<'a>(actions: &'a [&'a BuildAction], out: &'a atomic::OutputDir) -> Outcome<'a> {
     let first = actions[0];
     let o = &first.output;
-    let fail = |error: String, outputs: usize| {
-        failed_job(
-            &o.collection,
-            &o.source_root,
-            &o.source_rel,
-            &o.source_hash,
-            o.source_abs.display().to_string(),
-            error,
-            outputs as u64,
-        )
-    };
+    let fail = |error: String| Outcome::Done(roi_failure(first, error, actions.len()));
     let bytes = match std::fs::read(&o.source_abs) {
         Ok(b) => Arc::new(b),
-        Err(e) => return fail(format!("cannot read: {e}"), actions.len()),
+        Err(e) => return fail(format!("cannot read: {e}")),
     };
     if crate::plan::sources::hash_bytes(&bytes) != o.source_hash {
-        return fail(
-            "source changed while the build was running; build again".into(),
-            actions.len(),
-        );
+        return fail("source changed while the build was running; build again".into());
     }
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
     let evaluated = match evaluate::evaluate(&first.recipe, crate::ops::Value::Bytes(bytes), &sinks)
     {
         Ok(v) => v,
-        Err(e) => return fail(e.to_string(), actions.len()),
+        Err(e) => return fail(e.to_string()),
     };
+    let encoded: Vec<Option<Arc<Vec<u8>>>> = actions
+        .iter()
+        .map(|a| match evaluated.get(a.output.sink) {
+            Some(crate::ops::Value::Encoded(data)) => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    drop(evaluated);
+    Outcome::Commit(Box::new(move || commit_roi(actions, out, &encoded)))
+}
+
+/// Writes a ROI source's outputs and records them.
+fn commit_roi(
+    actions: &[&BuildAction],
+    out: &atomic::OutputDir,
+    encoded: &[Option<Arc<Vec<u8>>>],
+) -> JobResult {
+    let first = actions[0];
     let mut result = JobResult::default();
-    for a in actions {
-        let Some(crate::ops::Value::Encoded(data)) = evaluated.get(a.output.sink) else {
-            let mut f = fail(
-                format!(
-                    "step `{}` did not produce encoded bytes",
-                    first.recipe.steps[a.output.sink].id
-                ),
-                actions.len() - result.built as usize,
-            );
-            f.events.splice(0..0, result.events);
-            f.built = result.built;
-            return f;
+    for (a, data) in actions.iter().zip(encoded) {
+        let error = match data {
+            None => format!(
+                "step `{}` did not produce encoded bytes",
+                first.recipe.steps[a.output.sink].id
+            ),
+            Some(data) => match out.write(&a.output.path, data) {
+                Ok(w) => {
+                    result.built += 1;
+                    result
+                        .events
+                        .push(Event::Built(Box::new(record_for(a, data, w))));
+                    continue;
+                }
+                Err(e) => format!("cannot write {}: {e}", a.output.path),
+            },
         };
-        match out.write(&a.output.path, data) {
-            Ok(w) => {
-                result.built += 1;
-                result
-                    .events
-                    .push(Event::Built(Box::new(record_for(a, data, w))));
-            }
-            Err(e) => {
-                let mut f = fail(
-                    format!("cannot write {}: {e}", a.output.path),
-                    actions.len() - result.built as usize,
-                );
-                f.events.splice(0..0, result.events);
-                f.built = result.built;
-                return f;
-            }
-        }
+        let mut f = roi_failure(first, error, actions.len() - result.built as usize);
+        f.events.splice(0..0, result.events);
+        f.built = result.built;
+        return f;
     }
     result.events.push(Event::Succeeded {
-        collection: o.collection.clone(),
-        source_rel: o.source_rel.clone(),
+        collection: first.output.collection.clone(),
+        source_rel: first.output.source_rel.clone(),
     });
     result
 }
