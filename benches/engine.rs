@@ -1,4 +1,4 @@
-//! Benchmarks of the engine, run with `cargo bench --bench engine [-- noop|roi]`.
+//! Benchmarks of the engine, run with `cargo bench --bench engine [-- noop|roi|wsi|direct]`.
 //!
 //! - `noop`: a no-op `cpia build` over 25,000, 50,000 and 100,000 recorded
 //!   outputs (tiny generated sources, so the initial builds are quick): the
@@ -6,8 +6,8 @@
 //!   under 1 s at 100,000 on a 2-core machine.
 //! - `roi`: ROI throughput of `cpia build` (`-j 1` and `-j 2`, fresh workspace
 //!   each run) against `benches/pillow_roi.py` (Pillow, one process) doing the
-//!   same decode-crop-resize-encode on the same real images, interleaved in
-//!   one run so machine noise hits both. Target: `-j 2` at least 4x Pillow.
+//!   same decode-crop-resize-encode on the same real images. Target: `-j 2`
+//!   at least 4x Pillow.
 //!
 //! - `wsi`: on a generated 40x slide (4x4 CPIA cells of real tissue, the
 //!   resize path), in one run: `cpia build -j 2` wall time and peak RSS, the
@@ -25,7 +25,14 @@
 //!   encoding the written tiles with libjpeg-turbo, on both cores (target:
 //!   within 1.5x of it).
 //!
-//! Timings are wall-clock of the real binary, as a user runs it.
+//! Timings are wall-clock of the real binary, as a user runs it. In `roi`,
+//! `wsi` and `direct` each tool gets one warm-up run and then [`RUNS`]
+//! consecutive runs, of which the median is reported (hyperfine's method;
+//! see [`warm_median`] for why alternating tools misleads on this VM), and
+//! the workspaces are deleted only when the bench ends ([`kept_tempdir`]).
+//! The direct reader's own ceiling (libjpeg-turbo decoding the same tiles
+//! into a cache-resident buffer) is in the reader micro-bench:
+//! `cargo test --release --lib slide::direct::tests::bench -- --ignored --nocapture`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,13 +129,15 @@ fn build(dir: &Path, jobs: &str) -> (f64, serde_json::Value) {
     (secs, j)
 }
 
+/// Measured runs per tool (after one warm-up run).
+const RUNS: usize = 5;
+
 /// Runs `f` once to warm up (page cache, allocator, the VM's memory), then
 /// `RUNS` times back to back; the median of those. Each tool is measured in
 /// its own consecutive runs, like hyperfine: on this VM a process that follows
 /// a large one (the Python reference) pays for the freed memory the host took
 /// back, which would otherwise bias whichever tool happens to come second.
 fn warm_median(mut f: impl FnMut() -> f64) -> f64 {
-    const RUNS: usize = 3;
     f();
     median((0..RUNS).map(|_| f()).collect())
 }
@@ -203,21 +212,20 @@ fn bench_roi() {
         }
     }
     let n = images.len() * COPIES;
-    let mut j1 = Vec::new();
-    let mut j2 = Vec::new();
-    let mut pil = Vec::new();
-    for _ in 0..3 {
-        for (jobs, acc) in [("1", &mut j1), ("2", &mut j2)] {
-            let dir = tempfile::tempdir().unwrap();
-            workspace(dir.path(), RECIPE_ROI);
-            std::fs::remove_dir(dir.path().join("src")).unwrap();
-            std::os::unix::fs::symlink(src.path(), dir.path().join("src")).unwrap();
-            let (t, j) = build(dir.path(), jobs);
-            assert_eq!(j["built"], n as u64, "{j}");
-            acc.push(t);
-        }
-        if python_ok {
-            let out_dir = tempfile::tempdir().unwrap();
+    let cpia = |jobs: &str| {
+        let dir = kept_tempdir();
+        workspace(dir.path(), RECIPE_ROI);
+        std::fs::remove_dir(dir.path().join("src")).unwrap();
+        std::os::unix::fs::symlink(src.path(), dir.path().join("src")).unwrap();
+        let (t, j) = build(dir.path(), jobs);
+        assert_eq!(j["built"], n as u64, "{j}");
+        t
+    };
+    let m1 = warm_median(|| cpia("1"));
+    let m2 = warm_median(|| cpia("2"));
+    let pillow = python_ok.then(|| {
+        warm_median(|| {
+            let out_dir = kept_tempdir();
             let t = Instant::now();
             let out = Command::new("python3")
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pillow_roi.py"))
@@ -230,16 +238,14 @@ fn bench_roi() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            pil.push(t.elapsed().as_secs_f64());
-        }
-    }
+            t.elapsed().as_secs_f64()
+        })
+    });
     let rate = |t: f64| n as f64 / t;
-    println!("ROI throughput on {n} real images ({} files x {COPIES}), median of 3, wall time incl. process start:", images.len());
-    let (m1, m2) = (median(j1), median(j2));
+    println!("ROI throughput on {n} real images ({} files x {COPIES}), warm median of {RUNS}, wall time incl. process start:", images.len());
     println!("  cpia build -j 1: {m1:.3} s  {:.1} images/s", rate(m1));
     println!("  cpia build -j 2: {m2:.3} s  {:.1} images/s", rate(m2));
-    if python_ok {
-        let mp = median(pil);
+    if let Some(mp) = pillow {
         println!("  Pillow (1 process): {mp:.3} s  {:.1} images/s", rate(mp));
         println!(
             "  ratio -j 2 / Pillow: {:.2}x   -j 1 / Pillow: {:.2}x",
