@@ -330,3 +330,44 @@ fn watch_rebuilds_a_parameter_edit_without_rehashing_sources() {
     );
     let _ = child.0.kill();
 }
+
+#[test]
+fn a_failed_write_fails_alone_and_fail_fast_stops_the_build() {
+    // Outputs are written by the I/O threads after the workers computed
+    // them; a write that fails there must still name the file, leave the
+    // other outputs built, be retried alone, and stop a `--fail-fast` build.
+    let td = require_testdata!();
+    const N: usize = 30;
+    let ws = many_sources(&td, N);
+    // A directory where one output file must go: its rename fails.
+    std::fs::create_dir_all(ws.path("dataset/M/A/img0003.jpg/blocker")).unwrap();
+    let (j, out) = ws.build(&["-j", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(counts(&j), (N as u64 - 1, 0, 0, 1), "{j}");
+    let error = j["failures"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot write M/A/img0003.jpg"),
+        "the failure names the output: {error}"
+    );
+
+    // Retried alone (and failing alone) while the obstacle is there.
+    let (j, _) = ws.build(&["-j", "2"]);
+    assert_eq!(counts(&j), (0, N as u64 - 1, 0, 1), "{j}");
+
+    // --fail-fast on a fresh workspace: the build stops soon after the
+    // failed write instead of computing everything.
+    let fast = many_sources(&td, N);
+    std::fs::create_dir_all(fast.path("dataset/M/A/img0000.jpg/blocker")).unwrap();
+    let (j, out) = fast.build(&["-j", "1", "--fail-fast"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let skipped = j["skipped"].as_u64().unwrap();
+    assert!(skipped > 0, "--fail-fast skipped nothing: {j}");
+    assert_eq!(j["failed"].as_u64(), Some(1), "{j}");
+    assert_eq!(j["built"].as_u64().unwrap() + skipped + 1, N as u64, "{j}");
+
+    // The obstacle removed: only the failed output is built.
+    std::fs::remove_dir_all(ws.path("dataset/M/A/img0003.jpg")).unwrap();
+    let (j, out) = ws.build(&["-j", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (1, N as u64 - 1, 0, 0), "{j}");
+}

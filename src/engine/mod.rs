@@ -299,6 +299,15 @@ impl Io {
     }
 }
 
+/// Releases a commit's place in the queue when the commit ends, even by a panic.
+struct Queued<'a>(&'a Io);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 /// What the workers share while running the build's jobs.
 struct JobContext<'r> {
     out: &'r atomic::OutputDir,
@@ -322,15 +331,20 @@ impl<'r> JobContext<'r> {
             Job::Cell(actions) => wsi::build_cell(actions, self.out, self.slides),
             Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
         };
-        self.bar.inc(job.weight());
+        // Progress and `--fail-fast` follow finished jobs: after the commit.
+        let weight = job.weight();
         match outcome {
-            Outcome::Done(r) => Outcome::Done(self.noted(r)),
-            Outcome::Commit(commit) => Outcome::Commit(Box::new(move || self.noted(commit()))),
+            Outcome::Done(r) => Outcome::Done(self.finished(r, weight)),
+            Outcome::Commit(commit) => {
+                Outcome::Commit(Box::new(move || self.finished(commit(), weight)))
+            }
         }
     }
 
-    /// Stops the build after this result if it failed under `--fail-fast`.
-    fn noted(&self, r: JobResult) -> JobResult {
+    /// Counts a finished job on the progress bar, and stops the build after
+    /// it if it failed under `--fail-fast`.
+    fn finished(&self, r: JobResult, weight: u64) -> JobResult {
+        self.bar.inc(weight);
         if self.fail_fast && r.failure.is_some() {
             self.stop.store(true, Ordering::Relaxed);
         }
@@ -363,9 +377,10 @@ fn run_jobs<'j, T: Sync>(
                 Outcome::Commit(commit) => {
                     io.acquire();
                     let tx = tx.clone();
+                    let queued = Queued(io);
                     commits.spawn(move |_| {
+                        let _queued = queued;
                         let _ = tx.send(commit());
-                        io.release();
                     });
                 }
             };

@@ -2,10 +2,13 @@
 //! write the tiles, forget the ones the unit no longer writes; then draw each
 //! slide's QC picture from the recorded decisions.
 //!
-//! Memory is bounded per worker: one cell's region (`read_size`² RGB, plus
-//! OpenSlide's BGRA buffer while reading) and its tiles. Open slides are
-//! shared between workers (an OpenSlide handle is `Send + Sync`) and kept in a
-//! small LRU, so neither slide size nor slide count grows the footprint.
+//! Memory is bounded per cell in flight: its region (`read_size`² RGB, plus
+//! OpenSlide's BGRA strip while reading), the standardized image and its
+//! encoded tiles; pixel buffers come from and go back to `ops::pool`. Cells of
+//! [`LARGE_CELL_BYTES`] or more are built one at a time (see `engine::run`),
+//! others one per worker. Open slides are shared between workers (an
+//! OpenSlide handle is `Send + Sync`) and kept in a small LRU, so neither
+//! slide size nor slide count grows the footprint.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};

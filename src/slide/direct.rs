@@ -303,8 +303,8 @@ thread_local! {
     /// The compressed tile being decoded (tables + tile bytes), reused so that
     /// a region of 256 tiles does not allocate 256 times.
     static STREAM: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// A decoded tile that only partly falls into the region (or needs a
-    /// plane shuffle) before it is copied in.
+    /// A decoded tile that only partly falls into the region, before its
+    /// part is copied in.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
