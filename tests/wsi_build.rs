@@ -678,3 +678,68 @@ fn large_cells_are_deterministic_with_recycled_buffers() {
         "a cell built from fresh buffers differs from the same cell built from recycled ones"
     );
 }
+
+#[test]
+fn a_tile_that_cannot_be_written_fails_its_cell_alone() {
+    // Tiles are staged, synced once per cell and then renamed into place on
+    // the I/O threads: a rename that fails must name the tile, fail that
+    // cell's unit, keep every other tile, and be retried alone.
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    let ws = wsi_ws(
+        &[(&wsi.join("CMU-1-Small-Region.svs"), "good.svs")],
+        &wsi_recipe("W", SMALL_GEOMETRY),
+    );
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tile_files = |ws: &Ws| {
+        walkdir::WalkDir::new(ws.path("dataset"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "jpg"))
+            .count()
+    };
+    let before = tile_files(&ws);
+    let xl = ours(&ws, "good")["XL"].clone();
+    let victim = xl.iter().next().unwrap().clone();
+    let rel = std::fs::read_dir(ws.path("dataset/XL"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join(&victim))
+        .find(|p| p.exists())
+        .unwrap();
+    // Delete the tile and put a directory in its place: the rebuild of its
+    // unit cannot rename the new file over it.
+    std::fs::remove_file(&rel).unwrap();
+    std::fs::create_dir_all(rel.join("blocker")).unwrap();
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let error = j["failures"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot write") && error.contains(&victim),
+        "the failure names the tile: {error}"
+    );
+    assert_eq!(
+        tile_files(&ws),
+        before - 1,
+        "every other tile is still there"
+    );
+    // The obstacle gone, only that unit is rebuilt and the build succeeds.
+    std::fs::remove_dir_all(&rel).unwrap();
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j).3, 0, "{j}");
+    assert!(rel.is_file());
+    assert_eq!(tile_files(&ws), before);
+    assert!(no_temporaries(&ws));
+}
+
+fn no_temporaries(ws: &Ws) -> bool {
+    walkdir::WalkDir::new(ws.path("dataset"))
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let n = e.file_name().to_string_lossy();
+            !n.ends_with(".tmp") && n != ".cpia-tmp"
+        })
+}

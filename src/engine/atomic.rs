@@ -1,10 +1,17 @@
 //! Atomic, confined writes into the output folder.
 //!
 //! Every file is written to a temporary file in `<output>/.cpia-tmp/` (same
-//! filesystem, so the rename is atomic), flushed with fsync, then renamed over
-//! its final name. A reader — or a build killed at any instant — sees either
-//! the old file, the new file, or no file; never a partial one. Leftover
+//! filesystem, so the rename is atomic), made durable, then renamed over its
+//! final name. A reader — or a build killed at any instant — sees either the
+//! old file, the new file, or no file; never a partial one. Leftover
 //! temporaries of a killed build are deleted when the next build starts.
+//!
+//! Durability comes either per file ([`OutputDir::write`]: fsync) or per
+//! batch ([`OutputDir::stage`] every file, one [`OutputDir::sync`], then
+//! [`OutputDir::place`] each): on Linux the batch is one `syncfs` of the
+//! output filesystem instead of an fsync (a journal commit, a device flush)
+//! per tile — the same guarantee, since every staged file is durable before
+//! any is renamed.
 //!
 //! Confinement: output names are validated by the recipe layer, and here every
 //! directory we write into is resolved (symlinks followed) and must lie inside
@@ -28,6 +35,22 @@ pub struct OutputDir {
     tmp: PathBuf,
     counter: AtomicU64,
     checked: Mutex<HashSet<PathBuf>>,
+}
+
+/// A file written under its temporary name: not yet durable, not yet in place.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl Drop for Staged {
+    /// A staged file that is never placed (an error in its batch) is deleted.
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// What was written: enough to record it.
@@ -58,30 +81,67 @@ impl OutputDir {
         })
     }
 
-    /// Writes `bytes` to `rel` (relative, `/`-separated) atomically.
+    /// Writes `bytes` to `rel` (relative, `/`-separated) atomically and durably.
     pub fn write(&self, rel: &str, bytes: &[u8]) -> io::Result<Written> {
+        let staged = self.stage_with(rel, bytes, true)?;
+        self.place(staged)
+    }
+
+    /// Writes `bytes` under a temporary name for `rel`; [`OutputDir::sync`]
+    /// then [`OutputDir::place`] finish the write.
+    pub fn stage(&self, rel: &str, bytes: &[u8]) -> io::Result<Staged> {
+        self.stage_with(rel, bytes, false)
+    }
+
+    fn stage_with(&self, rel: &str, bytes: &[u8], fsync: bool) -> io::Result<Staged> {
         let dest = self.resolve(rel)?;
         if let Some(parent) = dest.parent() {
             self.ensure_dir(parent)?;
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!("{}-{n}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
+        let staged = Staged {
+            tmp: self.tmp.join(format!("{}-{n}.tmp", std::process::id())),
+            dest,
+        };
+        let mut f = std::fs::File::create(&staged.tmp)?;
+        f.write_all(bytes)?;
+        if fsync {
             f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, &dest)?;
-            let m = std::fs::metadata(&dest)?;
-            Ok(Written {
-                size: m.len(),
-                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            })
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
         }
-        result
+        Ok(staged)
+    }
+
+    /// Makes every file staged so far durable: one `syncfs` of the output
+    /// filesystem on Linux, else an fsync of each of `staged`.
+    pub fn sync<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let dir = std::fs::File::open(&self.tmp)?;
+            // SAFETY: `dir` is an open descriptor for the whole call.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+                return Ok(());
+            }
+            // A filesystem that cannot syncfs: fsync file by file below.
+        }
+        for s in staged {
+            std::fs::File::open(&s.tmp)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Renames a staged (and synced) file over its final name.
+    pub fn place(&self, mut staged: Staged) -> io::Result<Written> {
+        let tmp = std::mem::take(&mut staged.tmp);
+        if let Err(e) = std::fs::rename(&tmp, &staged.dest) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let m = std::fs::metadata(&staged.dest)?;
+        Ok(Written {
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })
     }
 
     /// Deletes `rel` (absent is fine) and then any folders it leaves empty.
@@ -174,6 +234,37 @@ mod tests {
         );
         out.finish();
         assert!(!dir.path().join("ds").join(TMP_DIR).exists());
+    }
+
+    #[test]
+    fn staged_files_appear_only_when_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(&dir.path().join("ds")).unwrap();
+        let tmp_files = || {
+            std::fs::read_dir(dir.path().join("ds").join(TMP_DIR))
+                .unwrap()
+                .count()
+        };
+        let a = out.stage("XL/A/a.jpg", b"aaa").unwrap();
+        let b = out.stage("XL/A/b.jpg", b"bb").unwrap();
+        assert!(
+            !dir.path().join("ds/XL/A/a.jpg").exists(),
+            "not in place before place()"
+        );
+        assert_eq!(tmp_files(), 2);
+        out.sync([&a, &b]).unwrap();
+        let w = out.place(a).unwrap();
+        assert_eq!(w.size, 3);
+        assert_eq!(
+            std::fs::read(dir.path().join("ds/XL/A/a.jpg")).unwrap(),
+            b"aaa"
+        );
+        // A staged file that is never placed (its batch failed) leaves nothing.
+        drop(b);
+        assert_eq!(tmp_files(), 0);
+        assert!(!dir.path().join("ds/XL/A/b.jpg").exists());
+        // Staging is confined like writing.
+        assert!(out.stage("../x.jpg", b"x").is_err());
     }
 
     #[test]

@@ -282,8 +282,8 @@ pub(super) fn build_cell<'a>(
 }
 
 /// Writes a cell's encoded tiles, removes the tiles its units no longer
-/// write, and records it all (on an I/O thread: fsync latency, not CPU, is
-/// the cost of writing).
+/// write, and records it all (on an I/O thread: the latency of making files
+/// durable, not CPU, is the cost of writing).
 fn commit_cell(
     actions: &[&UnitAction],
     out: &OutputDir,
@@ -291,44 +291,70 @@ fn commit_cell(
     kept: Option<bool>,
     reader_used: &str,
 ) -> JobResult {
+    use rayon::prelude::*;
     let fail = |error: String| cell_failure(actions, error);
     let first_unit = &actions[0].unit;
+    // Every tile of the cell is staged (written under a temporary name) and
+    // hashed in parallel, all are made durable by one sync, then each unit's
+    // tiles are put in place and recorded, in tile order.
+    let staged: Vec<Option<Vec<TileWrite>>> = actions
+        .iter()
+        .zip(encoded)
+        .map(|(a, tiles)| {
+            let u = &a.unit;
+            tiles.as_ref().map(|tiles| {
+                tiles
+                    .par_iter()
+                    .map(|t| {
+                        let sub = format!("{}-{}", u.collection, t.size);
+                        let path = format!(
+                            "{}/{sub}/{}-{}-{}-{}.jpg",
+                            u.scale, u.slide, t.size, t.x, t.y
+                        );
+                        TileWrite {
+                            staged: out.stage(&path, &t.bytes),
+                            content_hash: crate::plan::sources::hash_bytes(&t.bytes),
+                            sub,
+                            path,
+                        }
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    let durable = staged
+        .iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| t.staged.as_ref().ok());
+    if let Err(e) = out.sync(durable) {
+        return fail(format!("cannot make the cell's tiles durable: {e}"));
+    }
     let mut result = JobResult::default();
-    for (a, tiles) in actions.iter().zip(encoded) {
+    for (a, writes) in actions.iter().zip(staged) {
         let u = &a.unit;
         let sink_id = &a.recipe.steps[u.sink].id;
-        let Some(tiles) = tiles else {
+        let Some(writes) = writes else {
             let mut f = fail(format!("step `{sink_id}` did not produce encoded tiles"));
             f.events.splice(0..0, std::mem::take(&mut result.events));
             f.built = result.built;
             return f;
         };
-        // Written (and hashed) in parallel (each write is a create + fsync +
-        // rename: the latency, not the bytes, is the cost), recorded in tile order.
-        type Write = (
+        let placed: Vec<(
             String,
             String,
-            Result<super::atomic::Written, std::io::Error>,
+            std::io::Result<super::atomic::Written>,
             String,
-        );
-        let writes: Vec<Write> = {
-            use rayon::prelude::*;
-            tiles
-                .par_iter()
-                .map(|t| {
-                    let sub = format!("{}-{}", u.collection, t.size);
-                    let path = format!(
-                        "{}/{sub}/{}-{}-{}-{}.jpg",
-                        u.scale, u.slide, t.size, t.x, t.y
-                    );
-                    let w = out.write(&path, &t.bytes);
-                    (sub, path, w, crate::plan::sources::hash_bytes(&t.bytes))
-                })
-                .collect()
-        };
+        )> = writes
+            .into_par_iter()
+            .map(|t| {
+                let w = t.staged.and_then(|s| out.place(s));
+                (t.sub, t.path, w, t.content_hash)
+            })
+            .collect();
         let mut written: HashSet<String> = HashSet::new();
         let mut failed_write = None;
-        for (sub, path, w, content_hash) in writes {
+        for (sub, path, w, content_hash) in placed {
             match w {
                 Ok(w) => {
                     result.built += 1;
@@ -405,6 +431,14 @@ fn commit_cell(
         source_rel: first_unit.source_rel.clone(),
     });
     result
+}
+
+/// One tile on its way to disk.
+struct TileWrite {
+    sub: String,
+    path: String,
+    content_hash: String,
+    staged: std::io::Result<super::atomic::Staged>,
 }
 
 /// Reads the QC thumbnail of a slide ahead of the QC phase. A failure here
