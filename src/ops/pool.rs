@@ -3,7 +3,9 @@
 //! A WSI cell needs a few buffers of 44–170 MB (the region as read, the
 //! horizontal resize pass, the standardized 3840² image). Fresh ones cost
 //! more than the work done in them: the kernel maps and zeroes every page on
-//! first touch (measured: a third of a 40× build's samples in `clear_page`).
+//! first touch (measured on the development VM: up to a third of a 40×
+//! build's CPU samples in `clear_page` when another large process ran just
+//! before, as the host had taken the freed memory back).
 //! Cells of one build have the same sizes, so buffers given back after a cell
 //! fit the next one.
 //!
@@ -15,8 +17,8 @@ use std::sync::Mutex;
 
 /// Most buffers the pool keeps (2 workers × 3 buffers per cell, plus slack).
 pub const MAX_BUFFERS: usize = 8;
-/// Most bytes the pool keeps in all.
-pub const MAX_BYTES: usize = 1 << 30;
+/// Most bytes the pool keeps in all (one 40× cell needs ~300 MB).
+pub const MAX_BYTES: usize = 512 << 20;
 /// Buffers smaller than this are not worth pooling (the allocator reuses them).
 pub const MIN_BYTES: usize = 1 << 20;
 
