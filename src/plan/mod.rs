@@ -412,29 +412,9 @@ impl Planner {
             }
             cplans.push(cplan);
         }
-        let outputs: Vec<(&PlannedOutput, &Arc<Recipe>, &str)> = cplans
-            .iter()
-            .flat_map(|c| {
-                c.outputs
-                    .iter()
-                    .map(move |o| (o, &c.recipe, c.pipelines[o.pipeline].hash.as_str()))
-            })
-            .collect();
-        let units: Vec<(&PlannedUnit, &Arc<Recipe>, &str)> = cplans
-            .iter()
-            .flat_map(|c| {
-                c.units
-                    .iter()
-                    .map(move |u| (u, &c.recipe, c.pipelines[u.pipeline].hash.as_str()))
-            })
-            .collect();
-        let qcs: Vec<(&PlannedQc, &Arc<Recipe>, &str)> = cplans
-            .iter()
-            .flat_map(|c| {
-                c.qc.iter()
-                    .map(move |q| (q, &c.recipe, c.pipelines[q.pipeline].hash.as_str()))
-            })
-            .collect();
+        let outputs = with_pipeline(&cplans, |c| &c.outputs, |o| o.pipeline);
+        let units = with_pipeline(&cplans, |c| &c.units, |u| u.pipeline);
+        let qcs = with_pipeline(&cplans, |c| &c.qc, |q| q.pipeline);
         if selection.recipes.is_empty() && matches!(rescan, Rescan::All) {
             self.prune_source_index(state, &index)?;
         }
@@ -828,6 +808,23 @@ fn collection_name_of(text: Option<&str>) -> Option<String> {
 /// Adds each slide's metadata: from the state's cache by content hash, else
 /// by opening the slide (then cached), so an unchanged slide is never opened
 /// just to be planned.
+/// Every item of every collection plan (outputs, units or QC pictures), with
+/// its recipe and the hash of its pipeline.
+fn with_pipeline<'a, T>(
+    cplans: &'a [Arc<CollectionPlan>],
+    items: impl Fn(&'a CollectionPlan) -> &'a [T],
+    pipeline: impl Fn(&T) -> usize,
+) -> Vec<(&'a T, &'a Arc<Recipe>, &'a str)> {
+    cplans
+        .iter()
+        .flat_map(|c| {
+            items(c)
+                .iter()
+                .map(|i| (i, &c.recipe, c.pipelines[pipeline(i)].hash.as_str()))
+        })
+        .collect()
+}
+
 fn attach_slide_meta(
     state: &mut State,
     entries: &mut [sources::SourceEntry],
