@@ -30,6 +30,10 @@ use super::{evaluate, failed_job, JobResult, Outcome, TOOL_VERSION};
 /// Longest edge of QC pictures, in pixels.
 pub const QC_EDGE: u32 = 1024;
 
+/// Most QC thumbnails read ahead during the cell phase (≤ 3 MB each): the
+/// rest are read in the QC phase, so memory does not grow with slide count.
+pub const PREFETCHED_THUMBNAILS: usize = 32;
+
 /// Cells whose level-0 region is at least this large (a 40× slide's 7530²
 /// is 170 MB; a native 3840² cell is 44 MB) are built one at a time.
 pub const LARGE_CELL_BYTES: u64 = 64 << 20;
@@ -90,6 +94,27 @@ impl SlideCache {
             }
         };
         slot.get_or_init(|| Slide::open(path).map(Arc::new)).clone()
+    }
+
+    /// Whether a prefetched thumbnail would still be kept.
+    fn thumbnail_room(&self) -> bool {
+        self.thumbnails
+            .lock()
+            .is_ok_and(|m| m.len() < PREFETCHED_THUMBNAILS)
+    }
+
+    /// Keeps a prefetched thumbnail for the QC phase, unless the cache is full.
+    fn keep_thumbnail(&self, path: &Path, thumbnail: (crate::ops::RgbImage, f64)) {
+        if let Ok(mut m) = self.thumbnails.lock() {
+            if m.len() < PREFETCHED_THUMBNAILS {
+                m.insert(path.to_path_buf(), Arc::new(thumbnail));
+            }
+        }
+    }
+
+    /// The prefetched thumbnail of `path`, handed over (and forgotten).
+    fn take_thumbnail(&self, path: &Path) -> Option<Thumbnail> {
+        self.thumbnails.lock().ok()?.remove(path)
     }
 
     /// The slide's Otsu tissue mask, computed once per build.
@@ -441,14 +466,16 @@ struct TileWrite {
     staged: std::io::Result<super::atomic::Staged>,
 }
 
-/// Reads the QC thumbnail of a slide ahead of the QC phase. A failure here
-/// is not reported: the QC phase reads again and reports it.
+/// Reads the QC thumbnail of a slide ahead of the QC phase, while there is
+/// room for it ([`PREFETCHED_THUMBNAILS`]). A failure here is not reported:
+/// the QC phase reads again and reports it.
 pub(super) fn prefetch_thumbnail(q: &QcAction, slides: &SlideCache) -> JobResult {
+    if !slides.thumbnail_room() {
+        return JobResult::default();
+    }
     if let Ok(slide) = slides.get(&q.qc.source_abs) {
         if let Ok(t) = slide.thumbnail(QC_EDGE) {
-            if let Ok(mut m) = slides.thumbnails.lock() {
-                m.insert(q.qc.source_abs.clone(), Arc::new(t));
-            }
+            slides.keep_thumbnail(&q.qc.source_abs, t);
         }
     }
     JobResult::default()
@@ -491,18 +518,9 @@ pub(super) fn draw_qc(
             1,
         )
     };
-    let slide = match slides.get(&p.source_abs) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let cached = slides
-        .thumbnails
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&p.source_abs).cloned());
-    let thumbnail = match cached {
+    let thumbnail = match slides.take_thumbnail(&p.source_abs) {
         Some(t) => t,
-        None => match slide.thumbnail(QC_EDGE) {
+        None => match slides.get(&p.source_abs).and_then(|s| s.thumbnail(QC_EDGE)) {
             Ok(t) => Arc::new(t),
             Err(e) => return fail(e),
         },
@@ -547,5 +565,30 @@ pub(super) fn draw_qc(
             ..JobResult::default()
         },
         Err(e) => fail(format!("cannot write {}: {e}", p.path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetched_thumbnails_are_bounded_and_handed_over_once() {
+        let cache = SlideCache::new(2);
+        let thumb = || (crate::ops::RgbImage::new(4, 4), 2.0);
+        for i in 0..PREFETCHED_THUMBNAILS + 5 {
+            cache.keep_thumbnail(Path::new(&format!("s{i}.svs")), thumb());
+        }
+        assert!(!cache.thumbnail_room());
+        assert_eq!(
+            cache.thumbnails.lock().unwrap().len(),
+            PREFETCHED_THUMBNAILS
+        );
+        // Beyond the bound nothing was kept; what was kept is taken once.
+        let late = format!("s{}.svs", PREFETCHED_THUMBNAILS + 1);
+        assert!(cache.take_thumbnail(Path::new(&late)).is_none());
+        assert!(cache.take_thumbnail(Path::new("s0.svs")).is_some());
+        assert!(cache.take_thumbnail(Path::new("s0.svs")).is_none());
+        assert!(cache.thumbnail_room());
     }
 }
