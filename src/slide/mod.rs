@@ -349,14 +349,8 @@ impl Slide {
 }
 
 /// Premultiplied native-endian ARGB (B, G, R, A bytes) to straight RGB, as
-/// openslide-python converts it: `c * 255 / a` (integer), alpha 0 → black.
-pub fn unpremultiply(bgra: &[u8], w: u32, h: u32) -> RgbImage {
-    let mut out = Vec::with_capacity(w as usize * h as usize * 3);
-    unpremultiply_into(bgra, &mut out);
-    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
-}
-
-/// [`unpremultiply`], appending the RGB bytes to `out`.
+/// openslide-python converts it: `c * 255 / a` (integer), alpha 0 → black;
+/// appended to `out`.
 fn unpremultiply_into(bgra: &[u8], out: &mut Vec<u8>) {
     out.reserve(bgra.len() / 4 * 3);
     for px in bgra.chunks_exact(4) {
@@ -390,8 +384,9 @@ mod tests {
     #[test]
     fn unpremultiply_matches_openslide_python() {
         let px = [10u8, 20, 30, 255, 0, 0, 0, 0, 50, 60, 64, 128];
-        let img = unpremultiply(&px, 3, 1);
-        assert_eq!(img.as_raw(), &[30, 20, 10, 0, 0, 0, 127, 119, 99]);
+        let mut rgb = Vec::new();
+        unpremultiply_into(&px, &mut rgb);
+        assert_eq!(rgb, [30, 20, 10, 0, 0, 0, 127, 119, 99]);
     }
 
     #[test]

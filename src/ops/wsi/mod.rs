@@ -143,11 +143,6 @@ pub struct Tile {
 }
 
 impl Tile {
-    /// The tile's own pixels, copied out (for callers that need an image).
-    pub fn to_image(&self) -> RgbImage {
-        crop_square(&self.image, self.ox, self.oy, self.size)
-    }
-
     fn statistic(&self, f: Filter) -> [u8; 3] {
         stat::statistic_of(&self.image, self.ox, self.oy, self.size, self.size, f)
     }
@@ -283,20 +278,6 @@ pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
     })
 }
 
-/// The `size`² square at `(x, y)` of `img` (which must contain it), copied
-/// row by row: `image`'s generic sub-image copy goes pixel by pixel.
-fn crop_square(img: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
-    let stride = img.width() as usize * 3;
-    let (x, y, n) = (x as usize, y as usize, size as usize);
-    let raw = img.as_raw();
-    let mut out = Vec::with_capacity(n * n * 3);
-    for row in y..y + n {
-        let start = row * stride + x * 3;
-        out.extend_from_slice(&raw[start..start + n * 3]);
-    }
-    RgbImage::from_raw(size, size, out).unwrap_or_else(|| RgbImage::new(size, size))
-}
-
 /// `encode_tiles`: every tile as JPEG.
 pub fn encode(input: &Tiles, p: &TileEncodeParams) -> Result<Vec<EncodedTile>, OpError> {
     use rayon::prelude::*;
@@ -418,7 +399,7 @@ mod tests {
         )
         .unwrap();
         for (t, e) in kids.tiles.iter().zip(&enc) {
-            let copy = t.to_image();
+            let copy = image::imageops::crop_imm(&*t.image, t.ox, t.oy, t.size, t.size).to_image();
             assert_eq!(
                 t.statistic(Filter::Lanczos3),
                 stat::statistic(&copy, Filter::Lanczos3)
