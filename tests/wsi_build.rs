@@ -110,7 +110,7 @@ fn state(ws: &Ws) -> rusqlite::Connection {
 fn recorded_mpp(ws: &Ws, rel: &str) -> Option<(f64, String)> {
     state(ws)
         .query_row(
-            "SELECT mpp, mpp_origin FROM units WHERE source_rel = ?1 LIMIT 1",
+            "SELECT mpp, mpp_origin FROM unit_records WHERE source_rel = ?1 LIMIT 1",
             [rel],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -1,7 +1,8 @@
 //! `cpia build`.
 
-use crate::engine::{self, Options};
-use crate::plan::{Plan, Planner, Rescan, Selection};
+use crate::engine::driver::{self, Flags, Outcome};
+use crate::engine::Options;
+use crate::plan::{Planner, Selection};
 use crate::store::State;
 use crate::workspace::Workspace;
 
@@ -30,26 +31,40 @@ pub struct Args {
     /// Exit at once if another process holds the workspace lock.
     #[arg(long)]
     no_wait: bool,
+    /// Check every recorded output on disk (a `stat` each, a hash where the
+    /// mtime moved), not only the output folders that changed.
+    #[arg(long)]
+    check_outputs: bool,
+    /// A collection whose source root is not configured or not present is
+    /// an error (by default it is reported as "source not available").
+    #[arg(long)]
+    require_sources: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
     let _lock = ws.lock(!args.no_wait)?;
     let mut state = State::open(&ws.state_path())?;
+    warn_untracked(&ws, &state);
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();
     planner.refresh_recipes(&ws);
     let selection = Selection {
         recipes: args.recipes.clone(),
     };
-    let plan = planner.plan(&ws, &mut state, &selection, &Rescan::All)?;
+    let flags = Flags {
+        check_outputs: args.check_outputs,
+        allow_mass_removal: args.allow_mass_removal,
+        require_sources: args.require_sources,
+    };
     let code = execute(
         &ws,
         &mut state,
-        &plan,
+        &planner,
+        &selection,
         &args_to_options(&ws, &args),
+        flags,
         args.json,
-        args.allow_mass_removal,
     )?;
     super::debug_counters(hashed);
     Ok(code)
@@ -64,39 +79,33 @@ fn args_to_options(ws: &Workspace, args: &Args) -> Options {
     }
 }
 
-/// Runs a plan and prints its summary; shared with `watch`.
+/// Plans and runs a build and prints its summary; shared with `watch`.
 pub fn execute(
     ws: &Workspace,
     state: &mut State,
-    plan: &Plan,
+    planner: &Planner,
+    selection: &Selection,
     opts: &Options,
+    flags: Flags,
     json: bool,
-    allow_mass_removal: bool,
 ) -> CmdResult {
-    if !plan.mass_removals.is_empty() && !allow_mass_removal {
-        eprintln!("error: refusing to build: it would remove more than half of the outputs of:");
-        for m in &plan.mass_removals {
+    let summary = match driver::build(ws, state, planner, selection, opts, flags)? {
+        Outcome::Refused(mass) => {
             eprintln!(
-                "  {}: {} of {} recorded outputs",
-                m.collection, m.removing, m.recorded
+                "error: refusing to build: it would remove more than half of the outputs of:"
             );
+            for m in &mass {
+                eprintln!(
+                    "  {}: {} of {} recorded outputs",
+                    m.collection, m.removing, m.recorded
+                );
+            }
+            eprintln!("  (a moved or unmounted source folder looks like this; check with `cpia plan --explain`,");
+            eprintln!("   then pass --allow-mass-removal if the removal is intended)");
+            return Ok(EXIT_ERROR);
         }
-        eprintln!("  (a moved or unmounted source folder looks like this; check with `cpia plan --explain`,");
-        eprintln!("   then pass --allow-mass-removal if the removal is intended)");
-        return Ok(EXIT_ERROR);
-    }
-    let argv: Vec<String> = std::env::args().collect();
-    let id = state.begin_build(&argv.join(" "), engine::TOOL_VERSION)?;
-    let summary = engine::run(plan, ws, state, opts)?;
-    state.finish_build(
-        id,
-        [
-            summary.built,
-            summary.up_to_date,
-            summary.removed,
-            summary.failed,
-        ],
-    )?;
+        Outcome::Done(s) => s,
+    };
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -106,4 +115,31 @@ pub fn execute(
         }
     }
     Ok(if summary.ok() { 0 } else { EXIT_FAILURES })
+}
+
+/// A fresh state over an output folder that already holds files: those
+/// files are not recorded, so no build will ever replace or remove them
+/// unless they are rebuilt under the same names. Say so, once.
+fn warn_untracked(ws: &Workspace, state: &State) {
+    if !state.is_new() || !ws.output.is_dir() {
+        return;
+    }
+    let tmp = ws.output.join(crate::engine::atomic::TMP_DIR);
+    let n = walkdir::WalkDir::new(&ws.output)
+        .into_iter()
+        .filter_entry(|e| e.path() != tmp)
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count();
+    if n > 0 {
+        eprintln!(
+            "warning: the build state {} is new, but the output folder {} already holds {n} file(s) it does not record.\n  \
+             Outputs this build makes again under the same names are overwritten; the others stay untracked and are never removed.\n  \
+             To start clean, move the output folder away first (e.g. `mv {} {}.old`).",
+            state.path().display(),
+            ws.output.display(),
+            ws.output.display(),
+            ws.output.display()
+        );
+    }
 }

@@ -32,6 +32,10 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 None => {}
             }
         }
+        for p in planner.duplicates(&ws).1 {
+            errors += 1;
+            eprintln!("error: {}: {}", p.input, p.error);
+        }
     } else {
         for path in &args.recipes {
             checked += 1;

@@ -271,18 +271,20 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let mut state = crate::store::State::open(&ws.state_path())?;
     let mut planner = crate::plan::Planner::new();
     planner.refresh_recipes(&ws);
-    let plan = planner.plan(
-        &ws,
-        &mut state,
-        &crate::plan::Selection::default(),
-        &crate::plan::Rescan::All,
-    )?;
     let opts = crate::engine::Options {
         jobs: args.jobs.unwrap_or(ws.jobs).max(1),
         fail_fast: false,
         progress: true,
     };
-    let code = super::build::execute(&ws, &mut state, &plan, &opts, false, false)?;
+    let code = super::build::execute(
+        &ws,
+        &mut state,
+        &planner,
+        &crate::plan::Selection::default(),
+        &opts,
+        crate::engine::driver::Flags::default(),
+        false,
+    )?;
     let count = walkdir::WalkDir::new(&ws.output)
         .into_iter()
         .flatten()

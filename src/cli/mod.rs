@@ -114,6 +114,8 @@ fn debug_counters(hashed_before: u64) {
     if std::env::var_os("CPIA_DEBUG_COUNTERS").is_some() {
         let (opened, regions) = crate::slide::counters();
         eprintln!("debug: slides_opened={opened} regions_read={regions}");
+        let (dirs, outputs) = crate::plan::outdirs::counters();
+        eprintln!("debug: output_dirs_verified={dirs} output_records_checked={outputs}");
         eprintln!(
             "debug: hashed_sources={}",
             crate::plan::sources::hashed_count() - hashed_before

@@ -1,8 +1,13 @@
-//! `cpia plan`: the dry run.
+//! `cpia plan`: the dry run. Plans are printed collection by collection as
+//! they are made (also with `--json`, which streams one object), so a plan
+//! over millions of outputs starts printing at once.
+
+use std::io::Write;
 
 use serde::Serialize;
 
-use crate::plan::{Plan, Planner, Rescan, Selection};
+use crate::engine::driver::{self, Flags};
+use crate::plan::{CollectionPlan, Planner, Selection, Unplanned};
 use crate::store::State;
 
 use super::{CmdResult, Context, EXIT_FAILURES};
@@ -18,14 +23,17 @@ pub struct Args {
     /// Print the plan as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Check every recorded output on disk, as `build --check-outputs` does.
+    #[arg(long)]
+    check_outputs: bool,
 }
 
 #[derive(Serialize)]
-struct JsonAction {
+struct JsonAction<'a> {
     action: &'static str,
     output: String,
     source: String,
-    reasons: Vec<String>,
+    reasons: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -34,12 +42,14 @@ struct JsonProblem<'a> {
     error: &'a str,
 }
 
-#[derive(Serialize)]
-struct JsonPlan<'a> {
-    actions: Vec<JsonAction>,
-    up_to_date: usize,
-    problems: Vec<JsonProblem<'a>>,
-    mass_removals: Vec<String>,
+/// Counts and notes gathered while plans stream out.
+#[derive(Default)]
+struct Totals {
+    build: usize,
+    remove: usize,
+    up_to_date: u64,
+    problems: Vec<(String, String)>,
+    notes: Vec<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
@@ -48,131 +58,186 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();
     planner.refresh_recipes(&ws);
-    let plan = planner.plan(
-        &ws,
-        &mut state,
-        &Selection {
-            recipes: args.recipes,
-        },
-        &Rescan::All,
-    )?;
+    let selection = Selection {
+        recipes: args.recipes,
+    };
+    let flags = Flags {
+        check_outputs: args.check_outputs,
+        ..Flags::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut totals = Totals::default();
+    let mut first = true;
     if args.json {
-        println!("{}", serde_json::to_string(&to_json(&plan))?);
-    } else {
-        print!("{}", render(&plan, args.explain));
+        write!(out, "{{\"actions\":[")?;
     }
+    let mut io_error: Option<std::io::Error> = None;
+    let (catalog, mass) = driver::dry_run(&ws, &mut state, &planner, &selection, flags, |state, p| {
+        let r = if args.json {
+            json_actions(&mut out, p, &mut first)
+        } else {
+            human_actions(&mut out, p, args.explain)
+        };
+        if let Err(e) = r {
+            io_error.get_or_insert(e);
+        }
+        tally(&mut totals, state, p);
+    })?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    for p in &catalog.problems {
+        totals.problems.push((p.input.clone(), p.error.clone()));
+    }
+    if args.json {
+        let problems: Vec<JsonProblem> = totals
+            .problems
+            .iter()
+            .map(|(input, error)| JsonProblem { input, error })
+            .collect();
+        let mass: Vec<String> = mass
+            .iter()
+            .map(|m| format!("{}: {} of {}", m.collection, m.removing, m.recorded))
+            .collect();
+        writeln!(
+            out,
+            "],\"up_to_date\":{},\"problems\":{},\"mass_removals\":{}}}",
+            totals.up_to_date,
+            serde_json::to_string(&problems)?,
+            serde_json::to_string(&mass)?
+        )?;
+    } else {
+        for (input, error) in &totals.problems {
+            writeln!(out, "error: {input}: {error}")?;
+        }
+        for m in &mass {
+            writeln!(
+                out,
+                "warning: would remove {} of {} outputs of {} (build needs --allow-mass-removal)",
+                m.removing, m.recorded, m.collection
+            )?;
+        }
+        for n in &totals.notes {
+            writeln!(out, "{n}")?;
+        }
+        writeln!(
+            out,
+            "{} to build, {} to remove, {} up to date, {} problem(s)",
+            totals.build,
+            totals.remove,
+            totals.up_to_date,
+            totals.problems.len()
+        )?;
+    }
+    out.flush()?;
+    drop(out);
     super::debug_counters(hashed);
-    Ok(if plan.problems.is_empty() {
+    Ok(if totals.problems.is_empty() {
         0
     } else {
         EXIT_FAILURES
     })
 }
 
-fn to_json(plan: &Plan) -> JsonPlan<'_> {
-    let mut actions = Vec::new();
-    for b in &plan.builds {
-        actions.push(JsonAction {
-            action: "build",
-            output: b.output.path.clone(),
-            source: format!("{}:{}", b.output.source_root, b.output.source_rel),
-            reasons: b.reasons.clone(),
-        });
+fn tally(t: &mut Totals, state: &State, p: &CollectionPlan) {
+    t.build += p.building();
+    t.remove += p.removing();
+    t.up_to_date += p.up_to_date;
+    for pr in &p.problems {
+        t.problems.push((pr.input.clone(), pr.error.clone()));
     }
-    for u in &plan.units {
-        actions.push(JsonAction {
-            action: "build",
-            output: u.unit.describe(),
-            source: format!("{}:{}", u.unit.source_root, u.unit.source_rel),
-            reasons: u.reasons.clone(),
-        });
-    }
-    for q in &plan.qc {
-        actions.push(JsonAction {
-            action: "build",
-            output: q.qc.path.clone(),
-            source: format!("{}:{}", q.qc.source_root, q.qc.source_rel),
-            reasons: q.reasons.clone(),
-        });
-    }
-    for r in &plan.removes {
-        actions.push(JsonAction {
-            action: "remove",
-            output: r.record.path.clone(),
-            source: format!("{}:{}", r.record.source_root, r.record.source_rel),
-            reasons: vec![r.reason.clone()],
-        });
-    }
-    JsonPlan {
-        actions,
-        up_to_date: plan.up_to_date,
-        problems: plan
+    match &p.unplanned {
+        Some(Unplanned::Error(e)) => t
             .problems
-            .iter()
-            .map(|p| JsonProblem {
-                input: &p.input,
-                error: &p.error,
-            })
-            .collect(),
-        mass_removals: plan
-            .mass_removals
-            .iter()
-            .map(|m| format!("{}: {} of {}", m.collection, m.removing, m.recorded))
-            .collect(),
+            .push((p.name.clone(), format!("collection {}: {e}", p.name))),
+        // As `build` judges it: an error once the collection has outputs.
+        Some(Unplanned::Unavailable(e)) if state.inputs_of(p.id).is_ok_and(|i| !i.is_empty()) => t
+            .problems
+            .push((p.name.clone(), format!("collection {}: {e}", p.name))),
+        Some(Unplanned::Unavailable(e)) => t
+            .notes
+            .push(format!("note: collection {}: source not available: {e}", p.name)),
+        None => {}
+    }
+    if p.unrouted > 0 {
+        t.notes.push(format!(
+            "note: {} input(s) of {} matched no route and are skipped",
+            p.unrouted, p.name
+        ));
     }
 }
 
-/// One `build` line, with its reasons under `--explain`.
-fn action(s: &mut String, output: &str, source: &str, reasons: &[String], explain: bool) {
-    s.push_str(&format!("build  {output}  <- {source}\n"));
-    if explain {
-        for r in reasons {
-            s.push_str(&format!("         because {r}\n"));
+/// Every action of a plan as (kind, output, source, reasons).
+fn actions(p: &CollectionPlan) -> impl Iterator<Item = (&'static str, String, String, &[String])> {
+    let builds = p.builds.iter().map(|b| {
+        (
+            "build",
+            b.output.path(),
+            crate::plan::judge::source(&b.input),
+            b.reasons.as_slice(),
+        )
+    });
+    let units = p.units.iter().map(|u| {
+        (
+            "build",
+            u.unit.describe(),
+            crate::plan::judge::source(&u.input),
+            u.reasons.as_slice(),
+        )
+    });
+    let qc = p.qc.iter().map(|q| {
+        (
+            "build",
+            q.qc.path(),
+            crate::plan::judge::source(&q.input),
+            q.reasons.as_slice(),
+        )
+    });
+    let removes = p.removals.iter().flat_map(|r| {
+        r.files.iter().map(move |(path, _)| {
+            (
+                "remove",
+                path.clone(),
+                r.source.clone(),
+                std::slice::from_ref(&r.reason),
+            )
+        })
+    });
+    builds.chain(units).chain(qc).chain(removes)
+}
+
+fn json_actions(out: &mut impl Write, p: &CollectionPlan, first: &mut bool) -> std::io::Result<()> {
+    for (action, output, source, reasons) in actions(p) {
+        if !*first {
+            out.write_all(b",")?;
         }
+        *first = false;
+        serde_json::to_writer(
+            &mut *out,
+            &JsonAction {
+                action,
+                output,
+                source,
+                reasons,
+            },
+        )?;
     }
+    Ok(())
 }
 
-/// The human-readable plan.
-pub fn render(plan: &Plan, explain: bool) -> String {
-    let mut s = String::new();
-    for b in &plan.builds {
-        let source = format!("{}:{}", b.output.source_root, b.output.source_rel);
-        action(&mut s, &b.output.path, &source, &b.reasons, explain);
-    }
-    for u in &plan.units {
-        let source = format!("{}:{}", u.unit.source_root, u.unit.source_rel);
-        action(&mut s, &u.unit.describe(), &source, &u.reasons, explain);
-    }
-    for q in &plan.qc {
-        let source = format!("{}:{}", q.qc.source_root, q.qc.source_rel);
-        action(&mut s, &q.qc.path, &source, &q.reasons, explain);
-    }
-    for r in &plan.removes {
-        s.push_str(&format!("remove {}\n", r.record.path));
+fn human_actions(out: &mut impl Write, p: &CollectionPlan, explain: bool) -> std::io::Result<()> {
+    for (action, output, source, reasons) in actions(p) {
+        if action == "build" {
+            writeln!(out, "build  {output}  <- {source}")?;
+        } else {
+            writeln!(out, "remove {output}")?;
+        }
         if explain {
-            s.push_str(&format!("         because {}\n", r.reason));
+            for r in reasons {
+                writeln!(out, "         because {r}")?;
+            }
         }
     }
-    for p in &plan.problems {
-        s.push_str(&format!("error: {}: {}\n", p.input, p.error));
-    }
-    for m in &plan.mass_removals {
-        s.push_str(&format!(
-            "warning: would remove {} of {} outputs of {} (build needs --allow-mass-removal)\n",
-            m.removing, m.recorded, m.collection
-        ));
-    }
-    for (collection, n) in &plan.unrouted {
-        s.push_str(&format!(
-            "note: {n} input(s) of {collection} matched no route and are skipped\n"
-        ));
-    }
-    s.push_str(&format!(
-        "{} to build, {} to remove, {} up to date, {} problem(s)\n",
-        plan.builds.len() + plan.units.len() + plan.qc.len(),
-        plan.removes.len(),
-        plan.up_to_date,
-        plan.problems.len()
-    ));
-    s
+    Ok(())
 }

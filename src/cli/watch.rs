@@ -1,6 +1,9 @@
-//! `cpia watch`: a long-running planner. It keeps the salsa database alive, so
-//! after a recipe edit only that recipe is re-parsed and re-planned, and no
-//! source is re-scanned or re-hashed unless the notification names it.
+//! `cpia watch`: a long-running planner. It keeps the salsa database of
+//! recipes alive, so after a recipe edit only that recipe (and recipes
+//! extending an edited template) is parsed again; every cycle is then an
+//! ordinary build, whose early cutoff reads no unchanged source and no
+//! output record. What it holds across cycles is the recipes, never sources
+//! or outputs.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -9,8 +12,9 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
+use crate::engine::driver::Flags;
 use crate::engine::Options;
-use crate::plan::{Planner, Rescan, Selection};
+use crate::plan::{Planner, Selection};
 use crate::store::State;
 
 use super::{CmdResult, Context};
@@ -45,7 +49,10 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let mut watched: HashSet<PathBuf> = HashSet::new();
     let mut planner = Planner::new();
     planner.refresh_recipes(&ws);
-    let mut rescan = Rescan::All;
+    let flags = Flags {
+        allow_mass_removal: args.allow_mass_removal,
+        ..Flags::default()
+    };
     loop {
         for root in ws.sources.values() {
             if !watched.contains(root)
@@ -59,21 +66,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         {
             let _lock = ws.lock(true)?;
             let mut state = State::open(&ws.state_path())?;
-            let plan = planner.plan(&ws, &mut state, &selection, &rescan)?;
-            eprintln!(
-                "plan: {} to build, {} to remove, {} up to date",
-                plan.builds.len() + plan.units.len() + plan.qc.len(),
-                plan.removes.len(),
-                plan.up_to_date
-            );
-            super::build::execute(
-                &ws,
-                &mut state,
-                &plan,
-                &opts,
-                false,
-                args.allow_mass_removal,
-            )?;
+            super::build::execute(&ws, &mut state, &planner, &selection, &opts, flags, false)?;
         }
         super::debug_counters(hashed);
         eprintln!(
@@ -81,20 +74,19 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             ws.root.display()
         );
 
-        rescan = wait_for_change(&rx, &ws, &recipes_dir, &mut planner)?;
+        wait_for_change(&rx, &ws, &recipes_dir, &mut planner)?;
     }
 }
 
-/// Blocks until a recipe's text or a source file changed; returns which
-/// source roots to walk again. Events that change nothing we read (file
-/// reads, writes into the output or cache folders, a recipe saved unchanged)
-/// do not start a cycle.
+/// Blocks until a recipe's text or a source file changed. Events that change
+/// nothing we read (file reads, writes into the output or cache folders, a
+/// recipe saved unchanged) do not start a cycle.
 fn wait_for_change(
     rx: &mpsc::Receiver<notify::Result<notify::Event>>,
     ws: &crate::workspace::Workspace,
     recipes_dir: &std::path::Path,
     planner: &mut Planner,
-) -> Result<Rescan, Box<dyn std::error::Error>> {
+) -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
         collect(rx.recv()?, &mut paths);
@@ -117,7 +109,7 @@ fn wait_for_change(
             changed = true;
         }
         if changed {
-            return Ok(Rescan::Only(source_paths.into_iter().collect()));
+            return Ok(());
         }
     }
 }

@@ -56,6 +56,7 @@ impl Drop for Staged {
 /// What was written: enough to record it.
 #[derive(Clone, Copy, Debug)]
 pub struct Written {
+    pub ino: u64,
     pub size: u64,
     pub mtime_ns: i64,
 }
@@ -139,6 +140,7 @@ impl OutputDir {
         }
         let m = std::fs::metadata(&staged.dest)?;
         Ok(Written {
+            ino: m.ino(),
             size: m.len(),
             mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
         })
@@ -160,6 +162,19 @@ impl OutputDir {
             dir = d.parent();
         }
         Ok(())
+    }
+
+    /// The output filesystem's clock: the mtime (ns) of a file created now
+    /// in the temporary folder. Folder timestamps are compared with it, not
+    /// with this machine's clock (an NFS server's clock may differ).
+    pub fn fs_now(&self) -> io::Result<i64> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let probe = self.tmp.join(format!("{}-{n}.now", std::process::id()));
+        std::fs::File::create(&probe)?;
+        let m = std::fs::metadata(&probe);
+        let _ = std::fs::remove_file(&probe);
+        let m = m?;
+        Ok(m.mtime() * 1_000_000_000 + m.mtime_nsec())
     }
 
     /// Removes the temporary folder (at the end of a build).

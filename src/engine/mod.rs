@@ -1,5 +1,6 @@
-//! Executing a plan: build the stale outputs in parallel, remove the orphans,
-//! record every result.
+//! Executing plans: build the stale outputs in parallel, remove the orphans,
+//! record every result — one collection plan at a time ([`Engine::run`]);
+//! [`driver`] plans and runs a whole build.
 //!
 //! Invariants:
 //! - An output is recorded only after its file is durably in place
@@ -9,30 +10,30 @@
 //! - One bad input never stops the others (unless `--fail-fast`); its error,
 //!   naming the file, goes into the summary and the state, and the next build
 //!   retries it.
+//! - An input is marked complete (skippable by later plans) only after every
+//!   job of it succeeded and was recorded.
 //! - The engine writes only inside the output folder and only the paths the
 //!   plan names.
 
 pub mod atomic;
+pub mod driver;
 pub mod evaluate;
 pub mod summary;
 pub mod wsi;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::plan::{BuildAction, Plan};
-use crate::store::state::{now, Event};
-use crate::store::{FailureRecord, OutputRecord, State, StateError};
-use crate::workspace::Workspace;
+use crate::plan::{BuildAction, CollectionPlan, QcAction, UnitAction};
+use crate::store::state::now;
+use crate::store::{Event, FailureRecord, Maker, OutputRecord, State, StateError, WrittenFile};
 
+pub use crate::plan::TOOL_VERSION;
 pub use summary::{Failure, Summary};
-
-/// The tool version recorded with every output (provenance, not the key).
-pub const TOOL_VERSION: &str = concat!("cpia ", env!("CARGO_PKG_VERSION"));
 
 /// How to run a build.
 #[derive(Clone, Debug)]
@@ -49,9 +50,9 @@ enum Job<'a> {
     /// One ROI source file and the outputs to make from it (read and decoded once).
     Roi(Vec<&'a BuildAction>),
     /// One grid cell of a slide and the writing steps to run on it (read once).
-    Cell(Vec<&'a crate::plan::UnitAction>),
+    Cell(Vec<&'a UnitAction>),
     /// Reading a QC thumbnail early, so the QC phase only draws.
-    Thumbnail(&'a crate::plan::QcAction),
+    Thumbnail(&'a QcAction),
 }
 
 impl Job<'_> {
@@ -61,6 +62,15 @@ impl Job<'_> {
             Job::Roi(a) => a.len() as u64,
             Job::Cell(a) => a.len() as u64,
             Job::Thumbnail(_) => 0,
+        }
+    }
+
+    /// The input the job works for.
+    fn input(&self) -> i64 {
+        match self {
+            Job::Roi(a) => a[0].input.id,
+            Job::Cell(a) => a[0].input.id,
+            Job::Thumbnail(q) => q.input.id,
         }
     }
 }
@@ -75,164 +85,238 @@ struct JobResult {
     failed: u64,
     skipped: u64,
     failure: Option<Failure>,
+    /// The input is not complete after this job (it failed or was skipped).
+    incomplete: Option<i64>,
+    /// Output folders where a write or removal failed part-way: their
+    /// identity is not recorded, so the next build verifies them.
+    dirty_dirs: Vec<String>,
 }
 
-/// Executes `plan`: removals first (they free names), then builds, then the
-/// WSI QC pictures (which draw the decisions the builds recorded).
-pub fn run(
-    plan: &Plan,
-    ws: &Workspace,
-    state: &mut State,
-    opts: &Options,
-) -> Result<Summary, EngineError> {
-    let out = atomic::OutputDir::open(&ws.output).map_err(|e| {
-        EngineError(format!(
-            "preparing output folder {}: {e}",
-            ws.output.display()
-        ))
-    })?;
-    let mut summary = Summary {
-        up_to_date: plan.up_to_date as u64,
-        ..Summary::default()
-    };
-    for p in &plan.problems {
-        summary.failed += p.outputs as u64;
-        summary.failures.push(Failure {
-            input: p.input.clone(),
-            error: p.error.clone(),
-        });
-    }
-    let mut events: Vec<Event> = Vec::new();
-    for p in &plan.problems {
-        if let Some((collection, root, rel)) = &p.source {
-            events.push(Event::Failed(FailureRecord {
-                collection: collection.clone(),
-                source_root: root.clone(),
-                source_rel: rel.clone(),
-                source_hash: None,
-                error: p.error.clone(),
-                at: now(),
-            }));
-        }
-    }
-    for (collection, source_rel) in &plan.stale_failures {
-        events.push(Event::Succeeded {
-            collection: collection.clone(),
-            source_rel: source_rel.clone(),
-        });
-    }
-    for r in &plan.restat {
-        events.push(Event::Built(Box::new(r.clone())));
-    }
-    for (hash, desc) in &plan.pipelines {
-        state.put_pipeline(hash, desc).map_err(EngineError::state)?;
-    }
-    for rm in &plan.removes {
-        match out.remove(&rm.record.path) {
-            Ok(()) => {
-                summary.removed += 1;
-                events.push(Event::Removed(rm.record.path.clone()));
-            }
-            Err(e) => {
-                summary.failed += 1;
-                summary.failures.push(Failure {
-                    input: rm.record.path.clone(),
-                    error: format!("cannot remove: {e}"),
-                });
-            }
-        }
-    }
-    for u in &plan.unit_removes {
-        events.push(Event::UnitRemoved {
-            collection: u.collection.clone(),
-            source_rel: u.source_rel.clone(),
-            unit: u.unit.clone(),
-            sink: u.sink.clone(),
-        });
-    }
-    state.record(&events).map_err(EngineError::state)?;
+/// A build in progress: the output folder, the worker and I/O threads, the
+/// open slides; shared by the collection plans it runs.
+pub struct Engine {
+    out: atomic::OutputDir,
+    pool: rayon::ThreadPool,
+    io: Io,
+    slides: wsi::SlideCache,
+    stop: AtomicBool,
+    opts: Options,
+    build: i64,
+    /// Inputs not complete after this build (failed or skipped).
+    incomplete: HashSet<i64>,
+    /// Output folders a failed write or removal left unverified.
+    dirty_dirs: HashSet<String>,
+}
 
-    // Group ROI outputs by source file, WSI units by slide cell.
-    let mut roi: BTreeMap<(&str, &std::path::Path), Vec<&BuildAction>> = BTreeMap::new();
-    for b in &plan.builds {
-        roi.entry((b.output.collection.as_str(), b.output.source_abs.as_path()))
-            .or_default()
-            .push(b);
-    }
-    let mut cells: BTreeMap<(&str, &std::path::Path, u32, u32), Vec<&crate::plan::UnitAction>> =
-        BTreeMap::new();
-    for u in &plan.units {
-        cells
-            .entry((
-                u.unit.collection.as_str(),
-                u.unit.source_abs.as_path(),
-                u.unit.cell.1,
-                u.unit.cell.0,
+impl Engine {
+    /// Prepares the output folder and the threads of build `build`.
+    pub fn new(output: &std::path::Path, opts: &Options, build: i64) -> Result<Engine, EngineError> {
+        let out = atomic::OutputDir::open(output).map_err(|e| {
+            EngineError(format!(
+                "preparing output folder {}: {e}",
+                output.display()
             ))
-            .or_default()
-            .push(u);
-    }
-    // Large cells are built one after another, every worker inside the cell
-    // (its read, resize, tests, encodes and writes are parallel): peak memory
-    // is one large cell's buffers instead of one per worker, and the pool
-    // hands them, already mapped, to the next cell.
-    let (large, small): (Vec<_>, Vec<_>) = cells
-        .into_values()
-        .partition(|c| wsi::region_bytes(c[0]) >= wsi::LARGE_CELL_BYTES);
-    let jobs: Vec<Job> = roi
-        .into_values()
-        .map(Job::Roi)
-        .chain(small.into_iter().map(Job::Cell))
-        .chain(plan.qc.iter().map(Job::Thumbnail))
-        .collect();
-    let large: Vec<Job> = large.into_iter().map(Job::Cell).collect();
-    let total: u64 = jobs.iter().chain(&large).map(Job::weight).sum();
-    let bar = summary::progress_bar(total, opts.progress);
-    let slides = wsi::SlideCache::new(opts.jobs.max(1) + 1);
-
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
-        .build()
-        .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
-    let io = Io::new(opts.jobs)?;
-    let stop = AtomicBool::new(false);
-    let ctx = JobContext {
-        out: &out,
-        slides: &slides,
-        stop: &stop,
-        fail_fast: opts.fail_fast,
-        bar: &bar,
-    };
-    summary.add(run_jobs(
-        state,
-        &pool,
-        &io,
-        &jobs,
-        Schedule::Parallel,
-        |j| ctx.run(j),
-    )?);
-    summary.add(run_jobs(
-        state,
-        &pool,
-        &io,
-        &large,
-        Schedule::OneAtATime,
-        |j| ctx.run(j),
-    )?);
-    bar.finish_and_clear();
-
-    // QC pictures need every cell's decision recorded first.
-    if !plan.qc.is_empty() && !stop.load(Ordering::Relaxed) {
-        let decisions = wsi::decisions(&state.units().map_err(EngineError::state)?);
-        let qcs: Vec<&crate::plan::QcAction> = plan.qc.iter().collect();
-        let tally = run_jobs(state, &pool, &io, &qcs, Schedule::Parallel, |q| {
-            Outcome::Done(wsi::draw_qc(q, &decisions, &out, &slides))
         })?;
-        summary.add(tally);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.jobs.max(1))
+            .build()
+            .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
+        Ok(Engine {
+            out,
+            pool,
+            io: Io::new(opts.jobs)?,
+            slides: wsi::SlideCache::new(opts.jobs.max(1) + 1),
+            stop: AtomicBool::new(false),
+            opts: opts.clone(),
+            build,
+            incomplete: HashSet::new(),
+            dirty_dirs: HashSet::new(),
+        })
     }
-    out.finish();
-    summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
-    Ok(summary)
+
+    /// The output folder.
+    pub fn output(&self) -> &atomic::OutputDir {
+        &self.out
+    }
+
+    /// Whether `--fail-fast` stopped the build.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Output folders whose identity must not be recorded.
+    pub fn dirty_dirs(&self) -> &HashSet<String> {
+        &self.dirty_dirs
+    }
+
+    /// Executes one collection's plan: removals first (they free names),
+    /// then builds, then the WSI QC pictures (which draw the decisions the
+    /// builds recorded), then marks the inputs whose work all succeeded
+    /// complete.
+    pub fn run(&mut self, state: &mut State, plan: &CollectionPlan) -> Result<Summary, EngineError> {
+        let mut summary = Summary {
+            up_to_date: plan.up_to_date,
+            ..Summary::default()
+        };
+        let mut events: Vec<Event> = Vec::new();
+        for p in &plan.problems {
+            summary.failed += p.outputs as u64;
+            summary.failures.push(Failure {
+                input: p.input.clone(),
+                error: p.error.clone(),
+            });
+            if let Some(id) = p.input_id {
+                self.incomplete.insert(id);
+                events.push(Event::Failed(FailureRecord {
+                    input: id,
+                    unit: String::new(),
+                    source_hash: None,
+                    error: p.error.clone(),
+                    at: now(),
+                }));
+            }
+        }
+        for (hash, desc) in &plan.pipelines {
+            state
+                .pipeline_id(hash, desc)
+                .map_err(EngineError::state)?;
+        }
+        events.extend(plan.updates.iter().cloned());
+        if self.stopped() {
+            summary.skipped += plan.building() as u64;
+            state.record(&events).map_err(EngineError::state)?;
+            return Ok(summary);
+        }
+        for rm in &plan.removals {
+            let mut all = true;
+            for (path, ev) in &rm.files {
+                match self.out.remove(path) {
+                    Ok(()) => {
+                        summary.removed += 1;
+                        events.push(ev.clone());
+                    }
+                    Err(e) => {
+                        all = false;
+                        summary.failed += 1;
+                        summary.failures.push(Failure {
+                            input: path.clone(),
+                            error: format!("cannot remove: {e}"),
+                        });
+                        if let Some((dir, _)) = path.rsplit_once('/') {
+                            self.dirty_dirs.insert(dir.to_string());
+                        }
+                    }
+                }
+            }
+            if let (true, Some(then)) = (all, &rm.then) {
+                events.push(then.clone());
+            }
+        }
+        state.record(&events).map_err(EngineError::state)?;
+
+        // Group ROI outputs by source file, WSI units by slide cell.
+        let mut roi: BTreeMap<i64, Vec<&BuildAction>> = BTreeMap::new();
+        for b in &plan.builds {
+            roi.entry(b.input.id).or_default().push(b);
+        }
+        let mut cells: BTreeMap<(&str, u32, u32), Vec<&UnitAction>> = BTreeMap::new();
+        for u in &plan.units {
+            cells
+                .entry((u.input.rel.as_str(), u.unit.cell.1, u.unit.cell.0))
+                .or_default()
+                .push(u);
+        }
+        // Large cells are built one after another, every worker inside the
+        // cell (its read, resize, tests, encodes and writes are parallel):
+        // peak memory is one large cell's buffers instead of one per worker,
+        // and the pool hands them, already mapped, to the next cell.
+        let (large, small): (Vec<_>, Vec<_>) = cells
+            .into_values()
+            .partition(|c| wsi::region_bytes(c[0]) >= wsi::LARGE_CELL_BYTES);
+        let jobs: Vec<Job> = roi
+            .into_values()
+            .map(Job::Roi)
+            .chain(small.into_iter().map(Job::Cell))
+            .chain(plan.qc.iter().map(Job::Thumbnail))
+            .collect();
+        let large: Vec<Job> = large.into_iter().map(Job::Cell).collect();
+        let total: u64 = jobs.iter().chain(&large).map(Job::weight).sum();
+        let bar = summary::progress_bar(total, self.opts.progress);
+        let maker = plan.spec.as_ref().map(|s| Maker {
+            recipe_hash: s.recipe.hash.clone(),
+            tool_version: TOOL_VERSION.to_string(),
+        });
+        let ctx = JobContext {
+            out: &self.out,
+            slides: &self.slides,
+            stop: &self.stop,
+            fail_fast: self.opts.fail_fast,
+            bar: &bar,
+            build: self.build,
+            maker: maker.as_ref(),
+        };
+        let mut tally = run_jobs(state, &self.pool, &self.io, &jobs, Schedule::Parallel, |j| {
+            ctx.run(j)
+        })?;
+        tally.add(run_jobs(
+            state,
+            &self.pool,
+            &self.io,
+            &large,
+            Schedule::OneAtATime,
+            |j| ctx.run(j),
+        )?);
+        bar.finish_and_clear();
+
+        // QC pictures need every cell's decision recorded first.
+        if !plan.qc.is_empty() && !self.stopped() {
+            let mut decisions: HashMap<i64, wsi::Decisions> = HashMap::new();
+            for q in &plan.qc {
+                decisions.insert(
+                    q.input.id,
+                    state.decisions(q.input.id).map_err(EngineError::state)?,
+                );
+            }
+            let qcs: Vec<&QcAction> = plan.qc.iter().collect();
+            tally.add(run_jobs(
+                state,
+                &self.pool,
+                &self.io,
+                &qcs,
+                Schedule::Parallel,
+                |q| {
+                    let d = decisions.get(&q.input.id);
+                    Outcome::Done(wsi::draw_qc(q, d, &self.out, &self.slides, &ctx))
+                },
+            )?);
+        } else if !plan.qc.is_empty() {
+            tally.skipped += plan.qc.len() as u64;
+            for q in &plan.qc {
+                tally.incomplete.insert(q.input.id);
+            }
+        }
+        summary.add(&tally);
+        self.incomplete.extend(tally.incomplete);
+        self.dirty_dirs.extend(tally.dirty_dirs);
+
+        // Inputs whose work all succeeded are complete under the plan's
+        // fingerprint.
+        if let Some(fp) = plan.fp {
+            let complete: Vec<Event> = plan
+                .complete
+                .iter()
+                .filter(|id| !self.incomplete.contains(id))
+                .map(|&id| Event::InputComplete { id, fp })
+                .collect();
+            state.record(&complete).map_err(EngineError::state)?;
+        }
+        Ok(summary)
+    }
+
+    /// Removes the temporary folder (at the end of a build).
+    pub fn finish(&self) {
+        self.out.finish();
+    }
 }
 
 /// Whether jobs run side by side or one at a time (each still using the
@@ -315,6 +399,8 @@ struct JobContext<'r> {
     stop: &'r AtomicBool,
     fail_fast: bool,
     bar: &'r indicatif::ProgressBar,
+    build: i64,
+    maker: Option<&'r Maker>,
 }
 
 impl<'r> JobContext<'r> {
@@ -323,12 +409,13 @@ impl<'r> JobContext<'r> {
         if self.stop.load(Ordering::Relaxed) {
             return Outcome::Done(JobResult {
                 skipped: job.weight(),
+                incomplete: Some(job.input()),
                 ..JobResult::default()
             });
         }
         let outcome = match job {
-            Job::Roi(actions) => build_roi(actions, self.out),
-            Job::Cell(actions) => wsi::build_cell(actions, self.out, self.slides),
+            Job::Roi(actions) => build_roi(actions, self),
+            Job::Cell(actions) => wsi::build_cell(actions, self),
             Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
         };
         // Progress and `--fail-fast` follow finished jobs: after the commit.
@@ -349,6 +436,14 @@ impl<'r> JobContext<'r> {
             self.stop.store(true, Ordering::Relaxed);
         }
         r
+    }
+
+    /// Who builds: the recipe version and this tool.
+    fn maker(&self) -> Maker {
+        self.maker.cloned().unwrap_or_else(|| Maker {
+            recipe_hash: String::new(),
+            tool_version: TOOL_VERSION.to_string(),
+        })
     }
 }
 
@@ -403,40 +498,42 @@ fn run_jobs<'j, T: Sync>(
     }
 }
 
-/// A failed job: its failure record and summary line.
+/// A failed job: its failure record and summary line. `unit` is empty for
+/// an ROI input, `"i,j"` for a WSI cell, `"qc"` for a QC picture.
 fn failed_job(
-    collection: &str,
-    source_root: &str,
-    source_rel: &str,
+    input: i64,
+    unit: &str,
     source_hash: &str,
-    input: String,
+    shown: String,
     error: String,
     outputs: u64,
 ) -> JobResult {
     JobResult {
         events: vec![Event::Failed(FailureRecord {
-            collection: collection.to_string(),
-            source_root: source_root.to_string(),
-            source_rel: source_rel.to_string(),
+            input,
+            unit: unit.to_string(),
             source_hash: Some(source_hash.to_string()),
             error: error.clone(),
             at: now(),
         })],
         failed: outputs,
-        failure: Some(Failure { input, error }),
+        failure: Some(Failure {
+            input: shown,
+            error,
+        }),
+        incomplete: Some(input),
         ..JobResult::default()
     }
 }
 
 /// The failure of a ROI source's remaining `outputs`.
 fn roi_failure(first: &BuildAction, error: String, outputs: usize) -> JobResult {
-    let o = &first.output;
+    let i = &first.input;
     failed_job(
-        &o.collection,
-        &o.source_root,
-        &o.source_rel,
-        &o.source_hash,
-        o.source_abs.display().to_string(),
+        i.id,
+        "",
+        &i.hash,
+        i.abs.display().to_string(),
         error,
         outputs as u64,
     )
@@ -444,20 +541,23 @@ fn roi_failure(first: &BuildAction, error: String, outputs: usize) -> JobResult 
 
 /// Reads and decodes one ROI source and runs its steps; the writing of the
 /// encoded outputs is returned as a commit for the I/O threads.
-fn build_roi<'a>(actions: &'a [&'a BuildAction], out: &'a atomic::OutputDir) -> Outcome<'a> {
+fn build_roi<'a>(actions: &'a [&'a BuildAction], cx: &'a JobContext<'_>) -> Outcome<'a> {
     let first = actions[0];
-    let o = &first.output;
+    let input = &first.input;
     let fail = |error: String| Outcome::Done(roi_failure(first, error, actions.len()));
-    let bytes = match std::fs::read(&o.source_abs) {
+    let bytes = match std::fs::read(&input.abs) {
         Ok(b) => Arc::new(b),
         Err(e) => return fail(format!("cannot read: {e}")),
     };
-    if crate::plan::sources::hash_bytes(&bytes) != o.source_hash {
+    if crate::plan::sources::hash_bytes(&bytes) != input.hash {
         return fail("source changed while the build was running; build again".into());
     }
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
-    let evaluated = match evaluate::evaluate(&first.recipe, crate::ops::Value::Bytes(bytes), &sinks)
-    {
+    let evaluated = match evaluate::evaluate(
+        &first.spec.recipe,
+        crate::ops::Value::Bytes(bytes),
+        &sinks,
+    ) {
         Ok(v) => v,
         Err(e) => return fail(e.to_string()),
     };
@@ -469,13 +569,13 @@ fn build_roi<'a>(actions: &'a [&'a BuildAction], out: &'a atomic::OutputDir) -> 
         })
         .collect();
     drop(evaluated);
-    Outcome::Commit(Box::new(move || commit_roi(actions, out, &encoded)))
+    Outcome::Commit(Box::new(move || commit_roi(actions, cx, &encoded)))
 }
 
 /// Writes a ROI source's outputs and records them.
 fn commit_roi(
     actions: &[&BuildAction],
-    out: &atomic::OutputDir,
+    cx: &JobContext<'_>,
     encoded: &[Option<Arc<Vec<u8>>>],
 ) -> JobResult {
     let first = actions[0];
@@ -484,52 +584,55 @@ fn commit_roi(
         let error = match data {
             None => format!(
                 "step `{}` did not produce encoded bytes",
-                first.recipe.steps[a.output.sink].id
+                first.spec.recipe.steps[a.output.sink].id
             ),
-            Some(data) => match out.write(&a.output.path, data) {
+            Some(data) => match cx.out.write(&a.output.path(), data) {
                 Ok(w) => {
                     result.built += 1;
                     result
                         .events
-                        .push(Event::Built(Box::new(record_for(a, data, w))));
+                        .push(Event::Output(Box::new(record_for(a, data, w, cx))));
                     continue;
                 }
-                Err(e) => format!("cannot write {}: {e}", a.output.path),
+                Err(e) => {
+                    result.dirty_dirs.push(a.output.dir.clone());
+                    format!("cannot write {}: {e}", a.output.path())
+                }
             },
         };
         let mut f = roi_failure(first, error, actions.len() - result.built as usize);
         f.events.splice(0..0, result.events);
         f.built = result.built;
+        f.dirty_dirs = result.dirty_dirs;
         return f;
     }
     result.events.push(Event::Succeeded {
-        collection: first.output.collection.clone(),
-        source_rel: first.output.source_rel.clone(),
+        input: first.input.id,
+        unit: String::new(),
     });
     result
 }
 
-fn record_for(a: &BuildAction, data: &[u8], w: atomic::Written) -> OutputRecord {
+fn record_for(a: &BuildAction, data: &[u8], w: atomic::Written, cx: &JobContext<'_>) -> OutputRecord {
     let o = &a.output;
     OutputRecord {
-        path: o.path.clone(),
-        collection: o.collection.clone(),
-        key: o.key.clone(),
-        content_hash: crate::plan::sources::hash_bytes(data),
-        size: w.size,
-        mtime_ns: w.mtime_ns,
-        source_root: o.source_root.clone(),
-        source_rel: o.source_rel.clone(),
-        source_hash: o.source_hash.clone(),
-        pipeline_hash: a.pipeline_hash.clone(),
-        recipe_hash: a.recipe.hash.clone(),
-        tool_version: TOOL_VERSION.to_string(),
-        sub_dataset: o.sub_dataset.clone(),
-        scale: o.scale.clone(),
+        input: a.input.id,
+        dir: o.dir.clone(),
+        name: o.name.clone(),
+        sink: a.spec.recipe.steps[o.sink].id.clone(),
+        pipeline_hash: a.pipeline_hash().to_string(),
+        source_hash: a.input.hash.clone(),
         class: o.class.clone(),
+        maker: cx.maker(),
+        read: None,
+        file: WrittenFile {
+            ino: w.ino,
+            size: w.size,
+            mtime_ns: w.mtime_ns,
+            content_hash: crate::plan::sources::hash_bytes(data),
+        },
         built_at: now(),
-        unit: String::new(),
-        sink: a.recipe.steps[o.sink].id.clone(),
+        build: cx.build,
     }
 }
 
@@ -541,15 +644,29 @@ struct Tally {
     failed: u64,
     skipped: u64,
     failures: Vec<Failure>,
+    incomplete: HashSet<i64>,
+    dirty_dirs: HashSet<String>,
 }
 
-impl Summary {
+impl Tally {
     fn add(&mut self, t: Tally) {
         self.built += t.built;
         self.removed += t.removed;
         self.failed += t.failed;
         self.skipped += t.skipped;
         self.failures.extend(t.failures);
+        self.incomplete.extend(t.incomplete);
+        self.dirty_dirs.extend(t.dirty_dirs);
+    }
+}
+
+impl Summary {
+    fn add(&mut self, t: &Tally) {
+        self.built += t.built;
+        self.removed += t.removed;
+        self.failed += t.failed;
+        self.skipped += t.skipped;
+        self.failures.extend(t.failures.iter().cloned());
     }
 }
 
@@ -568,6 +685,8 @@ fn record_results(state: &mut State, rx: mpsc::Receiver<JobResult>) -> Result<Ta
                 tally.failed += r.failed;
                 tally.skipped += r.skipped;
                 tally.failures.extend(r.failure);
+                tally.incomplete.extend(r.incomplete);
+                tally.dirty_dirs.extend(r.dirty_dirs);
                 batch.extend(r.events);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -591,6 +710,12 @@ pub struct EngineError(pub String);
 impl EngineError {
     fn state(e: StateError) -> EngineError {
         EngineError(e.to_string())
+    }
+}
+
+impl From<StateError> for EngineError {
+    fn from(e: StateError) -> EngineError {
+        EngineError::state(e)
     }
 }
 

@@ -9,6 +9,14 @@ pub struct Failure {
     pub error: String,
 }
 
+/// A collection whose source root is not configured, missing or empty and
+/// that has never been built: not an error (unless `--require-sources`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Unavailable {
+    pub collection: String,
+    pub reason: String,
+}
+
 /// Counts of outputs, and the failed inputs.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -19,12 +27,25 @@ pub struct Summary {
     /// Outputs not attempted because `--fail-fast` stopped the build.
     pub skipped: u64,
     pub failures: Vec<Failure>,
+    /// Collections whose source is not available ("source not available").
+    pub unavailable: Vec<Unavailable>,
 }
 
 impl Summary {
     /// Whether the build succeeded as a whole.
     pub fn ok(&self) -> bool {
         self.failed == 0 && self.failures.is_empty() && self.skipped == 0
+    }
+
+    /// Adds another collection's summary to this one.
+    pub fn merge(&mut self, o: Summary) {
+        self.built += o.built;
+        self.up_to_date += o.up_to_date;
+        self.removed += o.removed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.failures.extend(o.failures);
+        self.unavailable.extend(o.unavailable);
     }
 
     /// The human summary, ending with the counts line.
@@ -42,6 +63,18 @@ impl Summary {
                 for l in lines {
                     s.push_str(&format!("    {l}\n"));
                 }
+            }
+        }
+        if !self.unavailable.is_empty() {
+            s.push_str(&format!(
+                "{} collection(s) with no source available (not built; `cpia build --require-sources` makes this an error):\n",
+                self.unavailable.len()
+            ));
+            for u in self.unavailable.iter().take(10) {
+                s.push_str(&format!("  {}: {}\n", u.collection, u.reason));
+            }
+            if self.unavailable.len() > 10 {
+                s.push_str(&format!("  … and {} more (`--json` lists all)\n", self.unavailable.len() - 10));
             }
         }
         s.push_str(&format!(

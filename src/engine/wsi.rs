@@ -18,14 +18,14 @@ use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
 use crate::ops::wsi::{EncodedTile, LevelPolicy, ReaderChoice, Region, TissueParams};
 use crate::ops::{Operator, Value};
-use crate::plan::query::grid_params;
+use crate::plan::expand::grid_params;
 use crate::plan::{QcAction, UnitAction};
 use crate::slide::{Reader, Slide};
-use crate::store::state::{now, Event};
-use crate::store::{OutputRecord, UnitRecord};
+use crate::store::state::now;
+use crate::store::{Event, OutputRecord, ReadFacts, TileRecord, UnitRecord, WrittenFile};
 
 use super::atomic::OutputDir;
-use super::{evaluate, failed_job, JobResult, Outcome, TOOL_VERSION};
+use super::{evaluate, failed_job, JobContext, JobResult, Outcome};
 
 /// Longest edge of QC pictures, in pixels.
 pub const QC_EDGE: u32 = 1024;
@@ -190,18 +190,12 @@ fn recycle(region: Arc<Region>, standardized: Option<Arc<crate::ops::RgbImage>>)
 
 /// The failure of a whole cell: every unit of it fails.
 fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
-    let u = &actions[0].unit;
+    let (input, u) = (&actions[0].input, &actions[0].unit);
     failed_job(
-        &u.collection,
-        &u.source_root,
-        &u.source_rel,
-        &u.source_hash,
-        format!(
-            "{} (cell {},{})",
-            u.source_abs.display(),
-            u.cell.0,
-            u.cell.1
-        ),
+        input.id,
+        &u.cell_id(),
+        &input.hash,
+        format!("{} (cell {},{})", input.abs.display(), u.cell.0, u.cell.1),
         error,
         actions.len() as u64,
     )
@@ -212,17 +206,18 @@ fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
 /// returns the writing of the encoded tiles as a commit for the I/O threads.
 pub(super) fn build_cell<'a>(
     actions: &'a [&'a UnitAction],
-    out: &'a OutputDir,
-    slides: &SlideCache,
+    cx: &'a JobContext<'_>,
 ) -> Outcome<'a> {
+    let slides = cx.slides;
     let first = actions[0];
     let u = &first.unit;
-    let recipe = &first.recipe;
+    let input = &first.input;
+    let recipe = &first.spec.recipe;
     let fail = |error: String| Outcome::Done(cell_failure(actions, error));
     let Some(grid) = grid_params(recipe) else {
         return fail("the recipe has no wsi_grid step".into());
     };
-    let slide = match slides.get(&u.source_abs) {
+    let slide = match slides.get(&input.abs) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -232,7 +227,7 @@ pub(super) fn build_cell<'a>(
         .position(|s| matches!(s.op, Operator::Tissue(_)));
     let tissue_fraction = match tissue_step.map(|t| &recipe.steps[t].op) {
         Some(Operator::Tissue(TissueParams::Otsu(p))) => {
-            match slides.mask(&u.source_abs, &slide, p) {
+            match slides.mask(&input.abs, &slide, p) {
                 Ok(m) => Some(m.fraction(
                     u64::from(u.cell.0) * u64::from(u.read_size),
                     u64::from(u.cell.1) * u64::from(u.read_size),
@@ -302,7 +297,7 @@ pub(super) fn build_cell<'a>(
     drop(evaluated);
     recycle(region, standardized);
     Outcome::Commit(Box::new(move || {
-        commit_cell(actions, out, &encoded, kept, reader_used)
+        commit_cell(actions, cx, &encoded, kept, reader_used)
     }))
 }
 
@@ -311,14 +306,15 @@ pub(super) fn build_cell<'a>(
 /// durable, not CPU, is the cost of writing).
 fn commit_cell(
     actions: &[&UnitAction],
-    out: &OutputDir,
+    cx: &JobContext<'_>,
     encoded: &[Option<Arc<Vec<EncodedTile>>>],
     kept: Option<bool>,
     reader_used: &str,
 ) -> JobResult {
     use rayon::prelude::*;
+    let out = cx.out;
     let fail = |error: String| cell_failure(actions, error);
-    let first_unit = &actions[0].unit;
+    let input = &actions[0].input;
     // Every tile of the cell is staged (written under a temporary name) and
     // hashed in parallel, all are made durable by one sync, then each unit's
     // tiles are put in place and recorded, in tile order.
@@ -331,15 +327,12 @@ fn commit_cell(
                 tiles
                     .par_iter()
                     .map(|t| {
-                        let sub = format!("{}-{}", u.collection, t.size);
-                        let path = format!(
-                            "{}/{sub}/{}-{}-{}-{}.jpg",
-                            u.scale, u.slide, t.size, t.x, t.y
-                        );
+                        let path = u.tile_path(t.x, t.y);
                         TileWrite {
                             staged: out.stage(&path, &t.bytes),
                             content_hash: crate::plan::sources::hash_bytes(&t.bytes),
-                            sub,
+                            x: t.x,
+                            y: t.y,
                             path,
                         }
                     })
@@ -358,110 +351,123 @@ fn commit_cell(
     let mut result = JobResult::default();
     for (a, writes) in actions.iter().zip(staged) {
         let u = &a.unit;
-        let sink_id = &a.recipe.steps[u.sink].id;
+        let sink_id = a.sink_id();
         let Some(writes) = writes else {
             let mut f = fail(format!("step `{sink_id}` did not produce encoded tiles"));
             f.events.splice(0..0, std::mem::take(&mut result.events));
             f.built = result.built;
             return f;
         };
-        let placed: Vec<(
-            String,
-            String,
-            std::io::Result<super::atomic::Written>,
-            String,
-        )> = writes
+        let placed: Vec<(Placed, std::io::Result<super::atomic::Written>)> = writes
             .into_par_iter()
             .map(|t| {
                 let w = t.staged.and_then(|s| out.place(s));
-                (t.sub, t.path, w, t.content_hash)
+                let tile = Placed {
+                    path: t.path,
+                    x: t.x,
+                    y: t.y,
+                    content_hash: t.content_hash,
+                };
+                (tile, w)
             })
             .collect();
         let mut written: HashSet<String> = HashSet::new();
+        let mut tiles = Vec::with_capacity(placed.len());
         let mut failed_write = None;
-        for (sub, path, w, content_hash) in placed {
+        for (t, w) in placed {
             match w {
                 Ok(w) => {
                     result.built += 1;
-                    result.events.push(Event::Built(Box::new(OutputRecord {
-                        path: path.clone(),
-                        collection: u.collection.clone(),
-                        key: u.key.clone(),
-                        content_hash,
-                        size: w.size,
-                        mtime_ns: w.mtime_ns,
-                        source_root: u.source_root.clone(),
-                        source_rel: u.source_rel.clone(),
-                        source_hash: u.source_hash.clone(),
-                        pipeline_hash: a.pipeline_hash.clone(),
-                        recipe_hash: a.recipe.hash.clone(),
-                        tool_version: TOOL_VERSION.to_string(),
-                        sub_dataset: sub,
-                        scale: u.scale.clone(),
-                        class: None,
-                        built_at: now(),
-                        unit: u.cell_id(),
-                        sink: sink_id.clone(),
-                    })));
-                    written.insert(path);
+                    tiles.push(TileRecord {
+                        x: t.x,
+                        y: t.y,
+                        file: WrittenFile {
+                            ino: w.ino,
+                            size: w.size,
+                            mtime_ns: w.mtime_ns,
+                            content_hash: t.content_hash,
+                        },
+                    });
+                    written.insert(t.path);
                 }
                 Err(e) => {
-                    failed_write.get_or_insert(format!("cannot write {path}: {e}"));
+                    failed_write.get_or_insert(format!("cannot write {}: {e}", t.path));
                 }
             }
         }
+        // Tiles this unit wrote before but not now (e.g. a stricter test):
+        // removed only when every tile of the unit was written.
+        let mut removed_tiles = Vec::new();
+        if failed_write.is_none() {
+            for (path, x, y) in &a.previous {
+                if written.contains(path) {
+                    continue;
+                }
+                match out.remove(path) {
+                    Ok(()) => {
+                        result.removed += 1;
+                        removed_tiles.push((*x, *y));
+                    }
+                    Err(e) => {
+                        failed_write.get_or_insert(format!("cannot remove {path}: {e}"));
+                    }
+                }
+            }
+        }
+        let complete = failed_write.is_none();
+        result.events.push(Event::Unit(Box::new(UnitRecord {
+            input: input.id,
+            sink: sink_id.to_string(),
+            cell: u.cell,
+            dir: u.dir.clone(),
+            size: u.size,
+            pipeline_hash: a.pipeline_hash().to_string(),
+            read: ReadFacts {
+                source_hash: input.hash.clone(),
+                read_size: u.read_size,
+                mpp: u.mpp,
+                mpp_origin: u.mpp_origin.to_string(),
+                reader: reader_used.to_string(),
+            },
+            maker: cx.maker(),
+            kept,
+            complete,
+            tiles,
+            removed_tiles,
+            built_at: now(),
+            build: cx.build,
+        })));
         if let Some(error) = failed_write {
-            // The tiles that were written are recorded; the unit is not, so
-            // it is built again next time.
+            // What was written is recorded, in a unit marked incomplete: it
+            // is built again next time.
             let mut f = fail(error);
             f.events.splice(0..0, std::mem::take(&mut result.events));
             f.built = result.built;
+            f.removed = result.removed;
+            f.dirty_dirs.push(u.dir.clone());
             return f;
         }
-        // Tiles this unit wrote before but not now (e.g. a stricter test).
-        for old in &a.previous {
-            if !written.contains(&old.path) {
-                match out.remove(&old.path) {
-                    Ok(()) => {
-                        result.removed += 1;
-                        result.events.push(Event::Removed(old.path.clone()));
-                    }
-                    Err(e) => {
-                        return fail(format!("cannot remove {}: {e}", old.path));
-                    }
-                }
-            }
-        }
-        result.events.push(Event::Unit(Box::new(UnitRecord {
-            collection: u.collection.clone(),
-            source_root: u.source_root.clone(),
-            source_rel: u.source_rel.clone(),
-            source_hash: u.source_hash.clone(),
-            unit: u.cell_id(),
-            sink: sink_id.clone(),
-            key: u.key.clone(),
-            pipeline_hash: a.pipeline_hash.clone(),
-            outputs: written.len() as u64,
-            kept,
-            mpp: u.mpp,
-            mpp_origin: u.mpp_origin.to_string(),
-            reader: reader_used.to_string(),
-            recipe_hash: a.recipe.hash.clone(),
-            tool_version: TOOL_VERSION.to_string(),
-            built_at: now(),
-        })));
     }
     result.events.push(Event::Succeeded {
-        collection: first_unit.collection.clone(),
-        source_rel: first_unit.source_rel.clone(),
+        input: input.id,
+        unit: actions[0].unit.cell_id(),
     });
     result
 }
 
+/// A tile whose file was put in place (or failed to be).
+struct Placed {
+    path: String,
+    x: u32,
+    y: u32,
+    content_hash: String,
+}
+
 /// One tile on its way to disk.
 struct TileWrite {
-    sub: String,
     path: String,
+    x: u32,
+    y: u32,
     content_hash: String,
     staged: std::io::Result<super::atomic::Staged>,
 }
@@ -473,64 +479,45 @@ pub(super) fn prefetch_thumbnail(q: &QcAction, slides: &SlideCache) -> JobResult
     if !slides.thumbnail_room() {
         return JobResult::default();
     }
-    if let Ok(slide) = slides.get(&q.qc.source_abs) {
+    if let Ok(slide) = slides.get(&q.input.abs) {
         if let Ok(t) = slide.thumbnail(QC_EDGE) {
-            slides.keep_thumbnail(&q.qc.source_abs, t);
+            slides.keep_thumbnail(&q.input.abs, t);
         }
     }
     JobResult::default()
 }
 
-/// Decisions per (collection, slide path, cell), from the unit records.
-pub type Decisions = HashMap<(String, String, String), bool>;
-
-/// Indexes the kept/rejected decision of every recorded cell.
-pub fn decisions(units: &crate::store::state::UnitMap) -> Decisions {
-    units
-        .values()
-        .filter_map(|u| {
-            u.kept.map(|k| {
-                (
-                    (u.collection.clone(), u.source_rel.clone(), u.unit.clone()),
-                    k,
-                )
-            })
-        })
-        .collect()
-}
+/// The kept/rejected decision of each recorded cell of one slide.
+pub type Decisions = HashMap<(u32, u32), bool>;
 
 /// Draws one slide's QC picture.
 pub(super) fn draw_qc(
     q: &QcAction,
-    decisions: &Decisions,
+    decisions: Option<&Decisions>,
     out: &OutputDir,
     slides: &SlideCache,
+    cx: &JobContext<'_>,
 ) -> JobResult {
-    let p = &q.qc;
+    let (input, p) = (&q.input, &q.qc);
     let fail = |error: String| {
         failed_job(
-            &p.collection,
-            &p.source_root,
-            &p.source_rel,
-            &p.source_hash,
-            format!("{} (QC picture)", p.source_abs.display()),
+            input.id,
+            "qc",
+            &input.hash,
+            format!("{} (QC picture)", input.abs.display()),
             error,
             1,
         )
     };
-    let thumbnail = match slides.take_thumbnail(&p.source_abs) {
+    let thumbnail = match slides.take_thumbnail(&input.abs) {
         Some(t) => t,
-        None => match slides.get(&p.source_abs).and_then(|s| s.thumbnail(QC_EDGE)) {
+        None => match slides.get(&input.abs).and_then(|s| s.thumbnail(QC_EDGE)) {
             Ok(t) => Arc::new(t),
             Err(e) => return fail(e),
         },
     };
     let (thumb, scale) = (&thumbnail.0, thumbnail.1);
-    let state = |i: u32, j: u32| match decisions.get(&(
-        p.collection.clone(),
-        p.source_rel.clone(),
-        format!("{i},{j}"),
-    )) {
+    let state = |i: u32, j: u32| match decisions.and_then(|d| d.get(&(i, j))) {
         Some(true) => CellState::Kept,
         Some(false) => CellState::Rejected,
         None => CellState::Unknown,
@@ -539,32 +526,47 @@ pub(super) fn draw_qc(
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),
     };
-    match out.write(&p.path, &png) {
+    match out.write(&p.path(), &png) {
         Ok(w) => JobResult {
             built: 1,
-            events: vec![Event::Built(Box::new(OutputRecord {
-                path: p.path.clone(),
-                collection: p.collection.clone(),
-                key: p.key.clone(),
-                content_hash: crate::plan::sources::hash_bytes(&png),
-                size: w.size,
-                mtime_ns: w.mtime_ns,
-                source_root: p.source_root.clone(),
-                source_rel: p.source_rel.clone(),
-                source_hash: p.source_hash.clone(),
-                pipeline_hash: q.pipeline_hash.clone(),
-                recipe_hash: q.recipe.hash.clone(),
-                tool_version: TOOL_VERSION.to_string(),
-                sub_dataset: p.collection.clone(),
-                scale: "qc".into(),
-                class: None,
-                built_at: now(),
-                unit: "qc".into(),
-                sink: "qc".into(),
-            }))],
+            events: vec![
+                Event::Output(Box::new(OutputRecord {
+                    input: input.id,
+                    dir: p.dir.clone(),
+                    name: p.name.clone(),
+                    sink: "qc".into(),
+                    pipeline_hash: q.pipeline_hash().to_string(),
+                    source_hash: input.hash.clone(),
+                    class: None,
+                    maker: cx.maker(),
+                    read: Some(ReadFacts {
+                        source_hash: input.hash.clone(),
+                        read_size: p.read_size,
+                        mpp: p.mpp,
+                        mpp_origin: p.mpp_origin.to_string(),
+                        reader: "openslide".into(),
+                    }),
+                    file: WrittenFile {
+                        ino: w.ino,
+                        size: w.size,
+                        mtime_ns: w.mtime_ns,
+                        content_hash: crate::plan::sources::hash_bytes(&png),
+                    },
+                    built_at: now(),
+                    build: cx.build,
+                })),
+                Event::Succeeded {
+                    input: input.id,
+                    unit: "qc".into(),
+                },
+            ],
             ..JobResult::default()
         },
-        Err(e) => fail(format!("cannot write {}: {e}", p.path)),
+        Err(e) => {
+            let mut f = fail(format!("cannot write {}: {e}", p.path()));
+            f.dirty_dirs.push(p.dir.clone());
+            f
+        }
     }
 }
 

@@ -143,9 +143,9 @@ fn describe(id: &str, op: &Operator, inputs: &[usize], position: &[usize]) -> St
 
 /// The key of an output made by `pipeline` from a source whose content hash
 /// is `source_hash`. See the module documentation for the full table.
-pub fn output_key(pipeline: &Pipeline, source_hash: &str) -> String {
+pub fn output_key(pipeline_hash: &str, source_hash: &str) -> String {
     let mut enc = Encoder::new("cpia-output-key");
-    enc.str(&pipeline.hash);
+    enc.str(pipeline_hash);
     enc.str(source_hash);
     enc.finish()
 }
@@ -156,14 +156,14 @@ pub const QC_VERSION: u32 = 1;
 /// The key of a WSI unit: cell `(i, j)` of the slide with content hash
 /// `source_hash`, written by the sink whose pipeline is `pipeline`.
 pub fn unit_key(
-    pipeline: &Pipeline,
+    pipeline_hash: &str,
     source_hash: &str,
     cell: (u32, u32),
     read_size: u32,
     mpp: f64,
 ) -> String {
     let mut enc = Encoder::new("cpia-wsi-unit-key");
-    enc.str(&pipeline.hash);
+    enc.str(pipeline_hash);
     enc.str(source_hash);
     enc.u64(u64::from(cell.0));
     enc.u64(u64::from(cell.1));
@@ -174,13 +174,47 @@ pub fn unit_key(
 
 /// The key of a slide's QC picture: `decisions` is the pipeline up to the
 /// tissue test (what decides kept/rejected).
-pub fn qc_key(decisions: &Pipeline, source_hash: &str, read_size: u32, mpp: f64) -> String {
+pub fn qc_key(decisions_hash: &str, source_hash: &str, read_size: u32, mpp: f64) -> String {
     let mut enc = Encoder::new("cpia-wsi-qc-key");
     enc.u64(u64::from(QC_VERSION));
-    enc.str(&decisions.hash);
+    enc.str(decisions_hash);
     enc.str(source_hash);
     enc.u64(u64::from(read_size));
     enc.u64(mpp.to_bits());
+    enc.finish()
+}
+
+/// Version of the planner's rules that the recipe text does not show (how
+/// names, routes and units are derived from a recipe): bump when they change.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// The plan fingerprint of a collection.
+///
+/// An input whose bytes are unchanged, and all of whose outputs were last
+/// built completely under the current fingerprint, has nothing to do: the
+/// planner skips it without reading any of its records (the input-level
+/// early cutoff, docs/state.md). So the fingerprint holds everything that can
+/// change what a collection plans for an unchanged source file:
+///
+/// | ingredient | why |
+/// |---|---|
+/// | [`PLAN_FORMAT`], [`KEY_FORMAT`], [`QC_VERSION`] | the planner's own rules, the key encoding, the QC drawing |
+/// | the recipe hash | the resolved recipe: `[inputs]`, routes, names, steps and their parameters, `[mpp]`, metadata (a metadata edit re-plans the collection, rebuilds nothing, and updates the recorded recipe hash) |
+/// | every pipeline hash, in sink order (WSI: and the QC decisions pipeline) | operator versions and the JPEG encoder, which the recipe text does not show |
+/// | the source root's name | recorded with every output |
+///
+/// Not in it: the source root's path (a moved root keeps its inputs: their
+/// stat index entries are per root *name*), the output folder, the machine.
+pub fn plan_fingerprint(recipe_hash: &str, pipeline_hashes: &[&str], source_root: &str) -> String {
+    let mut enc = Encoder::new("cpia-plan-fingerprint");
+    enc.u64(u64::from(PLAN_FORMAT));
+    enc.u64(u64::from(QC_VERSION));
+    enc.str(recipe_hash);
+    enc.u64(pipeline_hashes.len() as u64);
+    for h in pipeline_hashes {
+        enc.str(h);
+    }
+    enc.str(source_root);
     enc.finish()
 }
 
@@ -240,8 +274,8 @@ mod tests {
         );
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
-        assert_ne!(output_key(&a, "s1"), output_key(&a, "s2"));
-        assert_eq!(output_key(&a, "s1"), output_key(&b, "s1"));
+        assert_ne!(output_key(&a.hash, "s1"), output_key(&a.hash, "s2"));
+        assert_eq!(output_key(&a.hash, "s1"), output_key(&b.hash, "s1"));
     }
 
     #[test]

@@ -1,19 +1,16 @@
-//! Scanning source roots and hashing their files through the stat index.
+//! Listing source roots (with each file's stat) and hashing files.
 //!
-//! A file whose (size, mtime in ns, inode) equal the stat index's entry is
-//! not read again: its recorded blake3 is trusted. Any other file is hashed;
-//! if its bytes turn out unchanged (a `touch`), its key is unchanged and
-//! nothing downstream is rebuilt — the early cutoff.
+//! Which files are read is decided in [`super::inputs`]: a file whose
+//! (device, inode, size, mtime in ns) equal the stat index's entry is not
+//! read again; any other file is hashed, and if its bytes turn out unchanged
+//! (a `touch`) nothing downstream is rebuilt — the early cutoff.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
-
 use crate::recipe::InputSpec;
-use crate::store::SourceStat;
+use crate::store::FileStat;
 
 static HASHED: AtomicU64 = AtomicU64::new(0);
 
@@ -29,19 +26,7 @@ pub struct FoundFile {
     /// Relative to the source root, `/`-separated.
     pub rel: String,
     pub abs: PathBuf,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub inode: u64,
-}
-
-/// A source file with its content hash (or why it could not be read).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SourceEntry {
-    pub rel: String,
-    pub abs: PathBuf,
-    pub hash: Result<String, String>,
-    /// For WSI collections: the slide's metadata, or why it cannot be opened.
-    pub slide: Option<Result<std::sync::Arc<crate::slide::SlideMeta>, String>>,
+    pub stat: FileStat,
 }
 
 /// Why a source root cannot be used. Each of these stops its collection
@@ -136,9 +121,12 @@ pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String
             Ok(m) => files.push(FoundFile {
                 rel,
                 abs: entry.path().to_path_buf(),
-                size: m.len(),
-                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                inode: m.ino(),
+                stat: FileStat {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    size: m.len(),
+                    mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                },
             }),
             Err(e) => problems.push(format!("{}: {e}", entry.path().display())),
         }
@@ -146,61 +134,16 @@ pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String
     Ok((files, problems))
 }
 
-/// Hashes what the stat index does not vouch for, in parallel. Returns the
-/// entries and the stat-index rows to store.
-pub fn hash_files(
-    files: &[FoundFile],
-    index: &HashMap<String, SourceStat>,
-) -> (Vec<SourceEntry>, Vec<(String, SourceStat)>) {
-    let results: Vec<(SourceEntry, Option<(String, SourceStat)>)> = files
-        .par_iter()
-        .map(|f| {
-            let key = f.abs.to_string_lossy().into_owned();
-            if let Some(s) = index.get(&key) {
-                if s.size == f.size && s.mtime_ns == f.mtime_ns && s.inode == f.inode {
-                    let entry = SourceEntry {
-                        rel: f.rel.clone(),
-                        abs: f.abs.clone(),
-                        hash: Ok(s.hash.clone()),
-                        slide: None,
-                    };
-                    return (entry, None);
-                }
-            }
-            let hash = hash_file(&f.abs);
-            let update = hash.as_ref().ok().map(|h| {
-                (
-                    key,
-                    SourceStat {
-                        size: f.size,
-                        mtime_ns: f.mtime_ns,
-                        inode: f.inode,
-                        hash: h.clone(),
-                    },
-                )
-            });
-            let entry = SourceEntry {
-                rel: f.rel.clone(),
-                abs: f.abs.clone(),
-                hash,
-                slide: None,
-            };
-            (entry, update)
-        })
-        .collect();
-    let mut entries = Vec::with_capacity(results.len());
-    let mut updates = Vec::new();
-    for (e, u) in results {
-        entries.push(e);
-        updates.extend(u);
-    }
-    (entries, updates)
-}
-
 /// blake3 of a file's content, hex. Large files (whole slides) are mapped and
 /// hashed on all cores.
 pub fn hash_file(path: &Path) -> Result<String, String> {
     HASHED.fetch_add(1, Ordering::Relaxed);
+    content_hash(path)
+}
+
+/// blake3 of a file's content, hex, without counting it as a source hashed
+/// (outputs checked by `--check-outputs` or `verify`).
+pub fn content_hash(path: &Path) -> Result<String, String> {
     let mut hasher = blake3::Hasher::new();
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let res = if size >= 16 << 20 {
@@ -259,19 +202,5 @@ mod tests {
             scan(dir.path(), &spec(&[])),
             Err(RootError::Empty(_))
         ));
-    }
-
-    #[test]
-    fn stat_index_skips_unchanged_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.png"), b"abc").unwrap();
-        let (files, _) = scan(dir.path(), &spec(&[])).unwrap();
-        let (entries, updates) = hash_files(&files, &HashMap::new());
-        assert_eq!(updates.len(), 1);
-        assert_eq!(entries[0].hash.as_deref(), Ok(hash_bytes(b"abc").as_str()));
-        let index: HashMap<_, _> = updates.into_iter().collect();
-        let (again, updates) = hash_files(&files, &index);
-        assert!(updates.is_empty());
-        assert_eq!(again, entries);
     }
 }

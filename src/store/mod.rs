@@ -1,13 +1,28 @@
 //! The build state: what was built from what, recorded in an embedded SQLite
 //! database under `cache/` (see [`state`]).
 //!
+//! One file per concept: [`schema`] (the tables, sized for ~150 M outputs),
+//! [`state`] (opening, errors, interned values, the build log), [`scan`]
+//! (the stat index and the inputs of collections), [`outputs`] (what an input
+//! produced), [`dirs`] (output folders and their identities), [`events`]
+//! (the single write path for results).
+//!
 //! Architecture invariant: the store knows rows, not recipes or pixels. It is
 //! written only after a file is safely on disk (so a crash loses at most the
 //! record of a finished file, which the next build re-makes), and every write
 //! is a transaction, so the database is never half-updated.
 
+pub mod dirs;
+pub mod events;
+pub mod outputs;
 pub mod records;
+pub mod scan;
+pub mod schema;
 pub mod state;
 
-pub use records::{FailureRecord, OutputRecord, SourceStat, UnitRecord};
+pub use events::Event;
+pub use records::{
+    DirEntryRecord, DirIdentity, FailureRecord, FileStat, Maker, OutDir, OutputRecord, OutputRow,
+    Owner, ReadFacts, RecordedFile, RecordedInput, TileRecord, UnitRecord, UnitRow, WrittenFile,
+};
 pub use state::{State, StateError};

@@ -1,80 +1,221 @@
-//! The rows of the state database, as plain structs.
+//! The rows of the state database, as plain structs. Hashes are hex strings
+//! here (blobs in the database).
 
-/// What the stat index remembers of a source file, so that an unchanged file
-/// is never read again: if size, mtime and inode match, `hash` is trusted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceStat {
+/// What identifies a file's bytes without reading them: if all four are
+/// unchanged, the recorded content hash is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
     pub size: u64,
     pub mtime_ns: i64,
-    pub inode: u64,
+}
+
+/// A source file as the stat index remembers it, with the collection's
+/// input record for it, if there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedFile {
+    pub id: i64,
+    /// File name inside its source folder.
+    pub name: String,
+    pub stat: FileStat,
     /// blake3 of the content, hex.
     pub hash: String,
+    pub input: Option<RecordedInput>,
 }
 
-/// One written output file and everything it was made from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutputRecord {
-    /// Relative to the output root, `/`-separated, e.g. `M/BreaKHis_100x/a.jpg`.
-    pub path: String,
-    pub collection: String,
-    /// The cache key the file was built for (hex); see `plan::key`.
-    pub key: String,
-    /// blake3 of the bytes written (hex), for `verify` and modification checks.
-    pub content_hash: String,
+/// A (collection, source file) pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordedInput {
+    pub id: i64,
+    /// The plan fingerprint under which every output of this input was last
+    /// built completely, or `None` (never, or something failed since).
+    pub fp: Option<i64>,
+    /// How many outputs (files) the input had when it was last complete.
+    pub outputs: u64,
+}
+
+/// What a written file was when it was placed: enough to notice later that
+/// it was replaced (inode), touched (mtime) or altered (size, content).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct WrittenFile {
+    pub ino: u64,
     pub size: u64,
-    /// mtime of the written file, to notice edits without re-reading it.
     pub mtime_ns: i64,
-    /// Source root name and path relative to it: portable across machines.
-    pub source_root: String,
-    pub source_rel: String,
+    /// blake3 of the bytes written, hex.
+    pub content_hash: String,
+}
+
+/// How a slide was read for a unit (or QC picture): shared by all units of a
+/// slide version, stored once (`reads`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadFacts {
     pub source_hash: String,
-    /// Hash of the pipeline description stored in the `pipelines` table.
-    pub pipeline_hash: String,
+    pub read_size: u32,
+    pub mpp: f64,
+    /// `openslide`, `tiff-resolution`, `override` or `default`.
+    pub mpp_origin: String,
+    /// What read the pixels: `openslide` or `direct`.
+    pub reader: String,
+}
+
+/// Who built something: the recipe version and the tool (`provenance`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Maker {
     pub recipe_hash: String,
     pub tool_version: String,
-    pub sub_dataset: String,
-    pub scale: String,
-    pub class: Option<String>,
-    /// Seconds since the Unix epoch.
-    pub built_at: i64,
-    /// For WSI outputs: the grid cell (`"i,j"`) and the writing step's id,
-    /// which together name the unit the output belongs to; empty for ROI.
-    pub unit: String,
-    pub sink: String,
 }
 
-/// One WSI unit of work (a grid cell × a writing step) as last built: its
-/// key, and what it produced. A cell whose tiles were all rejected produced
-/// zero outputs, and that is remembered too, so it is not re-read.
+/// A named output file (an ROI output or a slide's QC picture) to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputRecord {
+    pub input: i64,
+    /// Folder relative to the output root (`M/BreaKHis_100x`) and file name.
+    pub dir: String,
+    pub name: String,
+    /// Id of the recipe step that wrote it (`"qc"` for a QC picture).
+    pub sink: String,
+    pub pipeline_hash: String,
+    pub source_hash: String,
+    pub class: Option<String>,
+    pub maker: Maker,
+    /// QC pictures: the slide read whose decisions they draw (key ingredients).
+    pub read: Option<ReadFacts>,
+    pub file: WrittenFile,
+    pub built_at: i64,
+    pub build: i64,
+}
+
+/// A recorded named output, as planning and provenance read it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputRow {
+    pub id: i64,
+    pub input: i64,
+    pub dir: String,
+    pub name: String,
+    pub sink: String,
+    pub pipeline_hash: String,
+    pub source_hash: String,
+    pub class: Option<String>,
+    pub maker: Maker,
+    pub read: Option<ReadFacts>,
+    pub file: WrittenFile,
+    pub built_at: i64,
+    pub build: i64,
+}
+
+impl OutputRow {
+    /// The path relative to the output root.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.dir, self.name)
+    }
+}
+
+/// One WSI tile of a unit: its position on the standardized grid in units
+/// of its own size (the `x`, `y` of its name) and the file written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TileRecord {
+    pub x: u32,
+    pub y: u32,
+    pub file: WrittenFile,
+}
+
+/// A WSI unit (grid cell × writing step) as built, to record. Its tiles are
+/// upserted, `removed_tiles` deleted; the unit's tile count follows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnitRecord {
-    pub collection: String,
-    pub source_root: String,
-    pub source_rel: String,
-    pub source_hash: String,
-    /// `"i,j"`, or `"qc"` for the slide's QC picture.
-    pub unit: String,
+    pub input: i64,
+    /// Id of the writing step (`write_M`).
     pub sink: String,
-    pub key: String,
+    pub cell: (u32, u32),
+    /// Folder of its tiles (`M/TCGA-BRCA-384`) and their edge in pixels.
+    pub dir: String,
+    pub size: u32,
     pub pipeline_hash: String,
-    pub outputs: u64,
-    /// Whether the cell passed the tissue test, when a tissue step ran.
+    pub read: ReadFacts,
+    pub maker: Maker,
+    /// Whether the `tissue` step kept the cell (`None` without such a step).
     pub kept: Option<bool>,
-    pub mpp: f64,
-    pub mpp_origin: String,
-    pub reader: String,
-    pub recipe_hash: String,
-    pub tool_version: String,
+    /// False when the unit's build failed part-way: it is rebuilt next time.
+    pub complete: bool,
+    pub tiles: Vec<TileRecord>,
+    pub removed_tiles: Vec<(u32, u32)>,
     pub built_at: i64,
+    pub build: i64,
 }
 
-/// An input that failed in the last build that tried it.
+/// A recorded WSI unit, as planning and provenance read it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitRow {
+    pub id: i64,
+    pub input: i64,
+    pub sink: String,
+    pub cell: (u32, u32),
+    pub dir: String,
+    pub size: u32,
+    pub pipeline_hash: String,
+    pub read: ReadFacts,
+    pub maker: Maker,
+    pub outputs: u64,
+    pub kept: Option<bool>,
+    pub complete: bool,
+    pub built_at: i64,
+    pub build: i64,
+}
+
+impl UnitRow {
+    /// `"i,j"`, as messages and the `unit_records` view write a cell.
+    pub fn cell_id(&self) -> String {
+        format!("{},{}", self.cell.0, self.cell.1)
+    }
+}
+
+/// The last failure of an input (`unit` empty) or of one of its WSI cells
+/// (`"i,j"`) or QC picture (`"qc"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureRecord {
-    pub collection: String,
-    pub source_root: String,
-    pub source_rel: String,
+    pub input: i64,
+    pub unit: String,
     pub source_hash: Option<String>,
     pub error: String,
     pub at: i64,
+}
+
+/// The identity of an output folder: if it is unchanged, no entry of the
+/// folder was added, removed, renamed or replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// An output folder with its last verified identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutDir {
+    pub id: i64,
+    /// Relative to the output root, e.g. `M/TCGA-BRCA-384`.
+    pub path: String,
+    pub identity: Option<DirIdentity>,
+}
+
+/// One recorded file in an output folder, as folder verification needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntryRecord {
+    pub name: String,
+    pub input: i64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub content_hash: String,
+    /// Which record: a named output's id, or a tile's (unit id, x, y).
+    pub owner: Owner,
+}
+
+/// The row a file in an output folder belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Output(i64),
+    Tile { unit: i64, x: u32, y: u32 },
 }

@@ -1,0 +1,348 @@
+//! A whole build (or dry run), collection by collection.
+//!
+//! 1. The recipes the selection names ([`crate::plan::Planner::catalog`]).
+//! 2. The output folders of those collections are checked
+//!    ([`crate::plan::outdirs`]): damage found there makes inputs plan in
+//!    detail.
+//! 3. Every collection is planned; plans are kept while the work they hold
+//!    is small ([`HOLD_LIMIT`]), otherwise only their counts, and they are
+//!    planned again when their turn comes — so memory holds one large plan,
+//!    never the workspace's.
+//! 4. Guards: a collection that would lose more than half of its outputs
+//!    stops the whole build before anything is done.
+//! 5. Each plan is executed ([`super::Engine::run`]); then the identity of
+//!    every output folder that is known to match the records is recorded,
+//!    so the next build can trust it without reading it.
+
+use std::collections::HashSet;
+
+use crate::plan::outdirs::{self, DirCheck, Mode};
+use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, Unplanned};
+use crate::store::{Event, State};
+use crate::workspace::Workspace;
+
+use super::{Engine, EngineError, Failure, Options, Summary};
+
+/// Build actions held in memory across collections before plans are
+/// dropped and re-planned at execution (each action is a few hundred bytes).
+pub const HOLD_LIMIT: usize = 200_000;
+
+/// How the build looks at outputs and sources.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flags {
+    /// `--check-outputs`: `stat` every recorded output.
+    pub check_outputs: bool,
+    /// `--allow-mass-removal`.
+    pub allow_mass_removal: bool,
+    /// `--require-sources`: a collection whose source is not available is
+    /// an error, not a note.
+    pub require_sources: bool,
+}
+
+/// A collection that would lose more than half of its outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MassRemoval {
+    pub collection: String,
+    pub removing: usize,
+    pub recorded: u64,
+}
+
+/// A collection to execute: its plan, or what to plan again.
+enum Pending {
+    Held(Box<CollectionPlan>),
+    Again(Selected),
+}
+
+/// Everything planned, ready to check against the guards and run.
+pub struct Prepared {
+    pub catalog: Catalog,
+    pub dirs: DirCheck,
+    pending: Vec<Pending>,
+    /// Collections without a recipe whose outputs are removed.
+    orphans: Vec<CollectionPlan>,
+    pub mass_removals: Vec<MassRemoval>,
+    /// Whether any plan removes files (the state is pruned afterwards).
+    removes: bool,
+}
+
+/// Plans the selected collections (phase 1–4 above).
+pub fn prepare(
+    ws: &Workspace,
+    state: &mut State,
+    planner: &Planner,
+    selection: &Selection,
+    flags: Flags,
+) -> Result<Prepared, EngineError> {
+    let catalog = planner.catalog(ws, selection);
+    let mut ids = Vec::new();
+    for s in &catalog.selected {
+        ids.push(state.collection_id(s.spec.name())?);
+    }
+    // With every recipe planned (and loaded), collections that have no
+    // recipe any more lose their outputs. A broken recipe may be the one
+    // that named them, so then nothing is removed.
+    let mut orphan_ids = Vec::new();
+    if catalog.everything && !catalog.any_broken {
+        for (id, name) in state.collections()? {
+            if !catalog.known.contains(&name) {
+                orphan_ids.push((id, name));
+            }
+        }
+    }
+    let all: Vec<i64> = ids
+        .iter()
+        .copied()
+        .chain(orphan_ids.iter().map(|(id, _)| *id))
+        .collect();
+    let mode = if flags.check_outputs {
+        Mode::StatAll
+    } else {
+        Mode::Identity
+    };
+    let dirs = outdirs::check(state, &ws.output, &all, mode)?;
+    let mut prepared = Prepared {
+        catalog,
+        dirs,
+        pending: Vec::new(),
+        orphans: Vec::new(),
+        mass_removals: Vec::new(),
+        removes: false,
+    };
+    let mut held = 0usize;
+    for s in prepared.catalog.selected.clone() {
+        let p = plan::plan_collection(ws, state, &s.spec, &prepared.dirs)?;
+        prepared.note(&p);
+        let size = p.building() + p.removing();
+        if held + size <= HOLD_LIMIT {
+            held += size;
+            prepared.pending.push(Pending::Held(Box::new(p)));
+        } else {
+            prepared.pending.push(Pending::Again(s));
+        }
+    }
+    for (id, name) in orphan_ids {
+        let p = plan::plan_orphan(state, id, &name)?;
+        prepared.note(&p);
+        prepared.orphans.push(p);
+    }
+    Ok(prepared)
+}
+
+impl Prepared {
+    fn note(&mut self, p: &CollectionPlan) {
+        if p.mass_removal() {
+            self.mass_removals.push(MassRemoval {
+                collection: p.name.clone(),
+                removing: p.removing(),
+                recorded: p.recorded,
+            });
+        }
+        self.removes |= p.removing() > 0;
+    }
+
+    /// Calls `f` with every collection plan in turn (planning again those
+    /// that were not held), orphans first: their removals free names.
+    pub fn for_each(
+        self,
+        ws: &Workspace,
+        state: &mut State,
+        mut f: impl FnMut(&mut State, &CollectionPlan) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        for p in &self.orphans {
+            f(state, p)?;
+        }
+        for pending in self.pending {
+            let p = match pending {
+                Pending::Held(p) => *p,
+                Pending::Again(s) => plan::plan_collection(ws, state, &s.spec, &self.dirs)?,
+            };
+            f(state, &p)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a build did, or why it did nothing.
+pub enum Outcome {
+    /// Refused by the mass-removal guard: nothing was done.
+    Refused(Vec<MassRemoval>),
+    Done(Summary),
+}
+
+/// Runs a build of the selected collections.
+pub fn build(
+    ws: &Workspace,
+    state: &mut State,
+    planner: &Planner,
+    selection: &Selection,
+    opts: &Options,
+    flags: Flags,
+) -> Result<Outcome, EngineError> {
+    let prepared = prepare(ws, state, planner, selection, flags)?;
+    if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
+        return Ok(Outcome::Refused(prepared.mass_removals));
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    let build = state.begin_build(&argv.join(" "), super::TOOL_VERSION)?;
+    let mut engine = Engine::new(&ws.output, opts, build)?;
+    let mut summary = Summary::default();
+    for p in &prepared.catalog.problems {
+        summary.failures.push(Failure {
+            input: p.input.clone(),
+            error: p.error.clone(),
+        });
+    }
+    // Inputs with damaged outputs stay incomplete until they are rebuilt,
+    // whatever happens to this build; touched outputs get their new stat.
+    let mut first: Vec<Event> = prepared.dirs.restats.clone();
+    for ids in prepared.dirs.damage.keys() {
+        first.push(Event::InputPending { id: *ids });
+    }
+    state.record(&first)?;
+    let removes = prepared.removes;
+    let checked: Vec<outdirs::CheckedDir> = prepared.dirs.dirs.clone();
+    prepared.for_each(ws, state, |state, p| {
+        if let Some(u) = &p.unplanned {
+            note_unplanned(state, p, u, flags, &mut summary)?;
+            return Ok(());
+        }
+        let s = engine.run(state, p)?;
+        summary.merge(s);
+        Ok(())
+    })?;
+    record_dir_identities(ws, state, &engine, &checked)?;
+    if removes {
+        state.prune_unused()?;
+    }
+    engine.finish();
+    summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
+    state.finish_build(
+        build,
+        [
+            summary.built,
+            summary.up_to_date,
+            summary.removed,
+            summary.failed,
+        ],
+    )?;
+    Ok(Outcome::Done(summary))
+}
+
+/// A collection whose root is not there: "not available" when it has never
+/// been built (a catalog collection not downloaded yet), an error when it
+/// has outputs (an unmounted disk looks like this) or when
+/// `--require-sources` asks.
+fn note_unplanned(
+    state: &State,
+    p: &CollectionPlan,
+    u: &Unplanned,
+    flags: Flags,
+    summary: &mut Summary,
+) -> Result<(), EngineError> {
+    let (reason, error) = match u {
+        Unplanned::Unavailable(r) => {
+            let built = !state.inputs_of(p.id)?.is_empty();
+            (r, built || flags.require_sources)
+        }
+        Unplanned::Error(r) => (r, true),
+    };
+    if error {
+        summary.failures.push(Failure {
+            input: p.name.clone(),
+            error: format!("collection {}: {reason}", p.name),
+        });
+    } else {
+        summary.unavailable.push(super::summary::Unavailable {
+            collection: p.name.clone(),
+            reason: reason.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Records the identity of every checked output folder that now matches
+/// its records: not one where a write or removal failed, nor one whose
+/// damaged inputs are still incomplete. Folders this build created are
+/// recorded too. A racy identity (too recent for the clock's granularity)
+/// is waited out once, then recorded if it did not move.
+fn record_dir_identities(
+    ws: &Workspace,
+    state: &mut State,
+    engine: &Engine,
+    checked: &[outdirs::CheckedDir],
+) -> Result<(), EngineError> {
+    let Ok(mut now) = engine.output().fs_now() else {
+        return Ok(());
+    };
+    let incomplete = &engine.incomplete;
+    let dirty = engine.dirty_dirs();
+    let mut known: HashSet<&str> = HashSet::new();
+    let mut wanted: Vec<(i64, String)> = Vec::new();
+    for c in checked {
+        known.insert(c.dir.path.as_str());
+        let unrepaired = c.damaged_inputs.iter().any(|i| incomplete.contains(i));
+        if dirty.contains(&c.dir.path) || unrepaired || engine.stopped() {
+            state.set_dir_identity(c.dir.id, None)?;
+        } else {
+            wanted.push((c.dir.id, c.dir.path.clone()));
+        }
+    }
+    // Folders first written by this build.
+    for (id, path) in state.out_dirs_without_identity()? {
+        if !known.contains(path.as_str()) && !dirty.contains(&path) && !engine.stopped() {
+            wanted.push((id, path));
+        }
+    }
+    let mut racy = Vec::new();
+    for (id, path) in wanted {
+        match outdirs::identity(&ws.output.join(&path)) {
+            Some(i) if outdirs::racy(&i, now) => racy.push((id, path, i)),
+            Some(i) => state.set_dir_identity(id, Some(i))?,
+            None => state.set_dir_identity(id, None)?,
+        }
+    }
+    if racy.is_empty() {
+        return Ok(());
+    }
+    let wait = racy
+        .iter()
+        .map(|(_, _, i)| {
+            let coarse = i.mtime_ns % 1_000_000_000 == 0;
+            if coarse {
+                2_000_000_000
+            } else {
+                50_000_000
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+    if let Ok(n) = engine.output().fs_now() {
+        now = n;
+    }
+    for (id, path, before) in racy {
+        let after = outdirs::identity(&ws.output.join(&path));
+        let keep = after == Some(before) && !outdirs::racy(&before, now);
+        state.set_dir_identity(id, keep.then_some(before))?;
+    }
+    Ok(())
+}
+
+/// The plans of a dry run, collection by collection (`cpia plan`).
+pub fn dry_run(
+    ws: &Workspace,
+    state: &mut State,
+    planner: &Planner,
+    selection: &Selection,
+    flags: Flags,
+    mut f: impl FnMut(&State, &CollectionPlan),
+) -> Result<(Catalog, Vec<MassRemoval>), EngineError> {
+    let prepared = prepare(ws, state, planner, selection, flags)?;
+    let mass = prepared.mass_removals.clone();
+    let catalog = prepared.catalog.clone();
+    prepared.for_each(ws, state, |state, p| {
+        f(state, p);
+        Ok(())
+    })?;
+    Ok((catalog, mass))
+}

@@ -1,0 +1,265 @@
+//! Which inputs of a collection need a detailed plan: the source listing
+//! merged, folder by folder, with the stat index and the inputs' records.
+//!
+//! | the source file | the input's record | result |
+//! |---|---|---|
+//! | stat equals the stat index's (device, inode, size, mtime ns) | complete under the current plan fingerprint, no damaged output | **up to date as a whole**: its recorded output count is added, nothing else is read |
+//! | stat equals | anything else (new input, fingerprint moved, incomplete, damaged) | detailed plan, hash from the index |
+//! | stat differs or file new | — | hashed; a different hash makes its inputs incomplete; detailed plan |
+//! | cannot be hashed | — | a problem of the input; its outputs are kept |
+//! | gone, or no longer accepted by `[inputs]` | recorded | removed with its outputs |
+//!
+//! Memory: the collection's listing (a path and a stat per source file) and
+//! one folder's records at a time; never the outputs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::expand::Input;
+use super::sources::{hash_file, FoundFile};
+use crate::slide::SlideMeta;
+use crate::store::{FileStat, State, StateError};
+
+/// An input that needs a detailed plan.
+#[derive(Clone, Debug)]
+pub struct Detail {
+    pub input: Arc<Input>,
+    /// WSI collections: the slide's metadata, or why it cannot be opened.
+    pub slide: Option<Result<Arc<SlideMeta>, String>>,
+}
+
+/// A recorded input that is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gone {
+    pub id: i64,
+    pub rel: String,
+    /// Whether the file is still there (excluded by `[inputs]` now).
+    pub excluded: bool,
+}
+
+/// A source file that cannot be planned because it cannot be hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub input: Option<i64>,
+    pub abs: String,
+    pub error: String,
+}
+
+/// The inputs of a collection, sorted out.
+#[derive(Debug, Default)]
+pub struct Classified {
+    /// Outputs of inputs that are up to date as a whole.
+    pub clean_outputs: u64,
+    pub clean_inputs: u64,
+    pub detail: Vec<Detail>,
+    pub gone: Vec<Gone>,
+    pub unreadable: Vec<Unreadable>,
+    /// Every input found, by slide name (WSI collections only): two slides
+    /// with one name would write the same tiles.
+    pub slide_names: HashMap<String, Vec<String>>,
+}
+
+/// What classification needs to know about the collection.
+pub struct Collection<'a> {
+    pub id: i64,
+    pub name: &'a str,
+    /// Source root name and folder.
+    pub root_name: &'a str,
+    pub root: &'a Path,
+    /// The current plan fingerprint's id.
+    pub fp: i64,
+    pub wsi: bool,
+}
+
+/// Sorts the collection's inputs: up to date as a whole, to plan in detail,
+/// gone. `damaged` holds inputs with damaged outputs (always planned).
+pub fn classify(
+    state: &mut State,
+    c: &Collection<'_>,
+    found: Vec<FoundFile>,
+    damaged: &dyn Fn(i64) -> bool,
+) -> Result<Classified, StateError> {
+    let mut out = Classified::default();
+    let mut by_dir: BTreeMap<String, Vec<FoundFile>> = BTreeMap::new();
+    for f in found {
+        let (dir, _) = split(&f.rel);
+        by_dir.entry(dir.to_string()).or_default().push(f);
+    }
+    let mut visited: HashSet<String> = HashSet::new();
+    let mut to_hash: Vec<(i64, FoundFile, Option<i64>)> = Vec::new();
+    let mut to_add: Vec<(i64, FoundFile, String)> = Vec::new();
+    for (dir, files) in by_dir {
+        let src_dir = state.src_dir_id(c.root_name, &dir)?;
+        let recorded = state.files_in(src_dir, c.id)?;
+        let mut by_name: HashMap<&str, &crate::store::RecordedFile> =
+            recorded.iter().map(|r| (r.name.as_str(), r)).collect();
+        for f in files {
+            let name = split(&f.rel).1;
+            match by_name.remove(name) {
+                Some(r) if r.stat == f.stat => match r.input {
+                    Some(i) if i.fp == Some(c.fp) && !damaged(i.id) => {
+                        out.clean_inputs += 1;
+                        out.clean_outputs += i.outputs;
+                        if c.wsi {
+                            note_slide(&mut out.slide_names, &f.rel);
+                        }
+                    }
+                    Some(i) => out.detail.push(detail(c, i.id, &f, r.hash.clone())),
+                    None => to_add.push((r.id, f, r.hash.clone())),
+                },
+                Some(r) => to_hash.push((src_dir, f, r.input.map(|i| i.id))),
+                None => to_hash.push((src_dir, f, None)),
+            }
+        }
+        // Recorded here, not found: gone from disk, or not accepted now.
+        for r in by_name.into_values() {
+            let path = if dir.is_empty() {
+                r.name.clone()
+            } else {
+                format!("{dir}/{}", r.name)
+            };
+            let on_disk = std::fs::symlink_metadata(c.root.join(&path)).is_ok();
+            if let Some(i) = r.input {
+                out.gone.push(Gone {
+                    id: i.id,
+                    rel: path,
+                    excluded: on_disk,
+                });
+            }
+        }
+        visited.insert(dir);
+    }
+    // Folders with recorded inputs that the walk did not reach.
+    for (src_dir, dir) in state.src_dirs_with_inputs(c.root_name, c.id)? {
+        if visited.contains(&dir) {
+            continue;
+        }
+        for r in state.files_in(src_dir, c.id)? {
+            let path = if dir.is_empty() {
+                r.name.clone()
+            } else {
+                format!("{dir}/{}", r.name)
+            };
+            let on_disk = std::fs::symlink_metadata(c.root.join(&path)).is_ok();
+            if let Some(i) = r.input {
+                out.gone.push(Gone {
+                    id: i.id,
+                    rel: path,
+                    excluded: on_disk,
+                });
+            }
+        }
+    }
+    // Files recorded by another collection on this root, unchanged.
+    if !to_add.is_empty() {
+        let ids: Vec<i64> = to_add.iter().map(|(f, _, _)| *f).collect();
+        let inputs = state.add_inputs(c.id, &ids)?;
+        for ((_, f, hash), id) in to_add.into_iter().zip(inputs) {
+            out.detail.push(detail(c, id, &f, hash));
+        }
+    }
+    // New or changed files: hashed in parallel, recorded in one transaction.
+    /// (source folder, file, its input if recorded, content hash).
+    type Hashed = (i64, FoundFile, Option<i64>, Result<String, String>);
+    let hashed: Vec<Hashed> = to_hash
+        .into_par_iter()
+        .map(|(dir, f, input)| {
+            let h = hash_file(&f.abs);
+            (dir, f, input, h)
+        })
+        .collect();
+    let ok: Vec<(i64, &str, FileStat, &str)> = hashed
+        .iter()
+        .filter_map(|(dir, f, _, h)| {
+            h.as_ref()
+                .ok()
+                .map(|h| (*dir, split(&f.rel).1, f.stat, h.as_str()))
+        })
+        .collect();
+    let ids = state.record_files(c.id, &ok)?;
+    let mut ids = ids.into_iter();
+    for (_, f, input, h) in &hashed {
+        match h {
+            Ok(h) => {
+                if let Some((_, input)) = ids.next() {
+                    out.detail.push(detail(c, input, f, h.clone()));
+                }
+            }
+            Err(e) => out.unreadable.push(Unreadable {
+                input: *input,
+                abs: f.abs.display().to_string(),
+                error: e.clone(),
+            }),
+        }
+    }
+    if c.wsi {
+        for d in &out.detail {
+            note_slide(&mut out.slide_names, &d.input.rel);
+        }
+        attach_slide_meta(state, &mut out.detail)?;
+    }
+    out.detail.sort_by(|a, b| a.input.rel.cmp(&b.input.rel));
+    out.gone.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
+
+fn detail(c: &Collection<'_>, id: i64, f: &FoundFile, hash: String) -> Detail {
+    Detail {
+        input: Arc::new(Input {
+            id,
+            collection: c.name.to_string(),
+            source_root: c.root_name.to_string(),
+            rel: f.rel.clone(),
+            abs: f.abs.clone(),
+            hash,
+        }),
+        slide: None,
+    }
+}
+
+fn note_slide(names: &mut HashMap<String, Vec<String>>, rel: &str) {
+    names
+        .entry(crate::slide::slide_name(rel).to_string())
+        .or_default()
+        .push(rel.to_string());
+}
+
+/// `("a/b", "c.png")` for `"a/b/c.png"`, `("", "c.png")` for `"c.png"`.
+fn split(rel: &str) -> (&str, &str) {
+    match rel.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", rel),
+    }
+}
+
+/// Adds each slide's metadata: from the state's cache by content hash, else
+/// by opening the slide (then cached), so an unchanged slide is never opened
+/// just to be planned.
+fn attach_slide_meta(state: &mut State, detail: &mut [Detail]) -> Result<(), StateError> {
+    let mut probe: Vec<usize> = Vec::new();
+    for (i, d) in detail.iter_mut().enumerate() {
+        match state
+            .slide_meta(&d.input.hash)?
+            .and_then(|j| serde_json::from_str::<SlideMeta>(&j).ok())
+        {
+            Some(meta) => d.slide = Some(Ok(Arc::new(meta))),
+            None => probe.push(i),
+        }
+    }
+    let probed: Vec<(usize, Result<SlideMeta, String>)> = probe
+        .par_iter()
+        .map(|&i| (i, crate::slide::Slide::probe(&detail[i].input.abs)))
+        .collect();
+    for (i, meta) in probed {
+        if let Ok(meta) = &meta {
+            if let Ok(json) = serde_json::to_string(meta) {
+                state.put_slide_meta(&detail[i].input.hash, &json)?;
+            }
+        }
+        detail[i].slide = Some(meta.map(Arc::new));
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The SQL schema of the state database, version [`SCHEMA_VERSION`].
+//!
+//! Sized for the corpus (~150 M outputs): everything shared by many rows is a
+//! row of its own, referenced by an integer id (collections, source folders,
+//! pipelines, "who built it" contexts, slide reads, output folders), and the
+//! per-output rows hold only what is per output. Keys are *not* stored:
+//! [`crate::plan::key`] computes them from the recorded ingredients, so the
+//! key table in that module stays the one definition. Hashes are 32-byte
+//! blobs. See docs/state.md for the meaning of every column.
+
+/// Bump when the schema changes; a database of another version is rebuilt
+/// from empty (every output is rebuilt once, nothing is misread).
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// Tables, indexes and views (idempotent).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS collections (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS src_dirs (
+    id INTEGER PRIMARY KEY, root TEXT NOT NULL, path TEXT NOT NULL, UNIQUE (root, path)
+);
+CREATE TABLE IF NOT EXISTS files (
+    src_dir INTEGER NOT NULL, name TEXT NOT NULL, id INTEGER NOT NULL,
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (src_dir, name)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS files_by_id ON files(id);
+CREATE TABLE IF NOT EXISTS fingerprints (id INTEGER PRIMARY KEY, fp BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS inputs (
+    id INTEGER PRIMARY KEY, collection INTEGER NOT NULL, file INTEGER NOT NULL,
+    fp INTEGER, outputs INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (collection, file)
+);
+CREATE INDEX IF NOT EXISTS inputs_by_file ON inputs(file);
+CREATE TABLE IF NOT EXISTS pipelines (
+    id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, description TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS provenance (
+    id INTEGER PRIMARY KEY, recipe_hash TEXT NOT NULL, tool_version TEXT NOT NULL,
+    UNIQUE (recipe_hash, tool_version)
+);
+CREATE TABLE IF NOT EXISTS reads (
+    id INTEGER PRIMARY KEY, source_hash BLOB NOT NULL, read_size INTEGER NOT NULL,
+    mpp REAL NOT NULL, mpp_origin TEXT NOT NULL, reader TEXT NOT NULL,
+    UNIQUE (source_hash, read_size, mpp, mpp_origin, reader)
+);
+CREATE TABLE IF NOT EXISTS out_dirs (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
+    dev INTEGER, ino INTEGER, mtime_ns INTEGER, ctime_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS collection_dirs (
+    collection INTEGER NOT NULL, out_dir INTEGER NOT NULL, PRIMARY KEY (collection, out_dir)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outputs (
+    id INTEGER PRIMARY KEY, out_dir INTEGER NOT NULL, name TEXT NOT NULL,
+    input INTEGER NOT NULL, sink TEXT NOT NULL, pipeline INTEGER NOT NULL,
+    source_hash BLOB NOT NULL, class TEXT, prov INTEGER NOT NULL, read INTEGER,
+    ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    content_hash BLOB NOT NULL, built_at INTEGER NOT NULL, build INTEGER NOT NULL,
+    UNIQUE (out_dir, name)
+);
+CREATE INDEX IF NOT EXISTS outputs_by_input ON outputs(input);
+CREATE TABLE IF NOT EXISTS units (
+    id INTEGER PRIMARY KEY, input INTEGER NOT NULL, sink TEXT NOT NULL,
+    i INTEGER NOT NULL, j INTEGER NOT NULL, out_dir INTEGER NOT NULL, size INTEGER NOT NULL,
+    pipeline INTEGER NOT NULL, read INTEGER NOT NULL, prov INTEGER NOT NULL,
+    outputs INTEGER NOT NULL, kept INTEGER, complete INTEGER NOT NULL,
+    built_at INTEGER NOT NULL, build INTEGER NOT NULL,
+    UNIQUE (input, sink, i, j)
+);
+CREATE INDEX IF NOT EXISTS units_by_dir ON units(out_dir);
+CREATE TABLE IF NOT EXISTS tiles (
+    unit INTEGER NOT NULL, x INTEGER NOT NULL, y INTEGER NOT NULL,
+    ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    content_hash BLOB NOT NULL,
+    PRIMARY KEY (unit, x, y)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slides (hash BLOB PRIMARY KEY, meta TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    input INTEGER NOT NULL, unit TEXT NOT NULL, source_hash BLOB, error TEXT NOT NULL,
+    at INTEGER NOT NULL, PRIMARY KEY (input, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS builds (
+    id INTEGER PRIMARY KEY, started INTEGER NOT NULL, finished INTEGER,
+    built INTEGER, up_to_date INTEGER, removed INTEGER, failed INTEGER,
+    tool_version TEXT NOT NULL, command TEXT NOT NULL
+);
+
+CREATE VIEW IF NOT EXISTS input_records AS
+  SELECT i.id AS input, c.name AS collection, d.root AS source_root,
+         CASE d.path WHEN '' THEN f.name ELSE d.path || '/' || f.name END AS source_rel,
+         lower(hex(f.hash)) AS source_hash, i.outputs AS outputs, i.fp IS NOT NULL AS clean
+    FROM inputs i JOIN collections c ON c.id = i.collection
+    JOIN files f ON f.id = i.file JOIN src_dirs d ON d.id = f.src_dir;
+CREATE VIEW IF NOT EXISTS output_records AS
+  SELECT od.path || '/' || o.name AS path, ir.collection, lower(hex(o.content_hash)) AS content_hash,
+         o.size, o.mtime_ns, o.ino, ir.source_root, ir.source_rel,
+         lower(hex(o.source_hash)) AS source_hash, p.hash AS pipeline_hash,
+         pv.recipe_hash, pv.tool_version,
+         substr(od.path, instr(od.path, '/') + 1) AS sub_dataset,
+         substr(od.path, 1, instr(od.path, '/') - 1) AS scale,
+         o.class, o.built_at, o.build, CASE o.sink WHEN 'qc' THEN 'qc' ELSE '' END AS unit, o.sink
+    FROM outputs o JOIN out_dirs od ON od.id = o.out_dir JOIN input_records ir ON ir.input = o.input
+    JOIN pipelines p ON p.id = o.pipeline JOIN provenance pv ON pv.id = o.prov
+  UNION ALL
+  SELECT od.path || '/' || s.slide || '-' || u.size || '-' || t.x || '-' || t.y || '.jpg',
+         ir.collection, lower(hex(t.content_hash)), t.size, t.mtime_ns, t.ino, ir.source_root,
+         ir.source_rel, lower(hex(r.source_hash)), p.hash, pv.recipe_hash, pv.tool_version,
+         substr(od.path, instr(od.path, '/') + 1), substr(od.path, 1, instr(od.path, '/') - 1),
+         NULL, u.built_at, u.build, u.i || ',' || u.j, u.sink
+    FROM tiles t JOIN units u ON u.id = t.unit JOIN out_dirs od ON od.id = u.out_dir
+    JOIN input_records ir ON ir.input = u.input
+    JOIN (SELECT i.id AS input, CASE WHEN instr(f.name, '.') > 0
+                 THEN substr(f.name, 1, instr(f.name, '.') - 1) ELSE f.name END AS slide
+            FROM inputs i JOIN files f ON f.id = i.file) s ON s.input = u.input
+    JOIN reads r ON r.id = u.read JOIN pipelines p ON p.id = u.pipeline
+    JOIN provenance pv ON pv.id = u.prov;
+CREATE VIEW IF NOT EXISTS unit_records AS
+  SELECT ir.collection, ir.source_root, ir.source_rel, lower(hex(r.source_hash)) AS source_hash,
+         u.i || ',' || u.j AS unit, u.sink, p.hash AS pipeline_hash, u.outputs, u.kept,
+         r.read_size, r.mpp, r.mpp_origin, r.reader, pv.recipe_hash, pv.tool_version,
+         u.built_at, u.build, u.complete
+    FROM units u JOIN input_records ir ON ir.input = u.input JOIN reads r ON r.id = u.read
+    JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov;
+";
+
+/// Every table and view, for dropping an old schema.
+pub const DROP_ALL: &str = "
+DROP VIEW IF EXISTS output_records; DROP VIEW IF EXISTS unit_records;
+DROP VIEW IF EXISTS input_records;
+DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS collections; DROP TABLE IF EXISTS src_dirs;
+DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS fingerprints; DROP TABLE IF EXISTS inputs;
+DROP TABLE IF EXISTS pipelines; DROP TABLE IF EXISTS provenance; DROP TABLE IF EXISTS reads;
+DROP TABLE IF EXISTS out_dirs; DROP TABLE IF EXISTS collection_dirs; DROP TABLE IF EXISTS outputs;
+DROP TABLE IF EXISTS units; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS slides;
+DROP TABLE IF EXISTS failures; DROP TABLE IF EXISTS builds; DROP TABLE IF EXISTS sources;
+";
