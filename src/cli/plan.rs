@@ -73,17 +73,18 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         write!(out, "{{\"actions\":[")?;
     }
     let mut io_error: Option<std::io::Error> = None;
-    let (catalog, mass) = driver::dry_run(&ws, &mut state, &planner, &selection, flags, |state, p| {
-        let r = if args.json {
-            json_actions(&mut out, p, &mut first)
-        } else {
-            human_actions(&mut out, p, args.explain)
-        };
-        if let Err(e) = r {
-            io_error.get_or_insert(e);
-        }
-        tally(&mut totals, state, p);
-    })?;
+    let (catalog, mass) =
+        driver::dry_run(&ws, &mut state, &planner, &selection, flags, |state, p| {
+            let r = if args.json {
+                json_actions(&mut out, p, &mut first)
+            } else {
+                human_actions(&mut out, p, args.explain)
+            };
+            if let Err(e) = r {
+                io_error.get_or_insert(e);
+            }
+            tally(&mut totals, state, p);
+        })?;
     if let Some(e) = io_error {
         return Err(e.into());
     }
@@ -155,9 +156,10 @@ fn tally(t: &mut Totals, state: &State, p: &CollectionPlan) {
         Some(Unplanned::Unavailable(e)) if state.inputs_of(p.id).is_ok_and(|i| !i.is_empty()) => t
             .problems
             .push((p.name.clone(), format!("collection {}: {e}", p.name))),
-        Some(Unplanned::Unavailable(e)) => t
-            .notes
-            .push(format!("note: collection {}: source not available: {e}", p.name)),
+        Some(Unplanned::Unavailable(e)) => t.notes.push(format!(
+            "note: collection {}: source not available: {e}",
+            p.name
+        )),
         None => {}
     }
     if p.unrouted > 0 {

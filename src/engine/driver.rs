@@ -304,26 +304,37 @@ fn record_dir_identities(
     if racy.is_empty() {
         return Ok(());
     }
-    let wait = racy
-        .iter()
-        .map(|(_, _, i)| {
-            let coarse = i.mtime_ns % 1_000_000_000 == 0;
-            if coarse {
-                2_000_000_000
-            } else {
-                50_000_000
+    // Wait until the newest of them has left the window, then look again.
+    // The filesystem's clock is itself coarse (a new file's mtime may lag
+    // real time by a tick), so look up to three times.
+    for _ in 0..3 {
+        let wait = racy
+            .iter()
+            .map(|(_, _, i)| outdirs::racy_window(i) - (now - i.mtime_ns.max(i.ctime_ns)))
+            .max()
+            .unwrap_or(0)
+            .clamp(0, 2_000_000_000)
+            + 15_000_000;
+        std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+        if let Ok(n) = engine.output().fs_now() {
+            now = n;
+        }
+        let mut still = Vec::new();
+        for (id, path, before) in racy {
+            match outdirs::identity(&ws.output.join(&path)) {
+                Some(after) if after != before => state.set_dir_identity(id, None)?,
+                None => state.set_dir_identity(id, None)?,
+                Some(_) if outdirs::racy(&before, now) => still.push((id, path, before)),
+                Some(_) => state.set_dir_identity(id, Some(before))?,
             }
-        })
-        .max()
-        .unwrap_or(0);
-    std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
-    if let Ok(n) = engine.output().fs_now() {
-        now = n;
+        }
+        racy = still;
+        if racy.is_empty() {
+            break;
+        }
     }
-    for (id, path, before) in racy {
-        let after = outdirs::identity(&ws.output.join(&path));
-        let keep = after == Some(before) && !outdirs::racy(&before, now);
-        state.set_dir_identity(id, keep.then_some(before))?;
+    for (id, _, _) in racy {
+        state.set_dir_identity(id, None)?;
     }
     Ok(())
 }

@@ -110,12 +110,13 @@ pub struct Engine {
 
 impl Engine {
     /// Prepares the output folder and the threads of build `build`.
-    pub fn new(output: &std::path::Path, opts: &Options, build: i64) -> Result<Engine, EngineError> {
+    pub fn new(
+        output: &std::path::Path,
+        opts: &Options,
+        build: i64,
+    ) -> Result<Engine, EngineError> {
         let out = atomic::OutputDir::open(output).map_err(|e| {
-            EngineError(format!(
-                "preparing output folder {}: {e}",
-                output.display()
-            ))
+            EngineError(format!("preparing output folder {}: {e}", output.display()))
         })?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.jobs.max(1))
@@ -153,7 +154,11 @@ impl Engine {
     /// then builds, then the WSI QC pictures (which draw the decisions the
     /// builds recorded), then marks the inputs whose work all succeeded
     /// complete.
-    pub fn run(&mut self, state: &mut State, plan: &CollectionPlan) -> Result<Summary, EngineError> {
+    pub fn run(
+        &mut self,
+        state: &mut State,
+        plan: &CollectionPlan,
+    ) -> Result<Summary, EngineError> {
         let mut summary = Summary {
             up_to_date: plan.up_to_date,
             ..Summary::default()
@@ -177,9 +182,7 @@ impl Engine {
             }
         }
         for (hash, desc) in &plan.pipelines {
-            state
-                .pipeline_id(hash, desc)
-                .map_err(EngineError::state)?;
+            state.pipeline_id(hash, desc).map_err(EngineError::state)?;
         }
         events.extend(plan.updates.iter().cloned());
         if self.stopped() {
@@ -255,9 +258,14 @@ impl Engine {
             build: self.build,
             maker: maker.as_ref(),
         };
-        let mut tally = run_jobs(state, &self.pool, &self.io, &jobs, Schedule::Parallel, |j| {
-            ctx.run(j)
-        })?;
+        let mut tally = run_jobs(
+            state,
+            &self.pool,
+            &self.io,
+            &jobs,
+            Schedule::Parallel,
+            |j| ctx.run(j),
+        )?;
         tally.add(run_jobs(
             state,
             &self.pool,
@@ -553,14 +561,11 @@ fn build_roi<'a>(actions: &'a [&'a BuildAction], cx: &'a JobContext<'_>) -> Outc
         return fail("source changed while the build was running; build again".into());
     }
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
-    let evaluated = match evaluate::evaluate(
-        &first.spec.recipe,
-        crate::ops::Value::Bytes(bytes),
-        &sinks,
-    ) {
-        Ok(v) => v,
-        Err(e) => return fail(e.to_string()),
-    };
+    let evaluated =
+        match evaluate::evaluate(&first.spec.recipe, crate::ops::Value::Bytes(bytes), &sinks) {
+            Ok(v) => v,
+            Err(e) => return fail(e.to_string()),
+        };
     let encoded: Vec<Option<Arc<Vec<u8>>>> = actions
         .iter()
         .map(|a| match evaluated.get(a.output.sink) {
@@ -613,7 +618,12 @@ fn commit_roi(
     result
 }
 
-fn record_for(a: &BuildAction, data: &[u8], w: atomic::Written, cx: &JobContext<'_>) -> OutputRecord {
+fn record_for(
+    a: &BuildAction,
+    data: &[u8],
+    w: atomic::Written,
+    cx: &JobContext<'_>,
+) -> OutputRecord {
     let o = &a.output;
     OutputRecord {
         input: a.input.id,

@@ -74,7 +74,10 @@ impl Summary {
                 s.push_str(&format!("  {}: {}\n", u.collection, u.reason));
             }
             if self.unavailable.len() > 10 {
-                s.push_str(&format!("  … and {} more (`--json` lists all)\n", self.unavailable.len() - 10));
+                s.push_str(&format!(
+                    "  … and {} more (`--json` lists all)\n",
+                    self.unavailable.len() - 10
+                ));
             }
         }
         s.push_str(&format!(

@@ -204,10 +204,7 @@ fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
 /// Computes the units of one cell (all share the slide and the cell): reads
 /// the region, runs the steps, gives the pixel buffers back to the pool, and
 /// returns the writing of the encoded tiles as a commit for the I/O threads.
-pub(super) fn build_cell<'a>(
-    actions: &'a [&'a UnitAction],
-    cx: &'a JobContext<'_>,
-) -> Outcome<'a> {
+pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'_>) -> Outcome<'a> {
     let slides = cx.slides;
     let first = actions[0];
     let u = &first.unit;
@@ -226,16 +223,14 @@ pub(super) fn build_cell<'a>(
         .iter()
         .position(|s| matches!(s.op, Operator::Tissue(_)));
     let tissue_fraction = match tissue_step.map(|t| &recipe.steps[t].op) {
-        Some(Operator::Tissue(TissueParams::Otsu(p))) => {
-            match slides.mask(&input.abs, &slide, p) {
-                Ok(m) => Some(m.fraction(
-                    u64::from(u.cell.0) * u64::from(u.read_size),
-                    u64::from(u.cell.1) * u64::from(u.read_size),
-                    u64::from(u.read_size),
-                )),
-                Err(e) => return fail(format!("tissue mask: {e}")),
-            }
-        }
+        Some(Operator::Tissue(TissueParams::Otsu(p))) => match slides.mask(&input.abs, &slide, p) {
+            Ok(m) => Some(m.fraction(
+                u64::from(u.cell.0) * u64::from(u.read_size),
+                u64::from(u.cell.1) * u64::from(u.read_size),
+                u64::from(u.read_size),
+            )),
+            Err(e) => return fail(format!("tissue mask: {e}")),
+        },
         _ => None,
     };
     // A level with downsample d has d × mpp µm/px: usable by `auto` while

@@ -19,7 +19,7 @@ use super::actions::{BuildAction, InputPlan, Problem, QcAction, Removal, UnitAct
 use super::expand::{tile_name, CollectionSpec, Input, PlannedOutput, PlannedQc, PlannedUnit};
 use super::key::{output_key, qc_key, unit_key, Pipeline};
 use super::outdirs::Damage;
-use crate::store::{Event, FailureRecord, Maker, Owner, OutputRow, ReadFacts, UnitRow};
+use crate::store::{Event, FailureRecord, Maker, OutputRow, Owner, ReadFacts, UnitRow};
 
 /// What the judge needs to know beyond the input itself.
 pub struct Context<'a> {
@@ -256,7 +256,13 @@ pub fn wsi(
             .map(|r| {
                 previous_tiles(r)
                     .into_iter()
-                    .map(|(x, y)| (format!("{}/{}", r.dir, tile_name(slide, r.size, x, y)), x, y))
+                    .map(|(x, y)| {
+                        (
+                            format!("{}/{}", r.dir, tile_name(slide, r.size, x, y)),
+                            x,
+                            y,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -284,8 +290,9 @@ pub fn wsi(
             .collect();
         plan.removals.push(Removal {
             source: source(input),
-            reason: "its grid cell or writing step is no longer planned (grid, MPP or steps changed)"
-                .into(),
+            reason:
+                "its grid cell or writing step is no longer planned (grid, MPP or steps changed)"
+                    .into(),
             files,
             then: Some(Event::UnitRemoved { id: r.id }),
         });

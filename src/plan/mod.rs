@@ -397,7 +397,10 @@ pub fn plan_collection(
     }
     for g in &classified.gone {
         let reason = if g.excluded {
-            format!("source {} is no longer selected by the recipe's [inputs]", g.rel)
+            format!(
+                "source {} is no longer selected by the recipe's [inputs]",
+                g.rel
+            )
         } else {
             format!("source {} was deleted", g.rel)
         };
@@ -560,8 +563,12 @@ pub fn plan_orphan(state: &mut State, id: i64, name: &str) -> Result<CollectionP
     };
     let reason = format!("collection {name} has no recipe any more");
     for (input, root, rel) in state.inputs_of(id)? {
-        plan.removals
-            .push(input_removal(state, input, &format!("{root}:{rel}"), &reason)?);
+        plan.removals.push(input_removal(
+            state,
+            input,
+            &format!("{root}:{rel}"),
+            &reason,
+        )?);
     }
     plan.recorded = state.recorded_outputs(id)?;
     Ok(plan)
@@ -641,7 +648,9 @@ impl judge::Claims for RoiClaims {
         if self.detail.contains(owner) && !self.taken_by_other(path, input) {
             return None;
         }
-        Some(format!("{root}:{rel} (collection {collection}, which recorded it)"))
+        Some(format!(
+            "{root}:{rel} (collection {collection}, which recorded it)"
+        ))
     }
 }
 

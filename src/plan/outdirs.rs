@@ -110,9 +110,19 @@ pub fn identity(path: &Path) -> Option<DirIdentity> {
 /// granularity after it would leave it equal. Timestamps that are whole
 /// seconds mean a filesystem that keeps seconds only.
 pub fn racy(id: &DirIdentity, now_ns: i64) -> bool {
+    now_ns - id.mtime_ns.max(id.ctime_ns) < racy_window(id)
+}
+
+/// How long after a folder's last change its identity can still hide a
+/// change (ns): 50 ms (a coarse kernel clock ticks every 1–10 ms), or 2 s
+/// when its timestamps are whole seconds.
+pub fn racy_window(id: &DirIdentity) -> i64 {
     let coarse = id.mtime_ns % 1_000_000_000 == 0 && id.ctime_ns % 1_000_000_000 == 0;
-    let window = if coarse { 2_000_000_000 } else { 50_000_000 };
-    now_ns - id.mtime_ns.max(id.ctime_ns) < window
+    if coarse {
+        2_000_000_000
+    } else {
+        50_000_000
+    }
 }
 
 /// Checks the output folders of `collections` under `root`.
@@ -171,10 +181,13 @@ fn verify(
                     continue;
                 };
                 let regular = e.file_type().is_ok_and(|t| t.is_file());
-                listed.insert(name, Listed {
-                    ino: e.ino(),
-                    regular,
-                });
+                listed.insert(
+                    name,
+                    Listed {
+                        ino: e.ino(),
+                        regular,
+                    },
+                );
             }
         }
     }
@@ -236,7 +249,12 @@ enum Finding {
 
 /// One recorded file against what `readdir` listed (and, where that is not
 /// conclusive or `mode` asks for it, its `lstat`).
-fn judge_file(path: &Path, rec: &DirEntryRecord, listed: Option<Listed>, mode: Mode) -> Option<Finding> {
+fn judge_file(
+    path: &Path,
+    rec: &DirEntryRecord,
+    listed: Option<Listed>,
+    mode: Mode,
+) -> Option<Finding> {
     if mode == Mode::Identity {
         match listed {
             None => return Some(Finding::Damaged("output missing on disk")),
@@ -271,5 +289,44 @@ fn judge_file(path: &Path, rec: &DirEntryRecord, listed: Option<Listed>, mode: M
             mtime_ns,
         }),
         _ => Some(Finding::Damaged("output modified on disk")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(mtime_ns: i64, ctime_ns: i64) -> DirIdentity {
+        DirIdentity {
+            dev: 1,
+            ino: 2,
+            mtime_ns,
+            ctime_ns,
+        }
+    }
+
+    #[test]
+    fn racy_follows_the_newest_timestamp_and_the_granularity() {
+        let t = 1_700_000_000_123_456_789;
+        assert!(racy(&id(t, t), t + 10_000_000));
+        assert!(!racy(&id(t, t), t + 60_000_000));
+        // ctime newer than mtime (a chmod, a `touch -d` of mtime alone).
+        assert!(racy(&id(t - 5_000_000_000, t), t + 10_000_000));
+        // Whole seconds: a filesystem that keeps seconds only.
+        let s = 1_700_000_000_000_000_000;
+        assert!(racy(&id(s, s), s + 1_500_000_000));
+        assert!(!racy(&id(s, s), s + 2_500_000_000));
+        // A clock behind the folder's (an NFS server ahead of us): racy.
+        assert!(racy(&id(t, t), t - 1_000_000_000));
+    }
+
+    #[test]
+    fn a_symlinked_folder_has_no_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        assert!(identity(&dir.path().join("real")).is_some());
+        assert!(identity(&dir.path().join("link")).is_none());
+        assert!(identity(&dir.path().join("missing")).is_none());
     }
 }

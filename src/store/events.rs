@@ -211,7 +211,8 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
                 )?
                 .query_row(params![u.input, u.sink, u.cell.0, u.cell.1], |r| r.get(0))?;
             {
-                let mut del = tx.prepare_cached("DELETE FROM tiles WHERE unit = ?1 AND x = ?2 AND y = ?3")?;
+                let mut del =
+                    tx.prepare_cached("DELETE FROM tiles WHERE unit = ?1 AND x = ?2 AND y = ?3")?;
                 for (x, y) in &u.removed_tiles {
                     del.execute(params![id, x, y])?;
                 }
@@ -240,8 +241,10 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
             Ok(())
         }
         (Event::UnitMeta { id, .. }, &Resolved::Meta { maker, read }) => {
-            tx.prepare_cached("UPDATE units SET prov = ?2, read = coalesce(?3, read) WHERE id = ?1")?
-                .execute(params![id, maker, read])?;
+            tx.prepare_cached(
+                "UPDATE units SET prov = ?2, read = coalesce(?3, read) WHERE id = ?1",
+            )?
+            .execute(params![id, maker, read])?;
             Ok(())
         }
         (Event::OutputRemoved { id }, _) => {
@@ -350,8 +353,10 @@ fn link_dir(tx: &Transaction<'_>, input: i64, dir: i64) -> rusqlite::Result<()> 
         .query_row([input], |r| r.get(0))
         .optional()?;
     if let Some(c) = collection {
-        tx.prepare_cached("INSERT OR IGNORE INTO collection_dirs (collection, out_dir) VALUES (?1, ?2)")?
-            .execute(params![c, dir])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO collection_dirs (collection, out_dir) VALUES (?1, ?2)",
+        )?
+        .execute(params![c, dir])?;
     }
     Ok(())
 }

@@ -26,3 +26,6 @@ pub use records::{
     Owner, ReadFacts, RecordedFile, RecordedInput, TileRecord, UnitRecord, UnitRow, WrittenFile,
 };
 pub use state::{State, StateError};
+
+#[cfg(test)]
+mod tests;

@@ -11,7 +11,8 @@ use super::records::{
 };
 use super::state::{blob_hex, State, StateError};
 
-const OUTPUT_COLUMNS: &str = "o.id, o.input, d.path, o.name, o.sink, p.hash, o.source_hash, o.class,
+const OUTPUT_COLUMNS: &str =
+    "o.id, o.input, d.path, o.name, o.sink, p.hash, o.source_hash, o.class,
     pv.recipe_hash, pv.tool_version, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
     o.ino, o.size, o.mtime_ns, o.content_hash, o.built_at, o.build";
 const OUTPUT_JOINS: &str = "FROM outputs o JOIN out_dirs d ON d.id = o.out_dir
@@ -104,7 +105,9 @@ impl State {
     pub fn output_at(&self, dir: &str, name: &str) -> Result<Option<OutputRow>, StateError> {
         Ok(self
             .rows(
-                &format!("SELECT {OUTPUT_COLUMNS} {OUTPUT_JOINS} WHERE d.path = ?1 AND o.name = ?2"),
+                &format!(
+                    "SELECT {OUTPUT_COLUMNS} {OUTPUT_JOINS} WHERE d.path = ?1 AND o.name = ?2"
+                ),
                 params![dir, name],
                 output_row,
                 "reading outputs",
@@ -123,7 +126,12 @@ impl State {
     }
 
     /// The unit of `input` for (`sink`, cell), if recorded.
-    pub fn unit(&self, input: i64, sink: &str, cell: (u32, u32)) -> Result<Option<UnitRow>, StateError> {
+    pub fn unit(
+        &self,
+        input: i64,
+        sink: &str,
+        cell: (u32, u32),
+    ) -> Result<Option<UnitRow>, StateError> {
         Ok(self
             .rows(
                 &format!(
@@ -224,6 +232,7 @@ impl State {
     ) -> Result<Vec<T>, StateError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err(what))?;
         let rows = stmt.query_map(params, map).map_err(self.err(what))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err(what))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(self.err(what))
     }
 }

@@ -67,11 +67,7 @@ impl State {
 
     /// The recorded files of one source folder, each with `collection`'s
     /// input for it when there is one, sorted by name.
-    pub fn files_in(
-        &self,
-        src_dir: i64,
-        collection: i64,
-    ) -> Result<Vec<RecordedFile>, StateError> {
+    pub fn files_in(&self, src_dir: i64, collection: i64) -> Result<Vec<RecordedFile>, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -131,7 +127,8 @@ impl State {
                 tx.prepare_cached("SELECT id FROM files WHERE src_dir = ?1 AND name = ?2")?;
             let mut old_hash =
                 tx.prepare_cached("SELECT hash FROM files WHERE src_dir = ?1 AND name = ?2")?;
-            let mut incomplete = tx.prepare_cached("UPDATE inputs SET fp = NULL WHERE file = ?1")?;
+            let mut incomplete =
+                tx.prepare_cached("UPDATE inputs SET fp = NULL WHERE file = ?1")?;
             let mut input = tx.prepare_cached(
                 "INSERT INTO inputs (collection, file) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             )?;

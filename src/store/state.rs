@@ -80,11 +80,7 @@ impl StateError {
 impl std::fmt::Display for StateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = self.path.display();
-        write!(
-            f,
-            "build state {p}: {} failed: {}",
-            self.what, self.cause
-        )?;
+        write!(f, "build state {p}: {} failed: {}", self.what, self.cause)?;
         match self.kind {
             ErrorKind::Corrupt => write!(
                 f,
@@ -160,7 +156,8 @@ impl State {
             created = true;
             conn.execute_batch(DROP_ALL)
                 .map_err(err(path, "dropping an old schema"))?;
-            conn.execute_batch(SCHEMA).map_err(err(path, "creating the schema"))?;
+            conn.execute_batch(SCHEMA)
+                .map_err(err(path, "creating the schema"))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err(path, "setting the schema version"))?;
         }

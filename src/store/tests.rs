@@ -1,0 +1,309 @@
+//! Tests of the state database: events round-trip and are idempotent, the
+//! stat index invalidates inputs only on new bytes, the views give the flat
+//! records, and errors name the file and the remedy.
+
+use super::*;
+
+const H1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const H2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const H3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+fn open() -> (tempfile::TempDir, State) {
+    let dir = tempfile::tempdir().unwrap();
+    let st = State::open(&dir.path().join("s.sqlite")).unwrap();
+    (dir, st)
+}
+
+/// A collection `C` with one input `a/x.png` (hash H1); returns its id.
+fn one_input(st: &mut State) -> i64 {
+    let c = st.collection_id("C").unwrap();
+    let d = st.src_dir_id("R", "a").unwrap();
+    let stat = FileStat {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime_ns: 4,
+    };
+    st.record_files(c, &[(d, "x.png", stat, H1)]).unwrap()[0].1
+}
+
+fn maker() -> Maker {
+    Maker {
+        recipe_hash: "r1".into(),
+        tool_version: "cpia test".into(),
+    }
+}
+
+fn file(hash: &str) -> WrittenFile {
+    WrittenFile {
+        ino: 7,
+        size: 10,
+        mtime_ns: 11,
+        content_hash: hash.into(),
+    }
+}
+
+fn output(input: i64, name: &str) -> OutputRecord {
+    OutputRecord {
+        input,
+        dir: "M/C".into(),
+        name: name.into(),
+        sink: "encode".into(),
+        pipeline_hash: "p1".into(),
+        source_hash: H1.into(),
+        class: Some("tumour".into()),
+        maker: maker(),
+        read: None,
+        file: file(H2),
+        built_at: 5,
+        build: 1,
+    }
+}
+
+fn unit(input: i64, tiles: &[(u32, u32)], removed: &[(u32, u32)]) -> UnitRecord {
+    UnitRecord {
+        input,
+        sink: "write_M".into(),
+        cell: (1, 2),
+        dir: "M/C-384".into(),
+        size: 384,
+        pipeline_hash: "p2".into(),
+        read: ReadFacts {
+            source_hash: H1.into(),
+            read_size: 3840,
+            mpp: 0.25,
+            mpp_origin: "openslide".into(),
+            reader: "direct".into(),
+        },
+        maker: maker(),
+        kept: Some(true),
+        complete: true,
+        tiles: tiles
+            .iter()
+            .map(|&(x, y)| TileRecord {
+                x,
+                y,
+                file: file(H3),
+            })
+            .collect(),
+        removed_tiles: removed.to_vec(),
+        built_at: 6,
+        build: 1,
+    }
+}
+
+#[test]
+fn outputs_round_trip_and_replaying_a_batch_changes_nothing() {
+    let (_d, mut st) = open();
+    let input = one_input(&mut st);
+    let batch = vec![
+        Event::Output(Box::new(output(input, "a.jpg"))),
+        Event::Output(Box::new(output(input, "b.jpg"))),
+    ];
+    st.record(&batch).unwrap();
+    st.record(&batch).unwrap();
+    let rows = st.outputs_of_input(input).unwrap();
+    assert_eq!(rows.len(), 2);
+    let a = &rows[0];
+    assert_eq!(
+        (a.path().as_str(), a.class.as_deref(), &a.maker, &a.file),
+        ("M/C/a.jpg", Some("tumour"), &maker(), &file(H2))
+    );
+    assert_eq!(a.source_hash, H1);
+    st.record(&[Event::OutputRemoved { id: a.id }]).unwrap();
+    st.record(&[Event::OutputRemoved { id: a.id }]).unwrap();
+    assert_eq!(st.outputs_of_input(input).unwrap().len(), 1);
+    assert!(st.output_at("M/C", "b.jpg").unwrap().is_some());
+    assert!(st.output_at("M/C", "a.jpg").unwrap().is_none());
+}
+
+#[test]
+fn units_keep_their_tile_count_and_lose_only_removed_tiles() {
+    let (_d, mut st) = open();
+    let input = one_input(&mut st);
+    st.record(&[Event::Unit(Box::new(unit(
+        input,
+        &[(10, 20), (11, 20)],
+        &[],
+    )))])
+    .unwrap();
+    let u = st.unit(input, "write_M", (1, 2)).unwrap().unwrap();
+    assert_eq!((u.outputs, u.kept, u.complete), (2, Some(true), true));
+    assert_eq!(u.read.reader, "direct");
+    // Rebuilt: (11,20) no longer written, (12,20) new; replayed twice.
+    let again = Event::Unit(Box::new(unit(input, &[(10, 20), (12, 20)], &[(11, 20)])));
+    st.record(&[again.clone(), again]).unwrap();
+    let tiles: Vec<(u32, u32)> = st
+        .tiles_of_unit(u.id)
+        .unwrap()
+        .iter()
+        .map(|t| (t.x, t.y))
+        .collect();
+    assert_eq!(tiles, [(10, 20), (12, 20)]);
+    assert_eq!(
+        st.unit(input, "write_M", (1, 2)).unwrap().unwrap().outputs,
+        2
+    );
+    st.record(&[Event::TileRemoved {
+        unit: u.id,
+        x: 10,
+        y: 20,
+    }])
+    .unwrap();
+    assert_eq!(
+        st.unit(input, "write_M", (1, 2)).unwrap().unwrap().outputs,
+        1
+    );
+    assert!(st.decisions(input).unwrap()[&(1, 2)]);
+    st.record(&[Event::UnitRemoved { id: u.id }]).unwrap();
+    assert!(st.units_of_input(input).unwrap().is_empty());
+    assert!(st.tiles_of_unit(u.id).unwrap().is_empty());
+}
+
+#[test]
+fn inputs_are_complete_until_their_bytes_change_or_they_fail() {
+    let (_d, mut st) = open();
+    let input = one_input(&mut st);
+    let c = st.collection_id("C").unwrap();
+    let d = st.src_dir_id("R", "a").unwrap();
+    let fp = st.fingerprint_id(H3).unwrap();
+    st.record(&[
+        Event::Output(Box::new(output(input, "a.jpg"))),
+        Event::InputComplete { id: input, fp },
+    ])
+    .unwrap();
+    let rec = |st: &State| st.files_in(d, c).unwrap()[0].input.unwrap();
+    assert_eq!((rec(&st).fp, rec(&st).outputs), (Some(fp), 1));
+    // Touched: new stat, same bytes → still complete.
+    let touched = FileStat {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime_ns: 99,
+    };
+    st.record_files(c, &[(d, "x.png", touched, H1)]).unwrap();
+    assert_eq!(rec(&st).fp, Some(fp));
+    // New bytes → incomplete.
+    st.record_files(c, &[(d, "x.png", touched, H2)]).unwrap();
+    assert_eq!(rec(&st).fp, None);
+    st.record(&[Event::InputComplete { id: input, fp }])
+        .unwrap();
+    // A failure of one cell → incomplete; a success of another cell keeps
+    // the first cell's failure.
+    st.record(&[Event::Failed(FailureRecord {
+        input,
+        unit: "1,2".into(),
+        source_hash: Some(H2.into()),
+        error: "boom".into(),
+        at: 1,
+    })])
+    .unwrap();
+    assert_eq!(rec(&st).fp, None);
+    st.record(&[Event::Succeeded {
+        input,
+        unit: "3,4".into(),
+    }])
+    .unwrap();
+    assert_eq!(st.failures_of(input).unwrap().len(), 1);
+    st.record(&[Event::Succeeded {
+        input,
+        unit: "1,2".into(),
+    }])
+    .unwrap();
+    assert!(st.failures_of(input).unwrap().is_empty());
+}
+
+#[test]
+fn removing_an_input_removes_its_rows_and_pruning_its_stat_and_slide() {
+    let (_d, mut st) = open();
+    let input = one_input(&mut st);
+    st.put_slide_meta(H1, "{}").unwrap();
+    st.record(&[
+        Event::Output(Box::new(output(input, "a.jpg"))),
+        Event::Unit(Box::new(unit(input, &[(1, 1)], &[]))),
+    ])
+    .unwrap();
+    st.record(&[Event::InputRemoved { id: input }]).unwrap();
+    assert!(st.outputs_of_input(input).unwrap().is_empty());
+    assert!(st.units_of_input(input).unwrap().is_empty());
+    st.prune_unused().unwrap();
+    let c = st.collection_id("C").unwrap();
+    assert!(st.src_dirs_with_inputs("R", c).unwrap().is_empty());
+    assert!(st.slide_meta(H1).unwrap().is_none());
+}
+
+#[test]
+fn the_views_give_the_flat_records() {
+    let (_d, mut st) = open();
+    let input = one_input(&mut st);
+    st.pipeline_id("p1", "{}").unwrap();
+    st.record(&[
+        Event::Output(Box::new(output(input, "a.jpg"))),
+        Event::Unit(Box::new(unit(input, &[(10, 20)], &[]))),
+    ])
+    .unwrap();
+    let rows: Vec<(String, String, String, String, String)> = st
+        .rows(
+            "SELECT path, source_rel, scale, sub_dataset, unit FROM output_records ORDER BY path",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            "test",
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "M/C-384/x-384-10-20.jpg".into(),
+                "a/x.png".into(),
+                "M".into(),
+                "C-384".into(),
+                "1,2".into()
+            ),
+            (
+                "M/C/a.jpg".into(),
+                "a/x.png".into(),
+                "M".into(),
+                "C".into(),
+                "".into()
+            ),
+        ]
+    );
+    let (mpp, origin): (f64, String) = st
+        .conn
+        .query_row("SELECT mpp, mpp_origin FROM unit_records", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((mpp, origin.as_str()), (0.25, "openslide"));
+}
+
+#[test]
+fn a_damaged_database_is_an_error_naming_it_and_the_remedy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let e = State::open(&path)
+        .err()
+        .expect("garbage opened as a database");
+    let msg = e.to_string();
+    assert!(e.is_corrupt(), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("cpia verify --state") && msg.contains("mv "),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_fresh_state_knows_it_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    assert!(State::open(&path).unwrap().is_new());
+    assert!(!State::open(&path).unwrap().is_new());
+    assert!(State::open(&path)
+        .unwrap()
+        .integrity_check()
+        .unwrap()
+        .is_empty());
+}

