@@ -5,6 +5,7 @@
 //! read again; any other file is hashed, and if its bytes turn out unchanged
 //! (a `touch`) nothing downstream is rebuilt — the early cutoff.
 
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,49 +88,102 @@ pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String
     }
     let mut files = Vec::new();
     let mut problems = Vec::new();
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(true)
-        .sort_by_file_name()
-    {
-        let entry = match entry {
-            Ok(e) => e,
+    // Depth first, each folder's entries in name order. Entries are stat'ed
+    // relative to their folder (`DirEntry::metadata` is an `fstatat` on the
+    // folder's descriptor, not a walk of the whole path): a no-op pays one
+    // short lookup per source file. Symlinks are followed; every folder is
+    // entered once (a symlink loop, or a link to a sibling, is not walked twice).
+    let mut entered: HashSet<(u64, u64)> = HashSet::new();
+    let mut stack: Vec<(PathBuf, String, (u64, u64))> =
+        vec![(root.to_path_buf(), String::new(), (meta.dev(), meta.ino()))];
+    while let Some((dir, rel, id)) = stack.pop() {
+        // Checked when entered, not when found: depth first, the real path
+        // of a folder is entered before a link to it found higher up.
+        if !entered.insert(id) {
+            continue;
+        }
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
             Err(e) => {
-                problems.push(e.to_string());
+                problems.push(format!("{}: {e}", dir.display()));
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
-            continue;
+        let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = Vec::new();
+        for e in listing {
+            match e {
+                Ok(e) => entries.push((e.file_name(), e)),
+                Err(e) => problems.push(format!("{}: {e}", dir.display())),
+            }
         }
-        let Ok(rel) = entry.path().strip_prefix(root) else {
-            continue;
-        };
-        let Some(rel) = rel
-            .to_str()
-            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
-        else {
-            problems.push(format!(
-                "{}: file name is not UTF-8, skipped",
-                entry.path().display()
-            ));
-            continue;
-        };
-        if !spec.accepts(&rel) {
-            continue;
-        }
-        match entry.metadata() {
-            Ok(m) => files.push(FoundFile {
-                rel,
-                abs: entry.path().to_path_buf(),
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut folders = Vec::new();
+        for (name, e) in entries {
+            let Some(name) = name.to_str() else {
+                problems.push(format!(
+                    "{}: file name is not UTF-8, skipped",
+                    e.path().display()
+                ));
+                continue;
+            };
+            let child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(kind) = e.file_type() else {
+                continue;
+            };
+            let m = if kind.is_symlink() {
+                match std::fs::metadata(e.path()) {
+                    Ok(m) => m,
+                    Err(err) => {
+                        problems.push(format!("{}: {err}", e.path().display()));
+                        continue;
+                    }
+                }
+            } else if kind.is_dir() {
+                match e.metadata() {
+                    Ok(m) => m,
+                    Err(err) => {
+                        problems.push(format!("{}: {err}", e.path().display()));
+                        continue;
+                    }
+                }
+            } else if kind.is_file() {
+                if !spec.accepts(&child) {
+                    continue;
+                }
+                match e.metadata() {
+                    Ok(m) => m,
+                    Err(err) => {
+                        problems.push(format!("{}: {err}", e.path().display()));
+                        continue;
+                    }
+                }
+            } else {
+                continue;
+            };
+            if m.is_dir() {
+                folders.push((e.path(), child, (m.dev(), m.ino())));
+                continue;
+            }
+            if !m.is_file() || (kind.is_symlink() && !spec.accepts(&child)) {
+                continue;
+            }
+            files.push(FoundFile {
+                rel: child,
+                abs: e.path(),
                 stat: FileStat {
                     dev: m.dev(),
                     ino: m.ino(),
                     size: m.len(),
                     mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
                 },
-            }),
-            Err(e) => problems.push(format!("{}: {e}", entry.path().display())),
+            });
         }
+        // Pushed in reverse, so the first folder by name is walked next.
+        stack.extend(folders.into_iter().rev());
     }
     Ok((files, problems))
 }
@@ -202,5 +256,24 @@ mod tests {
             scan(dir.path(), &spec(&[])),
             Err(RootError::Empty(_))
         ));
+    }
+
+    #[test]
+    fn symlinks_are_followed_once_and_loops_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/1.png"), b"x").unwrap();
+        std::fs::write(dir.path().join("a/2.png"), b"y").unwrap();
+        // A loop back to the root, a second way into a/b, a link to a file.
+        std::os::unix::fs::symlink(root, root.join("a/b/loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("a/b"), root.join("c")).unwrap();
+        std::os::unix::fs::symlink(root.join("a/2.png"), root.join("3.png")).unwrap();
+        let (files, problems) = scan(root, &spec(&["png"])).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let rels: Vec<_> = files.iter().map(|f| f.rel.as_str()).collect();
+        assert_eq!(rels, ["3.png", "a/2.png", "a/b/1.png"]);
+        // A followed link has its target's stat.
+        assert_eq!(files[0].stat, files[1].stat);
     }
 }

@@ -53,9 +53,10 @@ impl State {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT d.id, d.path FROM src_dirs d JOIN files f ON f.src_dir = d.id
-                   JOIN inputs i ON i.file = f.id AND i.collection = ?2
-                  WHERE d.root = ?1 ORDER BY d.path",
+                "SELECT d.id, d.path FROM src_dirs d
+                  WHERE d.root = ?1 AND EXISTS (SELECT 1 FROM files f JOIN inputs i ON i.file = f.id
+                                                 WHERE f.src_dir = d.id AND i.collection = ?2)
+                  ORDER BY d.path",
             )
             .map_err(self.err("reading source folders"))?;
         let rows = stmt
