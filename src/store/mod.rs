@@ -6,6 +6,7 @@
 //! record of a finished file, which the next build re-makes), and every write
 //! is a transaction, so the database is never half-updated.
 
+pub mod journal;
 pub mod records;
 pub mod state;
 
