@@ -2,7 +2,9 @@
 # Installs what cpia needs on Debian 12 if it is missing, as root (or with sudo):
 # system libraries for the Rust crates, and Pillow + openslide-python for the
 # Python reference implementation the parity tests and benchmarks compare with.
-# Safe to run again: it installs nothing that is already there.
+# Safe to run again: it installs nothing that is already there. (The Slurm
+# packages for the Slurm tests are installed by scripts/slurm-up.sh, which
+# scripts/test.sh runs.)
 set -euo pipefail
 
 pkgs=(pkg-config libclang-dev cmake nasm libopenslide-dev)

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod executor;
 pub mod fixture;
 pub mod ops;
 pub mod plan;

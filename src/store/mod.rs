@@ -14,6 +14,7 @@
 
 pub mod dirs;
 pub mod events;
+pub mod journal;
 pub mod outputs;
 pub mod records;
 pub mod scan;

@@ -31,6 +31,23 @@ macro_rules! require_testdata {
     };
 }
 
+/// Whether a Slurm test cluster is up: `scripts/test.sh` starts one with
+/// `scripts/slurm-up.sh`, which exports `CPIA_TEST_SLURM=1` and `SLURM_CONF`.
+pub fn slurm_cluster() -> bool {
+    std::env::var("CPIA_TEST_SLURM").as_deref() == Ok("1")
+}
+
+/// Returns from the test, saying why, when no Slurm test cluster is up.
+#[macro_export]
+macro_rules! require_slurm {
+    () => {
+        if !common::slurm_cluster() {
+            eprintln!("SKIPPED: no Slurm test cluster (run ./scripts/test.sh, or eval \"$(scripts/slurm-up.sh)\" before cargo test)");
+            return;
+        }
+    };
+}
+
 /// The CPIA centre-square ROI pipeline, as a template.
 pub const TEMPLATE: &str = r#"
 [output]
