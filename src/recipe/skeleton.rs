@@ -6,7 +6,7 @@
 use super::Kind;
 
 /// `s` as a TOML basic string, quotes included.
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
