@@ -5,6 +5,7 @@
 //! [`store`]. See `ARCHITECTURE.md` for the code map and the invariants each
 //! layer keeps.
 
+pub mod catalog;
 pub mod cli;
 pub mod engine;
 pub mod executor;

@@ -62,7 +62,7 @@ impl std::fmt::Display for WorkspaceError {
         match self {
             WorkspaceError::NotFound(p) => write!(
                 f,
-                "no {CONFIG_FILE} found in {} or any parent folder (use --workspace DIR, or `cpia demo` to create one)",
+                "no {CONFIG_FILE} found in {} or any parent folder: create a workspace with `cpia init` (the CPIA catalog) or `cpia init --empty`, or use --workspace DIR",
                 p.display()
             ),
             WorkspaceError::Read(p, e) => write!(f, "{}: {e}", p.display()),

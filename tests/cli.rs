@@ -32,7 +32,7 @@ fn commands_outside_a_workspace_say_how_to_get_one() {
     let out = ws.cpia(&["build"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("no cpia.toml found"),
+        stderr(&out).contains("no cpia.toml found") && stderr(&out).contains("`cpia init`"),
         "{}",
         stderr(&out)
     );

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod demo;
+mod init;
 mod new;
 mod plan;
 mod watch;
@@ -41,6 +42,8 @@ enum Command {
     Plan(plan::Args),
     /// Validate recipes and print their errors with file:line:column.
     Check(check::Args),
+    /// Write a new workspace: cpia.toml and recipes/ (the CPIA catalog, or empty).
+    Init(init::Args),
     /// Write a commented starting recipe.
     New(new::Args),
     /// Write a self-contained demo workspace and build it.
@@ -68,6 +71,7 @@ pub fn main() -> i32 {
         Command::Build(a) => build::run(&ctx, a),
         Command::Plan(a) => plan::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Init(a) => init::run(&ctx, a),
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),

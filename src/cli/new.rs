@@ -17,9 +17,13 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    // A recipe outside a workspace is read by nothing: say how to make one.
     let dir: PathBuf = match ctx.workspace() {
         Ok(ws) => ws.recipes_dir(),
-        Err(_) => PathBuf::from("recipes"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_ERROR);
+        }
     };
     if let Err(why) = crate::recipe::check_component(&args.name) {
         eprintln!(

@@ -96,6 +96,10 @@ pub(crate) fn recipe_hash(
     e.list("include", &inputs.include);
     e.list("exclude", &inputs.exclude);
     e.list("suffixes", &inputs.suffixes);
+    // Only when set, so recipes written before the key existed keep their hash.
+    if !inputs.hidden {
+        e.field("hidden", "false");
+    }
 
     e.field("routes", &routes.len().to_string());
     for r in routes {

@@ -717,6 +717,57 @@ quality = 90
         }
     }
 
+    /// `hidden = false` keeps files and folders whose name starts with `.`
+    /// out, whatever `exclude` a recipe sets; it merges key by key, so a
+    /// template can set it for every recipe.
+    #[test]
+    fn hidden_false_skips_dot_files_and_folders() {
+        let head = "[collection]\nname = \"X\"\nkind = \"roi\"\n[[route]]\nscale = \"M\"\n";
+        let r = load(&format!(
+            "{head}[inputs]\nsource = \"X\"\nsuffixes = [\"png\"]\n{STEPS}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.inputs.hidden, "default: hidden files are inputs");
+        assert!(r.inputs.accepts("a/._x.png") && r.inputs.accepts(".cache/x.png"));
+
+        let template = format!("[inputs]\nhidden = false\nexclude = [\"**/masks/**\"]\n{STEPS}");
+        let child = format!(
+            "extends = \"templates/t.toml\"\n{head}[inputs]\nsource = \"X\"\nsuffixes = [\"png\"]\nexclude = [\"**/*_anno.png\"]\n"
+        );
+        let files = [
+            ("recipes/templates/t.toml", template.as_str()),
+            ("recipes/x.toml", child.as_str()),
+        ];
+        let h = load_from(&files, "recipes/x.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!h.inputs.hidden);
+        for rel in [
+            "a/._x.png",
+            "._x.png",
+            ".ipynb_checkpoints/x.png",
+            "a/.b/c/x.png",
+            "a/x_anno.png",
+        ] {
+            assert!(!h.inputs.accepts(rel), "{rel} accepted");
+        }
+        for rel in ["a/x.png", "x.png", "a/b.c/x.png", "masks/x.png"] {
+            assert!(h.inputs.accepts(rel), "{rel} refused");
+        }
+        // Part of the recipe hash only when set, so older recipes keep theirs.
+        let explicit = load(&format!(
+            "{head}[inputs]\nsource = \"X\"\nsuffixes = [\"png\"]\nhidden = true\n{STEPS}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(explicit.hash, r.hash);
+        let off = load(&format!(
+            "{head}[inputs]\nsource = \"X\"\nsuffixes = [\"png\"]\nhidden = false\n{STEPS}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(off.hash, r.hash);
+
+        let text = format!("{head}[inputs]\nsource = \"X\"\nhidden = \"no\"\n{STEPS}");
+        single(&text, "`inputs.hidden` must be a boolean", "\"no\"", 0, 0);
+    }
+
     #[test]
     fn extends_changing_op_drops_template_params() {
         let child = "extends = \"templates/roi.toml\"\n[collection]\nname = \"X\"\n[[steps]]\nid = \"crop\"\nop = \"resize\"\nwidth = 100\n";

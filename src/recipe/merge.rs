@@ -95,5 +95,6 @@ fn merge_inputs(b: RawInputs, o: RawInputs) -> RawInputs {
         include: b.include.overridden_by(o.include),
         exclude: b.exclude.overridden_by(o.exclude),
         suffixes: b.suffixes.overridden_by(o.suffixes),
+        hidden: b.hidden.overridden_by(o.hidden),
     }
 }

@@ -98,6 +98,9 @@ pub struct InputSpec {
     pub exclude: Vec<String>,
     /// Accepted file suffixes, lower case, without the dot; empty = any.
     pub suffixes: Vec<String>,
+    /// Whether a file can be an input when its name or a folder on its path
+    /// starts with `.` (`._x.png` copies of macOS, `.ipynb_checkpoints/`).
+    pub hidden: bool,
     include_set: globset::GlobSet,
     exclude_set: globset::GlobSet,
 }
@@ -108,12 +111,14 @@ impl PartialEq for InputSpec {
             && self.include == o.include
             && self.exclude == o.exclude
             && self.suffixes == o.suffixes
+            && self.hidden == o.hidden
     }
 }
 impl Eq for InputSpec {}
 
 impl InputSpec {
-    /// Builds the spec; globs were validated by the loader.
+    /// Builds the spec, hidden files accepted (set [`InputSpec::hidden`] to
+    /// change that); globs were validated by the loader.
     pub fn new(
         source: String,
         include: Vec<String>,
@@ -141,6 +146,7 @@ impl InputSpec {
                 .into_iter()
                 .map(|s| s.to_ascii_lowercase())
                 .collect(),
+            hidden: true,
         })
     }
 
@@ -153,6 +159,7 @@ impl InputSpec {
                 .map(|(_, ext)| self.suffixes.iter().any(|s| s.eq_ignore_ascii_case(ext)))
                 .unwrap_or(false);
         suffix_ok
+            && (self.hidden || !rel.split('/').any(|c| c.starts_with('.')))
             && (self.include.is_empty() || self.include_set.is_match(rel))
             && !self.exclude_set.is_match(rel)
     }

@@ -75,6 +75,7 @@ pub(crate) struct RawInputs {
     pub include: Slot<List>,
     pub exclude: Slot<List>,
     pub suffixes: Slot<List>,
+    pub hidden: Slot<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -172,7 +173,7 @@ const MPP_KEYS: [&str; 3] = ["sources", "default", "overrides"];
 const COLLECTION_KEYS: [&str; 10] = [
     "name", "kind", "organs", "diseases", "stain", "field", "year", "licence", "citation", "url",
 ];
-const INPUT_KEYS: [&str; 4] = ["source", "include", "exclude", "suffixes"];
+const INPUT_KEYS: [&str; 5] = ["source", "include", "exclude", "suffixes", "hidden"];
 const ROUTE_KEYS: [&str; 5] = ["glob", "regex", "sub_dataset", "scale", "class"];
 const OUTPUT_KEYS: [&str; 1] = ["name"];
 
@@ -266,6 +267,22 @@ impl<'a, 'i> Reader<'a, 'i> {
                 },
                 _ => {
                     self.wrong_type(key, "an integer", v, p);
+                    Slot::Bad
+                }
+            },
+        }
+    }
+
+    fn boolean(&self, key: &str, p: &mut Vec<Problem>) -> Slot<bool> {
+        match self.get(key) {
+            None => Slot::Absent,
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(b) => Slot::Val(Sp {
+                    v: *b,
+                    loc: loc(self.file, v.span()),
+                }),
+                _ => {
+                    self.wrong_type(key, "a boolean (true or false)", v, p);
                     Slot::Bad
                 }
             },
@@ -468,6 +485,7 @@ pub(crate) fn read(file: usize, doc: &DeTable<'_>, p: &mut Vec<Problem>) -> RawR
         include: i.list("include", p),
         exclude: i.list("exclude", p),
         suffixes: i.list("suffixes", p),
+        hidden: i.boolean("hidden", p),
     };
 
     let routes = table_array(&top, "route", p).map(|tables| {

@@ -271,7 +271,10 @@ fn inputs(i: &RawInputs, p: &mut Vec<Problem>) -> Option<InputSpec> {
     }
     let (source, include, exclude) = (source?, include?, exclude?);
     match InputSpec::new(source.v.clone(), include, exclude, suffixes) {
-        Ok(spec) => Some(spec),
+        Ok(mut spec) => {
+            spec.hidden = i.hidden.val().is_none_or(|h| h.v);
+            Some(spec)
+        }
         Err(e) => {
             p.push(Problem::at(&at, format!("invalid glob: {e}")));
             None

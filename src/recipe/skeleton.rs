@@ -6,7 +6,7 @@
 use super::Kind;
 
 /// `s` as a TOML basic string, quotes included.
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -59,6 +59,7 @@ source = @NAME@        # required: a source root of the workspace ([sources] in 
 include = []           # globs relative to the source root, `/`-separated; empty = every file
 exclude = ["**/.DS_Store", "**/*.txt"]
 suffixes = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]  # case-insensitive; empty = any
+hidden = false         # false: a file or folder named .* (macOS ._ copies) is never an input
 
 # Routes, first match wins; an input no route matches is skipped.
 # A route has `glob = "..."` or `regex = '...'` (searched in the relative
@@ -156,6 +157,7 @@ source = @NAME@        # required: a source root of the workspace ([sources] in 
 include = []           # globs relative to the source root; empty = every file
 exclude = []
 suffixes = ["svs", "tif", "tiff", "ndpi", "mrxs"]
+hidden = false         # false: a file or folder named .* (macOS ._ copies) is never an input
 
 # Where each slide's microns per pixel come from, first that gives a value wins.
 [mpp]
