@@ -403,25 +403,33 @@ fn every_roi_recipe_lands_every_file_where_its_collection_says() {
         "files that were not built"
     );
     assert_eq!(counts(&j), (expected.len() as u64, 0, 0, 0), "{j}");
-    let state = cpia::store::State::open(&ws.path("cache/state.sqlite")).unwrap();
-    let records = state.outputs().unwrap();
+    // The records, through the state's flat view (docs/state.md).
+    let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT path, collection, source_rel, class, scale, sub_dataset FROM output_records",
+        )
+        .unwrap();
+    #[allow(clippy::type_complexity)]
+    let records: BTreeMap<String, (String, String, Option<String>, String, String)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(records.len(), expected.len());
     for (output, (collection, file, class)) in &expected {
         let r = records
             .get(output)
             .unwrap_or_else(|| panic!("no record of {output}"));
-        assert_eq!(
-            (&r.collection, &r.source_rel, &r.class),
-            (collection, file, class),
-            "{output}"
-        );
+        assert_eq!((&r.0, &r.1, &r.2), (collection, file, class), "{output}");
         let (scale, rest) = output.split_once('/').unwrap();
         let sub = rest.split_once('/').unwrap().0;
-        assert_eq!(
-            (r.scale.as_str(), r.sub_dataset.as_str()),
-            (scale, sub),
-            "{output}"
-        );
+        assert_eq!((r.3.as_str(), r.4.as_str()), (scale, sub), "{output}");
         let img = image::open(ws.path(&format!("dataset/{output}"))).unwrap();
         assert_eq!((img.width(), img.height()), (384, 384), "{output}");
     }
@@ -528,11 +536,14 @@ fn every_wsi_recipe_builds_a_generated_slide_at_all_four_scales() {
             Some(r) => assert_eq!(&tiles, r, "{name}: other tiles than the others"),
         }
     }
-    let state = cpia::store::State::open(&ws.path("cache/state.sqlite")).unwrap();
-    let units = state.units().unwrap();
-    let origins: BTreeSet<(String, String)> = units
-        .values()
-        .map(|u| (u.collection.clone(), u.mpp_origin.clone()))
+    let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT DISTINCT collection, mpp_origin FROM unit_records")
+        .unwrap();
+    let origins: BTreeSet<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
         .collect();
     for (name, _) in &wsi {
         let want = if name == "CAM16" {
