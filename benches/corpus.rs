@@ -254,7 +254,9 @@ fn wsi_collection(
             reader: "direct".into(),
         };
         // Tile positions per unit, then their files in parallel.
-        let planned: Vec<(&PlannedUnit, bool, Vec<(u32, u32)>)> = units
+        /// A unit, whether its cell is kept, its tile positions.
+        type Cell<'a> = (&'a PlannedUnit, bool, Vec<(u32, u32)>);
+        let planned: Vec<Cell> = units
             .iter()
             .map(|u| {
                 let (i, j) = u.cell;
