@@ -8,8 +8,9 @@
 //! key table in that module stays the one definition. Hashes are 32-byte
 //! blobs. See docs/state.md for the meaning of every column.
 
-/// Bump when the schema changes; a database of another version is rebuilt
-/// from empty (every output is rebuilt once, nothing is misread).
+/// Bump when a table changes incompatibly; a database of another version is
+/// rebuilt from empty (every output is rebuilt once, nothing is misread).
+/// New tables and views need no bump: [`SCHEMA`] runs on every open.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Tables, indexes and views (idempotent).

@@ -156,11 +156,14 @@ impl State {
             created = true;
             conn.execute_batch(DROP_ALL)
                 .map_err(err(path, "dropping an old schema"))?;
-            conn.execute_batch(SCHEMA)
-                .map_err(err(path, "creating the schema"))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err(path, "setting the schema version"))?;
         }
+        // Every statement is `IF NOT EXISTS`: tables and views added without
+        // a version change (new records that old ones do not contradict)
+        // appear in an existing database too.
+        conn.execute_batch(SCHEMA)
+            .map_err(err(path, "creating the schema"))?;
         Ok(State {
             conn,
             path: path.to_path_buf(),
