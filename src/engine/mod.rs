@@ -13,6 +13,7 @@
 //!   plan names.
 
 pub mod atomic;
+pub mod confined;
 pub mod evaluate;
 pub mod summary;
 pub mod wsi;

