@@ -311,3 +311,289 @@ fn wsi_stale_tiles_and_qc_pictures_are_never_removed_through_a_link() {
     assert!(j["failures"].to_string().contains("symbolic link"), "{j}");
 }
 
+// ---------------------------------------------------------------------------
+// 2. Corrupt JPEG sources, and headers that lie
+
+/// A real H&E image encoded as a baseline JPEG by cpia's own encoder.
+fn real_jpeg(td: &Path) -> Vec<u8> {
+    let png = std::fs::read(td.join("roi/tiatoolbox_target_image.png")).unwrap();
+    let img = cpia::ops::decode::decode(&png).unwrap();
+    cpia::ops::encode::encode_jpeg(
+        &img,
+        &cpia::ops::JpegParams {
+            quality: 90,
+            subsampling: cpia::ops::Subsampling::S420,
+        },
+    )
+    .unwrap()
+}
+
+/// A finished child: exit code (128 + signal if killed), output and peak RSS.
+struct Measured {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    peak_kib: u64,
+}
+
+/// Runs `cmd` to the end and measures its peak resident set size with
+/// `wait4` (the kernel's own accounting for exactly this child). With
+/// `address_space`, the child runs under that RLIMIT_AS: an allocation
+/// beyond it fails (and Rust aborts), which proves that nothing that large
+/// was allocated.
+fn measured(mut cmd: std::process::Command, address_space: Option<u64>) -> Measured {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out");
+    let err_path = dir.path().join("err");
+    cmd.stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .stdin(Stdio::null());
+    if let Some(limit) = address_space {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for (std never reaps it:
+    // `child` is not waited on and only forgotten).
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Measured {
+        code,
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+        peak_kib: usage.ru_maxrss as u64,
+    }
+}
+
+#[test]
+fn corrupt_jpegs_fail_with_libjpegs_message_and_the_rest_is_built() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    let good = real_jpeg(&td);
+    let mid = good.len() / 2;
+    let garbage: Vec<u8> = (0..2000u32).map(|i| (i * 37 + 11) as u8).collect();
+    let splice = |with: &[u8]| [&good[..mid], with, &good[mid + with.len()..]].concat();
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage.jpg", splice(&garbage)),
+        ("zeros.jpg", splice(&[0u8; 2000])),
+        (
+            "cut-with-eoi.jpg",
+            [&good[..mid], &[0xff, 0xd9][..]].concat(),
+        ),
+        ("cut.jpg", good[..mid].to_vec()),
+        ("trailing-junk-before-eoi.jpg", {
+            let mut b = good[..good.len() - 2].to_vec();
+            b.extend((0..64u8).map(|i| i.wrapping_mul(3)));
+            b.extend_from_slice(&[0xff, 0xd9]);
+            b
+        }),
+    ];
+    for (name, bytes) in &variants {
+        ws.write_bytes(&format!("src/{name}"), bytes);
+    }
+    ws.write_bytes("src/good.jpg", &good);
+    ws.copy_in(&td, "skimage_ihc.png", "src/other.png");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(counts(&j).0, 2, "good.jpg and other.png are built: {j}");
+    for (name, _) in &variants {
+        let error = failure_of(&j, name).unwrap_or_else(|| panic!("{name} built: {j}"));
+        assert!(
+            error.contains("JPEG") && error.contains("libjpeg"),
+            "{name}: names libjpeg's message: {error}"
+        );
+    }
+    assert!(ws.path("dataset/M/P/good.jpg").is_file());
+    assert!(!ws.path("dataset/M/P/zeros.jpg").exists());
+}
+
+#[test]
+fn a_recipe_may_accept_jpeg_warnings_and_that_is_recorded() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    let good = real_jpeg(&td);
+    let mid = good.len() / 2;
+    ws.write_bytes(
+        "src/zeros.jpg",
+        &[&good[..mid], &[0u8; 2000][..], &good[mid + 2000..]].concat(),
+    );
+    ws.write_bytes("src/good.jpg", &good);
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j), (1, 0, 0, 1));
+    let strict_good = std::fs::read(ws.path("dataset/M/P/good.jpg")).unwrap();
+
+    // Default is "error"; "accept" is a parameter like any other: in the key,
+    // in the explanation and in the recorded pipeline.
+    ws.write(
+        "recipes/p.toml",
+        &format!(
+            "{}[[steps]]\nid = \"decode\"\njpeg_warnings = \"accept\"\n",
+            recipe_p()
+        ),
+    );
+    let plan = stdout(&ws.cpia(&["plan", "--explain"]));
+    assert!(
+        plan.contains("parameter `jpeg_warnings` of step `decode` was added (accept)"),
+        "{plan}"
+    );
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (2, 0, 0, 0));
+    // A clean file decodes to the same pixels either way.
+    assert_eq!(
+        std::fs::read(ws.path("dataset/M/P/good.jpg")).unwrap(),
+        strict_good
+    );
+    let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+    let desc: String = db
+        .query_row(
+            "SELECT p.description FROM outputs o JOIN pipelines p ON p.hash = o.pipeline_hash \
+             WHERE o.path = 'M/P/zeros.jpg'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(desc.contains("[\"jpeg_warnings\",\"accept\"]"), "{desc}");
+    // A value that is neither is an error at load, with its location.
+    ws.write(
+        "recipes/p.toml",
+        &format!(
+            "{}[[steps]]\nid = \"decode\"\njpeg_warnings = \"ignore\"\n",
+            recipe_p()
+        ),
+    );
+    let out = ws.cpia(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("p.toml:12:17"), "{}", stderr(&out));
+}
+
+/// A file whose header claims 30000×30000 pixels with a few hundred KB of data.
+fn liars(td: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let png = std::fs::read(td.join("roi/histolab_tcga-lung-rgb.png")).unwrap();
+    let img = cpia::ops::decode::decode(&png).unwrap();
+    let encode = |f: image::ImageFormat| {
+        let mut c = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut c, f)
+            .unwrap();
+        c.into_inner()
+    };
+    let be = |v: u32| v.to_be_bytes();
+    let mut out = Vec::new();
+
+    // JPEG: the frame header's height and width.
+    let mut jpeg = real_jpeg(td);
+    let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+    jpeg[sof + 5..sof + 7].copy_from_slice(&30000u16.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&30000u16.to_be_bytes());
+    out.push(("jpeg-liar.jpg", jpeg.clone()));
+    // The issue's 632-byte file: a tiny JPEG claiming the same.
+    let tiny = image::RgbImage::from_pixel(16, 16, image::Rgb([200, 100, 50]));
+    let mut small = cpia::ops::encode::encode_jpeg(&tiny, &Default::default()).unwrap();
+    let sof = small.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+    small[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+    out.push(("tiny-liar.jpg", small));
+
+    // PNG: IHDR width and height, with a correct CRC.
+    let mut p = encode(image::ImageFormat::Png);
+    p[16..20].copy_from_slice(&be(30000));
+    p[20..24].copy_from_slice(&be(30000));
+    let crc = crc32(&p[12..29]);
+    p[29..33].copy_from_slice(&be(crc));
+    out.push(("png-liar.png", p));
+
+    // BMP: BITMAPINFOHEADER width and height.
+    let mut b = encode(image::ImageFormat::Bmp);
+    b[18..22].copy_from_slice(&30000i32.to_le_bytes());
+    b[22..26].copy_from_slice(&30000i32.to_le_bytes());
+    out.push(("bmp-liar.bmp", b));
+
+    // TIFF: ImageWidth, ImageLength and RowsPerStrip of the first IFD.
+    let mut t = encode(image::ImageFormat::Tiff);
+    assert_eq!(&t[..2], b"II");
+    let ifd = u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
+    let n = u16::from_le_bytes(t[ifd..ifd + 2].try_into().unwrap()) as usize;
+    for k in 0..n {
+        let e = ifd + 2 + 12 * k;
+        let tag = u16::from_le_bytes(t[e..e + 2].try_into().unwrap());
+        let ty = u16::from_le_bytes(t[e + 2..e + 4].try_into().unwrap());
+        if [256, 257, 278].contains(&tag) {
+            if ty == 3 {
+                t[e + 8..e + 10].copy_from_slice(&30000u16.to_le_bytes());
+            } else {
+                t[e + 8..e + 12].copy_from_slice(&30000u32.to_le_bytes());
+            }
+        }
+    }
+    out.push(("tiff-liar.tif", t));
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn headers_that_lie_fail_before_anything_that_large_is_allocated() {
+    // Each file claims 30000×30000 pixels (2.7 GB as RGB) with far too few
+    // bytes to hold them. Under an address-space limit of 1.5 GB any
+    // allocation of the claimed size aborts the process, so a build that
+    // finishes, names each file and builds the good one proves that no such
+    // buffer was allocated.
+    let td = require_testdata!();
+    let ws = roi_ws();
+    let files = liars(&td);
+    for (name, bytes) in &files {
+        ws.write_bytes(&format!("src/{name}"), bytes);
+    }
+    ws.copy_in(&td, "skimage_ihc.png", "src/good.png");
+    let mut cmd = ws.command(&["build", "--json", "-j", "2"]);
+    cmd.env_remove("CPIA_DEBUG_COUNTERS");
+    let m = measured(cmd, Some(1536 << 20));
+    assert_eq!(m.code, 1, "{}", m.stderr);
+    let j: serde_json::Value = serde_json::from_str(m.stdout.trim()).unwrap();
+    assert_eq!(counts(&j), (1, 0, 0, files.len() as u64), "{j}");
+    for (name, _) in &files {
+        let error = failure_of(&j, name).unwrap_or_else(|| panic!("{name}: {j}"));
+        assert!(
+            error.contains("30000×30000"),
+            "{name}: says what the header claims: {error}"
+        );
+    }
+    assert!(m.peak_kib < 300 << 10, "peak RSS {} KiB", m.peak_kib);
+}
+

@@ -12,8 +12,8 @@ use crate::ops::wsi::{
     GridParams, LevelPolicy, ReaderChoice, SubtileParams, TileEncodeParams, TissueParams,
 };
 use crate::ops::{
-    BoxExpr, CropParams, DecodeParams, Filter, JpegParams, Operator, ResizeParams, Subsampling,
-    ValueKind,
+    BoxExpr, CropParams, DecodeParams, Filter, JpegParams, JpegWarnings, Operator, ResizeParams,
+    Subsampling, ValueKind,
 };
 
 /// Operator names as written in `op = "..."`.
@@ -53,6 +53,8 @@ const LEVELS: [&str; 2] = ["finest", "auto"];
 const DETECTORS: [&str; 2] = ["cpia-color", "otsu"];
 const SCALES: [&str; 4] = ["XL", "L", "M", "S"];
 
+const DECODE_KEYS: [&str; 1] = ["jpeg_warnings"];
+const JPEG_WARNINGS: [&str; 2] = ["error", "accept"];
 const CROP_KEYS: [&str; 4] = ["left", "top", "width", "height"];
 const RESIZE_KEYS: [&str; 3] = ["width", "height", "filter"];
 const JPEG_KEYS: [&str; 2] = ["quality", "subsampling"];
@@ -74,6 +76,14 @@ fn parse_filter(s: &str) -> Option<Filter> {
         "bilinear" => Some(Filter::Bilinear),
         "box" => Some(Filter::Box),
         "nearest" => Some(Filter::Nearest),
+        _ => None,
+    }
+}
+
+fn parse_jpeg_warnings(s: &str) -> Option<JpegWarnings> {
+    match s {
+        "error" => Some(JpegWarnings::Error),
+        "accept" => Some(JpegWarnings::Accept),
         _ => None,
     }
 }
@@ -319,8 +329,16 @@ pub(crate) fn operator(
     };
     let typed = match op.v.as_str() {
         "decode" => {
-            r.check_keys(&[], p);
-            Operator::Decode(DecodeParams {})
+            r.check_keys(&DECODE_KEYS, p);
+            Operator::Decode(DecodeParams {
+                jpeg_warnings: r.choice(
+                    "jpeg_warnings",
+                    JpegWarnings::Error,
+                    parse_jpeg_warnings,
+                    &JPEG_WARNINGS,
+                    p,
+                ),
+            })
         }
         "crop" => {
             r.check_keys(&CROP_KEYS, p);
