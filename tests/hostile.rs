@@ -597,3 +597,89 @@ fn headers_that_lie_fail_before_anything_that_large_is_allocated() {
     assert!(m.peak_kib < 300 << 10, "peak RSS {} KiB", m.peak_kib);
 }
 
+// ---------------------------------------------------------------------------
+// 4. Long step chains and huge recipes
+
+/// A recipe whose resize is a chain of `n` resize steps.
+fn chain(n: usize) -> String {
+    let mut s = String::from(
+        "[collection]\nname = \"P\"\nkind = \"roi\"\n[inputs]\nsource = \"P\"\n[[route]]\nscale = \"M\"\n\
+         [[steps]]\nid = \"decode\"\nop = \"decode\"\n",
+    );
+    for i in 0..n {
+        let input = if i == 0 {
+            "decode".to_string()
+        } else {
+            format!("r{}", i - 1)
+        };
+        s.push_str(&format!(
+            "[[steps]]\nid = \"r{i}\"\nop = \"resize\"\ninput = \"{input}\"\nwidth = 64\nheight = 64\n"
+        ));
+    }
+    s.push_str(&format!(
+        "[[steps]]\nid = \"encode\"\nop = \"encode_jpeg\"\ninput = \"r{}\"\n",
+        n - 1
+    ));
+    s
+}
+
+#[test]
+fn a_6000_step_chain_checks_plans_and_builds() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    ws.write("recipes/p.toml", &chain(6000));
+    let out = ws.cpia(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.cpia(&["plan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 to build"), "{}", stdout(&out));
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (1, 0, 0, 0));
+    // And it explains a change deep in the chain.
+    ws.write(
+        "recipes/p.toml",
+        &chain(6000).replace(
+            "id = \"r5999\"\nop = \"resize\"\ninput = \"r5998\"\nwidth = 64",
+            "id = \"r5999\"\nop = \"resize\"\ninput = \"r5998\"\nwidth = 65",
+        ),
+    );
+    let plan = stdout(&ws.cpia(&["plan", "--explain"]));
+    assert!(
+        plan.contains("parameter `width` of step `r5999` changed (64 -> 65)"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn recipes_beyond_the_size_bound_are_refused_alike_by_check_plan_and_build() {
+    // 60,000 steps: beyond the documented bound. check, plan and build give
+    // the same located error, quickly, and the other collection is built.
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    ws.write("cpia.toml", "[sources]\nP = \"src\"\nQ = \"src\"\n");
+    ws.write("recipes/q.toml", &common::recipe("Q", "Q"));
+    ws.write("recipes/p.toml", &chain(60_000));
+    let start = std::time::Instant::now();
+    let check = ws.cpia(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let plan = ws.cpia(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", stderr(&plan));
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(counts(&j).0, 1, "collection Q is built: {j}");
+    let want = "steps, more than the limit of";
+    assert!(stderr(&check).contains(want), "{}", stderr(&check));
+    assert!(stdout(&plan).contains(want), "{}", stdout(&plan));
+    assert!(j["failures"].to_string().contains(want), "{j}");
+    // The error points at the first step beyond the bound.
+    assert!(stderr(&check).contains("p.toml:"), "{}", stderr(&check));
+}
+

@@ -36,41 +36,30 @@ impl Evaluated {
 }
 
 /// Computes `sinks` (step indices) and everything they need from `source`,
-/// the value a step without `input` receives.
+/// the value a step without `input` receives. Steps run front to back in the
+/// recipe's topological order — a loop, not a recursion, so a chain of
+/// thousands of steps needs no stack.
 pub fn evaluate(recipe: &Recipe, source: Value, sinks: &[usize]) -> Result<Evaluated, StepError> {
+    let needed = recipe.ancestors(sinks);
     let mut values: Vec<Option<Value>> = vec![None; recipe.steps.len()];
-    for &sink in sinks {
-        compute(recipe, &source, sink, &mut values)?;
+    for (i, step) in recipe.steps.iter().enumerate() {
+        if !needed[i] {
+            continue;
+        }
+        let inputs: Vec<Value> = if step.inputs.is_empty() {
+            vec![source.clone()]
+        } else {
+            step.inputs
+                .iter()
+                .filter_map(|&j| values[j].clone())
+                .collect()
+        };
+        let v = step.op.apply(&inputs).map_err(|e| StepError {
+            step: step.id.clone(),
+            op: step.op.name(),
+            message: e.to_string(),
+        })?;
+        values[i] = Some(v);
     }
     Ok(Evaluated { values })
-}
-
-fn compute(
-    recipe: &Recipe,
-    source: &Value,
-    i: usize,
-    values: &mut Vec<Option<Value>>,
-) -> Result<(), StepError> {
-    if values[i].is_some() {
-        return Ok(());
-    }
-    let step = &recipe.steps[i];
-    for &j in &step.inputs {
-        compute(recipe, source, j, values)?;
-    }
-    let inputs: Vec<Value> = if step.inputs.is_empty() {
-        vec![source.clone()]
-    } else {
-        step.inputs
-            .iter()
-            .filter_map(|&j| values[j].clone())
-            .collect()
-    };
-    let v = step.op.apply(&inputs).map_err(|e| StepError {
-        step: step.id.clone(),
-        op: step.op.name(),
-        message: e.to_string(),
-    })?;
-    values[i] = Some(v);
-    Ok(())
 }
