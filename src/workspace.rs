@@ -55,6 +55,8 @@ pub enum WorkspaceError {
     Read(PathBuf, io::Error),
     Parse(PathBuf, String),
     BadOverride(String),
+    /// Folders that must be kept apart are not (see [`Workspace::check_layout`]).
+    Layout(String),
 }
 
 impl std::fmt::Display for WorkspaceError {
@@ -70,6 +72,7 @@ impl std::fmt::Display for WorkspaceError {
             WorkspaceError::BadOverride(s) => {
                 write!(f, "--source expects NAME=PATH, got `{s}`")
             }
+            WorkspaceError::Layout(s) => f.write_str(s),
         }
     }
 }
@@ -136,6 +139,103 @@ impl Workspace {
             self.sources.insert(name.to_string(), path);
         }
         Ok(())
+    }
+
+    /// Checks, after the source overrides, that the folders a build writes
+    /// are apart from what it reads: the output folder is neither the
+    /// workspace folder nor inside or around a source root (a build would
+    /// read its own outputs as inputs, without end), no source root is inside
+    /// the cache folder, and the output and cache are folders if they exist.
+    /// Paths are compared resolved (symlinks followed as far as they exist),
+    /// and every source root counts: `cpia.toml`, `--source` and every
+    /// `CPIA_SOURCE_*` variable.
+    pub fn check_layout(&self) -> Result<(), WorkspaceError> {
+        let err = |m: String| Err(WorkspaceError::Layout(m));
+        let config = self.root.join(CONFIG_FILE);
+        for (what, key, path) in [
+            ("output", "output", &self.output),
+            ("cache", "cache", &self.cache),
+        ] {
+            if let Ok(m) = std::fs::metadata(path) {
+                if !m.is_dir() {
+                    return err(format!(
+                        "the {what} folder {} exists and is not a folder (`{key}` in {})",
+                        path.display(),
+                        config.display()
+                    ));
+                }
+            }
+        }
+        let root = real_path(&self.root);
+        let output = real_path(&self.output);
+        let cache = real_path(&self.cache);
+        if root.starts_with(&output) {
+            let how = if root == output {
+                "is the workspace folder itself"
+            } else {
+                "contains the workspace folder"
+            };
+            return err(format!(
+                "the output folder {} {how} (`output` in {}): the dataset needs a folder of its own, \
+                 such as the default \"dataset\"",
+                self.output.display(),
+                config.display()
+            ));
+        }
+        if root == cache {
+            return err(format!(
+                "the cache folder {} is the workspace folder itself (`cache` in {}): the build state \
+                 needs a folder of its own, such as the default \"cache\"",
+                self.cache.display(),
+                config.display()
+            ));
+        }
+        for (label, path) in self.all_source_roots() {
+            let src = real_path(&path);
+            let shown = format!("{label} ({})", path.display());
+            if output.starts_with(&src) {
+                let how = if output == src { "is" } else { "is inside" };
+                return err(format!(
+                    "the output folder {} {how} {shown}: every build would read its own outputs as \
+                     new inputs; keep the output folder outside every source root",
+                    self.output.display()
+                ));
+            }
+            if src.starts_with(&output) {
+                return err(format!(
+                    "{shown} is inside the output folder {}: keep sources and the dataset apart",
+                    self.output.display()
+                ));
+            }
+            if src.starts_with(&cache) {
+                return err(format!(
+                    "{shown} is inside the cache folder {}: keep sources and the build state apart",
+                    self.cache.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every source root a recipe could name: `[sources]` (with overrides
+    /// applied), then roots defined only by a `CPIA_SOURCE_*` variable.
+    fn all_source_roots(&self) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = self
+            .sources
+            .iter()
+            .map(|(n, p)| (format!("source root `{n}`"), p.clone()))
+            .collect();
+        let listed: Vec<String> = self.sources.keys().map(|n| env_var_name(n)).collect();
+        for (k, v) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if k.starts_with("CPIA_SOURCE_") && !v.is_empty() && !listed.iter().any(|l| l == k) {
+                out.push((
+                    format!("the source root set by {k}"),
+                    absolute(Path::new(&v)),
+                ));
+            }
+        }
+        out
     }
 
     /// The folder of source root `name`: from the overrides and `cpia.toml`,
@@ -252,6 +352,36 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// `p` with symlinks resolved as far as it exists, the rest appended (with
+/// `.` and `..` resolved lexically), so paths that do not exist yet compare.
+fn real_path(p: &Path) -> PathBuf {
+    let p = absolute(p);
+    let mut existing = p.as_path();
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                match *c {
+                    c if c == ".." => {
+                        out.pop();
+                    }
+                    c if c == "." => {}
+                    c => out.push(c),
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return p,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +408,40 @@ mod tests {
         ws.apply_overrides(&["B=/elsewhere".into()]).unwrap();
         assert_eq!(ws.sources["B"], PathBuf::from("/elsewhere"));
         assert!(ws.apply_overrides(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn layouts_that_feed_back_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws_with = |toml: &str| {
+            std::fs::write(dir.path().join(CONFIG_FILE), toml).unwrap();
+            Workspace::open(dir.path()).unwrap()
+        };
+        assert!(ws_with("[sources]\nA = \"src\"\n").check_layout().is_ok());
+        let e = ws_with("output = \"src/out\"\n[sources]\nA = \"src\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is inside source root `A`"), "{e}");
+        let e = ws_with("[sources]\nA = \"dataset/x/../y\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is inside the output folder"), "{e}");
+        let e = ws_with("output = \"\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the workspace folder itself"), "{e}");
+        let e = ws_with("output = \"..\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contains the workspace folder"), "{e}");
+        // Sibling names that share a prefix are apart.
+        assert!(ws_with("output = \"src2\"\n[sources]\nA = \"src\"\n")
+            .check_layout()
+            .is_ok());
     }
 
     #[test]

@@ -683,3 +683,116 @@ fn recipes_beyond_the_size_bound_are_refused_alike_by_check_plan_and_build() {
     assert!(stderr(&check).contains("p.toml:"), "{}", stderr(&check));
 }
 
+// ---------------------------------------------------------------------------
+// 5. Output and source folders inside each other, and bad `output` values
+
+/// Runs `cpia ARGS` and asserts exit 2 with every `needle` in stderr.
+fn refused(ws: &Ws, args: &[&str], envs: &[(&str, &str)], needles: &[&str]) {
+    let mut cmd = ws.command(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?} {envs:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?} {envs:?}: `{n}` not in: {err}");
+    }
+}
+
+#[test]
+fn an_output_folder_inside_a_source_root_is_refused_and_vice_versa() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    let root = ws.root().canonicalize().unwrap();
+    let at = |p: &str| root.join(p).display().to_string();
+
+    // The case: each build added another file without end.
+    ws.write(
+        "cpia.toml",
+        "output = \"src/out\"\n[sources]\nP = \"src\"\n",
+    );
+    for cmd in ["build", "plan", "check"] {
+        refused(&ws, &[cmd], &[], &[&at("src/out"), &at("src"), "`P`"]);
+    }
+    assert!(!ws.path("src/out").exists(), "nothing written");
+
+    // A source root inside the output or the cache folder.
+    ws.write("cpia.toml", "[sources]\nP = \"dataset/in\"\n");
+    refused(&ws, &["build"], &[], &[&at("dataset"), &at("dataset/in")]);
+    ws.write("cpia.toml", "[sources]\nP = \"cache/x\"\n");
+    refused(&ws, &["build"], &[], &[&at("cache"), &at("cache/x")]);
+
+    // The same through the overrides, which are applied first.
+    ws.write("cpia.toml", "[sources]\nP = \"src\"\n");
+    refused(
+        &ws,
+        &["build", "--source", "P=dataset"],
+        &[],
+        &[&at("dataset")],
+    );
+    refused(
+        &ws,
+        &["build"],
+        &[("CPIA_SOURCE_P", "dataset/x")],
+        &[&at("dataset/x")],
+    );
+    refused(
+        &ws,
+        &["plan"],
+        &[("CPIA_SOURCE_OTHER", ".")],
+        &["CPIA_SOURCE_OTHER"],
+    );
+
+    // Through a symlink: the source root is a link to the workspace.
+    std::os::unix::fs::symlink(&root, ws.path("alias")).unwrap();
+    ws.write("cpia.toml", "[sources]\nP = \"alias\"\n");
+    refused(&ws, &["build"], &[], &["inside", &at("alias")]);
+
+    // Fine again: builds.
+    std::fs::remove_file(ws.path("alias")).unwrap();
+    ws.write("cpia.toml", "[sources]\nP = \"src\"\n");
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j), (1, 0, 0, 0));
+}
+
+#[test]
+fn an_empty_or_non_folder_output_is_refused() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    for output in ["", ".", "./"] {
+        ws.write(
+            "cpia.toml",
+            &format!("output = \"{output}\"\n[sources]\nP = \"src\"\n"),
+        );
+        refused(&ws, &["build"], &[], &["output", "cpia.toml"]);
+        assert!(
+            !ws.path("M").exists(),
+            "{output:?}: wrote into the workspace"
+        );
+    }
+    ws.write(
+        "cpia.toml",
+        "output = \"data.txt\"\n[sources]\nP = \"src\"\n",
+    );
+    ws.write("data.txt", "a file\n");
+    let at = ws.root().canonicalize().unwrap().join("data.txt");
+    refused(
+        &ws,
+        &["build"],
+        &[],
+        &[&at.display().to_string(), "not a folder"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path("data.txt")).unwrap(),
+        "a file\n"
+    );
+    ws.write(
+        "cpia.toml",
+        "cache = \"data.txt\"\n[sources]\nP = \"src\"\n",
+    );
+    refused(&ws, &["build"], &[], &["data.txt", "not a folder"]);
+}
+

@@ -99,8 +99,17 @@ pub struct Context {
 pub type CmdResult = Result<i32, Box<dyn std::error::Error>>;
 
 impl Context {
-    /// Finds the workspace and applies source overrides.
+    /// Finds the workspace, applies source overrides and checks its layout
+    /// (output, cache and source folders apart).
     fn workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
+        let ws = self.find_workspace()?;
+        ws.check_layout()?;
+        Ok(ws)
+    }
+
+    /// Finds the workspace and applies source overrides, nothing more (for
+    /// commands that only write recipes).
+    fn find_workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
         let cwd = std::env::current_dir()?;
         let mut ws = Workspace::discover(self.workspace.as_deref(), &cwd)?;
         ws.apply_overrides(&self.sources)?;

@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
-    let dir: PathBuf = match ctx.workspace() {
+    let dir: PathBuf = match ctx.find_workspace() {
         Ok(ws) => ws.recipes_dir(),
         Err(_) => PathBuf::from("recipes"),
     };
