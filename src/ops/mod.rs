@@ -603,6 +603,12 @@ impl Operator {
                 Ok(Value::Image(Arc::new(decode::decode_with(b, p)?)))
             }
             (Operator::Crop(p), Value::Image(img)) => {
+                // A box that is the whole image (the centre square of a
+                // square image) shares the pixels instead of copying them.
+                let (w, h) = img.dimensions();
+                if crop::eval_box(p, w, h)? == (0, 0, i64::from(w), i64::from(h)) {
+                    return Ok(Value::Image(img.clone()));
+                }
                 Ok(Value::Image(Arc::new(crop::crop(img, p)?)))
             }
             (Operator::Resize(p), Value::Image(img)) => {

@@ -75,6 +75,18 @@ pub struct Header {
 /// Reads the header of a JPEG, PNG, TIFF or BMP file and checks that its data
 /// can hold the pixels it claims; errors say in plain words what is wrong.
 pub fn probe(bytes: &[u8]) -> Result<Header, OpError> {
+    read(bytes, true)
+}
+
+/// The header alone, from the first bytes of a file (its data is not
+/// checked): what a job's memory estimate needs before the whole file is
+/// read. Fails if the header is not within `prefix`.
+pub fn header(prefix: &[u8]) -> Result<Header, OpError> {
+    read(prefix, false)
+}
+
+/// `whole`: `bytes` is the whole file, and its data is checked too.
+fn read(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
     if bytes.is_empty() {
         return Err(OpError("empty file (0 bytes)".into()));
     }
@@ -82,10 +94,10 @@ pub fn probe(bytes: &[u8]) -> Result<Header, OpError> {
         .with_guessed_format()
         .map_err(|e| OpError(format!("cannot read the image: {e}")))?;
     let header = match reader.format() {
-        Some(ImageFormat::Jpeg) => jpeg(bytes)?,
-        Some(ImageFormat::Png) => png(bytes)?,
-        Some(ImageFormat::Tiff) => tiff(bytes)?,
-        Some(ImageFormat::Bmp) => bmp(bytes)?,
+        Some(ImageFormat::Jpeg) => jpeg(bytes, whole)?,
+        Some(ImageFormat::Png) => png(bytes, whole)?,
+        Some(ImageFormat::Tiff) => tiff(bytes, whole)?,
+        Some(ImageFormat::Bmp) => bmp(bytes, whole)?,
         Some(other) => {
             return Err(OpError(format!(
                 "unsupported image format (not JPEG, PNG, TIFF or BMP): the content looks like {}",
@@ -141,6 +153,7 @@ struct Frame {
     /// (horizontal, vertical) sampling factor of each component.
     sampling: Vec<(u32, u32)>,
     arithmetic: bool,
+    progressive: bool,
 }
 
 impl Frame {
@@ -159,15 +172,17 @@ impl Frame {
     }
 }
 
-/// Walks a JPEG's markers: the frame header, the number of scans and the
-/// bytes of entropy-coded data.
-fn jpeg(bytes: &[u8]) -> Result<Header, OpError> {
+/// Walks a JPEG's markers: the frame header, the first scan's components,
+/// and (`whole`) the number of scans and the bytes of entropy-coded data.
+fn jpeg(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
     let f = Format::Jpeg;
     if bytes.len() < 4 || bytes[0] != 0xff || bytes[1] != 0xd8 {
         return Err(corrupt(f, "no start-of-image marker"));
     }
     let mut frame: Option<Frame> = None;
     let (mut scans, mut entropy) = (0u64, 0u64);
+    // Components in the first scan: fewer than the frame's means several scans.
+    let mut first_scan = None;
     let mut i = 2;
     while i + 1 < bytes.len() {
         if bytes[i] != 0xff {
@@ -203,7 +218,14 @@ fn jpeg(bytes: &[u8]) -> Result<Header, OpError> {
                         width: u32::from(u16::from_be_bytes([seg[3], seg[4]])),
                         sampling,
                         arithmetic: m >= 0xc9,
+                        progressive: matches!(m, 0xc2 | 0xc6 | 0xca | 0xce),
                     });
+                }
+                if m == 0xda && first_scan.is_none() {
+                    first_scan = seg.first().map(|&n| usize::from(n));
+                    if !whole {
+                        break;
+                    }
                 }
                 i += len;
                 if m == 0xda {
@@ -246,7 +268,7 @@ fn jpeg(bytes: &[u8]) -> Result<Header, OpError> {
     }
     let blocks = frame.blocks();
     let fewest = blocks.iter().copied().min().unwrap_or(0);
-    if !frame.arithmetic && entropy * 8 < fewest {
+    if whole && !frame.arithmetic && entropy * 8 < fewest {
         return Err(lying(
             f,
             w,
@@ -258,7 +280,9 @@ fn jpeg(bytes: &[u8]) -> Result<Header, OpError> {
     }
     // A file of several scans (progressive, or sequential per component) is
     // decoded through a buffer of every block's coefficients: 128 bytes each.
-    let coefficients = if scans > 1 {
+    let several =
+        frame.progressive || first_scan.is_some_and(|n| n < frame.sampling.len()) || scans > 1;
+    let coefficients = if several {
         blocks.iter().sum::<u64>() * 128
     } else {
         0
@@ -289,7 +313,7 @@ fn native_plus_rgb(d: &impl ImageDecoder) -> u64 {
     d.total_bytes() + convert + DECODER_SLACK
 }
 
-fn png(bytes: &[u8]) -> Result<Header, OpError> {
+fn png(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
     let f = Format::Png;
     let d = image::codecs::png::PngDecoder::new(Cursor::new(bytes))
         .map_err(|e| corrupt(f, &e.to_string()))?;
@@ -299,7 +323,7 @@ fn png(bytes: &[u8]) -> Result<Header, OpError> {
     let bits = u64::from(d.original_color_type().bits_per_pixel());
     let raw = u64::from(h) * (1 + (u64::from(w) * bits).div_ceil(8));
     let idat = png_idat_bytes(bytes);
-    if idat * 1032 < raw {
+    if whole && idat * 1032 < raw {
         return Err(lying(
             f,
             w,
@@ -343,7 +367,7 @@ fn tiff_ratio(compression: u16) -> Option<u64> {
     }
 }
 
-fn tiff(bytes: &[u8]) -> Result<Header, OpError> {
+fn tiff(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
     use tiff::decoder::{ChunkType, Decoder};
     use tiff::tags::Tag;
     let f = Format::Tiff;
@@ -391,7 +415,7 @@ fn tiff(bytes: &[u8]) -> Result<Header, OpError> {
     };
     let len = bytes.len() as u64;
     let rows_per_plane = u64::from(h).div_ceil(ch);
-    for (i, (&off, &n)) in offsets.iter().zip(&counts).enumerate() {
+    for (i, (&off, &n)) in offsets.iter().zip(&counts).enumerate().filter(|_| whole) {
         if off.saturating_add(n) > len {
             return Err(corrupt(
                 f,
@@ -436,7 +460,7 @@ fn tiff(bytes: &[u8]) -> Result<Header, OpError> {
     })
 }
 
-fn bmp(bytes: &[u8]) -> Result<Header, OpError> {
+fn bmp(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
     let f = Format::Bmp;
     let u16_at = |i: usize| {
         bytes
@@ -477,7 +501,7 @@ fn bmp(bytes: &[u8]) -> Result<Header, OpError> {
     check_size(u64::from(w), u64::from(h), "the BMP")?;
     // Uncompressed rows (BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS) are padded
     // to 4 bytes; allow the last row's padding to be missing.
-    if matches!(compression, 0 | 3 | 6) {
+    if whole && matches!(compression, 0 | 3 | 6) {
         let row = (u64::from(w) * u64::from(bpp)).div_ceil(32) * 4;
         let need = row * u64::from(h);
         let have = (bytes.len() as u64).saturating_sub(u64::from(offset));
@@ -535,6 +559,19 @@ mod tests {
         let png = raw_png(30000, 30000, 8, 2, &data, &[]);
         let e = probe(&png).unwrap_err().0;
         assert!(e.contains("claims 30000×30000"), "{e}");
+    }
+
+    #[test]
+    fn the_header_alone_comes_from_the_first_bytes() {
+        let img = image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        for f in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Jpeg] {
+            let bytes = encoded(f, &img);
+            let full = probe(&bytes).unwrap();
+            let head = header(&bytes[..bytes.len().min(1024)]).unwrap();
+            assert_eq!(head, full, "{f:?}");
+        }
+        // A header beyond the first bytes is an error to fall back on.
+        assert!(header(&encoded(ImageFormat::Png, &img)[..20]).is_err());
     }
 
     #[test]

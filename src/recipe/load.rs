@@ -888,6 +888,24 @@ quality = 90
     }
 
     #[test]
+    fn a_resize_beyond_the_decode_limit_is_refused_at_load() {
+        let text = BREAKHIS.replace("width = 384\nheight = 384", "width = 40000\nheight = 40000");
+        let d = single(
+            &text,
+            "`resize` to 40000×40000 makes 1600000000 pixels",
+            "40000",
+            0,
+            0,
+        );
+        assert!(d.message.contains("cannot be useful"), "{}", d.message);
+        // The largest square within the limit loads.
+        let text = BREAKHIS.replace("width = 384\nheight = 384", "width = 32768\nheight = 32768");
+        load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let text = BREAKHIS.replace("width = 384\nheight = 384", "height = 32769\nwidth = 32768");
+        single(&text, "makes 1073774592 pixels", "32768", 0, 0);
+    }
+
+    #[test]
     fn long_expressions_are_refused_at_load() {
         let deep = format!("left = \"{}w{}\"", "(".repeat(5000), ")".repeat(5000));
         let text = BREAKHIS.replace("left = \"(w - s) / 2\"", &deep);
