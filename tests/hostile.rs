@@ -917,3 +917,144 @@ fn an_empty_or_non_folder_output_is_refused() {
     refused(&ws, &["build"], &[], &["data.txt", "not a folder"]);
 }
 
+// ---------------------------------------------------------------------------
+// Ctrl-C
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// `n` real images in `src/` under distinct names.
+fn many(td: &Path, n: usize) -> Ws {
+    let ws = roi_ws();
+    for i in 0..n {
+        ws.copy_in(
+            &td,
+            "tiatoolbox_target_image.png",
+            &format!("src/img{i:04}.png"),
+        );
+    }
+    ws
+}
+
+fn jpgs(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+        .count()
+}
+
+fn interrupt_after_some_outputs(ws: &Ws) -> (std::process::Output, Duration) {
+    let child = ws
+        .command(&["build", "-j", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while jpgs(&ws.path("dataset")) < 5 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    (out, sent.elapsed())
+}
+
+#[test]
+fn ctrl_c_stops_the_build_says_what_was_recorded_and_a_rerun_continues() {
+    let td = require_testdata!();
+    const N: usize = 150;
+    let ws = many(&td, N);
+    let (out, took) = interrupt_after_some_outputs(&ws);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains("run `cpia build` again"), "{err}");
+    let done = jpgs(&ws.path("dataset"));
+    assert!(done < N, "finished before the signal");
+    assert!(
+        err.contains(&format!("built {done},")),
+        "the summary counts exactly what is in place: {err}"
+    );
+    assert!(!ws.path("dataset/.cpia-tmp").exists(), "temporaries left");
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), ((N - done) as u64, done as u64, 0, 0));
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_leaves_nothing_half_written() {
+    // Five small images, then five large ones (hard links of one 5000² PNG,
+    // half a second each): the second Ctrl-C is sent once the first has been
+    // handled, while a large job is still running.
+    use std::io::BufRead;
+    let td = require_testdata!();
+    let ws = many(&td, 5);
+    ws.write_bytes("src/zz-big.png", &big_png(&td, 5000));
+    for i in 0..4 {
+        std::fs::hard_link(
+            ws.path("src/zz-big.png"),
+            ws.path(&format!("src/zz-{i}.png")),
+        )
+        .unwrap();
+    }
+    let mut child = ws
+        .command(&["build", "-j", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let start = Instant::now();
+    while jpgs(&ws.path("dataset")) < 5 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        if line.contains("stopping after the jobs in progress") {
+            break;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped at once"), "{err}");
+    assert!(
+        !err.contains(", up to date "),
+        "no summary after stopping at once: {err}"
+    );
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (built, up_to_date, _, failed) = counts(&j);
+    assert_eq!((built + up_to_date, failed), (10, 0));
+    assert!(built >= 4, "the large images were not built before: {j}");
+    assert!(!ws.path("dataset/.cpia-tmp").exists());
+    for (path, (bytes, _)) in ws.snapshot() {
+        assert!(
+            bytes.starts_with(&[0xff, 0xd8]) && bytes.ends_with(&[0xff, 0xd9]),
+            "{path}"
+        );
+    }
+}

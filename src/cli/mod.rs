@@ -59,6 +59,7 @@ enum Command {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    crate::engine::interrupt::install();
     let cli = Cli::parse();
     let ctx = Context {
         workspace: cli.workspace,
@@ -80,13 +81,21 @@ pub fn main() -> i32 {
             ),
         },
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_ERROR
         }
+    };
+    if crate::engine::interrupt::requested() {
+        eprintln!(
+            "interrupted: what was built before Ctrl-C is in place and recorded (counted above); \
+             run `cpia build` again to continue"
+        );
+        return crate::engine::interrupt::EXIT_INTERRUPTED;
     }
+    code
 }
 
 /// Options shared by every command.

@@ -79,6 +79,9 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 args.allow_mass_removal,
             )?;
         }
+        if crate::engine::interrupt::requested() {
+            return Ok(super::EXIT_FAILURES);
+        }
         super::debug_counters(hashed);
         eprintln!(
             "watching {} for changes (Ctrl-C to stop)",

@@ -18,6 +18,7 @@ pub mod budget;
 pub mod confined;
 pub mod estimate;
 pub mod evaluate;
+pub mod interrupt;
 pub mod summary;
 pub mod wsi;
 
@@ -200,6 +201,8 @@ pub fn run(
         .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
     let io = Io::new(opts.jobs)?;
     let stop = AtomicBool::new(false);
+    // From here a Ctrl-C lets the jobs in progress finish (interrupt.rs).
+    let _graceful = interrupt::Graceful::enter();
     let memory = budget::Budget::new(&opts.memory);
     crate::ops::pool::limit_bytes(opts.memory.bytes / 8);
     let ctx = JobContext {
@@ -230,7 +233,7 @@ pub fn run(
     bar.finish_and_clear();
 
     // QC pictures need every cell's decision recorded first.
-    if !plan.qc.is_empty() && !stop.load(Ordering::Relaxed) {
+    if !plan.qc.is_empty() && !stop.load(Ordering::Relaxed) && !interrupt::requested() {
         let decisions = wsi::decisions(&state.units().map_err(EngineError::state)?);
         let qcs: Vec<&crate::plan::QcAction> = plan.qc.iter().collect();
         let tally = run_jobs(state, &pool, &io, &qcs, Schedule::Parallel, |q| {
@@ -330,15 +333,21 @@ struct JobContext<'r> {
 impl<'r> JobContext<'r> {
     /// Runs one job (or skips it after a `--fail-fast` stop).
     fn run<'j>(&'j self, job: &'j Job<'_>) -> Outcome<'j> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Outcome::Done(JobResult {
+        let skipped = || {
+            Outcome::Done(JobResult {
                 skipped: job.weight(),
                 ..JobResult::default()
-            });
+            })
+        };
+        if self.stop.load(Ordering::Relaxed) || interrupt::requested() {
+            return skipped();
         }
         // Waits for the job's memory on this (lane) thread, then computes in
         // the pool.
         let admitted = admit::admit(job, self.budget);
+        if interrupt::requested() {
+            return skipped();
+        }
         let outcome = self.pool.install(|| match (job, admitted) {
             (_, admit::Admitted::Failed(r)) => Outcome::Done(r),
             (Job::Roi(actions), admit::Admitted::Roi { bytes, grant }) => {
