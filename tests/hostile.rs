@@ -595,6 +595,13 @@ fn headers_that_lie_fail_before_anything_that_large_is_allocated() {
         );
     }
     assert!(m.peak_kib < 300 << 10, "peak RSS {} KiB", m.peak_kib);
+    // With a budget below what the headers claim, a lying header is still
+    // reported as such, not as a job too large for the budget.
+    let (j, _) = ws.build(&["--max-memory", "1G"]);
+    for (name, _) in &files {
+        let error = failure_of(&j, name).unwrap_or_else(|| panic!("{name}: {j}"));
+        assert!(error.contains("the header claims"), "{name}: {error}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -928,7 +935,7 @@ fn many(td: &Path, n: usize) -> Ws {
     let ws = roi_ws();
     for i in 0..n {
         ws.copy_in(
-            &td,
+            td,
             "tiatoolbox_target_image.png",
             &format!("src/img{i:04}.png"),
         );

@@ -81,14 +81,29 @@ fn roi<'b>(actions: &[&BuildAction], budget: &'b Budget) -> Admitted<'b> {
     let grant = match crate::ops::probe::header(&bytes) {
         Ok(h) => {
             let need = estimate(len, Some(&h));
-            let grant = match budget.acquire(need.bytes) {
-                Ok(g) => g,
-                Err(e) => return fail(too_large(&need, &e)),
-            };
-            if let Err(e) = file.read_to_end(&mut bytes) {
-                return fail(format!("cannot read: {e}"));
+            match budget.acquire(need.bytes) {
+                Ok(grant) => {
+                    if let Err(e) = file.read_to_end(&mut bytes) {
+                        return fail(format!("cannot read: {e}"));
+                    }
+                    grant
+                }
+                Err(e) => {
+                    // Too large as its header says; but if its data cannot
+                    // hold that many pixels (the header lies), the decode
+                    // step says so, which is the better error.
+                    if let Err(e) = file.read_to_end(&mut bytes) {
+                        return fail(format!("cannot read: {e}"));
+                    }
+                    if crate::ops::probe::probe(&bytes).is_ok() {
+                        return fail(too_large(&need, &e));
+                    }
+                    match budget.acquire(bytes.len() as u64) {
+                        Ok(g) => g,
+                        Err(e) => return fail(too_large(&whole, &e)),
+                    }
+                }
             }
-            grant
         }
         // The header lies further in (a TIFF directory at the end), or the
         // file is not an image (the decode step will say why): read it
