@@ -80,7 +80,8 @@ impl Dir {
     pub fn child(&self, name: &str, create: bool) -> io::Result<Option<Dir>> {
         let c = cstr(name)?;
         let rel = self.rel_of(name);
-        loop {
+        // Created, then gone before it could be opened, again and again: give up.
+        for _ in 0..8 {
             // SAFETY: valid descriptor and C string; the result is checked.
             let fd = unsafe {
                 libc::openat(
@@ -125,6 +126,9 @@ impl Dir {
                 _ => return Err(e),
             }
         }
+        Err(io::Error::other(format!(
+            "`{rel}` keeps disappearing while it is created"
+        )))
     }
 
     /// Where the link `name` points, if it is a link.
