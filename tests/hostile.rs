@@ -594,6 +594,7 @@ fn headers_that_lie_fail_before_anything_that_large_is_allocated() {
             "{name}: says what the header claims: {error}"
         );
     }
+    eprintln!("lying headers: peak RSS {} KiB", m.peak_kib);
     assert!(m.peak_kib < 300 << 10, "peak RSS {} KiB", m.peak_kib);
     // With a budget below what the headers claim, a lying header is still
     // reported as such, not as a job too large for the budget.
@@ -658,6 +659,12 @@ fn jobs_wait_for_the_memory_budget_instead_of_oversubscribing() {
     assert_eq!(m.code, 0, "{}{}", m.stdout, m.stderr);
     let j: serde_json::Value = serde_json::from_str(m.stdout.trim()).unwrap();
     assert_eq!(counts(&j), (2, 0, 0, 0));
+    eprintln!(
+        "two 7000² PNGs at -j 2 under a budget of {} KiB: peak RSS {} KiB (allowed {} KiB)",
+        budget >> 10,
+        m.peak_kib,
+        allowed_peak_kib(budget)
+    );
     assert!(
         m.peak_kib <= allowed_peak_kib(budget),
         "peak RSS {} KiB over the budget of {} KiB plus overhead",
