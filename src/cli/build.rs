@@ -39,6 +39,9 @@ pub struct Args {
     /// an error (by default it is reported as "source not available").
     #[arg(long)]
     require_sources: bool,
+    /// Memory the jobs in flight may use, e.g. 16G (default: max_memory in cpia.toml, else 3/4 of the available memory).
+    #[arg(long, value_name = "SIZE", value_parser = crate::workspace::parse_size)]
+    max_memory: Option<u64>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
@@ -76,6 +79,7 @@ fn args_to_options(ws: &Workspace, args: &Args) -> Options {
         jobs: args.jobs.unwrap_or(ws.jobs).max(1),
         fail_fast: args.fail_fast,
         progress: !args.json,
+        memory: crate::engine::budget::Limit::resolve(args.max_memory, ws),
     }
 }
 

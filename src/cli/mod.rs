@@ -62,6 +62,7 @@ enum Command {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    crate::engine::interrupt::install();
     let cli = Cli::parse();
     let ctx = Context {
         workspace: cli.workspace,
@@ -84,13 +85,21 @@ pub fn main() -> i32 {
             ),
         },
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_ERROR
         }
+    };
+    if crate::engine::interrupt::requested() {
+        eprintln!(
+            "interrupted: what was built before Ctrl-C is in place and recorded (counted above); \
+             run `cpia build` again to continue"
+        );
+        return crate::engine::interrupt::EXIT_INTERRUPTED;
     }
+    code
 }
 
 /// Options shared by every command.
@@ -103,8 +112,17 @@ pub struct Context {
 pub type CmdResult = Result<i32, Box<dyn std::error::Error>>;
 
 impl Context {
-    /// Finds the workspace and applies source overrides.
+    /// Finds the workspace, applies source overrides and checks its layout
+    /// (output, cache and source folders apart).
     fn workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
+        let ws = self.find_workspace()?;
+        ws.check_layout()?;
+        Ok(ws)
+    }
+
+    /// Finds the workspace and applies source overrides, nothing more (for
+    /// commands that only write recipes).
+    fn find_workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
         let cwd = std::env::current_dir()?;
         let mut ws = Workspace::discover(self.workspace.as_deref(), &cwd)?;
         ws.apply_overrides(&self.sources)?;

@@ -13,42 +13,44 @@
 //! per tile — the same guarantee, since every staged file is durable before
 //! any is renamed.
 //!
-//! Confinement: output names are validated by the recipe layer, and here every
-//! directory we write into is resolved (symlinks followed) and must lie inside
-//! the output root, so a symlink planted in the dataset cannot redirect a
-//! write elsewhere.
+//! Confinement: output names are validated by the recipe layer, and here
+//! every folder is reached from an open descriptor of the output root, one
+//! component at a time, never following a symbolic link ([`confined`]):
+//! writing, renaming into place, removing and pruning empty folders all act
+//! on descriptors, so a link planted anywhere under the output folder (a
+//! scale or sub-dataset folder, `.cpia-tmp` itself) is refused and named,
+//! and nothing outside the output folder is ever written or deleted.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use super::confined::Dir;
 
 /// Name of the temporary folder inside the output root.
 pub const TMP_DIR: &str = ".cpia-tmp";
 
 /// Writes files under one output root.
 pub struct OutputDir {
-    root: PathBuf,
-    canonical_root: PathBuf,
-    tmp: PathBuf,
+    root: Dir,
+    tmp: Arc<Dir>,
     counter: AtomicU64,
-    checked: Mutex<HashSet<PathBuf>>,
 }
 
 /// A file written under its temporary name: not yet durable, not yet in place.
 #[derive(Debug)]
 pub struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
+    tmp: Arc<Dir>,
+    /// Name in the temporary folder; empty once placed.
+    name: String,
+    rel: String,
 }
 
 impl Drop for Staged {
     /// A staged file that is never placed (an error in its batch) is deleted.
     fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
+        if !self.name.is_empty() {
+            let _ = self.tmp.unlink(&self.name, false);
         }
     }
 }
@@ -62,23 +64,27 @@ pub struct Written {
 }
 
 impl OutputDir {
-    /// Prepares `root` (creating it) and clears leftover temporaries.
-    pub fn open(root: &Path) -> io::Result<OutputDir> {
-        std::fs::create_dir_all(root)?;
-        let canonical_root = root.canonicalize()?;
-        let tmp = root.join(TMP_DIR);
-        match std::fs::remove_dir_all(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    /// Prepares `root` (creating it) and clears leftover temporaries. A
+    /// `.cpia-tmp` that is a link or not a folder is refused, untouched.
+    pub fn open(root: &std::path::Path) -> io::Result<OutputDir> {
+        let root = Dir::root(root)?;
+        let tmp = match root.child(TMP_DIR, true) {
+            Ok(Some(tmp)) => tmp,
+            Ok(None) => return Err(io::Error::other("the temporary folder vanished")),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot use the temporary folder: {e} (remove it: cpia makes its own)"),
+                ))
+            }
+        };
+        for name in tmp.entries()? {
+            tmp.remove_tree(&name)?;
         }
-        std::fs::create_dir_all(&tmp)?;
         Ok(OutputDir {
-            root: root.to_path_buf(),
-            canonical_root,
-            tmp,
+            root,
+            tmp: Arc::new(tmp),
             counter: AtomicU64::new(0),
-            checked: Mutex::new(HashSet::new()),
         })
     }
 
@@ -95,16 +101,17 @@ impl OutputDir {
     }
 
     fn stage_with(&self, rel: &str, bytes: &[u8], fsync: bool) -> io::Result<Staged> {
-        let dest = self.resolve(rel)?;
-        if let Some(parent) = dest.parent() {
-            self.ensure_dir(parent)?;
-        }
+        // The destination's folders are made (and checked) now, so a refused
+        // path fails before anything is written.
+        let (dirs, _) = split(rel)?;
+        self.root.walk(dirs, true)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let staged = Staged {
-            tmp: self.tmp.join(format!("{}-{n}.tmp", std::process::id())),
-            dest,
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.tmp", std::process::id()),
+            rel: rel.to_string(),
         };
-        let mut f = std::fs::File::create(&staged.tmp)?;
+        let mut f = self.tmp.create_file(&staged.name)?;
         f.write_all(bytes)?;
         if fsync {
             f.sync_all()?;
@@ -115,51 +122,64 @@ impl OutputDir {
     /// Makes every file staged so far durable: one `syncfs` of the output
     /// filesystem on Linux, else an fsync of each of `staged`.
     pub fn sync<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let dir = std::fs::File::open(&self.tmp)?;
-            // SAFETY: `dir` is an open descriptor for the whole call.
-            if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-                return Ok(());
-            }
-            // A filesystem that cannot syncfs: fsync file by file below.
+        if self.tmp.syncfs() {
+            return Ok(());
         }
         for s in staged {
-            std::fs::File::open(&s.tmp)?.sync_all()?;
+            self.tmp.open_file(&s.name)?.sync_all()?;
         }
         Ok(())
     }
 
     /// Renames a staged (and synced) file over its final name.
     pub fn place(&self, mut staged: Staged) -> io::Result<Written> {
-        let tmp = std::mem::take(&mut staged.tmp);
-        if let Err(e) = std::fs::rename(&tmp, &staged.dest) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+        let name = std::mem::take(&mut staged.name);
+        let placed = split(&staged.rel).and_then(|(dirs, file)| {
+            let chain = self.root.walk(dirs, true)?.unwrap_or_default();
+            let dir = chain.last().unwrap_or(&self.root);
+            self.tmp.rename(&name, dir, file)?;
+            dir.stat(file)
+        });
+        match placed {
+            Ok(st) => Ok(Written {
+                size: st.st_size as u64,
+                mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+                ino: st.st_ino,
+            }),
+            Err(e) => {
+                let _ = self.tmp.unlink(&name, false);
+                Err(e)
+            }
         }
-        let m = std::fs::metadata(&staged.dest)?;
-        Ok(Written {
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        })
     }
 
     /// Deletes `rel` (absent is fine) and then any folders it leaves empty.
+    /// A link on the way is refused; a link at `rel` itself is deleted, not
+    /// followed.
     pub fn remove(&self, rel: &str) -> io::Result<()> {
-        let dest = self.resolve(rel)?;
-        match std::fs::remove_file(&dest) {
+        let (dirs, file) = split(rel)?;
+        let names: Vec<&str> = dirs.collect();
+        let Some(chain) = self.root.walk(names.iter().copied(), false)? else {
+            return Ok(());
+        };
+        let dir = chain.last().unwrap_or(&self.root);
+        match dir.unlink(file, false) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("`{}` is a folder, not a file", dir.rel_of(file)),
+                ))
+            }
             Err(e) => return Err(e),
         }
-        let mut dir = dest.parent();
-        while let Some(d) = dir {
-            if d == self.root || std::fs::remove_dir(d).is_err() {
+        // Prune from the deepest folder up; stop at the first that is not empty.
+        for k in (0..chain.len()).rev() {
+            let parent = if k == 0 { &self.root } else { &chain[k - 1] };
+            if parent.unlink(names[k], true).is_err() {
                 break;
             }
-            dir = d.parent();
         }
         Ok(())
     }
@@ -169,63 +189,38 @@ impl OutputDir {
     /// with this machine's clock (an NFS server's clock may differ).
     pub fn fs_now(&self) -> io::Result<i64> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let probe = self.tmp.join(format!("{}-{n}.now", std::process::id()));
-        std::fs::File::create(&probe)?;
-        let m = std::fs::metadata(&probe);
-        let _ = std::fs::remove_file(&probe);
-        let m = m?;
-        Ok(m.mtime() * 1_000_000_000 + m.mtime_nsec())
+        let name = format!("{}-{n}.now", std::process::id());
+        self.tmp.create_file(&name)?;
+        let st = self.tmp.stat(&name);
+        let _ = self.tmp.unlink(&name, false);
+        let st = st?;
+        Ok(st.st_mtime * 1_000_000_000 + st.st_mtime_nsec)
     }
 
     /// Removes the temporary folder (at the end of a build).
     pub fn finish(&self) {
-        let _ = std::fs::remove_dir(&self.tmp);
+        let _ = self.root.unlink(TMP_DIR, true);
     }
+}
 
-    fn resolve(&self, rel: &str) -> io::Result<PathBuf> {
-        let bad = rel.is_empty()
-            || rel.starts_with('/')
-            || rel
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'));
-        if bad {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "refusing to write `{rel}`: not a plain relative path inside the output folder"
-                ),
-            ));
-        }
-        Ok(self.root.join(rel))
+/// Splits `rel` into its folder components and file name, refusing anything
+/// that is not a plain relative path inside the output folder.
+fn split(rel: &str) -> io::Result<(impl Iterator<Item = &str>, &str)> {
+    let bad = rel.is_empty()
+        || rel.starts_with('/')
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'));
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to write `{rel}`: not a plain relative path inside the output folder"
+            ),
+        ));
     }
-
-    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
-        if self
-            .checked
-            .lock()
-            .map(|c| c.contains(dir))
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        std::fs::create_dir_all(dir)?;
-        let real = dir.canonicalize()?;
-        if !real.starts_with(&self.canonical_root) {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "refusing to write into {}: it resolves to {}, outside the output folder {}",
-                    dir.display(),
-                    real.display(),
-                    self.canonical_root.display()
-                ),
-            ));
-        }
-        if let Ok(mut c) = self.checked.lock() {
-            c.insert(dir.to_path_buf());
-        }
-        Ok(())
-    }
+    let (dirs, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+    Ok((dirs.split('/').filter(|c| !c.is_empty()), file))
 }
 
 #[cfg(test)]
@@ -291,11 +286,25 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("ds/M")).unwrap();
         let err = out.write("M/x.jpg", b"x").unwrap_err();
-        assert!(
-            err.to_string().contains("outside the output folder"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`M` is a symbolic link"), "{err}");
         assert!(!dir.path().join("elsewhere/x.jpg").exists());
+        // Removal is confined the same way, and a link at the file itself is
+        // removed as a link.
+        std::fs::write(dir.path().join("elsewhere/y.jpg"), b"user").unwrap();
+        let err = out.remove("M/y.jpg").unwrap_err();
+        assert!(err.to_string().contains("`M` is a symbolic link"), "{err}");
+        std::fs::create_dir_all(dir.path().join("ds/S")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("elsewhere/y.jpg"),
+            dir.path().join("ds/S/y.jpg"),
+        )
+        .unwrap();
+        out.remove("S/y.jpg").unwrap();
+        assert!(dir.path().join("elsewhere/y.jpg").is_file());
+        assert!(
+            !dir.path().join("ds/S").exists(),
+            "empty folders are pruned"
+        );
     }
 
     #[test]

@@ -15,9 +15,14 @@
 //! - The engine writes only inside the output folder and only the paths the
 //!   plan names.
 
+mod admit;
 pub mod atomic;
+pub mod budget;
+pub mod confined;
 pub mod driver;
+pub mod estimate;
 pub mod evaluate;
+pub mod interrupt;
 pub mod summary;
 pub mod wsi;
 
@@ -25,8 +30,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-
-use rayon::prelude::*;
 
 use crate::plan::{BuildAction, CollectionPlan, QcAction, UnitAction};
 use crate::store::state::now;
@@ -43,6 +46,8 @@ pub struct Options {
     pub fail_fast: bool,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The memory budget of the jobs in flight.
+    pub memory: budget::Limit,
 }
 
 /// One unit of parallel work.
@@ -106,6 +111,10 @@ pub struct Engine {
     incomplete: HashSet<i64>,
     /// Output folders a failed write or removal left unverified.
     dirty_dirs: HashSet<String>,
+    /// The memory budget of the jobs in flight.
+    memory: budget::Budget,
+    /// While the engine lives, a Ctrl-C lets the jobs in progress finish.
+    _graceful: interrupt::Graceful,
 }
 
 impl Engine {
@@ -118,6 +127,7 @@ impl Engine {
         let out = atomic::OutputDir::open(output).map_err(|e| {
             EngineError(format!("preparing output folder {}: {e}", output.display()))
         })?;
+        crate::ops::pool::limit_bytes(opts.memory.bytes / 8);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.jobs.max(1))
             .build()
@@ -132,6 +142,8 @@ impl Engine {
             build,
             incomplete: HashSet::new(),
             dirty_dirs: HashSet::new(),
+            memory: budget::Budget::new(&opts.memory),
+            _graceful: interrupt::Graceful::enter(),
         })
     }
 
@@ -141,8 +153,9 @@ impl Engine {
     }
 
     /// Whether `--fail-fast` stopped the build.
+    /// (or a Ctrl-C asked it to stop).
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || interrupt::requested()
     }
 
     /// Output folders whose identity must not be recorded.
@@ -257,6 +270,8 @@ impl Engine {
             bar: &bar,
             build: self.build,
             maker: maker.as_ref(),
+            budget: &self.memory,
+            pool: &self.pool,
         };
         let mut tally = run_jobs(
             state,
@@ -422,23 +437,42 @@ struct JobContext<'r> {
     bar: &'r indicatif::ProgressBar,
     build: i64,
     maker: Option<&'r Maker>,
+    budget: &'r budget::Budget,
+    pool: &'r rayon::ThreadPool,
 }
 
 impl<'r> JobContext<'r> {
     /// Runs one job (or skips it after a `--fail-fast` stop).
     fn run<'j>(&'j self, job: &'j Job<'_>) -> Outcome<'j> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Outcome::Done(JobResult {
+        let skipped = || {
+            Outcome::Done(JobResult {
                 skipped: job.weight(),
                 incomplete: Some(job.input()),
                 ..JobResult::default()
-            });
-        }
-        let outcome = match job {
-            Job::Roi(actions) => build_roi(actions, self),
-            Job::Cell(actions) => wsi::build_cell(actions, self),
-            Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
+            })
         };
+        if self.stop.load(Ordering::Relaxed) || interrupt::requested() {
+            return skipped();
+        }
+        // Waits for the job's memory on this (lane) thread, then computes in
+        // the pool.
+        let admitted = admit::admit(job, self.budget);
+        if interrupt::requested() {
+            return skipped();
+        }
+        let outcome = self.pool.install(|| match (job, admitted) {
+            (_, admit::Admitted::Failed(r)) => Outcome::Done(r),
+            (Job::Roi(actions), admit::Admitted::Roi { bytes, grant }) => {
+                build_roi(actions, self, bytes, grant)
+            }
+            (Job::Cell(actions), admit::Admitted::Cell(grant)) => {
+                wsi::build_cell(actions, self, grant)
+            }
+            (Job::Thumbnail(q), admit::Admitted::Thumbnail(Some(_grant))) => {
+                Outcome::Done(wsi::prefetch_thumbnail(q, self.slides))
+            }
+            _ => Outcome::Done(JobResult::default()),
+        });
         // Progress and `--fail-fast` follow finished jobs: after the commit.
         let weight = job.weight();
         match outcome {
@@ -500,15 +534,13 @@ fn run_jobs<'j, T: Sync>(
                     });
                 }
             };
-            pool.install(|| match schedule {
-                Schedule::Parallel => jobs.par_iter().for_each_with(tx, finish),
-                Schedule::OneAtATime => {
-                    let mut tx = tx;
-                    for job in jobs {
-                        finish(&mut tx, job);
-                    }
-                }
-            });
+            // Jobs are fed from lane threads, outside the pool: a job waits
+            // for memory there (admit.rs), and enters the pool once admitted.
+            let lanes = match schedule {
+                Schedule::Parallel => pool.current_num_threads(),
+                Schedule::OneAtATime => 1,
+            };
+            admit::lanes(jobs, lanes, tx, finish);
         });
         recorder.join()
     });
@@ -560,25 +592,23 @@ fn roi_failure(first: &BuildAction, error: String, outputs: usize) -> JobResult 
     )
 }
 
-/// Reads and decodes one ROI source and runs its steps; the writing of the
-/// encoded outputs is returned as a commit for the I/O threads.
-fn build_roi<'a>(actions: &'a [&'a BuildAction], cx: &'a JobContext<'_>) -> Outcome<'a> {
+/// Decodes one admitted ROI source and runs its steps; the writing of the
+/// encoded outputs is returned as a commit for the I/O threads, holding only
+/// the memory of those outputs.
+fn build_roi<'a>(
+    actions: &'a [&'a BuildAction],
+    cx: &'a JobContext<'_>,
+    bytes: Arc<Vec<u8>>,
+    mut grant: budget::Grant<'a>,
+) -> Outcome<'a> {
     let first = actions[0];
-    let input = &first.input;
     let fail = |error: String| Outcome::Done(roi_failure(first, error, actions.len()));
-    let bytes = match std::fs::read(&input.abs) {
-        Ok(b) => Arc::new(b),
-        Err(e) => return fail(format!("cannot read: {e}")),
-    };
-    if crate::plan::sources::hash_bytes(&bytes) != input.hash {
-        return fail("source changed while the build was running; build again".into());
-    }
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
-    let evaluated =
-        match evaluate::evaluate(&first.spec.recipe, crate::ops::Value::Bytes(bytes), &sinks) {
-            Ok(v) => v,
-            Err(e) => return fail(e.to_string()),
-        };
+    let source = crate::ops::Value::Bytes(bytes);
+    let evaluated = match evaluate::evaluate(&first.spec.recipe, source, &sinks, &[]) {
+        Ok(v) => v,
+        Err(e) => return fail(e.to_string()),
+    };
     let encoded: Vec<Option<Arc<Vec<u8>>>> = actions
         .iter()
         .map(|a| match evaluated.get(a.output.sink) {
@@ -587,7 +617,14 @@ fn build_roi<'a>(actions: &'a [&'a BuildAction], cx: &'a JobContext<'_>) -> Outc
         })
         .collect();
     drop(evaluated);
-    Outcome::Commit(Box::new(move || commit_roi(actions, cx, &encoded)))
+    if grant.bytes() >= budget::RELEASE_AFTER {
+        budget::release_freed();
+    }
+    grant.shrink_to(encoded.iter().flatten().map(|e| e.len() as u64).sum());
+    Outcome::Commit(Box::new(move || {
+        let _grant = grant;
+        commit_roi(actions, cx, &encoded)
+    }))
 }
 
 /// Writes a ROI source's outputs and records them.

@@ -189,7 +189,7 @@ fn recycle(region: Arc<Region>, standardized: Option<Arc<crate::ops::RgbImage>>)
 }
 
 /// The failure of a whole cell: every unit of it fails.
-fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
+pub(super) fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
     let (input, u) = (&actions[0].input, &actions[0].unit);
     failed_job(
         input.id,
@@ -204,7 +204,11 @@ fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
 /// Computes the units of one cell (all share the slide and the cell): reads
 /// the region, runs the steps, gives the pixel buffers back to the pool, and
 /// returns the writing of the encoded tiles as a commit for the I/O threads.
-pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'_>) -> Outcome<'a> {
+pub(super) fn build_cell<'a>(
+    actions: &'a [&'a UnitAction],
+    cx: &'a JobContext<'_>,
+    mut grant: super::budget::Grant<'a>,
+) -> Outcome<'a> {
     let slides = cx.slides;
     let first = actions[0];
     let u = &first.unit;
@@ -259,7 +263,13 @@ pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'
         tissue_fraction,
     });
     let sinks: Vec<usize> = actions.iter().map(|a| a.unit.sink).collect();
-    let evaluated = evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks);
+    let grid_step = recipe
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Operator::WsiGrid(_)));
+    // The tissue decision and the standardized image are read below.
+    let keep: Vec<usize> = tissue_step.into_iter().chain(grid_step).collect();
+    let evaluated = evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks, &keep);
     let evaluated = match evaluated {
         Ok(v) => v,
         Err(e) => {
@@ -281,17 +291,23 @@ pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'
             _ => None,
         })
         .collect();
-    let standardized = recipe
-        .steps
-        .iter()
-        .position(|s| matches!(s.op, Operator::WsiGrid(_)))
-        .and_then(|g| match evaluated.get(g) {
-            Some(Value::Tiles(t)) => t.tiles.first().map(|t| t.image.clone()),
-            _ => None,
-        });
+    let standardized = grid_step.and_then(|g| match evaluated.get(g) {
+        Some(Value::Tiles(t)) => t.tiles.first().map(|t| t.image.clone()),
+        _ => None,
+    });
     drop(evaluated);
     recycle(region, standardized);
+    // The commit holds only the encoded tiles.
+    grant.shrink_to(
+        encoded
+            .iter()
+            .flatten()
+            .flat_map(|tiles| tiles.iter())
+            .map(|t| t.bytes.len() as u64)
+            .sum(),
+    );
     Outcome::Commit(Box::new(move || {
+        let _grant = grant;
         commit_cell(actions, cx, &encoded, kept, reader_used)
     }))
 }
