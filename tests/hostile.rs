@@ -1072,3 +1072,181 @@ fn a_second_ctrl_c_stops_at_once_and_leaves_nothing_half_written() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// 6. Duplicate collection names, and collisions that say whose they are
+
+#[test]
+fn two_recipes_with_one_collection_name_are_an_error_naming_both_files() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    ws.write("cpia.toml", "[sources]\nP = \"src\"\nQ = \"q\"\n");
+    ws.write("recipes/q.toml", &common::recipe("Q", "Q"));
+    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "q/b.png");
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j), (2, 0, 0, 0));
+    let before = common::snapshot(&ws.path("dataset/M/P"));
+
+    // A second recipe file takes collection name P.
+    ws.write("recipes/p2.toml", &common::recipe("P", "Q"));
+    let both = |text: &str| {
+        text.contains("collection name `P`")
+            && text.contains("recipes/p.toml")
+            && text.contains("recipes/p2.toml")
+    };
+    let check = ws.cpia(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(
+        both(&stderr(&check)),
+        "check names both files: {}",
+        stderr(&check)
+    );
+
+    // The build says the same, keeps P's outputs, and builds Q's new input.
+    ws.copy_in(&td, "skimage_ihc.png", "q/c.png");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failures = j["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| both(f["error"].as_str().unwrap_or(""))),
+        "{j}"
+    );
+    assert_eq!(j["built"], 1, "Q's new input is built: {j}");
+    assert!(ws.path("dataset/M/Q/c.jpg").is_file());
+    assert_eq!(common::snapshot(&ws.path("dataset/M/P")), before);
+
+    // Renamed apart, everything builds and nothing of P was lost.
+    ws.write("recipes/p2.toml", &common::recipe("P2", "Q"));
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["failed"], 0, "{j}");
+    assert_eq!(common::snapshot(&ws.path("dataset/M/P")), before);
+}
+
+#[test]
+fn a_collision_names_the_recipe_the_collection_and_every_input() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    ws.copy_in(&td, "nct-crc-he-100k_kather1.tif", "src/a.tif");
+    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/b.png");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(j["built"], 1, "b.png is built: {j}");
+    for name in ["a.png", "a.tif"] {
+        let error = failure_of(&j, name).unwrap_or_else(|| panic!("{name}: {j}"));
+        for needle in [
+            "M/P/a.jpg",
+            "collection P",
+            "recipes/p.toml",
+            "src/a.png",
+            "src/a.tif",
+        ] {
+            assert!(error.contains(needle), "{name}: `{needle}` in {error}");
+        }
+    }
+    assert!(!ws.path("dataset/M/P/a.jpg").exists());
+}
+
+// ---------------------------------------------------------------------------
+// 7. A damaged, foreign or missing build state
+
+/// A workspace built once, whose source `b.png` is then deleted (so a
+/// build that trusted a state would remove `b.jpg`).
+fn built_then_source_removed(td: &Path) -> Ws {
+    let ws = roi_ws();
+    ws.copy_in(td, "skimage_ihc.png", "src/a.png");
+    ws.copy_in(td, "histolab_tcga-lung-rgb.png", "src/b.png");
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (2, 0, 0, 0));
+    std::fs::remove_file(ws.path("src/b.png")).unwrap();
+    ws
+}
+
+/// Asserts a build fails with exit 2, naming the state file and `needles`,
+/// and touches nothing in the output folder.
+fn refused_by_state(ws: &Ws, needles: &[&str]) {
+    let before = ws.snapshot();
+    let out = ws.cpia(&["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cache/state.sqlite"), "names the file: {err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` in: {err}");
+    }
+    assert_eq!(ws.snapshot(), before, "nothing built or removed");
+    assert!(ws.path("dataset/M/P/b.jpg").is_file());
+}
+
+#[test]
+fn a_state_that_is_not_a_database_stops_the_build_before_anything_is_removed() {
+    let td = require_testdata!();
+    let ws = built_then_source_removed(&td);
+    let state = ws.path("cache/state.sqlite");
+    // Whatever sits beside it (WAL, shared memory) belongs to the old file.
+    for side in ["cache/state.sqlite-wal", "cache/state.sqlite-shm"] {
+        let _ = std::fs::remove_file(ws.path(side));
+    }
+    std::fs::write(&state, b"this is not an SQLite database, but it is long enough to look like one: ............................................................................................").unwrap();
+    refused_by_state(
+        &ws,
+        &[
+            "damaged or is not a cpia state database",
+            "nothing was built or removed",
+            "cpia verify --state",
+            "state.sqlite.broken",
+        ],
+    );
+}
+
+#[test]
+fn a_state_damaged_inside_stops_the_build_before_anything_is_removed() {
+    let td = require_testdata!();
+    let ws = built_then_source_removed(&td);
+    // Checkpoint the WAL into the file, then overwrite every page after the
+    // first (the schema survives; the records do not).
+    {
+        let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let state = ws.path("cache/state.sqlite");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let page = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    assert!(bytes.len() > 2 * page, "a state of more than one page");
+    for b in &mut bytes[page..] {
+        *b = 0x5a;
+    }
+    std::fs::write(&state, &bytes).unwrap();
+    refused_by_state(&ws, &["cpia verify --state"]);
+}
+
+#[test]
+fn a_missing_state_with_a_full_output_folder_says_how_many_files_it_does_not_record() {
+    let td = require_testdata!();
+    let ws = built_then_source_removed(&td);
+    for f in ["state.sqlite", "state.sqlite-wal", "state.sqlite-shm"] {
+        let _ = std::fs::remove_file(ws.path(&format!("cache/{f}")));
+    }
+    let (j, out) = ws.build(&[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(counts(&j), (1, 0, 0, 0), "a.png is built again: {j}");
+    assert!(
+        err.contains("already holds 2 file(s) it does not record") && err.contains("mv "),
+        "says how many and how to clean: {err}"
+    );
+    // b.jpg is not removed (nothing records it) and the warning is given
+    // once: the state is not new any more.
+    assert!(ws.path("dataset/M/P/b.jpg").is_file());
+    let (_, out) = ws.build(&[]);
+    assert!(
+        !stderr(&out).contains("does not record"),
+        "{}",
+        stderr(&out)
+    );
+}
