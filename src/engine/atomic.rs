@@ -5,13 +5,21 @@
 //! final name. A reader — or a build killed at any instant — sees either the
 //! old file, the new file, or no file; never a partial one. Leftover
 //! temporaries of a killed build are deleted when the next build starts.
+//! A Slurm array task writes into a folder of its own,
+//! `.cpia-tmp/task-<journal id>/` ([`OutputDir::open_task`]): tasks on other
+//! nodes share the output folder, so none may clear the others' temporaries
+//! or reuse their names (a pid is unique only on one machine); the
+//! coordinator clears them all, when no task runs.
 //!
 //! Durability comes either per file ([`OutputDir::write`]: fsync) or per
 //! batch ([`OutputDir::stage`] every file, one [`OutputDir::sync`], then
 //! [`OutputDir::place`] each): on Linux the batch is one `syncfs` of the
 //! output filesystem instead of an fsync (a journal commit, a device flush)
 //! per tile — the same guarantee, since every staged file is durable before
-//! any is renamed.
+//! any is renamed. The renames themselves are made durable by an fsync of
+//! each folder they went into ([`OutputDir::sync_dirs`], once per job and
+//! folder), before the result is recorded: a record — in the state or in a
+//! worker's journal — never describes a file that a crash can take back.
 //!
 //! Confinement: output names are validated by the recipe layer, and here every
 //! directory we write into is resolved (symlinks followed) and must lie inside
@@ -33,6 +41,8 @@ pub struct OutputDir {
     root: PathBuf,
     canonical_root: PathBuf,
     tmp: PathBuf,
+    /// A task's own temporary folder (removed whole when it finishes).
+    own_tmp: bool,
     counter: AtomicU64,
     checked: Mutex<HashSet<PathBuf>>,
 }
@@ -62,10 +72,11 @@ pub struct Written {
 }
 
 impl OutputDir {
-    /// Prepares `root` (creating it) and clears leftover temporaries.
+    /// Prepares `root` (creating it) and clears leftover temporaries, the
+    /// folders of cluster tasks included: only for a process that holds the
+    /// workspace lock while no task of a Slurm build runs.
     pub fn open(root: &Path) -> io::Result<OutputDir> {
         std::fs::create_dir_all(root)?;
-        let canonical_root = root.canonicalize()?;
         let tmp = root.join(TMP_DIR);
         match std::fs::remove_dir_all(&tmp) {
             Ok(()) => {}
@@ -73,10 +84,31 @@ impl OutputDir {
             Err(e) => return Err(e),
         }
         std::fs::create_dir_all(&tmp)?;
+        OutputDir::with_tmp(root, tmp, false)
+    }
+
+    /// Prepares `root` for one task attempt of a cluster build: its
+    /// temporaries go to `.cpia-tmp/task-<tag>/` (`tag` unique per attempt:
+    /// its journal's random id), and nothing else is touched.
+    pub fn open_task(root: &Path, tag: &str) -> io::Result<OutputDir> {
+        if tag.is_empty() || tag.contains(['/', '\0']) || tag.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{tag}` cannot name a temporary folder"),
+            ));
+        }
+        std::fs::create_dir_all(root)?;
+        let tmp = root.join(TMP_DIR).join(format!("task-{tag}"));
+        std::fs::create_dir_all(&tmp)?;
+        OutputDir::with_tmp(root, tmp, true)
+    }
+
+    fn with_tmp(root: &Path, tmp: PathBuf, own_tmp: bool) -> io::Result<OutputDir> {
         Ok(OutputDir {
             root: root.to_path_buf(),
-            canonical_root,
+            canonical_root: root.canonicalize()?,
             tmp,
+            own_tmp,
             counter: AtomicU64::new(0),
             checked: Mutex::new(HashSet::new()),
         })
@@ -146,6 +178,22 @@ impl OutputDir {
         })
     }
 
+    /// Makes the renames into each folder of `dirs` (relative, `/`-separated,
+    /// repeats allowed) durable: an fsync of each folder once. Call it after
+    /// [`OutputDir::place`] and before recording what was placed.
+    pub fn sync_dirs<'d>(&self, dirs: impl IntoIterator<Item = &'d str>) -> io::Result<()> {
+        let mut done: HashSet<&str> = HashSet::new();
+        for d in dirs {
+            if done.insert(d) {
+                let path = self.resolve(d)?;
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes `rel` (absent is fine) and then any folders it leaves empty.
     pub fn remove(&self, rel: &str) -> io::Result<()> {
         let dest = self.resolve(rel)?;
@@ -177,9 +225,15 @@ impl OutputDir {
         Ok(m.mtime() * 1_000_000_000 + m.mtime_nsec())
     }
 
-    /// Removes the temporary folder (at the end of a build).
+    /// Removes the temporary folder (at the end of a build; a task's own
+    /// folder with whatever a failed write left in it).
     pub fn finish(&self) {
-        let _ = std::fs::remove_dir(&self.tmp);
+        if self.own_tmp {
+            // Only its own: `.cpia-tmp` itself belongs to the coordinator.
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        } else {
+            let _ = std::fs::remove_dir(&self.tmp);
+        }
     }
 
     fn resolve(&self, rel: &str) -> io::Result<PathBuf> {
@@ -296,6 +350,38 @@ mod tests {
             "{err}"
         );
         assert!(!dir.path().join("elsewhere/x.jpg").exists());
+    }
+
+    #[test]
+    fn a_task_uses_a_temporary_folder_of_its_own_and_clears_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let other = root.join(TMP_DIR).join("task-other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("1-0.tmp"), b"another task's partial tile").unwrap();
+        let a = OutputDir::open_task(&root, "aaaa").unwrap();
+        let b = OutputDir::open_task(&root, "bbbb").unwrap();
+        // Same pid, same counter: the names would collide in one folder.
+        let sa = a.stage("M/A/x.jpg", b"a").unwrap();
+        let sb = b.stage("M/A/y.jpg", b"b").unwrap();
+        assert_eq!(sa.tmp.file_name(), sb.tmp.file_name());
+        assert_ne!(sa.tmp, sb.tmp);
+        a.sync([&sa]).unwrap();
+        a.place(sa).unwrap();
+        a.sync_dirs(["M/A", "M/A"]).unwrap();
+        assert!(a.sync_dirs(["../x"]).is_err());
+        drop(sb);
+        a.finish();
+        assert!(!root.join(TMP_DIR).join("task-aaaa").exists());
+        assert!(
+            other.join("1-0.tmp").exists(),
+            "another task's temporaries are kept"
+        );
+        assert!(OutputDir::open_task(&root, "../x").is_err());
+        // The coordinator, when no task runs, clears them all.
+        let _out = OutputDir::open(&root).unwrap();
+        assert_eq!(std::fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(std::fs::read(root.join("M/A/x.jpg")).unwrap(), b"a");
     }
 
     #[test]
