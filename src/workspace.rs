@@ -8,6 +8,9 @@
 //!
 //! [sources]
 //! BreakHis = "/data/BreakHis"   # relative paths are relative to the workspace
+//!
+//! [executor.slurm]          # `cpia build --executor slurm` (docs/cluster.md)
+//! partition = "cpu"
 //! ```
 //! A source root is resolved, strongest first, from `--source NAME=PATH`, the
 //! environment variable `CPIA_SOURCE_<NAME>` (name upper-cased, every
@@ -20,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::executor::slurm::SlurmConfig;
+
 /// The file that marks a workspace.
 pub const CONFIG_FILE: &str = "cpia.toml";
 
@@ -31,6 +36,8 @@ struct ConfigFile {
     jobs: Option<usize>,
     #[serde(default)]
     sources: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    executor: BTreeMap<String, toml::Table>,
 }
 
 /// A located, parsed workspace.
@@ -46,6 +53,8 @@ pub struct Workspace {
     pub jobs: usize,
     /// Source roots after applying overrides, by name.
     pub sources: BTreeMap<String, PathBuf>,
+    /// `[executor.slurm]`: sbatch options and shards of Slurm builds.
+    pub slurm: SlurmConfig,
 }
 
 /// Errors of finding or reading a workspace.
@@ -108,6 +117,21 @@ impl Workspace {
             .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
         let at = |p: PathBuf| if p.is_absolute() { p } else { root.join(p) };
         let sources = cfg.sources.into_iter().map(|(k, v)| (k, at(v))).collect();
+        let mut slurm = SlurmConfig::default();
+        for (name, table) in &cfg.executor {
+            match name.as_str() {
+                "slurm" => {
+                    slurm = SlurmConfig::from_toml(table)
+                        .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
+                }
+                _ => {
+                    return Err(WorkspaceError::Parse(
+                        path.clone(),
+                        format!("[executor.{name}]: unknown executor (known: slurm)"),
+                    ))
+                }
+            }
+        }
         Ok(Workspace {
             output: at(cfg.output.unwrap_or_else(|| "dataset".into())),
             cache: at(cfg.cache.unwrap_or_else(|| "cache".into())),
@@ -116,6 +140,7 @@ impl Workspace {
                 .filter(|&j| j > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             sources,
+            slurm,
             root,
         })
     }
@@ -278,6 +303,27 @@ mod tests {
         ws.apply_overrides(&["B=/elsewhere".into()]).unwrap();
         assert_eq!(ws.sources["B"], PathBuf::from("/elsewhere"));
         assert!(ws.apply_overrides(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn slurm_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |t: &str| std::fs::write(dir.path().join(CONFIG_FILE), t).unwrap();
+        write("[executor.slurm]\npartition = \"cpu\"\nshards = 8\ncpus_per_task = 4\n");
+        let ws = Workspace::open(dir.path()).unwrap();
+        assert_eq!(ws.slurm.partition.as_deref(), Some("cpu"));
+        assert_eq!((ws.slurm.shards, ws.slurm.cpus_per_task), (8, Some(4)));
+        write("[executor.slurm]\ntime = \"soon\"\n");
+        let err = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("[executor.slurm] time"), "{err}");
+        write("[executor.pbs]\nqueue = \"x\"\n");
+        let err = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown executor"), "{err}");
+        write("jobs = 2\n");
+        assert_eq!(
+            Workspace::open(dir.path()).unwrap().slurm,
+            SlurmConfig::default()
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //!   plan names.
 
 pub mod atomic;
+pub mod cluster;
 pub mod driver;
 pub mod evaluate;
 pub mod record;
