@@ -73,17 +73,18 @@ pub fn run(ws: &Workspace, plan_dir: &Path, shard: u32) -> Result<Summary, Engin
     let writer = JournalWriter::create(&paths.journals, &format!("task-{shard}"))
         .map_err(|e| EngineError(format!("creating the task's journal: {e}")))?;
     let tag = writer.id().to_string();
-    eprintln!(
-        "cpia worker: plan {}, shard {shard} of {}, journal {}",
-        paths.id,
-        manifest.tasks,
-        writer.path().display()
-    );
     let opts = Options {
         jobs: jobs(),
         fail_fast: manifest.fail_fast,
         progress: false,
     };
+    eprintln!(
+        "cpia worker: plan {}, shard {shard} of {}, -j {}, journal {}",
+        paths.id,
+        manifest.tasks,
+        opts.jobs,
+        writer.path().display()
+    );
     let mut engine = Engine::for_task(&ws.output, &tag, &opts, manifest.build)?;
     let mut rec = JournalRecorder::new(writer);
     let mut summary = Summary::default();
