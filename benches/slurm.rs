@@ -339,32 +339,42 @@ fn overhead_bench() {
         copy_tree(&template, &dir);
         dir
     };
-    let mut local = Vec::new();
+    // Round by round, each configuration once per round: on a shared
+    // machine, load changes between rounds, not between configurations.
+    let configs: [(&str, &[&str]); 3] = [
+        ("local", &[]),
+        ("slurm --shards 1", &["--executor", "slurm", "--wait", "--shards", "1"]),
+        ("slurm --shards 4", &["--executor", "slurm", "--wait", "--shards", "4"]),
+    ];
+    let jobs = cores.to_string();
+    let mut runs: Vec<Vec<(f64, Option<f64>, Option<f64>)>> = vec![Vec::new(); configs.len()];
     for r in 0..3 {
-        let dir = fresh(format!("local-{r}"));
-        local.push(run_marked(&dir, &["build", "-j", &cores.to_string()], &[]).1);
-    }
-    let local = median(local);
-    eprintln!("overhead bench: the demo + a generated slide, from scratch, medians of 3");
-    eprintln!("  local build (-j {cores}): {local:.2} s");
-    for shards in ["1", "4"] {
-        let (mut total, mut submit, mut array) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..3 {
-            let dir = fresh(format!("slurm-{shards}-{r}"));
+        for (c, (name, extra)) in configs.iter().enumerate() {
+            let dir = fresh(format!("{}-{r}", name.replace(' ', "_")));
+            let mut args = vec!["build", "-j", jobs.as_str()];
+            args.extend_from_slice(extra);
             let (at, t) = run_marked(
                 &dir,
-                &["build", "--executor", "slurm", "--wait", "--shards", shards],
+                &args,
                 &["slurm: submitted job", " 0 pending, 0 running,"],
             );
-            let s = at[0].expect("a submission");
-            let a = at[1].unwrap_or(t);
-            submit.push(s);
-            array.push(a - s);
-            total.push(t);
+            runs[c].push((t, at[0], at[1]));
         }
-        let (t, s, a) = (median(total), median(submit), median(array));
+    }
+    eprintln!("overhead bench: the demo + a generated slide, from scratch, medians of 3 interleaved rounds");
+    let local = median(runs[0].iter().map(|r| r.0).collect());
+    eprintln!("  local build (-j {cores}): {local:.2} s");
+    for (c, (name, _)) in configs.iter().enumerate().skip(1) {
+        let t = median(runs[c].iter().map(|r| r.0).collect());
+        let s = median(runs[c].iter().map(|r| r.1.expect("a submission")).collect());
+        let a = median(
+            runs[c]
+                .iter()
+                .map(|r| r.2.unwrap_or(r.0) - r.1.unwrap_or(0.0))
+                .collect(),
+        );
         eprintln!(
-            "  slurm --shards {shards} --wait: {t:.2} s = plan and submit {s:.2} s + array {a:.2} s + merge and close {:.2} s; overhead over local {:+.2} s",
+            "  {name} --wait: {t:.2} s = plan and submit {s:.2} s + array {a:.2} s + merge and close {:.2} s; over local {:+.2} s",
             t - s - a,
             t - local
         );
