@@ -32,6 +32,7 @@ use std::sync::{mpsc, Arc};
 
 use rayon::prelude::*;
 
+use crate::plan::inputs::Folder;
 use crate::plan::{BuildAction, CollectionPlan, QcAction, UnitAction};
 use crate::store::state::now;
 use crate::store::{Event, FailureRecord, Maker, OutputRecord, State, StateError, WrittenFile};
@@ -352,26 +353,41 @@ impl Engine {
 
         // Inputs whose work all succeeded are complete under the plan's
         // fingerprint.
-        self.complete(rec, plan.fp, &plan.complete)?;
+        self.complete(rec, plan.id, plan.fp, &plan.complete, &plan.folders)?;
         Ok(summary)
     }
 
     /// Marks each of `inputs` that this build did not leave incomplete
-    /// complete under fingerprint `fp`.
+    /// complete under fingerprint `fp`, then each of `folders` (of
+    /// collection `collection`) all of whose inputs are (the event checks it
+    /// again against the rows).
     pub fn complete(
         &self,
         rec: &mut dyn Recorder,
+        collection: i64,
         fp: Option<i64>,
         inputs: &[i64],
+        folders: &[Folder],
     ) -> Result<(), EngineError> {
         let Some(fp) = fp else {
             return Ok(());
         };
-        let events: Vec<Event> = inputs
+        let mut events: Vec<Event> = inputs
             .iter()
             .filter(|id| !self.incomplete.contains(id))
             .map(|&id| Event::InputComplete { id, fp })
             .collect();
+        events.extend(
+            folders
+                .iter()
+                .filter(|f| f.ok && !f.inputs.iter().any(|i| self.incomplete.contains(i)))
+                .map(|f| Event::FolderComplete {
+                    collection,
+                    src_dir: f.src_dir,
+                    digest: f.digest.clone(),
+                    fp,
+                }),
+        );
         if events.is_empty() {
             return Ok(());
         }

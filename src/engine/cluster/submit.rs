@@ -23,6 +23,7 @@ use crate::engine::driver::{self, Flags, MassRemoval, Run};
 use crate::engine::summary::{SlurmJob, SlurmTask};
 use crate::engine::{EngineError, Options, Summary, TOOL_VERSION};
 use crate::executor::slurm::{JobSpec, LogPattern, Slurm, SlurmConfig};
+use crate::plan::inputs::Folder;
 use crate::plan::{Planner, Selection};
 use crate::store::state::now;
 use crate::store::submitted::Submitted;
@@ -102,7 +103,16 @@ pub fn build(
             .copied()
             .filter(|id| !busy.contains(id))
             .collect();
-        run.engine.complete(state, p.fp, &idle)?;
+        // A folder with work in a task is complete only once that work is
+        // merged: the next plan that reads it row by row records it.
+        let idle_folders: Vec<Folder> = p
+            .folders
+            .iter()
+            .filter(|f| !f.inputs.iter().any(|i| busy.contains(i)))
+            .cloned()
+            .collect();
+        run.engine
+            .complete(state, p.id, p.fp, &idle, &idle_folders)?;
         if let (false, Some(spec)) = (works.is_empty(), &p.spec) {
             let assigned = sharder.assign_all(&works);
             let line = CollectionLine {

@@ -175,6 +175,18 @@ impl Enc {
                 self.i64(*id);
                 self.i64(*fp);
             }
+            Event::FolderComplete {
+                collection,
+                src_dir,
+                digest,
+                fp,
+            } => {
+                self.u8(15);
+                self.i64(*collection);
+                self.i64(*src_dir);
+                self.hash(digest);
+                self.i64(*fp);
+            }
         }
     }
 
@@ -437,6 +449,12 @@ impl<'a> Dec<'a> {
                 id: self.i64()?,
                 fp: self.i64()?,
             },
+            15 => Event::FolderComplete {
+                collection: self.i64()?,
+                src_dir: self.i64()?,
+                digest: self.hash()?,
+                fp: self.i64()?,
+            },
             _ => return self.fail("unknown event kind"),
         })
     }
@@ -692,6 +710,12 @@ mod tests {
             },
             Event::InputPending { id: 18 },
             Event::InputComplete { id: 19, fp: 20 },
+            Event::FolderComplete {
+                collection: 21,
+                src_dir: 22,
+                digest: h(11),
+                fp: 23,
+            },
         ]
     }
 
