@@ -225,6 +225,20 @@ impl OutputDir {
         Ok(m.mtime() * 1_000_000_000 + m.mtime_nsec())
     }
 
+    /// Removes the temporary folders of cluster tasks (a task killed or
+    /// cancelled leaves its own behind): only for the coordinator, once no
+    /// task of its build runs.
+    pub fn clear_tasks(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.tmp) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("task-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     /// Removes the temporary folder (at the end of a build; a task's own
     /// folder with whatever a failed write left in it).
     pub fn finish(&self) {
@@ -382,6 +396,23 @@ mod tests {
         let _out = OutputDir::open(&root).unwrap();
         assert_eq!(std::fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
         assert_eq!(std::fs::read(root.join("M/A/x.jpg")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn the_coordinator_clears_what_killed_tasks_left_once_none_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let out = OutputDir::open(&root).unwrap();
+        // A task opened after the coordinator, then killed mid-write.
+        let task = OutputDir::open_task(&root, "killed").unwrap();
+        std::mem::forget(task.stage("M/A/x.jpg", b"partial").unwrap());
+        std::fs::write(root.join(TMP_DIR).join("not-a-task"), b"").unwrap();
+        out.clear_tasks();
+        assert!(!root.join(TMP_DIR).join("task-killed").exists());
+        assert!(root.join(TMP_DIR).join("not-a-task").exists());
+        std::fs::remove_file(root.join(TMP_DIR).join("not-a-task")).unwrap();
+        out.finish();
+        assert!(!root.join(TMP_DIR).exists());
     }
 
     #[test]

@@ -249,6 +249,9 @@ pub fn finish_plan(
             error: why,
         });
     }
+    // Every task has ended: what a killed one left in its temporary folder
+    // is garbage.
+    run.engine.output().clear_tasks();
     run.engine.absorb(&tally);
     run.summary.add(&tally);
     run.record_identities = merging.from_start && manifest.is_some();
