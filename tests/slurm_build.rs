@@ -219,6 +219,13 @@ impl Coordinator {
         }
     }
 
+    /// Waits for it to exit: its output, with every stderr line.
+    fn finish(mut self) -> (Output, String) {
+        let out = self.child.wait_with_output().unwrap();
+        self.seen.extend(self.lines.iter());
+        (out, self.seen.join("\n"))
+    }
+
     /// The id of the job array it submitted.
     fn job(&mut self) -> u64 {
         let end = Instant::now() + Duration::from_secs(120);
@@ -244,7 +251,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Task states of `job` from squeue, by index.
+/// Task states of `job` from squeue, by index (0 for a job that is not
+/// an array).
 fn task_states(job: u64) -> BTreeMap<u32, String> {
     let out = Command::new("squeue")
         .args([
@@ -263,7 +271,12 @@ fn task_states(job: u64) -> BTreeMap<u32, String> {
         .lines()
         .filter_map(|l| {
             let (t, s) = l.split_once('|')?;
-            Some((t.trim().parse().ok()?, s.trim().to_string()))
+            let t = if t.trim() == "N/A" {
+                0
+            } else {
+                t.trim().parse().ok()?
+            };
+            Some((t, s.trim().to_string()))
         })
         .collect()
 }
@@ -548,4 +561,83 @@ fn journals_of_a_killed_coordinator_are_merged_before_a_newer_local_build() {
     no_plan_left(&root);
     let (noop, _) = build(&root, &[]);
     assert_eq!(counts(&noop).0, 0, "{noop}");
+}
+
+#[test]
+fn without_wait_a_merge_job_merges_and_attach_waits_for_it() {
+    require_slurm!();
+    let Some(t) = template() else {
+        eprintln!(
+            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
+        );
+        return;
+    };
+    let (local, local_files, local_records) = reference();
+    let (_d, root) = workspace(t);
+    let (json, out) = build(&root, &["--executor", "slurm", "--shards", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&json).0, 0, "nothing merged yet: {json}");
+    let job = &json["slurm"][0];
+    assert!(job["merge_job"].as_u64().is_some(), "{json}");
+    assert_eq!(job["tasks"].as_array().unwrap().len(), 2, "{json}");
+    // The merge job (afterok) merges on its own once the array is done.
+    let merge_job = job["merge_job"].as_u64().unwrap();
+    let mut ended = String::new();
+    wait_for("the merge job to end", || {
+        let states = task_states(merge_job);
+        ended = states.values().next().cloned().unwrap_or_default();
+        !ended.is_empty() && ended != "PENDING" && ended != "RUNNING"
+    });
+    assert_eq!(ended, "COMPLETED", "merge job {merge_job}");
+    let merge_log = std::fs::read_dir(root.join("cache/logs"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("merge.log"))
+        .find(|p| p.exists())
+        .expect("the merge job's log");
+    let log = std::fs::read_to_string(merge_log).unwrap();
+    assert!(log.contains(&format!("built {}", counts(local).0)), "{log}");
+    assert_eq!(&files(&root), local_files);
+    assert_eq!(&records(&root), local_records);
+    no_plan_left(&root);
+    // Nothing left to wait for.
+    let (again, out) = build(&root, &["--executor", "slurm", "--attach"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&again).0, 0, "{again}");
+}
+
+#[test]
+fn ctrl_c_on_a_waiting_coordinator_cancels_the_array() {
+    require_slurm!();
+    let Some(t) = template() else {
+        eprintln!(
+            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
+        );
+        return;
+    };
+    let (local, local_files, _) = reference();
+    let (_d, root) = workspace(t);
+    let mut c = Coordinator::start(&root, &["--json", "--shards", "2"]);
+    let job = c.job();
+    wait_for("shard 0 to record a result", || {
+        journal_has_records(&root, 0)
+    });
+    // SAFETY: sends SIGINT to our own child.
+    unsafe { libc::kill(c.child.id() as libc::pid_t, libc::SIGINT) };
+    let (out, err) = c.finish();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cancelling job {job}")), "{err}");
+    let json = summary_of(&out);
+    let tasks = json["slurm"][0]["tasks"].as_array().unwrap();
+    assert!(tasks.iter().any(|t| t["state"] == "CANCELLED"), "{json}");
+    assert!(task_states(job)
+        .values()
+        .all(|s| s != "RUNNING" && s != "PENDING"));
+    no_plan_left(&root);
+    // What the tasks finished is recorded; the next build makes the rest.
+    let (built, ..) = counts(&json);
+    let (next, out) = build(&root, &["--executor", "slurm", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&next).0 + built, counts(local).0, "{json}\n{next}");
+    assert_eq!(&files(&root), local_files);
 }
