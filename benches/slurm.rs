@@ -343,11 +343,17 @@ fn overhead_bench() {
     // machine, load changes between rounds, not between configurations.
     let configs: [(&str, &[&str]); 3] = [
         ("local", &[]),
-        ("slurm --shards 1", &["--executor", "slurm", "--wait", "--shards", "1"]),
-        ("slurm --shards 4", &["--executor", "slurm", "--wait", "--shards", "4"]),
+        (
+            "slurm --shards 1",
+            &["--executor", "slurm", "--wait", "--shards", "1"],
+        ),
+        (
+            "slurm --shards 4",
+            &["--executor", "slurm", "--wait", "--shards", "4"],
+        ),
     ];
     let jobs = cores.to_string();
-    let mut runs: Vec<Vec<(f64, Option<f64>, Option<f64>)>> = vec![Vec::new(); configs.len()];
+    let mut runs: Vec<Vec<Timing>> = vec![Vec::new(); configs.len()];
     for r in 0..3 {
         for (c, (name, extra)) in configs.iter().enumerate() {
             let dir = fresh(format!("{}-{r}", name.replace(' ', "_")));
@@ -380,6 +386,10 @@ fn overhead_bench() {
         );
     }
 }
+
+/// One build: seconds in all, seconds to its submission, seconds until
+/// its array had nothing left (the two marks, when seen).
+type Timing = (f64, Option<f64>, Option<f64>);
 
 fn main() {
     let args: Vec<String> = std::env::args()
