@@ -46,6 +46,17 @@ fn template() -> Option<&'static Path> {
     .map(|(_, p)| p.as_path())
 }
 
+/// The template, or `None` after saying why the test is skipped.
+fn demo() -> Option<&'static Path> {
+    let t = template();
+    if t.is_none() {
+        eprintln!(
+            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
+        );
+    }
+    t
+}
+
 /// A fresh copy of the template, with the test cluster's partition and one
 /// CPU per task (tasks long enough to be caught running).
 fn workspace(template: &Path) -> (tempfile::TempDir, PathBuf) {
@@ -295,12 +306,7 @@ fn journal_has_records(root: &Path, shard: u32) -> bool {
 #[test]
 fn a_four_shard_build_equals_the_local_build_byte_for_byte() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (local, local_files, local_records) = reference();
     let (_d, root) = workspace(t);
     let (json, out) = build(&root, &["--executor", "slurm", "--shards", "4", "--wait"]);
@@ -348,12 +354,7 @@ fn a_four_shard_build_equals_the_local_build_byte_for_byte() {
 #[test]
 fn a_cancelled_task_is_named_and_the_next_build_makes_only_what_it_left() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (local, local_files, local_records) = reference();
     let total = counts(local).0;
     let (_d, root) = workspace(t);
@@ -409,12 +410,7 @@ fn a_cancelled_task_is_named_and_the_next_build_makes_only_what_it_left() {
 #[test]
 fn an_incremental_change_after_a_slurm_build_rebuilds_only_what_it_affects() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (_d, root) = workspace(t);
     let (json, out) = build(&root, &["--executor", "slurm", "--shards", "3", "--wait"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -461,12 +457,7 @@ fn an_incremental_change_after_a_slurm_build_rebuilds_only_what_it_affects() {
 #[test]
 fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (local, local_files, local_records) = reference();
     let total = counts(local).0;
     let (_d, root) = workspace(t);
@@ -525,12 +516,7 @@ fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
 #[test]
 fn journals_of_a_killed_coordinator_are_merged_before_a_newer_local_build() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (_d, root) = workspace(t);
     let mut c = Coordinator::start(&root, &["--json", "--shards", "2"]);
     let job = c.job();
@@ -566,12 +552,7 @@ fn journals_of_a_killed_coordinator_are_merged_before_a_newer_local_build() {
 #[test]
 fn without_wait_a_merge_job_merges_and_attach_waits_for_it() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (local, local_files, local_records) = reference();
     let (_d, root) = workspace(t);
     let (json, out) = build(&root, &["--executor", "slurm", "--shards", "2"]);
@@ -609,12 +590,7 @@ fn without_wait_a_merge_job_merges_and_attach_waits_for_it() {
 #[test]
 fn ctrl_c_on_a_waiting_coordinator_cancels_the_array() {
     require_slurm!();
-    let Some(t) = template() else {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-        return;
-    };
+    let Some(t) = demo() else { return };
     let (local, local_files, _) = reference();
     let (_d, root) = workspace(t);
     let mut c = Coordinator::start(&root, &["--json", "--shards", "2"]);
