@@ -9,6 +9,9 @@
 //!
 //! [sources]
 //! BreakHis = "/data/BreakHis"   # relative paths are relative to the workspace
+//!
+//! [executor.slurm]          # `cpia build --executor slurm` (docs/cluster.md)
+//! partition = "cpu"
 //! ```
 //! A source root is resolved, strongest first, from `--source NAME=PATH`, the
 //! environment variable `CPIA_SOURCE_<NAME>` (name upper-cased, every
@@ -20,6 +23,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::executor::slurm::SlurmConfig;
 
 /// The file that marks a workspace.
 pub const CONFIG_FILE: &str = "cpia.toml";
@@ -33,6 +38,8 @@ struct ConfigFile {
     max_memory: Option<toml::Value>,
     #[serde(default)]
     sources: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    executor: BTreeMap<String, toml::Table>,
 }
 
 /// A located, parsed workspace.
@@ -50,6 +57,8 @@ pub struct Workspace {
     pub max_memory: Option<u64>,
     /// Source roots after applying overrides, by name.
     pub sources: BTreeMap<String, PathBuf>,
+    /// `[executor.slurm]`: sbatch options and shards of Slurm builds.
+    pub slurm: SlurmConfig,
 }
 
 /// Errors of finding or reading a workspace.
@@ -123,6 +132,21 @@ impl Workspace {
         .map_err(|e| WorkspaceError::Parse(path.clone(), format!("`max_memory`: {e}")))?;
         let at = |p: PathBuf| if p.is_absolute() { p } else { root.join(p) };
         let sources = cfg.sources.into_iter().map(|(k, v)| (k, at(v))).collect();
+        let mut slurm = SlurmConfig::default();
+        for (name, table) in &cfg.executor {
+            match name.as_str() {
+                "slurm" => {
+                    slurm = SlurmConfig::from_toml(table)
+                        .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
+                }
+                _ => {
+                    return Err(WorkspaceError::Parse(
+                        path.clone(),
+                        format!("[executor.{name}]: unknown executor (known: slurm)"),
+                    ))
+                }
+            }
+        }
         Ok(Workspace {
             output: at(cfg.output.unwrap_or_else(|| "dataset".into())),
             cache: at(cfg.cache.unwrap_or_else(|| "cache".into())),
@@ -132,6 +156,7 @@ impl Workspace {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             max_memory,
             sources,
+            slurm,
             root,
         })
     }
@@ -512,6 +537,27 @@ mod tests {
         std::fs::write(dir.path().join(CONFIG_FILE), "max_memory = 0\n").unwrap();
         let e = Workspace::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("`max_memory`") && e.contains("cpia.toml"), "{e}");
+    }
+
+    #[test]
+    fn slurm_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |t: &str| std::fs::write(dir.path().join(CONFIG_FILE), t).unwrap();
+        write("[executor.slurm]\npartition = \"cpu\"\nshards = 8\ncpus_per_task = 4\n");
+        let ws = Workspace::open(dir.path()).unwrap();
+        assert_eq!(ws.slurm.partition.as_deref(), Some("cpu"));
+        assert_eq!((ws.slurm.shards, ws.slurm.cpus_per_task), (8, Some(4)));
+        write("[executor.slurm]\ntime = \"soon\"\n");
+        let err = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("[executor.slurm] time"), "{err}");
+        write("[executor.pbs]\nqueue = \"x\"\n");
+        let err = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown executor"), "{err}");
+        write("jobs = 2\n");
+        assert_eq!(
+            Workspace::open(dir.path()).unwrap().slurm,
+            SlurmConfig::default()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod init;
 mod new;
 mod plan;
 mod watch;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,9 @@ enum Command {
     Demo(demo::Args),
     /// Keep planning and building as recipes and sources change.
     Watch(watch::Args),
+    /// One task of a Slurm build, or its merge job (submitted by `build --executor slurm`).
+    #[command(hide = true)]
+    Worker(worker::Args),
     /// Project tooling: `cpia fixture svs --out PATH --cells WxH [--mag 20|40] [--seed N]`
     /// writes a large Aperio-style test slide from real tissue.
     #[command(hide = true)]
@@ -76,6 +80,7 @@ pub fn main() -> i32 {
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Worker(a) => worker::run(&ctx, a),
         Command::Fixture { args } => match args.split_first() {
             Some((kind, rest)) if kind == "svs" => crate::fixture::main_like(rest)
                 .map(|()| 0)

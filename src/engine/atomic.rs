@@ -5,13 +5,21 @@
 //! final name. A reader — or a build killed at any instant — sees either the
 //! old file, the new file, or no file; never a partial one. Leftover
 //! temporaries of a killed build are deleted when the next build starts.
+//! A Slurm array task writes into a folder of its own,
+//! `.cpia-tmp/task-<journal id>/` ([`OutputDir::open_task`]): tasks on other
+//! nodes share the output folder, so none may clear the others' temporaries
+//! or reuse their names (a pid is unique only on one machine); the
+//! coordinator clears them all, when no task runs.
 //!
 //! Durability comes either per file ([`OutputDir::write`]: fsync) or per
 //! batch ([`OutputDir::stage`] every file, one [`OutputDir::sync`], then
 //! [`OutputDir::place`] each): on Linux the batch is one `syncfs` of the
 //! output filesystem instead of an fsync (a journal commit, a device flush)
 //! per tile — the same guarantee, since every staged file is durable before
-//! any is renamed.
+//! any is renamed. The renames themselves are made durable by an fsync of
+//! each folder they went into ([`OutputDir::sync_dirs`], once per job and
+//! folder), before the result is recorded: a record — in the state or in a
+//! worker's journal — never describes a file that a crash can take back.
 //!
 //! Confinement: output names are validated by the recipe layer, and here
 //! every folder is reached from an open descriptor of the output root, one
@@ -21,6 +29,7 @@
 //! scale or sub-dataset folder, `.cpia-tmp` itself) is refused and named,
 //! and nothing outside the output folder is ever written or deleted.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +42,13 @@ pub const TMP_DIR: &str = ".cpia-tmp";
 /// Writes files under one output root.
 pub struct OutputDir {
     root: Dir,
+    /// The folder holding the temporary folder: the root (`.cpia-tmp`), or
+    /// `.cpia-tmp` for a cluster task (`task-<tag>`).
+    tmp_home: Dir,
+    tmp_name: String,
     tmp: Arc<Dir>,
+    /// A task's own temporary folder (removed whole when it finishes).
+    own_tmp: bool,
     counter: AtomicU64,
 }
 
@@ -64,26 +79,47 @@ pub struct Written {
 }
 
 impl OutputDir {
-    /// Prepares `root` (creating it) and clears leftover temporaries. A
-    /// `.cpia-tmp` that is a link or not a folder is refused, untouched.
+    /// Prepares `root` (creating it) and clears leftover temporaries, the
+    /// folders of cluster tasks included: only for a process that holds the
+    /// workspace lock while no task of a Slurm build runs. A `.cpia-tmp`
+    /// that is a link or not a folder is refused, untouched.
     pub fn open(root: &std::path::Path) -> io::Result<OutputDir> {
         let root = Dir::root(root)?;
-        let tmp = match root.child(TMP_DIR, true) {
-            Ok(Some(tmp)) => tmp,
-            Ok(None) => return Err(io::Error::other("the temporary folder vanished")),
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot use the temporary folder: {e} (remove it: cpia makes its own)"),
-                ))
-            }
-        };
+        let tmp = tmp_folder(&root, TMP_DIR)?;
         for name in tmp.entries()? {
             tmp.remove_tree(&name)?;
         }
+        let home = root.try_clone()?;
         Ok(OutputDir {
             root,
+            tmp_home: home,
+            tmp_name: TMP_DIR.to_string(),
             tmp: Arc::new(tmp),
+            own_tmp: false,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Prepares `root` for one task attempt of a cluster build: its
+    /// temporaries go to `.cpia-tmp/task-<tag>/` (`tag` unique per attempt:
+    /// its journal's random id), and nothing else is touched.
+    pub fn open_task(root: &std::path::Path, tag: &str) -> io::Result<OutputDir> {
+        if tag.is_empty() || tag.contains(['/', '\0']) || tag.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{tag}` cannot name a temporary folder"),
+            ));
+        }
+        let root = Dir::root(root)?;
+        let home = tmp_folder(&root, TMP_DIR)?;
+        let name = format!("task-{tag}");
+        let tmp = tmp_folder(&home, &name)?;
+        Ok(OutputDir {
+            root,
+            tmp_home: home,
+            tmp_name: name,
+            tmp: Arc::new(tmp),
+            own_tmp: true,
             counter: AtomicU64::new(0),
         })
     }
@@ -153,6 +189,24 @@ impl OutputDir {
         }
     }
 
+    /// Makes the renames into each folder of `dirs` (relative, `/`-separated,
+    /// repeats allowed) durable: an fsync of each folder once. Call it after
+    /// [`OutputDir::place`] and before recording what was placed.
+    pub fn sync_dirs<'d>(&self, dirs: impl IntoIterator<Item = &'d str>) -> io::Result<()> {
+        let mut done: HashSet<&str> = HashSet::new();
+        for d in dirs {
+            if done.insert(d) {
+                let names = components(d)?;
+                let synced = match self.root.walk(names.iter().copied(), false)? {
+                    Some(chain) => chain.last().unwrap_or(&self.root).sync(),
+                    None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                };
+                synced.map_err(|e| io::Error::new(e.kind(), format!("{d}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes `rel` (absent is fine) and then any folders it leaves empty.
     /// A link on the way is refused; a link at `rel` itself is deleted, not
     /// followed.
@@ -197,30 +251,67 @@ impl OutputDir {
         Ok(st.st_mtime * 1_000_000_000 + st.st_mtime_nsec)
     }
 
-    /// Removes the temporary folder (at the end of a build).
+    /// Removes the temporary folders of cluster tasks (a task killed or
+    /// cancelled leaves its own behind): only for the coordinator, once no
+    /// task of its build runs.
+    pub fn clear_tasks(&self) {
+        let Ok(entries) = self.tmp.entries() else {
+            return;
+        };
+        for name in entries.iter().filter(|n| n.starts_with("task-")) {
+            let _ = self.tmp.remove_tree(name);
+        }
+    }
+
+    /// Removes the temporary folder (at the end of a build; a task's own
+    /// folder with whatever a failed write left in it).
     pub fn finish(&self) {
-        let _ = self.root.unlink(TMP_DIR, true);
+        if self.own_tmp {
+            // Only its own: `.cpia-tmp` itself belongs to the coordinator.
+            let _ = self.tmp_home.remove_tree(&self.tmp_name);
+        } else {
+            let _ = self.tmp_home.unlink(&self.tmp_name, true);
+        }
     }
 }
 
 /// Splits `rel` into its folder components and file name, refusing anything
 /// that is not a plain relative path inside the output folder.
 fn split(rel: &str) -> io::Result<(impl Iterator<Item = &str>, &str)> {
+    components(rel)?;
+    let (dirs, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+    Ok((dirs.split('/').filter(|c| !c.is_empty()), file))
+}
+
+/// The components of `rel`, refusing anything that is not a plain relative
+/// path inside the output folder.
+fn components(rel: &str) -> io::Result<Vec<&str>> {
+    let parts: Vec<&str> = rel.split('/').collect();
     let bad = rel.is_empty()
         || rel.starts_with('/')
-        || rel
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'));
+        || parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'));
     if bad {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "refusing to write `{rel}`: not a plain relative path inside the output folder"
-            ),
+            format!("refusing to use `{rel}`: not a plain relative path inside the output folder"),
         ));
     }
-    let (dirs, file) = rel.rsplit_once('/').unwrap_or(("", rel));
-    Ok((dirs.split('/').filter(|c| !c.is_empty()), file))
+    Ok(parts)
+}
+
+/// Opens (creating it) the temporary folder `name` in `home`; a link or a
+/// file there is refused, untouched.
+fn tmp_folder(home: &Dir, name: &str) -> io::Result<Dir> {
+    match home.child(name, true) {
+        Ok(Some(tmp)) => Ok(tmp),
+        Ok(None) => Err(io::Error::other("the temporary folder vanished")),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot use the temporary folder: {e} (remove it: cpia makes its own)"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +396,55 @@ mod tests {
             !dir.path().join("ds/S").exists(),
             "empty folders are pruned"
         );
+    }
+
+    #[test]
+    fn a_task_uses_a_temporary_folder_of_its_own_and_clears_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let other = root.join(TMP_DIR).join("task-other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("1-0.tmp"), b"another task's partial tile").unwrap();
+        let a = OutputDir::open_task(&root, "aaaa").unwrap();
+        let b = OutputDir::open_task(&root, "bbbb").unwrap();
+        // Same pid, same counter: the names would collide in one folder.
+        let sa = a.stage("M/A/x.jpg", b"a").unwrap();
+        let sb = b.stage("M/A/y.jpg", b"b").unwrap();
+        assert_eq!(sa.name, sb.name);
+        assert!(!Arc::ptr_eq(&sa.tmp, &sb.tmp));
+        a.sync([&sa]).unwrap();
+        a.place(sa).unwrap();
+        a.sync_dirs(["M/A", "M/A"]).unwrap();
+        assert!(a.sync_dirs(["../x"]).is_err());
+        drop(sb);
+        a.finish();
+        assert!(!root.join(TMP_DIR).join("task-aaaa").exists());
+        assert!(
+            other.join("1-0.tmp").exists(),
+            "another task's temporaries are kept"
+        );
+        assert!(OutputDir::open_task(&root, "../x").is_err());
+        // The coordinator, when no task runs, clears them all.
+        let _out = OutputDir::open(&root).unwrap();
+        assert_eq!(std::fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(std::fs::read(root.join("M/A/x.jpg")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn the_coordinator_clears_what_killed_tasks_left_once_none_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let out = OutputDir::open(&root).unwrap();
+        // A task opened after the coordinator, then killed mid-write.
+        let task = OutputDir::open_task(&root, "killed").unwrap();
+        std::mem::forget(task.stage("M/A/x.jpg", b"partial").unwrap());
+        std::fs::write(root.join(TMP_DIR).join("not-a-task"), b"").unwrap();
+        out.clear_tasks();
+        assert!(!root.join(TMP_DIR).join("task-killed").exists());
+        assert!(root.join(TMP_DIR).join("not-a-task").exists());
+        std::fs::remove_file(root.join(TMP_DIR).join("not-a-task")).unwrap();
+        out.finish();
+        assert!(!root.join(TMP_DIR).exists());
     }
 
     #[test]

@@ -322,6 +322,21 @@ impl Dir {
         Ok(())
     }
 
+    /// A second handle on the same folder.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            rel: self.rel.clone(),
+        })
+    }
+
+    /// Makes this folder's entries durable (`fsync` of the folder): the
+    /// renames into it survive a crash.
+    pub fn sync(&self) -> io::Result<()> {
+        // SAFETY: valid descriptor for the whole call.
+        cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) }).map(drop)
+    }
+
     /// Flushes the whole filesystem holding this folder (`syncfs`); false if
     /// the filesystem cannot.
     pub fn syncfs(&self) -> bool {

@@ -1,6 +1,9 @@
 //! Executing plans: build the stale outputs in parallel, remove the orphans,
 //! record every result — one collection plan at a time ([`Engine::run`]);
-//! [`driver`] plans and runs a whole build.
+//! [`driver`] plans and runs a whole build. Results go to a [`Recorder`]
+//! ([`record`]): the state database, or — in a Slurm array task, which must
+//! not open it — the task's journal; [`cluster`] runs a build as Slurm job
+//! arrays and merges the journals.
 //!
 //! Invariants:
 //! - An output is recorded only after its file is durably in place
@@ -18,24 +21,27 @@
 mod admit;
 pub mod atomic;
 pub mod budget;
+pub mod cluster;
 pub mod confined;
 pub mod driver;
 pub mod estimate;
 pub mod evaluate;
 pub mod interrupt;
+pub mod record;
 pub mod summary;
 pub mod wsi;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
 
+use crate::plan::inputs::Folder;
 use crate::plan::{BuildAction, CollectionPlan, QcAction, UnitAction};
 use crate::store::state::now;
 use crate::store::{Event, FailureRecord, Maker, OutputRecord, State, StateError, WrittenFile};
 
 pub use crate::plan::TOOL_VERSION;
+pub use record::{JobResult, Recorder, Tally};
 pub use summary::{Failure, Summary};
 
 /// How to run a build.
@@ -80,23 +86,6 @@ impl Job<'_> {
     }
 }
 
-/// What one job did, for the recorder.
-#[derive(Default)]
-struct JobResult {
-    /// Events to record, in order (outputs, removals, units, failures).
-    events: Vec<Event>,
-    built: u64,
-    removed: u64,
-    failed: u64,
-    skipped: u64,
-    failure: Option<Failure>,
-    /// The input is not complete after this job (it failed or was skipped).
-    incomplete: Option<i64>,
-    /// Output folders where a write or removal failed part-way: their
-    /// identity is not recorded, so the next build verifies them.
-    dirty_dirs: Vec<String>,
-}
-
 /// A build in progress: the output folder, the worker and I/O threads, the
 /// open slides; shared by the collection plans it runs.
 pub struct Engine {
@@ -127,6 +116,29 @@ impl Engine {
         let out = atomic::OutputDir::open(output).map_err(|e| {
             EngineError(format!("preparing output folder {}: {e}", output.display()))
         })?;
+        Engine::with_output(out, opts, build)
+    }
+
+    /// The engine of one task attempt of a cluster build: its temporaries
+    /// in a folder of its own (`tag`: unique per attempt), nothing else of
+    /// the output folder's temporaries touched.
+    pub fn for_task(
+        output: &std::path::Path,
+        tag: &str,
+        opts: &Options,
+        build: i64,
+    ) -> Result<Engine, EngineError> {
+        let out = atomic::OutputDir::open_task(output, tag).map_err(|e| {
+            EngineError(format!("preparing output folder {}: {e}", output.display()))
+        })?;
+        Engine::with_output(out, opts, build)
+    }
+
+    fn with_output(
+        out: atomic::OutputDir,
+        opts: &Options,
+        build: i64,
+    ) -> Result<Engine, EngineError> {
         crate::ops::pool::limit_bytes(opts.memory.bytes / 8);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.jobs.max(1))
@@ -163,11 +175,41 @@ impl Engine {
         &self.dirty_dirs
     }
 
+    /// Inputs not complete after this build (failed, skipped, or not done).
+    pub fn incomplete(&self) -> &HashSet<i64> {
+        &self.incomplete
+    }
+
+    /// Adds what work done elsewhere (Slurm tasks, merged from their
+    /// journals) left incomplete or unverified.
+    pub fn absorb(&mut self, t: &Tally) {
+        self.incomplete.extend(t.incomplete.iter().copied());
+        self.dirty_dirs.extend(t.dirty_dirs.iter().cloned());
+    }
+
     /// Executes one collection's plan: removals first (they free names),
     /// then builds, then the WSI QC pictures (which draw the decisions the
     /// builds recorded), then marks the inputs whose work all succeeded
     /// complete.
     pub fn run(
+        &mut self,
+        state: &mut State,
+        plan: &CollectionPlan,
+    ) -> Result<Summary, EngineError> {
+        let mut summary = self.settle(state, plan)?;
+        if self.stopped() {
+            summary.skipped += plan.building() as u64;
+            return Ok(summary);
+        }
+        summary.merge(self.execute(state, plan)?);
+        Ok(summary)
+    }
+
+    /// Everything of a collection's plan that is not a job: its problems,
+    /// pipelines and record updates are recorded, and (unless `--fail-fast`
+    /// stopped the build) its removals done. A Slurm build's coordinator
+    /// runs this before it submits the jobs.
+    pub fn settle(
         &mut self,
         state: &mut State,
         plan: &CollectionPlan,
@@ -199,7 +241,6 @@ impl Engine {
         }
         events.extend(plan.updates.iter().cloned());
         if self.stopped() {
-            summary.skipped += plan.building() as u64;
             state.record(&events).map_err(EngineError::state)?;
             return Ok(summary);
         }
@@ -229,7 +270,18 @@ impl Engine {
             }
         }
         state.record(&events).map_err(EngineError::state)?;
+        Ok(summary)
+    }
 
+    /// Runs a collection plan's jobs — its ROI outputs, WSI units and QC
+    /// pictures — recording their results with `rec`, then marks every
+    /// input of `plan.complete` whose work all succeeded complete.
+    pub fn execute(
+        &mut self,
+        rec: &mut dyn Recorder,
+        plan: &CollectionPlan,
+    ) -> Result<Summary, EngineError> {
+        let mut summary = Summary::default();
         // Group ROI outputs by source file, WSI units by slide cell.
         let mut roi: BTreeMap<i64, Vec<&BuildAction>> = BTreeMap::new();
         for b in &plan.builds {
@@ -273,16 +325,11 @@ impl Engine {
             budget: &self.memory,
             pool: &self.pool,
         };
-        let mut tally = run_jobs(
-            state,
-            &self.pool,
-            &self.io,
-            &jobs,
-            Schedule::Parallel,
-            |j| ctx.run(j),
-        )?;
+        let mut tally = run_jobs(rec, &self.pool, &self.io, &jobs, Schedule::Parallel, |j| {
+            ctx.run(j)
+        })?;
         tally.add(run_jobs(
-            state,
+            rec,
             &self.pool,
             &self.io,
             &large,
@@ -295,14 +342,11 @@ impl Engine {
         if !plan.qc.is_empty() && !self.stopped() {
             let mut decisions: HashMap<i64, wsi::Decisions> = HashMap::new();
             for q in &plan.qc {
-                decisions.insert(
-                    q.input.id,
-                    state.decisions(q.input.id).map_err(EngineError::state)?,
-                );
+                decisions.insert(q.input.id, rec.decisions(q.input.id)?);
             }
             let qcs: Vec<&QcAction> = plan.qc.iter().collect();
             tally.add(run_jobs(
-                state,
+                rec,
                 &self.pool,
                 &self.io,
                 &qcs,
@@ -324,29 +368,48 @@ impl Engine {
 
         // Inputs whose work all succeeded are complete under the plan's
         // fingerprint.
-        if let Some(fp) = plan.fp {
-            let mut complete: Vec<Event> = plan
-                .complete
-                .iter()
-                .filter(|id| !self.incomplete.contains(id))
-                .map(|&id| Event::InputComplete { id, fp })
-                .collect();
-            // Then the folders all of whose inputs are complete (the event
-            // checks it again against the rows).
-            complete.extend(
-                plan.folders
-                    .iter()
-                    .filter(|f| f.ok && !f.inputs.iter().any(|i| self.incomplete.contains(i)))
-                    .map(|f| Event::FolderComplete {
-                        collection: plan.id,
-                        src_dir: f.src_dir,
-                        digest: f.digest.clone(),
-                        fp,
-                    }),
-            );
-            state.record(&complete).map_err(EngineError::state)?;
-        }
+        self.complete(rec, plan.id, plan.fp, &plan.complete, &plan.folders)?;
         Ok(summary)
+    }
+
+    /// Marks each of `inputs` that this build did not leave incomplete
+    /// complete under fingerprint `fp`, then each of `folders` (of
+    /// collection `collection`) all of whose inputs are (the event checks it
+    /// again against the rows).
+    pub fn complete(
+        &self,
+        rec: &mut dyn Recorder,
+        collection: i64,
+        fp: Option<i64>,
+        inputs: &[i64],
+        folders: &[Folder],
+    ) -> Result<(), EngineError> {
+        let Some(fp) = fp else {
+            return Ok(());
+        };
+        let mut events: Vec<Event> = inputs
+            .iter()
+            .filter(|id| !self.incomplete.contains(id))
+            .map(|&id| Event::InputComplete { id, fp })
+            .collect();
+        events.extend(
+            folders
+                .iter()
+                .filter(|f| f.ok && !f.inputs.iter().any(|i| self.incomplete.contains(i)))
+                .map(|f| Event::FolderComplete {
+                    collection,
+                    src_dir: f.src_dir,
+                    digest: f.digest.clone(),
+                    fp,
+                }),
+        );
+        if events.is_empty() {
+            return Ok(());
+        }
+        rec.record(&mut [JobResult {
+            events,
+            ..JobResult::default()
+        }])
     }
 
     /// Removes the temporary folder (at the end of a build).
@@ -505,7 +568,7 @@ impl<'r> JobContext<'r> {
 /// Runs `work` on every job in the pool, its commits on the I/O threads,
 /// while one thread records results.
 fn run_jobs<'j, T: Sync>(
-    state: &mut State,
+    rec: &mut dyn Recorder,
     pool: &rayon::ThreadPool,
     io: &Io,
     jobs: &'j [T],
@@ -517,7 +580,7 @@ fn run_jobs<'j, T: Sync>(
     }
     let (tx, rx) = mpsc::channel::<JobResult>();
     let recorded = std::thread::scope(|scope| {
-        let recorder = scope.spawn(move || record_results(state, rx));
+        let recorder = scope.spawn(move || record::record_results(rec, rx));
         // Returns once every spawned commit has finished.
         io.pool.in_place_scope(|commits| {
             let finish = |tx: &mut mpsc::Sender<JobResult>, job: &'j T| match work(job) {
@@ -545,8 +608,7 @@ fn run_jobs<'j, T: Sync>(
         recorder.join()
     });
     match recorded {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => Err(EngineError::state(e)),
+        Ok(r) => r,
         Err(_) => Err(EngineError("the result recorder panicked".into())),
     }
 }
@@ -635,26 +697,44 @@ fn commit_roi(
 ) -> JobResult {
     let first = actions[0];
     let mut result = JobResult::default();
+    let mut error = None;
     for (a, data) in actions.iter().zip(encoded) {
-        let error = match data {
-            None => format!(
+        let Some(data) = data else {
+            error = Some(format!(
                 "step `{}` did not produce encoded bytes",
                 first.spec.recipe.steps[a.output.sink].id
-            ),
-            Some(data) => match cx.out.write(&a.output.path(), data) {
-                Ok(w) => {
-                    result.built += 1;
-                    result
-                        .events
-                        .push(Event::Output(Box::new(record_for(a, data, w, cx))));
-                    continue;
-                }
-                Err(e) => {
-                    result.dirty_dirs.push(a.output.dir.clone());
-                    format!("cannot write {}: {e}", a.output.path())
-                }
-            },
+            ));
+            break;
         };
+        match cx.out.write(&a.output.path(), data) {
+            Ok(w) => {
+                result.built += 1;
+                result
+                    .events
+                    .push(Event::Output(Box::new(record_for(a, data, w, cx))));
+            }
+            Err(e) => {
+                result.dirty_dirs.push(a.output.dir.clone());
+                error = Some(format!("cannot write {}: {e}", a.output.path()));
+                break;
+            }
+        }
+    }
+    // The renames are made durable before anything is recorded; if they
+    // cannot be, nothing is.
+    let placed = actions[..result.built as usize]
+        .iter()
+        .map(|a| a.output.dir.as_str());
+    if let Err(e) = cx.out.sync_dirs(placed) {
+        let mut f = roi_failure(
+            first,
+            format!("cannot make the outputs durable: {e}"),
+            actions.len(),
+        );
+        f.dirty_dirs = actions.iter().map(|a| a.output.dir.clone()).collect();
+        return f;
+    }
+    if let Some(error) = error {
         let mut f = roi_failure(first, error, actions.len() - result.built as usize);
         f.events.splice(0..0, result.events);
         f.built = result.built;
@@ -696,30 +776,6 @@ fn record_for(
     }
 }
 
-/// What the recorder counted.
-#[derive(Default)]
-struct Tally {
-    built: u64,
-    removed: u64,
-    failed: u64,
-    skipped: u64,
-    failures: Vec<Failure>,
-    incomplete: HashSet<i64>,
-    dirty_dirs: HashSet<String>,
-}
-
-impl Tally {
-    fn add(&mut self, t: Tally) {
-        self.built += t.built;
-        self.removed += t.removed;
-        self.failed += t.failed;
-        self.skipped += t.skipped;
-        self.failures.extend(t.failures);
-        self.incomplete.extend(t.incomplete);
-        self.dirty_dirs.extend(t.dirty_dirs);
-    }
-}
-
 impl Summary {
     fn add(&mut self, t: &Tally) {
         self.built += t.built;
@@ -730,45 +786,12 @@ impl Summary {
     }
 }
 
-/// Records results in batches: one transaction per 512 events or 200 ms,
-/// whichever comes first, so the state keeps up with thousands of small
-/// outputs per second and a kill loses at most the last batch's records.
-fn record_results(state: &mut State, rx: mpsc::Receiver<JobResult>) -> Result<Tally, StateError> {
-    let mut tally = Tally::default();
-    let mut batch: Vec<Event> = Vec::new();
-    let mut last = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(r) => {
-                tally.built += r.built;
-                tally.removed += r.removed;
-                tally.failed += r.failed;
-                tally.skipped += r.skipped;
-                tally.failures.extend(r.failure);
-                tally.incomplete.extend(r.incomplete);
-                tally.dirty_dirs.extend(r.dirty_dirs);
-                batch.extend(r.events);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if batch.len() >= 512 || (!batch.is_empty() && last.elapsed() >= Duration::from_millis(200))
-        {
-            state.record(&batch)?;
-            batch.clear();
-            last = Instant::now();
-        }
-    }
-    state.record(&batch)?;
-    Ok(tally)
-}
-
 /// A failure of the build machinery itself (not of one input).
 #[derive(Debug)]
 pub struct EngineError(pub String);
 
 impl EngineError {
-    fn state(e: StateError) -> EngineError {
+    pub(crate) fn state(e: StateError) -> EngineError {
         EngineError(e.to_string())
     }
 }

@@ -314,8 +314,34 @@ pub(super) fn build_cell<'a>(
 
 /// Writes a cell's encoded tiles, removes the tiles its units no longer
 /// write, and records it all (on an I/O thread: the latency of making files
-/// durable, not CPU, is the cost of writing).
+/// durable, not CPU, is the cost of writing). The folders its tiles went
+/// into are synced before the result is handed on, so that the renames are
+/// durable before they are recorded.
 fn commit_cell(
+    actions: &[&UnitAction],
+    cx: &JobContext<'_>,
+    encoded: &[Option<Arc<Vec<EncodedTile>>>],
+    kept: Option<bool>,
+    reader_used: &str,
+) -> JobResult {
+    let result = place_cell(actions, cx, encoded, kept, reader_used);
+    let placed = result.events.iter().filter_map(|e| match e {
+        Event::Unit(u) if !u.tiles.is_empty() => Some(u.dir.as_str()),
+        _ => None,
+    });
+    if let Err(e) = cx.out.sync_dirs(placed) {
+        let mut f = cell_failure(
+            actions,
+            format!("cannot make the cell's tiles durable: {e}"),
+        );
+        f.dirty_dirs = actions.iter().map(|a| a.unit.dir.clone()).collect();
+        return f;
+    }
+    result
+}
+
+/// [`commit_cell`] up to the folder syncs.
+fn place_cell(
     actions: &[&UnitAction],
     cx: &JobContext<'_>,
     encoded: &[Option<Arc<Vec<EncodedTile>>>],
@@ -537,7 +563,10 @@ pub(super) fn draw_qc(
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),
     };
-    match out.write(&p.path(), &png) {
+    match out
+        .write(&p.path(), &png)
+        .and_then(|w| out.sync_dirs([p.dir.as_str()]).map(|()| w))
+    {
         Ok(w) => JobResult {
             built: 1,
             events: vec![

@@ -129,6 +129,18 @@ CREATE VIEW IF NOT EXISTS unit_records AS
          u.built_at, u.build, u.complete
     FROM units u JOIN input_records ir ON ir.input = u.input JOIN reads r ON r.id = u.read
     JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov;
+
+-- ---- issue 12 part B: Slurm builds (src/store/merging.rs, src/store/submitted.rs) ----
+-- How far each worker journal is merged (journal::CURSOR_SCHEMA, the same
+-- statement), and the plans submitted as job arrays and not merged yet.
+CREATE TABLE IF NOT EXISTS journal_cursors (
+    journal TEXT PRIMARY KEY, path TEXT NOT NULL, offset INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS submitted (
+    plan TEXT PRIMARY KEY, build INTEGER NOT NULL, job INTEGER, merge_job INTEGER,
+    tasks INTEGER NOT NULL, at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- ---- end of issue 12 part B ----
 ";
 
 /// Every table and view, for dropping an old schema.
@@ -142,4 +154,5 @@ DROP TABLE IF EXISTS pipelines; DROP TABLE IF EXISTS provenance; DROP TABLE IF E
 DROP TABLE IF EXISTS out_dirs; DROP TABLE IF EXISTS collection_dirs; DROP TABLE IF EXISTS outputs;
 DROP TABLE IF EXISTS units; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS slides;
 DROP TABLE IF EXISTS failures; DROP TABLE IF EXISTS builds; DROP TABLE IF EXISTS sources;
+DROP TABLE IF EXISTS journal_cursors; DROP TABLE IF EXISTS submitted;
 ";
