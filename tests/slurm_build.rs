@@ -262,6 +262,14 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `scontrol ARGS`; whether it succeeded.
+fn scontrol(args: &[&str]) -> bool {
+    Command::new("scontrol")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Task states of `job` from squeue, by index (0 for a job that is not
 /// an array).
 fn task_states(job: u64) -> BTreeMap<u32, String> {
@@ -463,9 +471,31 @@ fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
     let (_d, root) = workspace(t);
     let mut c = Coordinator::start(&root, &["--json", "--shards", "2"]);
     let job = c.job();
-    wait_for("one task done and one running", || {
+    // Balanced shards end within moments of each other, so one task is held
+    // (SIGSTOP through `scontrol suspend`) while the other runs to its end:
+    // the coordinator then dies with one task done and one still running.
+    let mut held = None;
+    wait_for("a task to hold while the other runs or is done", || {
         let s = task_states(job);
-        s.values().any(|s| s == "COMPLETED") && s.values().any(|s| s == "RUNNING")
+        let others_going = |t: u32| {
+            s.iter()
+                .all(|(o, st)| *o == t || st == "RUNNING" || st == "COMPLETED")
+        };
+        let pick = s
+            .iter()
+            .find(|(t, st)| *st == "RUNNING" && s.len() == 2 && others_going(**t));
+        if let Some((t, _)) = pick {
+            if scontrol(&["suspend", &format!("{job}_{t}")]) {
+                held = Some(*t);
+            }
+        }
+        held.is_some()
+    });
+    let held = held.unwrap();
+    wait_for("the other task done", || {
+        task_states(job)
+            .iter()
+            .any(|(t, st)| *t != held && st == "COMPLETED")
     });
     c.child.kill().unwrap(); // SIGKILL
     c.child.wait().unwrap();
@@ -478,6 +508,7 @@ fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
         "{}",
         stderr(&out)
     );
+    assert!(scontrol(&["resume", &format!("{job}_{held}")]));
 
     // Count every row recorded from now on: none may be recorded twice.
     let db = rusqlite::Connection::open(root.join("cache/state.sqlite")).unwrap();
