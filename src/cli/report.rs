@@ -7,8 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::report::{self, format::relative_prefix, gather, thumbs, Detail, Format};
-use crate::store::State;
+use crate::report::{self, format::relative_prefix, thumbs, Detail, Format};
 
 use super::{CmdResult, Context, EXIT_FAILURES};
 
@@ -40,10 +39,8 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             return Err(format!("{} is a folder; give a file name with -o", t.display()).into());
         }
     }
-    let state = State::open_existing(&ws.state_path())?;
-    let mut r = gather(
+    let mut r = report::of_workspace(
         &ws,
-        state.as_ref(),
         Detail {
             samples: format != Format::Json,
         },

@@ -6,8 +6,7 @@
 use serde::Serialize;
 
 use crate::report::model::{Build, SheetTotal, Summary};
-use crate::report::{gather, text, Detail};
-use crate::store::State;
+use crate::report::{self, text, Detail};
 
 use super::{CmdResult, Context, EXIT_FAILURES};
 
@@ -53,8 +52,7 @@ struct JsonProblem<'a> {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
-    let state = State::open_existing(&ws.state_path())?;
-    let report = gather(&ws, state.as_ref(), Detail::default())?;
+    let report = report::of_workspace(&ws, Detail::default())?;
     if args.json {
         let json = Json {
             workspace: &report.workspace,

@@ -60,6 +60,23 @@ pub fn utc(secs: i64) -> String {
     )
 }
 
+/// `#3 started 2026-01-31 14:05 UTC, finished …: built 12, up to date 3, removed 0, failed 1`.
+pub fn build(b: &super::model::Build) -> String {
+    format!(
+        "#{} started {}{}: built {}, up to date {}, removed {}, failed {}",
+        b.id,
+        utc(b.started),
+        b.finished.map_or(", did not finish".into(), |f| format!(
+            ", finished {}",
+            utc(f)
+        )),
+        count(b.built),
+        count(b.up_to_date),
+        count(b.removed),
+        count(b.failed)
+    )
+}
+
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

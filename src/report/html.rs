@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::format::{count, html, percent, signed, url_path, utc};
+use super::format::{self, count, html, percent, signed, url_path, utc};
 use super::model::*;
 use super::svg;
 
@@ -63,20 +63,7 @@ fn header(s: &mut String, r: &Report) {
     );
     match &r.last_build {
         Some(b) => {
-            let _ = write!(
-                s,
-                " \u{b7} last build #{} started {}{}: built {}, up to date {}, removed {}, failed {}",
-                b.id,
-                utc(b.started),
-                match b.finished {
-                    Some(f) => format!(", finished {}", utc(f)),
-                    None => ", did not finish".into(),
-                },
-                count(b.built),
-                count(b.up_to_date),
-                count(b.removed),
-                count(b.failed)
-            );
+            let _ = write!(s, " \u{b7} last build {}", html(&format::build(b)));
         }
         None => s.push_str(" \u{b7} nothing built yet"),
     }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::format::{count, percent, signed, url_path, utc};
+use super::format::{self, count, percent, signed, url_path, utc};
 use super::model::*;
 
 /// Escapes the characters that would end a table cell or start markup.
@@ -41,20 +41,7 @@ pub fn render(r: &Report, link: &str) -> String {
         r.tool_version
     );
     if let Some(b) = &r.last_build {
-        let _ = writeln!(
-            s,
-            "Last build #{} started {}{}: built {}, up to date {}, removed {}, failed {}.",
-            b.id,
-            utc(b.started),
-            b.finished.map_or(", did not finish".into(), |f| format!(
-                ", finished {}",
-                utc(f)
-            )),
-            count(b.built),
-            count(b.up_to_date),
-            count(b.removed),
-            count(b.failed)
-        );
+        let _ = writeln!(s, "Last build {}.", format::build(b));
     }
     let _ = writeln!(s, "\n## Summary\n\n| | |\n|---|---:|");
     for (k, v) in [

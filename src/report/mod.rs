@@ -28,6 +28,16 @@ pub mod thumbs;
 pub use gather::{gather, Detail};
 pub use model::Report;
 
+/// The report of workspace `ws` from its state, if it has one (nothing is
+/// created: a workspace never built reports zeros).
+pub fn of_workspace(
+    ws: &crate::workspace::Workspace,
+    detail: Detail,
+) -> Result<Report, crate::store::StateError> {
+    let state = crate::store::State::open_existing(&ws.state_path())?;
+    gather(ws, state.as_ref(), detail)
+}
+
 /// An output format of `cpia report`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::format::{count, percent, signed, utc};
+use super::format::{self, count, percent, signed};
 use super::model::*;
 
 /// Right-aligned columns of text, padded to the widest cell.
@@ -52,20 +52,7 @@ pub fn status(r: &Report) -> String {
     let _ = writeln!(s, "output     {}", r.output);
     match &r.last_build {
         Some(b) => {
-            let _ = writeln!(
-                s,
-                "last build #{} started {}{}: built {}, up to date {}, removed {}, failed {}",
-                b.id,
-                utc(b.started),
-                b.finished.map_or(", did not finish".into(), |f| format!(
-                    ", finished {}",
-                    utc(f)
-                )),
-                count(b.built),
-                count(b.up_to_date),
-                count(b.removed),
-                count(b.failed)
-            );
+            let _ = writeln!(s, "last build {}", format::build(b));
         }
         None => s.push_str("last build none\n"),
     }
