@@ -139,13 +139,33 @@ impl State {
         )? {
             *per_dir.entry(dir).or_default() += n as u64;
         }
-        for (dir, n) in self.rows(
-            "SELECT out_dir, sum(outputs) FROM units GROUP BY out_dir",
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            what,
-        )? {
-            *per_dir.entry(dir).or_default() += n as u64;
+        // One pass over the table in storage order, summed here: grouping
+        // through `units_by_dir` would visit every row once per folder's
+        // index range (random reads of a table of tens of millions of rows),
+        // and SQLite's GROUP BY without it sorts them all.
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT out_dir, outputs FROM units NOT INDEXED")
+                .map_err(self.err(what))?;
+            let mut rows = stmt.query([]).map_err(self.err(what))?;
+            let mut last: Option<(i64, u64)> = None;
+            while let Some(r) = rows.next().map_err(self.err(what))? {
+                let dir: i64 = r.get(0).map_err(self.err(what))?;
+                let n = r.get::<_, i64>(1).map_err(self.err(what))? as u64;
+                match &mut last {
+                    Some((d, sum)) if *d == dir => *sum += n,
+                    _ => {
+                        if let Some((d, sum)) = last.take() {
+                            *per_dir.entry(d).or_default() += sum;
+                        }
+                        last = Some((dir, n));
+                    }
+                }
+            }
+            if let Some((d, sum)) = last {
+                *per_dir.entry(d).or_default() += sum;
+            }
         }
         let mut owners: HashMap<i64, (String, Vec<String>)> = HashMap::new();
         for (dir, path, owner) in self.rows(
