@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,13 +101,34 @@ pub fn write_sample_images(dir: &Path) {
     texture(1024, 768).save(dir.join("qc.png")).unwrap();
 }
 
-/// The sample picture for an output at `path` (`<scale>/…` or `qc/…`).
+/// Links made to each kind of sample picture (qc, XL, L, M, S).
+static LINKED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// Links per copy of a sample picture (ext4 allows 65,000 per inode).
+const LINKS_PER_COPY: u64 = 60_000;
+
+/// The sample picture for an output at `path` (`<scale>/…` or `qc/…`): a
+/// copy of its kind's picture with room for one more link.
 fn sample_for(images: &Path, path: &str) -> PathBuf {
-    match path.split('/').next() {
-        Some("qc") => images.join("qc.png"),
-        Some(scale @ ("XL" | "L" | "S")) => images.join(format!("{scale}.jpg")),
-        _ => images.join("M.jpg"),
+    let (kind, name) = match path.split('/').next() {
+        Some("qc") => (0, "qc.png"),
+        Some("XL") => (1, "XL.jpg"),
+        Some("L") => (2, "L.jpg"),
+        Some("S") => (4, "S.jpg"),
+        _ => (3, "M.jpg"),
+    };
+    let copy = LINKED[kind].fetch_add(1, Ordering::Relaxed) / LINKS_PER_COPY;
+    let base = images.join(name);
+    if copy == 0 {
+        return base;
     }
+    let target = images.join(format!("{copy}-{name}"));
+    if !target.exists() {
+        // Made once per copy; concurrent makers each rename a whole file in.
+        let tmp = images.join(format!(".{copy}-{name}.{:?}", std::thread::current().id()));
+        std::fs::copy(&base, &tmp).unwrap();
+        std::fs::rename(&tmp, &target).unwrap();
+    }
+    target
 }
 
 /// A generated workspace.
