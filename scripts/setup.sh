@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cpia needs on Debian 12 if it is missing, as root (or with sudo):
 # system libraries for the Rust crates, and Pillow + openslide-python for the
-# Python reference implementation the parity tests and benchmarks compare with.
+# Python reference implementation the parity tests and benchmarks compare with,
+# and Chromium for the report's browser test.
 # Safe to run again: it installs nothing that is already there. (The Slurm
 # packages for the Slurm tests are installed by scripts/slurm-up.sh, which
 # scripts/test.sh runs.)
@@ -24,6 +25,16 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c "import PIL, openslide" >/
   echo "setup: installing Pillow and openslide-python (the Python reference of the standard)"
   python3 -m pip install --quiet pillow openslide-python \
     || echo "setup: warning: Pillow/openslide-python not installed; the comparisons with them will be skipped"
+fi
+
+# Chromium, for the test that opens `cpia report`'s page in a real headless
+# browser (tests/report.rs; without it that check prints SKIPPED).
+if ! dpkg -s chromium >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing chromium (the report's browser test)"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
+    || echo "setup: warning: chromium not installed; the report's browser test will be skipped"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

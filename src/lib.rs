@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod ops;
 pub mod plan;
 pub mod recipe;
+pub mod report;
 pub mod slide;
 pub mod store;
 pub mod workspace;

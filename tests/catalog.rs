@@ -321,6 +321,85 @@ fn init_refuses_a_folder_with_its_files_and_empty_writes_templates_only() {
     assert!(!ws.path("recipes").exists());
 }
 
+/// The catalog workspace with two collections downloaded: they are built,
+/// the other 101 are "source not available" (not an error: exit 0), and
+/// `list`/`status` say which.
+#[test]
+fn init_then_build_with_two_sources_builds_them_and_reports_101_unavailable() {
+    let td = require_testdata!();
+    let ws = catalog_ws();
+    for (image, at) in [
+        (
+            "histolab_tcga-lung-rgb.png",
+            "sources/BreakHis/BreaKHis_v1/histology_slides/breast/benign/SOB/adenosis/SOB_B_A-14-22549AB/40X/SOB_B_A-14-22549AB-40-001.png",
+        ),
+        (
+            "skimage_ihc.png",
+            "sources/BreakHis/BreaKHis_v1/histology_slides/breast/malignant/SOB/ductal_carcinoma/SOB_M_DC-14-2523/100X/SOB_M_DC-14-2523-100-012.png",
+        ),
+        (
+            "nct-crc-he-100k_kather1.tif",
+            "sources/NCT-CRC-HE-100K/NCT-CRC-HE-100K/ADI/ADI-AAAFLCLY.tif",
+        ),
+    ] {
+        ws.copy_in(&td, image, at);
+    }
+    // An empty folder is "not downloaded" too (an unmounted disk looks like this).
+    std::fs::create_dir_all(ws.path("sources/GasHisSDB")).unwrap();
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(counts(&j), (3, 0, 0, 0), "{j}");
+    let unavailable: BTreeSet<&str> = j["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["collection"].as_str().unwrap())
+        .collect();
+    assert_eq!(unavailable.len(), 101, "{j}");
+    assert!(!unavailable.contains("BreakHis") && !unavailable.contains("NCT-CRC-HE-100K"));
+    assert!(unavailable.contains("GasHisSDB"));
+    assert_eq!(
+        files_under(&ws.path("dataset")),
+        BTreeSet::from([
+            "L/BreaKHis_40x/adenosis_SOB_B_A-14-22549AB-40-001.jpg".to_string(),
+            "M/BreaKHis_100x/ductal_carcinoma_SOB_M_DC-14-2523-100-012.jpg".to_string(),
+            "M/NCT-CRC-HE-100K/ADI-AAAFLCLY.jpg".to_string(),
+        ])
+    );
+    // Without --json the summary says so; a no-op is still exit 0.
+    let out = ws.cpia(&["build"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("101 collection(s) with no source available"),
+        "{}",
+        stderr(&out)
+    );
+    // --require-sources makes the missing ones errors.
+    let out = ws.cpia(&["build", "--require-sources", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    let out = ws.cpia(&["list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cols = list["collections"].as_array().unwrap();
+    assert_eq!(cols.len(), 103);
+    let available: BTreeMap<&str, u64> = cols
+        .iter()
+        .filter(|c| c["source_available"] == true)
+        .map(|c| (c["name"].as_str().unwrap(), c["outputs"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        available,
+        BTreeMap::from([("BreakHis", 2), ("NCT-CRC-HE-100K", 1)])
+    );
+    let out = ws.cpia(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["summary"]["sources_not_available"], 101);
+    assert_eq!(st["summary"]["collections_built"], 2);
+    assert_eq!(st["summary"]["images"], 3);
+}
+
 #[test]
 fn every_roi_recipe_lands_every_file_where_its_collection_says() {
     let td = require_testdata!();

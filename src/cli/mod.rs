@@ -5,8 +5,11 @@ mod build;
 mod check;
 mod demo;
 mod init;
+mod list;
 mod new;
 mod plan;
+mod report;
+mod status;
 mod watch;
 mod worker;
 
@@ -45,6 +48,12 @@ enum Command {
     Check(check::Args),
     /// Write a new workspace: cpia.toml and recipes/ (the CPIA catalog, or empty).
     Init(init::Args),
+    /// List the collections: kind, sub-datasets and scales, organs, source, images built.
+    List(list::Args),
+    /// Summarize the dataset: sources, built, failures, images per published sheet.
+    Status(status::Args),
+    /// Write the dataset report (HTML, Markdown or JSON): built beside published, QC, samples.
+    Report(report::Args),
     /// Write a commented starting recipe.
     New(new::Args),
     /// Write a self-contained demo workspace and build it.
@@ -77,6 +86,9 @@ pub fn main() -> i32 {
         Command::Plan(a) => plan::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Init(a) => init::run(&ctx, a),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
+        Command::Report(a) => report::run(&ctx, a),
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::key::{output_key, plan_fingerprint, qc_key, unit_key, Pipeline};
 use crate::ops::wsi::{mpp, Geometry, GridParams};
 use crate::ops::Operator;
-use crate::recipe::{Kind, Recipe};
+use crate::recipe::{Kind, Recipe, Scale, SubDataset};
 use crate::slide::SlideMeta;
 
 /// What planning derives from a recipe once (see [`super::query::collection_spec`]).
@@ -92,6 +92,26 @@ impl CollectionSpec {
     /// The collection's name.
     pub fn name(&self) -> &str {
         &self.recipe.collection.name
+    }
+
+    /// The sub-datasets the collection writes, known from its recipe alone:
+    /// for WSI one per writing step, `<collection>-<tile size>` at the step's
+    /// scale (the folder [`expand_wsi`] writes); for ROI those of its routes
+    /// ([`Recipe::route_sub_datasets`]).
+    pub fn sub_datasets(&self) -> Vec<SubDataset> {
+        let Some(wsi) = &self.wsi else {
+            return self.recipe.route_sub_datasets();
+        };
+        wsi.sinks
+            .iter()
+            .filter_map(|(_, scale, size)| {
+                Some(SubDataset {
+                    name: format!("{}-{size}", self.name()),
+                    scale: Scale::parse(scale)?,
+                    exact: true,
+                })
+            })
+            .collect()
     }
 }
 

@@ -361,11 +361,10 @@ pub fn plan_collection(
             files
         }
         Err(e) => {
-            plan.unplanned = Some(match e {
-                RootError::Missing(_) | RootError::Empty(_) | RootError::Unknown(_) => {
-                    Unplanned::Unavailable(e.to_string())
-                }
-                _ => Unplanned::Error(e.to_string()),
+            plan.unplanned = Some(if e.is_unavailable() {
+                Unplanned::Unavailable(e.to_string())
+            } else {
+                Unplanned::Error(e.to_string())
             });
             return Ok(plan);
         }

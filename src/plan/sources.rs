@@ -70,10 +70,10 @@ impl std::fmt::Display for RootError {
     }
 }
 
-/// Lists the files of `root` that `spec` accepts, sorted by relative path.
-/// Problems with single entries (unreadable folders) are returned beside the
-/// list; a root that is missing, not a folder or empty is an error.
-pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String>), RootError> {
+/// Whether `root` can be walked: it exists, is a folder, can be read and
+/// holds something. One `stat` and one `readdir` entry, so `cpia list` and
+/// `status` can ask it of every collection.
+pub fn check_root(root: &Path) -> Result<std::fs::Metadata, RootError> {
     let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => RootError::Missing(root.to_path_buf()),
         _ => RootError::Unreadable(root.to_path_buf(), e.to_string()),
@@ -86,6 +86,35 @@ pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String
     if entries.next().is_none() {
         return Err(RootError::Empty(root.to_path_buf()));
     }
+    Ok(meta)
+}
+
+/// The folder of source root `name` in `ws`, if it is configured and usable
+/// ([`check_root`]).
+pub fn usable_root(ws: &crate::workspace::Workspace, name: &str) -> Result<PathBuf, RootError> {
+    let root = ws
+        .source_root(name)
+        .ok_or_else(|| RootError::Unknown(name.to_string()))?;
+    check_root(&root)?;
+    Ok(root)
+}
+
+impl RootError {
+    /// Whether this is "source not available" (not configured, missing or
+    /// empty: a collection not downloaded yet) rather than an unusable root.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            RootError::Unknown(_) | RootError::Missing(_) | RootError::Empty(_)
+        )
+    }
+}
+
+/// Lists the files of `root` that `spec` accepts, sorted by relative path.
+/// Problems with single entries (unreadable folders) are returned beside the
+/// list; a root that is missing, not a folder or empty is an error.
+pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String>), RootError> {
+    let meta = check_root(root)?;
     let mut files = Vec::new();
     let mut problems = Vec::new();
     // Depth first, each folder's entries in name order. Entries are stat'ed

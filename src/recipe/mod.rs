@@ -22,7 +22,7 @@ mod testing;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::load_recipe;
-pub use route::{Matcher, Route, Routed};
+pub use route::{Matcher, Route, Routed, SubDataset};
 pub use skeleton::new_recipe_text;
 pub use template::{check_component, Template, Var};
 

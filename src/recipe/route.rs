@@ -190,6 +190,176 @@ impl Recipe {
     }
 }
 
+/// A sub-dataset a recipe can write, known without looking at any input.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubDataset {
+    /// Its folder name; when `exact` is false, the route's template with
+    /// `{collection}` filled in (`SIPaKMeD_{cell}`): the names depend on inputs.
+    pub name: String,
+    pub scale: Scale,
+    pub exact: bool,
+}
+
+/// Most names one route's template is expanded into before it is shown as
+/// a pattern instead.
+const MAX_EXPANSION: usize = 64;
+
+impl Recipe {
+    /// The sub-datasets the routes can produce, in route order, without
+    /// duplicates: a route's `sub_dataset` template expanded over the values
+    /// its variables can take — `{collection}`, `{scale}`, and capture groups
+    /// whose pattern matches a finite set of strings (`(?P<mag>100|200|400)`)
+    /// — or the template itself when a variable is open (`{dir}`, `[^/]+`).
+    pub fn route_sub_datasets(&self) -> Vec<SubDataset> {
+        let mut out: Vec<SubDataset> = Vec::new();
+        for route in &self.routes {
+            let collection = self.collection.name.clone();
+            let scale = route.scale;
+            let values = |v: &Var| -> Option<Vec<String>> {
+                match v {
+                    Var::Collection => Some(vec![collection.clone()]),
+                    Var::Scale => Some(vec![scale.dir().to_string()]),
+                    Var::Capture(_) | Var::Named(_) => route.capture_values(v),
+                    _ => None,
+                }
+            };
+            let found = match route.sub_dataset.expand(&values, MAX_EXPANSION) {
+                Some(names) => names
+                    .into_iter()
+                    .map(|name| SubDataset {
+                        name,
+                        scale,
+                        exact: true,
+                    })
+                    .collect(),
+                None => {
+                    let only_collection = |v: &Var| match v {
+                        Var::Collection => Some(vec![collection.clone()]),
+                        other => Some(vec![format!("{{{other}}}")]),
+                    };
+                    let name = route
+                        .sub_dataset
+                        .expand(&only_collection, 1)
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_else(|| route.sub_dataset.to_string());
+                    vec![SubDataset {
+                        name,
+                        scale,
+                        exact: false,
+                    }]
+                }
+            };
+            for sd in found {
+                if !out.contains(&sd) {
+                    out.push(sd);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Route {
+    /// The strings a capture group of this route's regex can match, when
+    /// they are few and known from the pattern alone (literals, alternations,
+    /// small classes); None otherwise, or for a glob route.
+    pub fn capture_values(&self, var: &Var) -> Option<Vec<String>> {
+        let Matcher::Regex(re) = &self.matcher else {
+            return None;
+        };
+        let hir = regex_syntax::Parser::new().parse(re.as_str()).ok()?;
+        let group = find_capture(&hir, var)?;
+        let mut values = finite_language(group, MAX_EXPANSION)?;
+        values.dedup();
+        Some(values)
+    }
+}
+
+/// The sub-expression of the capture group `var` names.
+fn find_capture<'h>(
+    hir: &'h regex_syntax::hir::Hir,
+    var: &Var,
+) -> Option<&'h regex_syntax::hir::Hir> {
+    use regex_syntax::hir::HirKind;
+    if let HirKind::Capture(c) = hir.kind() {
+        let hit = match var {
+            Var::Capture(i) => c.index as usize == *i,
+            Var::Named(n) => c.name.as_deref() == Some(n.as_str()),
+            _ => false,
+        };
+        if hit {
+            return Some(&c.sub);
+        }
+    }
+    hir.kind().subs().iter().find_map(|s| find_capture(s, var))
+}
+
+/// Every string `hir` matches, if there are at most `limit` of them and the
+/// expression is made of literals, alternations, concatenations, bounded
+/// repetitions and small classes; None otherwise.
+fn finite_language(hir: &regex_syntax::hir::Hir, limit: usize) -> Option<Vec<String>> {
+    use regex_syntax::hir::{Class, HirKind};
+    let product = |a: Vec<String>, b: &[String]| -> Option<Vec<String>> {
+        if a.len() * b.len() > limit {
+            return None;
+        }
+        Some(
+            a.iter()
+                .flat_map(|x| b.iter().map(move |y| format!("{x}{y}")))
+                .collect(),
+        )
+    };
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(vec![String::new()]),
+        HirKind::Literal(l) => Some(vec![String::from_utf8(l.0.to_vec()).ok()?]),
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut out = Vec::new();
+            for r in c.ranges() {
+                for ch in r.start()..=r.end() {
+                    if out.len() >= limit {
+                        return None;
+                    }
+                    out.push(ch.to_string());
+                }
+            }
+            Some(out)
+        }
+        HirKind::Class(Class::Bytes(_)) => None,
+        HirKind::Capture(c) => finite_language(&c.sub, limit),
+        HirKind::Concat(subs) => subs.iter().try_fold(vec![String::new()], |acc, s| {
+            product(acc, &finite_language(s, limit)?)
+        }),
+        HirKind::Alternation(subs) => {
+            let mut out = Vec::new();
+            for s in subs {
+                out.extend(finite_language(s, limit)?);
+                if out.len() > limit {
+                    return None;
+                }
+            }
+            Some(out)
+        }
+        HirKind::Repetition(r) => {
+            let max = r.max?;
+            let one = finite_language(&r.sub, limit)?;
+            let mut out = Vec::new();
+            let mut level = vec![String::new()];
+            for n in 0..=max {
+                if n >= r.min {
+                    out.extend(level.iter().cloned());
+                }
+                if n < max {
+                    level = product(level, &one)?;
+                }
+                if out.len() > limit {
+                    return None;
+                }
+            }
+            Some(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{load, BREAKHIS, STEPS};
@@ -308,6 +478,49 @@ mod tests {
                 .map(|x| x.sub_dataset),
             Some("BreaKHis_40x".into())
         );
+    }
+
+    #[test]
+    fn sub_datasets_expand_finite_captures_and_keep_open_templates() {
+        let r = load(BREAKHIS).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(String, Scale, bool)> = r
+            .route_sub_datasets()
+            .into_iter()
+            .map(|s| (s.name, s.scale, s.exact))
+            .collect();
+        let want = |n: &str, s| (n.to_string(), s, true);
+        assert_eq!(
+            got,
+            vec![
+                want("BreaKHis_40x", Scale::L),
+                want("BreaKHis_100x", Scale::M),
+                want("BreaKHis_200x", Scale::M),
+                want("BreaKHis_400x", Scale::M),
+            ]
+        );
+        // An open capture stays a pattern; `{collection}` is filled in.
+        let text = BREAKHIS.replacen("'-(40)-'", "'-(\\d+)-'", 1).replacen(
+            "\"BreaKHis_{1}x\"",
+            "\"{collection}_{1}\"",
+            1,
+        );
+        let r = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let first = &r.route_sub_datasets()[0];
+        assert_eq!((first.name.as_str(), first.exact), ("BreakHis_{1}", false));
+        // Classes, optional parts and case-insensitive literals are finite.
+        for (re, want) in [
+            ("'x(a[12]b?)'", vec!["a1", "a1b", "a2", "a2b"]),
+            ("'(?i)(x)'", vec!["X", "x"]),
+            ("'(4|10)x'", vec!["4", "10"]),
+        ] {
+            let text = BREAKHIS.replacen("'-(40)-'", re, 1);
+            let r = load(&text).unwrap_or_else(|e| panic!("{e}"));
+            let mut got = r.routes[0].capture_values(&Var::Capture(1)).unwrap();
+            got.sort();
+            let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+            want.sort();
+            assert_eq!(got, want, "{re}");
+        }
     }
 
     #[test]

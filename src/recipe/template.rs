@@ -214,6 +214,32 @@ impl Template {
         Ok(out)
     }
 
+    /// Every rendering of the template when each variable has a known, finite
+    /// set of values (`values` returns None for one that has not): the
+    /// cartesian product, in the order of the values, at most `limit` strings.
+    /// None when a variable is open or there would be more than `limit`.
+    pub fn expand(
+        &self,
+        values: &dyn Fn(&Var) -> Option<Vec<String>>,
+        limit: usize,
+    ) -> Option<Vec<String>> {
+        let mut out = vec![String::new()];
+        for p in &self.parts {
+            let options = match p {
+                Part::Lit(s) => vec![s.clone()],
+                Part::Var(v, _) => values(v)?,
+            };
+            if out.len() * options.len() > limit {
+                return None;
+            }
+            out = out
+                .iter()
+                .flat_map(|prefix| options.iter().map(move |o| format!("{prefix}{o}")))
+                .collect();
+        }
+        Some(out)
+    }
+
     /// A reason why every rendering of this template is an unsafe path
     /// component, judged from its literal text alone, with the byte span of
     /// the culprit; None if some substitution could be safe.
@@ -321,6 +347,23 @@ mod tests {
             })
             .unwrap();
         assert_eq!(r, "c_s-40{x}k");
+    }
+
+    #[test]
+    fn expands_finite_variables_only() {
+        let t = Template::parse("{collection}_{mag}x{{}}").unwrap();
+        let values = |v: &Var| match v {
+            Var::Collection => Some(vec!["B".to_string()]),
+            Var::Named(n) if n == "mag" => Some(vec!["40".into(), "100".into()]),
+            _ => None,
+        };
+        assert_eq!(
+            t.expand(&values, 8),
+            Some(vec!["B_40x{}".to_string(), "B_100x{}".to_string()])
+        );
+        assert_eq!(t.expand(&values, 1), None, "over the limit");
+        let open = Template::parse("{stem}").unwrap();
+        assert_eq!(open.expand(&values, 8), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! [`state`] (opening, errors, interned values, the build log), [`scan`]
 //! (the stat index and the inputs of collections), [`outputs`] (what an input
 //! produced), [`dirs`] (output folders and their identities), [`events`]
-//! (the single write path for results).
+//! (the single write path for results), [`summary`] (aggregates and bounded
+//! samples for `list`, `status` and `report`).
 //!
 //! Architecture invariant: the store knows rows, not recipes or pixels. It is
 //! written only after a file is safely on disk (so a crash loses at most the
@@ -21,6 +22,7 @@ pub mod scan;
 pub mod schema;
 pub mod state;
 pub mod submitted;
+pub mod summary;
 
 pub use events::Event;
 pub use records::{

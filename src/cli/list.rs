@@ -1,0 +1,78 @@
+//! `cpia list`: the workspace's collections — kind, sub-datasets with their
+//! scales, organs, whether the source is available, images built — as text
+//! or, with `--json`, as `{"collections": [...]}`.
+
+use serde::Serialize;
+
+use crate::report::{self, text, Detail};
+
+use super::{CmdResult, Context, EXIT_FAILURES};
+
+/// Arguments of `cpia list`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print `{"collections": [...]}` on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    collections: Vec<JsonCollection<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonCollection<'a> {
+    name: &'a str,
+    kind: &'a str,
+    sub_datasets: Vec<JsonSubDataset<'a>>,
+    organs: &'a [String],
+    source_available: bool,
+    /// Images built (all scales; QC pictures not counted).
+    outputs: u64,
+}
+
+#[derive(Serialize)]
+struct JsonSubDataset<'a> {
+    name: &'a str,
+    scale: &'a str,
+}
+
+pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    let ws = ctx.workspace()?;
+    let report = report::of_workspace(&ws, Detail::default())?;
+    if args.json {
+        let json = Json {
+            collections: report
+                .collections
+                .iter()
+                .map(|c| JsonCollection {
+                    name: &c.name,
+                    kind: &c.kind,
+                    sub_datasets: c
+                        .sub_datasets
+                        .iter()
+                        .map(|s| JsonSubDataset {
+                            name: &s.name,
+                            scale: &s.scale,
+                        })
+                        .collect(),
+                    organs: &c.organs,
+                    source_available: c.source.available,
+                    outputs: c.images,
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string(&json)?);
+        for p in &report.problems {
+            eprintln!("error: {}: {}", p.recipe, p.error);
+        }
+    } else {
+        print!("{}", text::list(&report));
+    }
+    Ok(if report.problems.is_empty() {
+        0
+    } else {
+        EXIT_FAILURES
+    })
+}
