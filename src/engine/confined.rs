@@ -258,6 +258,10 @@ impl Dir {
             unsafe { libc::close(dup) };
             return Err(e);
         }
+        // A duplicate shares its position with the original descriptor,
+        // which an earlier listing left at the end: start from the top.
+        // SAFETY: `stream` is a valid open directory stream.
+        unsafe { libc::rewinddir(stream) };
         let mut names = Vec::new();
         loop {
             // SAFETY: `stream` is a valid open directory stream.
