@@ -187,6 +187,11 @@ impl Budget {
     /// they fit.
     fn wait_for(&self, need: u64) -> Result<(), TooLarge> {
         self.check(need)?;
+        if need >= RELEASE_AFTER {
+            // From the first large job on, freed memory goes back at once
+            // (see `set_release`), also on threads that then sit idle.
+            release_freed();
+        }
         let mut s = self.lock();
         let ticket = s.next;
         s.next += 1;
