@@ -5,9 +5,14 @@ mod build;
 mod check;
 mod demo;
 mod init;
+mod lineage;
+mod log;
 mod new;
 mod plan;
+mod query;
+mod verify;
 mod watch;
+mod why;
 
 use std::path::PathBuf;
 
@@ -50,6 +55,16 @@ enum Command {
     Demo(demo::Args),
     /// Keep planning and building as recipes and sources change.
     Watch(watch::Args),
+    /// Show how an output was made: source, recipe, steps, tool, build, region.
+    Why(why::Args),
+    /// Compare the output folder with the record (exit 1 on any mismatch).
+    Verify(verify::Args),
+    /// Every build: when, which recipes, counts, failures; archived recipe texts.
+    Log(log::Args),
+    /// List outputs by source, recipe hash, MPP source or build; failed inputs.
+    Query(query::Args),
+    /// Export the lineage of the dataset as W3C PROV-JSON.
+    Lineage(lineage::Args),
     /// Project tooling: `cpia fixture svs --out PATH --cells WxH [--mag 20|40] [--seed N]`
     /// writes a large Aperio-style test slide from real tissue.
     #[command(hide = true)]
@@ -75,6 +90,11 @@ pub fn main() -> i32 {
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Why(a) => why::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
+        Command::Log(a) => log::run(&ctx, a),
+        Command::Query(a) => query::run(&ctx, a),
+        Command::Lineage(a) => lineage::run(&ctx, a),
         Command::Fixture { args } => match args.split_first() {
             Some((kind, rest)) if kind == "svs" => crate::fixture::main_like(rest)
                 .map(|()| 0)

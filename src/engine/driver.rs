@@ -184,6 +184,7 @@ pub fn build(
     }
     let argv: Vec<String> = std::env::args().collect();
     let build = state.begin_build(&argv.join(" "), super::TOOL_VERSION)?;
+    crate::provenance::archive::record(state, build, ws, planner, &prepared.catalog)?;
     let mut engine = Engine::new(&ws.output, opts, build)?;
     let mut summary = Summary::default();
     for p in &prepared.catalog.problems {
@@ -214,8 +215,22 @@ pub fn build(
     if removes {
         state.prune_unused()?;
     }
+    let out = engine.output();
+    let write = |rel: &str, b: &[u8]| out.write(rel, b).map(|w| (w.size, w.mtime_ns));
+    if let Err(e) =
+        crate::provenance::manifest::update(state, &ws.output, &write, &|r| out.remove(r))
+    {
+        summary.failures.push(Failure {
+            input: crate::provenance::manifest::DIR.into(),
+            error: format!("updating the manifests: {e}"),
+        });
+    }
     engine.finish();
     summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
+    let failures: Vec<(String, String)> = (summary.failures.iter())
+        .map(|f| (f.input.clone(), f.error.clone()))
+        .collect();
+    state.record_build_failures(build, &failures)?;
     state.finish_build(
         build,
         [
