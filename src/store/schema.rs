@@ -162,37 +162,48 @@ CREATE INDEX IF NOT EXISTS manifest_members_by_part ON manifest_members(part);
 CREATE TABLE IF NOT EXISTS manifest_dirty (
     out_dir INTEGER NOT NULL, input INTEGER NOT NULL, PRIMARY KEY (out_dir, input)
 ) WITHOUT ROWID;
+-- (Not `INSERT OR IGNORE`: an outer statement's conflict clause, such as an
+-- upsert's, overrides a trigger's, so duplicates are skipped by NOT EXISTS.)
 CREATE TRIGGER IF NOT EXISTS manifest_output_replaced BEFORE INSERT ON outputs BEGIN
-    INSERT OR IGNORE INTO manifest_dirty SELECT out_dir, input FROM outputs
-     WHERE out_dir = NEW.out_dir AND name = NEW.name;
+    INSERT INTO manifest_dirty SELECT o.out_dir, o.input FROM outputs o
+     WHERE o.out_dir = NEW.out_dir AND o.name = NEW.name AND NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = o.out_dir AND d.input = o.input);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_output_added AFTER INSERT ON outputs BEGIN
-    INSERT OR IGNORE INTO manifest_dirty VALUES (NEW.out_dir, NEW.input);
+    INSERT INTO manifest_dirty SELECT NEW.out_dir, NEW.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = NEW.out_dir AND d.input = NEW.input);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_output_changed
   AFTER UPDATE OF out_dir, name, input, pipeline, source_hash, class, prov, read, size,
                   content_hash, build ON outputs BEGIN
-    INSERT OR IGNORE INTO manifest_dirty VALUES (OLD.out_dir, OLD.input);
-    INSERT OR IGNORE INTO manifest_dirty VALUES (NEW.out_dir, NEW.input);
+    INSERT INTO manifest_dirty SELECT x.o, x.i
+      FROM (SELECT OLD.out_dir AS o, OLD.input AS i UNION SELECT NEW.out_dir, NEW.input) x
+     WHERE NOT EXISTS (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = x.o AND d.input = x.i);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_output_removed AFTER DELETE ON outputs BEGIN
-    INSERT OR IGNORE INTO manifest_dirty VALUES (OLD.out_dir, OLD.input);
+    INSERT INTO manifest_dirty SELECT OLD.out_dir, OLD.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = OLD.out_dir AND d.input = OLD.input);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_unit_added AFTER INSERT ON units BEGIN
-    INSERT OR IGNORE INTO manifest_dirty VALUES (NEW.out_dir, NEW.input);
+    INSERT INTO manifest_dirty SELECT NEW.out_dir, NEW.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = NEW.out_dir AND d.input = NEW.input);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_unit_changed
   AFTER UPDATE OF out_dir, input, size, pipeline, read, prov, outputs, complete, build
   ON units BEGIN
-    INSERT OR IGNORE INTO manifest_dirty VALUES (OLD.out_dir, OLD.input);
-    INSERT OR IGNORE INTO manifest_dirty VALUES (NEW.out_dir, NEW.input);
+    INSERT INTO manifest_dirty SELECT x.o, x.i
+      FROM (SELECT OLD.out_dir AS o, OLD.input AS i UNION SELECT NEW.out_dir, NEW.input) x
+     WHERE NOT EXISTS (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = x.o AND d.input = x.i);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_unit_removed AFTER DELETE ON units BEGIN
-    INSERT OR IGNORE INTO manifest_dirty VALUES (OLD.out_dir, OLD.input);
+    INSERT INTO manifest_dirty SELECT OLD.out_dir, OLD.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = OLD.out_dir AND d.input = OLD.input);
 END;
 CREATE TRIGGER IF NOT EXISTS manifest_tile_changed
   AFTER UPDATE OF size, content_hash ON tiles BEGIN
-    INSERT OR IGNORE INTO manifest_dirty SELECT out_dir, input FROM units WHERE id = NEW.unit;
+    INSERT INTO manifest_dirty SELECT u.out_dir, u.input FROM units u
+     WHERE u.id = NEW.unit AND NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = u.out_dir AND d.input = u.input);
 END;
 -- ---- end of provenance ----
 ";
