@@ -9,11 +9,15 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
 use std::hash::{Hash, Hasher};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -21,7 +25,7 @@ use serde::Serialize;
 use super::manifest;
 use super::Error;
 use crate::store::audit::manifests::PartFile;
-use crate::store::{DirEntryRecord, State};
+use crate::store::State;
 
 /// Records checked per parallel batch.
 const BATCH: usize = 8192;
@@ -96,74 +100,23 @@ pub fn verify(
             .map(|d| (d.id, d.path))
             .collect()
     };
-    let hashed = AtomicU64::new(0);
-    let bytes = AtomicU64::new(0);
+    let counters = Arc::new(Counters::default());
     for (id, dir) in &dirs {
         stats.folders += 1;
-        let folder = output.join(dir);
-        let mut names: HashSet<u64> = HashSet::new();
-        let mut batch: Vec<DirEntryRecord> = Vec::with_capacity(BATCH);
-        let mut failed: Option<Error> = None;
-        let mut flush = |batch: &mut Vec<DirEntryRecord>, stats: &mut Stats| -> Result<(), Error> {
-            let found: Vec<Option<Finding>> = pool.install(|| {
-                batch
-                    .par_iter()
-                    .map(|r| check(&folder, dir, r, opts.deep, &hashed, &bytes))
-                    .collect()
-            });
-            stats.files += batch.len() as u64;
-            for r in batch.iter() {
-                names.insert(name_hash(&r.name));
-            }
-            batch.clear();
-            for f in found.into_iter().flatten() {
-                count(f, stats)?;
-            }
-            Ok(())
-        };
-        state.for_each_in_dir(*id, tile_name, |r| {
-            batch.push(r);
-            if batch.len() >= BATCH && failed.is_none() {
-                if let Err(e) = flush(&mut batch, &mut stats) {
-                    failed = Some(e);
-                }
-            }
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        flush(&mut batch, &mut stats)?;
-        drop(flush);
-        // Entries nobody recorded.
-        match std::fs::read_dir(&folder) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if !names.contains(&name_hash(&name)) {
-                        let kind = e.file_type().map_or("entry", |t| {
-                            if t.is_dir() {
-                                "folder"
-                            } else {
-                                "file"
-                            }
-                        });
-                        count(extra(&format!("{dir}/{name}"), kind), &mut stats)?;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => count(
-                Finding {
-                    path: dir.clone(),
-                    kind: "unreadable",
-                    detail: format!("cannot list the folder: {e}"),
-                },
-                &mut stats,
-            )?,
-        }
+        check_folder(
+            state,
+            output,
+            *id,
+            dir,
+            opts.deep,
+            &pool,
+            &counters,
+            &mut |f| count(f, &mut stats),
+        )?;
     }
-    stats.hashed += hashed.load(Ordering::Relaxed);
-    stats.bytes_hashed += bytes.load(Ordering::Relaxed);
+    stats.files += counters.files.load(Ordering::Relaxed);
+    stats.hashed += counters.hashed.load(Ordering::Relaxed);
+    stats.bytes_hashed += counters.bytes.load(Ordering::Relaxed);
     let folders: HashSet<&str> = dirs.iter().map(|(_, d)| d.as_str()).collect();
     if opts.collections.is_empty() {
         unrecorded_elsewhere(output, &folders, &mut |f| count(f, &mut stats))?;
@@ -178,7 +131,7 @@ fn tile_name(file: &str, size: u32, x: u32, y: u32) -> String {
     super::facts::tile_name(file, size, x, y)
 }
 
-fn name_hash(name: &str) -> u64 {
+fn name_hash(name: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     name.hash(&mut h);
     h.finish()
@@ -192,60 +145,302 @@ fn extra(path: &str, kind: &str) -> Finding {
     }
 }
 
-/// One recorded file against the disk.
-fn check(
-    folder: &Path,
+/// Files checked and hashed, counted by the workers.
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    hashed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Batches of records checked at once, at most: the records read from
+/// SQLite wait here while the workers stat the previous batches.
+const IN_FLIGHT: usize = 4;
+
+/// A recorded file, as the workers check it.
+struct Rec {
+    /// The file name, NUL-terminated for `fstatat`.
+    name: CString,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    hash: [u8; 32],
+}
+
+/// Checks every recorded file of folder `dir`, and lists the entries
+/// nobody recorded. The main thread reads the records from SQLite while the
+/// pool lists the folder and `lstat`s (and hashes) the batches already read.
+#[allow(clippy::too_many_arguments)]
+fn check_folder(
+    state: &State,
+    output: &Path,
+    id: i64,
     dir: &str,
-    r: &DirEntryRecord,
     deep: bool,
-    hashed: &AtomicU64,
-    bytes: &AtomicU64,
-) -> Option<Finding> {
-    let path = folder.join(&r.name);
-    let finding = |kind, detail: String| {
-        Some(Finding {
-            path: format!("{dir}/{}", r.name),
-            kind,
-            detail,
-        })
+    pool: &rayon::ThreadPool,
+    counters: &Arc<Counters>,
+    report: &mut dyn FnMut(Finding) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let folder = Arc::new(Folder::open(&output.join(dir), dir));
+    let (list_tx, list_rx) = mpsc::channel();
+    {
+        let folder = folder.clone();
+        pool.spawn(move || {
+            let _ = list_tx.send(folder.list());
+        });
+    }
+    let (tx, rx) = mpsc::channel::<Vec<Finding>>();
+    let mut names: HashSet<u64> = HashSet::new();
+    let mut batch: Vec<Rec> = Vec::with_capacity(BATCH);
+    let mut in_flight = 0usize;
+    let mut failed: Option<Error> = None;
+    let send = |batch: Vec<Rec>, in_flight: &mut usize| {
+        let (folder, counters, tx) = (folder.clone(), counters.clone(), tx.clone());
+        *in_flight += 1;
+        pool.spawn(move || {
+            let found: Vec<Finding> = batch
+                .par_iter()
+                .filter_map(|r| folder.check(r, deep, &counters))
+                .collect();
+            counters
+                .files
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let _ = tx.send(found);
+        });
     };
-    let m = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return finding("missing", "recorded, not on disk".into())
+    let mut receive = |wait: bool, in_flight: &mut usize, failed: &mut Option<Error>| loop {
+        let got = if wait {
+            rx.recv().ok()
+        } else {
+            rx.try_recv().ok()
+        };
+        let Some(found) = got else { break };
+        *in_flight -= 1;
+        for f in found {
+            if failed.is_none() {
+                if let Err(e) = report(f) {
+                    *failed = Some(e);
+                }
+            }
         }
-        Err(e) => return finding("unreadable", e.to_string()),
+        if wait {
+            break;
+        }
     };
-    if !m.file_type().is_file() {
-        return finding(
-            "not-a-file",
-            "recorded as a file; a folder, link or device is there".into(),
-        );
+    let mut bad_name = None;
+    state.for_each_file_ref(id, &mut |r| {
+        let name = match r.tile {
+            Some((size, x, y)) => tile_name(r.name, size, x, y),
+            None => r.name.to_string(),
+        };
+        names.insert(name_hash(name.as_bytes()));
+        let Ok(name) = CString::new(name) else {
+            bad_name = Some(r.name.to_string());
+            return;
+        };
+        let mut hash = [0u8; 32];
+        if r.content_hash.len() == 32 {
+            hash.copy_from_slice(r.content_hash);
+        }
+        batch.push(Rec {
+            name,
+            ino: r.ino,
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            hash,
+        });
+        if batch.len() >= BATCH {
+            send(std::mem::take(&mut batch), &mut in_flight);
+            batch.reserve(BATCH);
+            receive(false, &mut in_flight, &mut failed);
+            while in_flight >= IN_FLIGHT {
+                receive(true, &mut in_flight, &mut failed);
+            }
+        }
+    })?;
+    if !batch.is_empty() {
+        send(batch, &mut in_flight);
     }
-    if m.len() != r.size {
-        return finding(
-            "modified",
-            format!("size {} recorded, {} on disk", r.size, m.len()),
-        );
+    while in_flight > 0 {
+        receive(true, &mut in_flight, &mut failed);
     }
-    let moved = m.ino() != r.ino || m.mtime() * 1_000_000_000 + m.mtime_nsec() != r.mtime_ns;
-    if !(deep || moved) {
-        return None;
+    if let Some(e) = failed {
+        return Err(e);
     }
-    match hash_file(&path) {
-        Ok(h) => {
-            hashed.fetch_add(1, Ordering::Relaxed);
-            bytes.fetch_add(m.len(), Ordering::Relaxed);
-            (h != r.content_hash).then(|| Finding {
-                path: format!("{dir}/{}", r.name),
-                kind: "modified",
-                detail: format!(
-                    "content differs: blake3 {} recorded, {h} on disk",
-                    r.content_hash
-                ),
+    if let Some(n) = bad_name {
+        return Err(Error::Other(format!(
+            "{dir}: a recorded name holds a NUL byte: {n:?}"
+        )));
+    }
+    // Entries nobody recorded: by name hash; their names are read again
+    // only when there are some.
+    let listed = list_rx
+        .recv()
+        .map_err(|_| Error::Other(format!("{dir}: listing the folder stopped")))?;
+    let extras: HashSet<u64> = match listed {
+        Ok(entries) => entries.into_iter().filter(|h| !names.contains(h)).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
+        Err(e) => {
+            return report(Finding {
+                path: dir.to_string(),
+                kind: "unreadable",
+                detail: format!("cannot list the folder: {e}"),
             })
         }
-        Err(e) => finding("unreadable", e.to_string()),
+    };
+    if extras.is_empty() {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(&folder.path)?.flatten() {
+        let name = e.file_name();
+        if extras.contains(&name_hash(name.as_bytes())) {
+            let kind = e
+                .file_type()
+                .map_or("entry", |t| if t.is_dir() { "folder" } else { "file" });
+            report(extra(&format!("{dir}/{}", name.to_string_lossy()), kind))?;
+        }
+    }
+    Ok(())
+}
+
+/// An output folder, opened once so each file is `lstat`ed by name
+/// relative to it (no walk of the whole path per file).
+struct Folder {
+    path: PathBuf,
+    dir: String,
+    /// The open folder, or why it could not be opened (reported per file).
+    fd: Result<OwnedFd, io::ErrorKind>,
+}
+
+impl Folder {
+    fn open(path: &Path, dir: &str) -> Folder {
+        let fd = match CString::new(path.as_os_str().as_bytes()) {
+            Err(_) => Err(io::ErrorKind::InvalidInput),
+            Ok(c) => {
+                // SAFETY: `c` is a valid NUL-terminated path; the flags are plain.
+                let fd = unsafe {
+                    libc::open(
+                        c.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: a descriptor `open` just returned belongs to us alone.
+                    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+                } else {
+                    Err(io::Error::last_os_error().kind())
+                }
+            }
+        };
+        Folder {
+            path: path.to_path_buf(),
+            dir: dir.to_string(),
+            fd,
+        }
+    }
+
+    /// The hashes of the folder's entry names (`readdir` on its descriptor).
+    fn list(&self) -> io::Result<Vec<u64>> {
+        let fd = self.fd.as_ref().map_err(|&k| io::Error::from(k))?;
+        // SAFETY: duplicating an open descriptor; the copy goes to fdopendir.
+        let dup = unsafe { libc::dup(fd.as_raw_fd()) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `dup` is ours; on success the stream owns it.
+        let dirp = unsafe { libc::fdopendir(dup) };
+        if dirp.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so `dup` is still ours to close.
+            unsafe { libc::close(dup) };
+            return Err(e);
+        }
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: `dirp` is an open directory stream.
+            let ent = unsafe { libc::readdir(dirp) };
+            if ent.is_null() {
+                break;
+            }
+            // SAFETY: readdir returned a valid entry whose name is NUL-terminated.
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                out.push(name_hash(name));
+            }
+        }
+        // SAFETY: closes the stream (and `dup`) once.
+        unsafe { libc::closedir(dirp) };
+        Ok(out)
+    }
+
+    /// `lstat` of `name` in the folder.
+    fn lstat(&self, c: &CString) -> io::Result<libc::stat> {
+        let fd = self.fd.as_ref().map_err(|&k| io::Error::from(k))?;
+        // SAFETY: a zeroed `stat` is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is an open directory, `c` a valid C string, `st` writable.
+        let r = unsafe {
+            libc::fstatat(
+                fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r == 0 {
+            Ok(st)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// One recorded file against the disk.
+    fn check(&self, r: &Rec, deep: bool, counters: &Counters) -> Option<Finding> {
+        let name = r.name.to_string_lossy();
+        let finding = |kind, detail: String| {
+            Some(Finding {
+                path: format!("{}/{name}", self.dir),
+                kind,
+                detail,
+            })
+        };
+        let st = match self.lstat(&r.name) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return finding("missing", "recorded, not on disk".into())
+            }
+            Err(e) => return finding("unreadable", e.to_string()),
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return finding(
+                "not-a-file",
+                "recorded as a file; a folder, link or device is there".into(),
+            );
+        }
+        if st.st_size as u64 != r.size {
+            return finding(
+                "modified",
+                format!("size {} recorded, {} on disk", r.size, st.st_size),
+            );
+        }
+        let mtime = st.st_mtime * 1_000_000_000 + st.st_mtime_nsec;
+        let moved = st.st_ino != r.ino || mtime != r.mtime_ns;
+        if !(deep || moved) {
+            return None;
+        }
+        match hash_file(&self.path.join(OsStr::from_bytes(r.name.as_bytes()))) {
+            Ok(h) => {
+                counters.hashed.fetch_add(1, Ordering::Relaxed);
+                counters.bytes.fetch_add(r.size, Ordering::Relaxed);
+                let recorded = blake3::Hash::from_bytes(r.hash).to_hex();
+                (h != recorded.as_str()).then(|| Finding {
+                    path: format!("{}/{name}", self.dir),
+                    kind: "modified",
+                    detail: format!("content differs: blake3 {recorded} recorded, {h} on disk"),
+                })
+            }
+            Err(e) => finding("unreadable", e.to_string()),
+        }
     }
 }
 

@@ -446,3 +446,68 @@ pub struct FailureFacts {
     pub at: i64,
     pub source_hash: Option<String>,
 }
+
+/// One recorded file of an output folder, borrowed from the SQLite row:
+/// what `verify` compares with the disk, without building strings.
+pub struct FileRef<'a> {
+    /// A named output's file name, or a tile's slide file name (the caller
+    /// applies the planner's naming rule with `tile`).
+    pub name: &'a str,
+    /// A tile's (edge, x, y).
+    pub tile: Option<(u32, u32, u32)>,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// blake3 of the bytes written.
+    pub content_hash: &'a [u8],
+}
+
+impl State {
+    /// Calls `f` with every file recorded in output folder `out_dir`
+    /// (named outputs, then tiles), streamed.
+    pub fn for_each_file_ref(
+        &self,
+        out_dir: i64,
+        f: &mut dyn FnMut(FileRef<'_>),
+    ) -> Result<(), StateError> {
+        let what = "reading the records of an output folder";
+        for sql in [
+            "SELECT name, NULL, NULL, NULL, ino, size, mtime_ns, content_hash FROM outputs WHERE out_dir = ?1",
+            "SELECT f.name, u.size, t.x, t.y, t.ino, t.size, t.mtime_ns, t.content_hash
+               FROM units u JOIN inputs i ON i.id = u.input JOIN files f ON f.id = i.file
+               JOIN tiles t ON t.unit = u.id WHERE u.out_dir = ?1",
+        ] {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(self.err(what))?;
+            let mut rows = stmt.query([out_dir]).map_err(self.err(what))?;
+            while let Some(r) = rows.next().map_err(self.err(what))? {
+                let mut get = || -> rusqlite::Result<()> {
+                    let name = r.get_ref(0)?.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+                    })?;
+                    let tile = match r.get::<_, Option<i64>>(1)? {
+                        Some(size) => Some((
+                            size as u32,
+                            r.get::<_, i64>(2)? as u32,
+                            r.get::<_, i64>(3)? as u32,
+                        )),
+                        None => None,
+                    };
+                    let hash = r.get_ref(7)?.as_blob().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Blob, e.into())
+                    })?;
+                    f(FileRef {
+                        name,
+                        tile,
+                        ino: r.get::<_, i64>(4)? as u64,
+                        size: r.get::<_, i64>(5)? as u64,
+                        mtime_ns: r.get(6)?,
+                        content_hash: hash,
+                    });
+                    Ok(())
+                };
+                get().map_err(self.err(what))?;
+            }
+        }
+        Ok(())
+    }
+}
