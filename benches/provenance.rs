@@ -1,7 +1,7 @@
 //! Provenance benchmarks: `cargo bench --bench provenance [-- verify deep manifests]`.
 //!
 //! - `verify`: `cpia verify` (stat mode) over the corpus-scale simulation
-//!   (`benches/common/corpus.rs`: 99 % WSI tiles, real recipes, a state
+//!   (`benches/provenance/corpus.rs`: 99 % WSI tiles, real recipes, a state
 //!   recorded through the library, a real output tree) at 100 k and 1 M
 //!   outputs; median of 5 warm runs; peak RSS. Target: ≤ 3 s at 1 M.
 //! - `deep`: `cpia verify --deep -j 2` against `b3sum --num-threads 2` on the
@@ -16,15 +16,21 @@
 //!   changed as a rebuild changes them: a new build id). Target: the rows
 //!   written and the time follow k, not the size of the corpus.
 
-mod common;
+// The corpus generator (benches/corpus.rs's, plus output files of a given
+// size and the manifests a build writes) and the measured run, kept in this
+// bench's own folder.
+#[path = "provenance/corpus.rs"]
+mod corpus;
+#[path = "provenance/measured.rs"]
+mod measured;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::corpus::{manifest, write_manifests, Corpus, Shape};
-use common::{median, run, run_program};
+use corpus::{manifest, write_manifests, Corpus, Shape};
 use cpia::store::State;
+use measured::{median, run, run_program};
 
 fn base() -> PathBuf {
     std::env::var_os("CPIA_BENCH_DIR")

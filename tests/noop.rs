@@ -52,6 +52,50 @@ fn a_noop_reads_no_output_record_and_no_source() {
     );
     assert_eq!(c("output_records_checked"), 0);
     assert_eq!(c("hashed_sources"), 0);
+    assert_eq!(
+        c("source_folders_read"),
+        0,
+        "an unchanged source folder was read"
+    );
+    // A touched source: its folder is read row by row, nothing is rebuilt,
+    // and the folder is skipped again afterwards.
+    let src = ws.path("sources/B/skimage_ihc.png");
+    std::fs::File::options()
+        .append(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N, 0, 0));
+    assert_eq!(c("source_folders_read"), 1);
+    assert_eq!(c("hashed_sources"), 1);
+    let (_, c) = counted(&ws, &[]);
+    assert_eq!(c("source_folders_read"), 0);
+}
+
+#[test]
+fn a_failed_input_keeps_its_folder_read_until_it_builds() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.write_bytes("sources/A/broken.png", b"not a png");
+    let (j, _) = counted(&ws, &[]);
+    assert_eq!(counts(&j).3, 1, "{j}");
+    for _ in 0..2 {
+        let (j, c) = counted(&ws, &[]);
+        assert_eq!(counts(&j), (0, N, 0, 1), "the failure is retried: {j}");
+        assert_eq!(c("source_folders_read"), 1);
+    }
+    std::fs::copy(
+        td.join("roi/skimage_ihc.png"),
+        ws.path("sources/A/broken.png"),
+    )
+    .unwrap();
+    let (j, _) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (1, N, 0, 0), "{j}");
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N + 1, 0, 0), "{j}");
+    assert_eq!(c("source_folders_read"), 0);
 }
 
 #[test]

@@ -44,10 +44,13 @@ fn python_has(module: &str) -> bool {
     ok
 }
 
+/// An output's record as the manifests carry it: (blake3, bytes, source,
+/// source hash, recipe hash, build).
+type Row = (String, i64, String, String, String, i64);
+
 /// What the state records per dataset output (not QC pictures), straight
-/// from the `output_records` view: path → (blake3, bytes, source, source
-/// hash, recipe hash, build).
-fn recorded(ws: &Ws) -> BTreeMap<String, (String, i64, String, String, String, i64)> {
+/// from the `output_records` view: path → [`Row`].
+fn recorded(ws: &Ws) -> BTreeMap<String, Row> {
     let db = state(ws);
     let mut stmt = db
         .prepare(
@@ -109,9 +112,7 @@ fn csv_manifests(ws: &Ws) -> BTreeMap<String, String> {
 
 /// Every Parquet manifest row, read by pyarrow: path → the same tuple as
 /// [`recorded`], plus the key.
-fn parquet_manifests(
-    ws: &Ws,
-) -> BTreeMap<String, ((String, i64, String, String, String, i64), String)> {
+fn parquet_manifests(ws: &Ws) -> BTreeMap<String, (Row, String)> {
     let script = "import json, sys, pyarrow.parquet as pq\n\
                   t = pq.read_table(sys.argv[1])\n\
                   print(json.dumps(t.to_pylist()))";
@@ -619,8 +620,7 @@ fn check_tiles(ws: &Ws, slide: &str, read_size: f64, mpp: f64, origin: &str) {
     for scale in ["XL", "L", "M", "S"] {
         let (_, path) = all
             .iter()
-            .filter(|(s, _)| s == scale)
-            .last()
+            .rfind(|(s, _)| s == scale)
             .unwrap_or_else(|| panic!("no {scale} tile of {slide}"));
         let out = ws.cpia(&["why", path, "--json"]);
         assert!(out.status.success(), "{path}: {}", stderr(&out));

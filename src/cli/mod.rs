@@ -141,6 +141,10 @@ fn debug_counters(hashed_before: u64) {
         let (dirs, outputs) = crate::plan::outdirs::counters();
         eprintln!("debug: output_dirs_verified={dirs} output_records_checked={outputs}");
         eprintln!(
+            "debug: source_folders_read={}",
+            crate::plan::inputs::folders_read()
+        );
+        eprintln!(
             "debug: hashed_sources={}",
             crate::plan::sources::hashed_count() - hashed_before
         );

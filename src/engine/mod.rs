@@ -310,12 +310,25 @@ impl Engine {
         // Inputs whose work all succeeded are complete under the plan's
         // fingerprint.
         if let Some(fp) = plan.fp {
-            let complete: Vec<Event> = plan
+            let mut complete: Vec<Event> = plan
                 .complete
                 .iter()
                 .filter(|id| !self.incomplete.contains(id))
                 .map(|&id| Event::InputComplete { id, fp })
                 .collect();
+            // Then the folders all of whose inputs are complete (the event
+            // checks it again against the rows).
+            complete.extend(
+                plan.folders
+                    .iter()
+                    .filter(|f| f.ok && !f.inputs.iter().any(|i| self.incomplete.contains(i)))
+                    .map(|f| Event::FolderComplete {
+                        collection: plan.id,
+                        src_dir: f.src_dir,
+                        digest: f.digest.clone(),
+                        fp,
+                    }),
+            );
             state.record(&complete).map_err(EngineError::state)?;
         }
         Ok(summary)

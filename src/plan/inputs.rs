@@ -16,12 +16,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use super::expand::Input;
 use super::sources::{hash_file, FoundFile};
 use crate::slide::SlideMeta;
 use crate::store::{FileStat, State, StateError};
+
+static FOLDERS_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Source folders whose rows this process read (not skipped on their
+/// digest), for `CPIA_DEBUG_COUNTERS`: 0 on a no-op.
+pub fn folders_read() -> u64 {
+    FOLDERS_READ.load(Ordering::Relaxed)
+}
 
 /// An input that needs a detailed plan.
 #[derive(Clone, Debug)]
@@ -48,6 +58,19 @@ pub struct Unreadable {
     pub error: String,
 }
 
+/// A source folder read row by row: once every input in it is complete, it
+/// is recorded so the next plan can skip it on its digest alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Folder {
+    pub src_dir: i64,
+    /// blake3 of the names and stats of the accepted files in it.
+    pub digest: String,
+    pub inputs: Vec<i64>,
+    /// False when something in it could not be planned or is gone: it is
+    /// read row by row again next time.
+    pub ok: bool,
+}
+
 /// The inputs of a collection, sorted out.
 #[derive(Debug, Default)]
 pub struct Classified {
@@ -60,6 +83,8 @@ pub struct Classified {
     /// Every input found, by slide name (WSI collections only): two slides
     /// with one name would write the same tiles.
     pub slide_names: HashMap<String, Vec<String>>,
+    /// Folders read row by row (not skipped on their digest).
+    pub folders: Vec<Folder>,
 }
 
 /// What classification needs to know about the collection.
@@ -75,12 +100,19 @@ pub struct Collection<'a> {
 }
 
 /// Sorts the collection's inputs: up to date as a whole, to plan in detail,
-/// gone. `damaged` holds inputs with damaged outputs (always planned).
+/// gone. `damaged` holds inputs with damaged outputs (always planned), and
+/// `damaged_dirs` the source folders they are in.
+///
+/// A source folder whose files' names and stats hash to the digest recorded
+/// when all its inputs were complete, under the same plan fingerprint, is up
+/// to date as a whole: not one of its rows is read (a no-op costs a `stat`
+/// per source file and a row per folder).
 pub fn classify(
     state: &mut State,
     c: &Collection<'_>,
     found: Vec<FoundFile>,
     damaged: &dyn Fn(i64) -> bool,
+    damaged_dirs: &HashSet<i64>,
 ) -> Result<Classified, StateError> {
     let mut out = Classified::default();
     let mut by_dir: BTreeMap<String, Vec<FoundFile>> = BTreeMap::new();
@@ -90,9 +122,35 @@ pub fn classify(
     }
     let mut visited: HashSet<String> = HashSet::new();
     let mut to_hash: Vec<(i64, FoundFile, Option<i64>)> = Vec::new();
-    let mut to_add: Vec<(i64, FoundFile, String)> = Vec::new();
+    let mut to_add: Vec<(i64, i64, FoundFile, String)> = Vec::new();
+    let mut folder_of: HashMap<i64, usize> = HashMap::new();
     for (dir, files) in by_dir {
         let src_dir = state.src_dir_id(c.root_name, &dir)?;
+        let digest = digest(&files);
+        if !damaged_dirs.contains(&src_dir) {
+            if let Some((d, fp, inputs, outputs)) = state.folder(c.id, src_dir)? {
+                if d == digest && fp == c.fp {
+                    out.clean_inputs += inputs;
+                    out.clean_outputs += outputs;
+                    if c.wsi {
+                        for f in &files {
+                            note_slide(&mut out.slide_names, &f.rel);
+                        }
+                    }
+                    visited.insert(dir);
+                    continue;
+                }
+            }
+        }
+        FOLDERS_READ.fetch_add(1, Ordering::Relaxed);
+        folder_of.insert(src_dir, out.folders.len());
+        out.folders.push(Folder {
+            src_dir,
+            digest,
+            inputs: Vec::new(),
+            ok: true,
+        });
+        let folder = out.folders.len() - 1;
         let recorded = state.files_in(src_dir, c.id)?;
         let mut by_name: HashMap<&str, &crate::store::RecordedFile> =
             recorded.iter().map(|r| (r.name.as_str(), r)).collect();
@@ -103,12 +161,16 @@ pub fn classify(
                     Some(i) if i.fp == Some(c.fp) && !damaged(i.id) => {
                         out.clean_inputs += 1;
                         out.clean_outputs += i.outputs;
+                        out.folders[folder].inputs.push(i.id);
                         if c.wsi {
                             note_slide(&mut out.slide_names, &f.rel);
                         }
                     }
-                    Some(i) => out.detail.push(detail(c, i.id, &f, r.hash.clone())),
-                    None => to_add.push((r.id, f, r.hash.clone())),
+                    Some(i) => {
+                        out.folders[folder].inputs.push(i.id);
+                        out.detail.push(detail(c, i.id, &f, r.hash.clone()));
+                    }
+                    None => to_add.push((r.id, src_dir, f, r.hash.clone())),
                 },
                 Some(r) => to_hash.push((src_dir, f, r.input.map(|i| i.id))),
                 None => to_hash.push((src_dir, f, None)),
@@ -116,48 +178,30 @@ pub fn classify(
         }
         // Recorded here, not found: gone from disk, or not accepted now.
         for r in by_name.into_values() {
-            let path = if dir.is_empty() {
-                r.name.clone()
-            } else {
-                format!("{dir}/{}", r.name)
-            };
-            let on_disk = std::fs::symlink_metadata(c.root.join(&path)).is_ok();
-            if let Some(i) = r.input {
-                out.gone.push(Gone {
-                    id: i.id,
-                    rel: path,
-                    excluded: on_disk,
-                });
+            if r.input.is_some() {
+                out.folders[folder].ok = false;
             }
+            note_gone(&mut out, c, &dir, r);
         }
         visited.insert(dir);
     }
-    // Folders with recorded inputs that the walk did not reach.
-    for (src_dir, dir) in state.src_dirs_with_inputs(c.root_name, c.id)? {
+    // Recorded folders the walk did not reach: their inputs are gone.
+    for (src_dir, dir) in state.src_dirs_of_root(c.root_name)? {
         if visited.contains(&dir) {
             continue;
         }
-        for r in state.files_in(src_dir, c.id)? {
-            let path = if dir.is_empty() {
-                r.name.clone()
-            } else {
-                format!("{dir}/{}", r.name)
-            };
-            let on_disk = std::fs::symlink_metadata(c.root.join(&path)).is_ok();
-            if let Some(i) = r.input {
-                out.gone.push(Gone {
-                    id: i.id,
-                    rel: path,
-                    excluded: on_disk,
-                });
-            }
+        for r in &state.files_in(src_dir, c.id)? {
+            note_gone(&mut out, c, &dir, r);
         }
     }
     // Files recorded by another collection on this root, unchanged.
     if !to_add.is_empty() {
-        let ids: Vec<i64> = to_add.iter().map(|(f, _, _)| *f).collect();
+        let ids: Vec<i64> = to_add.iter().map(|(f, _, _, _)| *f).collect();
         let inputs = state.add_inputs(c.id, &ids)?;
-        for ((_, f, hash), id) in to_add.into_iter().zip(inputs) {
+        for ((_, dir, f, hash), id) in to_add.into_iter().zip(inputs) {
+            if let Some(folder) = folder_of.get(&dir) {
+                out.folders[*folder].inputs.push(id);
+            }
             out.detail.push(detail(c, id, &f, hash));
         }
     }
@@ -181,18 +225,26 @@ pub fn classify(
         .collect();
     let ids = state.record_files(c.id, &ok)?;
     let mut ids = ids.into_iter();
-    for (_, f, input, h) in &hashed {
+    for (dir, f, input, h) in &hashed {
         match h {
             Ok(h) => {
                 if let Some((_, input)) = ids.next() {
+                    if let Some(folder) = folder_of.get(dir) {
+                        out.folders[*folder].inputs.push(input);
+                    }
                     out.detail.push(detail(c, input, f, h.clone()));
                 }
             }
-            Err(e) => out.unreadable.push(Unreadable {
-                input: *input,
-                abs: f.abs.display().to_string(),
-                error: e.clone(),
-            }),
+            Err(e) => {
+                if let Some(folder) = folder_of.get(dir) {
+                    out.folders[*folder].ok = false;
+                }
+                out.unreadable.push(Unreadable {
+                    input: *input,
+                    abs: f.abs.display().to_string(),
+                    error: e.clone(),
+                })
+            }
         }
     }
     if c.wsi {
@@ -204,6 +256,25 @@ pub fn classify(
     out.detail.sort_by(|a, b| a.input.rel.cmp(&b.input.rel));
     out.gone.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
+}
+
+/// A recorded file of folder `dir` that the walk did not find (or did not
+/// accept): its input, if the collection has one, is gone.
+fn note_gone(out: &mut Classified, c: &Collection<'_>, dir: &str, r: &crate::store::RecordedFile) {
+    let Some(i) = r.input else {
+        return;
+    };
+    let rel = if dir.is_empty() {
+        r.name.clone()
+    } else {
+        format!("{dir}/{}", r.name)
+    };
+    let excluded = std::fs::symlink_metadata(c.root.join(&rel)).is_ok();
+    out.gone.push(Gone {
+        id: i.id,
+        rel,
+        excluded,
+    });
 }
 
 fn detail(c: &Collection<'_>, id: i64, f: &FoundFile, hash: String) -> Detail {
@@ -225,6 +296,21 @@ fn note_slide(names: &mut HashMap<String, Vec<String>>, rel: &str) {
         .entry(crate::slide::slide_name(rel).to_string())
         .or_default()
         .push(rel.to_string());
+}
+
+/// The digest of a folder's accepted files: their names and stats, in order.
+fn digest(files: &[FoundFile]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cpia-source-folder-1");
+    for f in files {
+        let name = split(&f.rel).1;
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        for v in [f.stat.dev, f.stat.ino, f.stat.size, f.stat.mtime_ns as u64] {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// `("a/b", "c.png")` for `"a/b/c.png"`, `("", "c.png")` for `"c.png"`.

@@ -115,14 +115,14 @@ pub fn roi(
         produced.insert(path.clone());
         if let Some(others) = claims.contested(&path, input.id) {
             blocked += 1;
-            plan.problem = Some(collision(input, &path, &others));
+            plan.problem = Some(collision(cx, input, &path, &others));
             continue;
         }
         let rec = by_path.get(&path).copied();
         if rec.is_none() {
             if let Some(owner) = claims.owned_elsewhere(&path, input.id) {
                 blocked += 1;
-                plan.problem = Some(collision(input, &path, &[owner]));
+                plan.problem = Some(collision(cx, input, &path, &[owner]));
                 continue;
             }
         }
@@ -380,11 +380,19 @@ fn read_facts(input: &Input, u: &PlannedUnit, reader: &str) -> ReadFacts {
     }
 }
 
-fn collision(input: &Input, path: &str, others: &[String]) -> Problem {
+fn collision(cx: &Context<'_>, input: &Input, path: &str, others: &[String]) -> Problem {
+    let recipe = cx
+        .spec
+        .recipe
+        .path
+        .file_name()
+        .map_or_else(String::new, |f| {
+            format!(", recipe recipes/{}", f.to_string_lossy())
+        });
     Problem {
         input: input.abs.display().to_string(),
         error: format!(
-            "output {path} would be written by {} inputs: {} (collection {}) and {}; rename one, or change the recipe's name template",
+            "output {path} would be written by {} inputs: {} (collection {}{recipe}) and {}; rename one, or change the recipe's name template",
             others.len() + 1,
             input.abs.display(),
             input.collection,

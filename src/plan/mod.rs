@@ -114,6 +114,9 @@ pub struct CollectionPlan {
     pub recorded: u64,
     /// Pipeline descriptions by hash, stored before building.
     pub pipelines: Vec<(String, String)>,
+    /// Source folders read row by row: recorded complete when all their
+    /// inputs are.
+    pub folders: Vec<inputs::Folder>,
 }
 
 impl CollectionPlan {
@@ -374,6 +377,13 @@ pub fn plan_collection(
         plan.pipelines.push((p.hash.clone(), p.to_json()));
     }
     let wsi = recipe.collection.kind == Kind::Wsi;
+    let damaged_ids: Vec<i64> = dirs.damage.keys().copied().collect();
+    let damaged_dirs: HashSet<i64> = state
+        .src_dirs_of(&damaged_ids)?
+        .into_iter()
+        .filter(|(c, _)| *c == id)
+        .map(|(_, d)| d)
+        .collect();
     let classified = inputs::classify(
         state,
         &inputs::Collection {
@@ -386,7 +396,9 @@ pub fn plan_collection(
         },
         found,
         &|input| dirs.damage.contains_key(&input),
+        &damaged_dirs,
     )?;
+    plan.folders = classified.folders.clone();
     plan.up_to_date = classified.clean_outputs;
     for u in &classified.unreadable {
         plan.problems.push(Problem {
@@ -416,22 +428,22 @@ pub fn plan_collection(
         recipe_hash: recipe.hash.clone(),
         tool_version: TOOL_VERSION.to_string(),
     };
-    let mut pipeline_cache: HashMap<String, Option<key::Pipeline>> = HashMap::new();
-    let old_pipeline = |hash: &str| -> Option<key::Pipeline> {
-        state
-            .pipeline(hash)
-            .ok()
-            .flatten()
-            .and_then(|j| serde_json::from_str(&j).ok())
-    };
-    let mut old = |hash: &str| -> Option<key::Pipeline> {
+    // Explanations compare with the pipeline an output was built with.
+    let pipeline_cache: std::cell::RefCell<HashMap<String, Option<key::Pipeline>>> =
+        Default::default();
+    let old = |hash: &str| -> Option<key::Pipeline> {
         pipeline_cache
+            .borrow_mut()
             .entry(hash.to_string())
-            .or_insert_with(|| old_pipeline(hash))
+            .or_insert_with(|| {
+                state
+                    .pipeline(hash)
+                    .ok()
+                    .flatten()
+                    .and_then(|j| serde_json::from_str(&j).ok())
+            })
             .clone()
     };
-    // Explanations look old pipelines up by hash; resolve them up front so
-    // the judge needs no mutable access.
     let mut plans: Vec<(Arc<Input>, InputPlan)> = Vec::new();
     if wsi {
         for d in &classified.detail {
@@ -452,19 +464,12 @@ pub fn plan_collection(
             let units = state.units_of_input(input.id)?;
             let outputs = state.outputs_of_input(input.id)?;
             let failures = state.failures_of(input.id)?;
-            let mut pipelines: HashMap<String, Option<key::Pipeline>> = HashMap::new();
-            for u in &units {
-                pipelines
-                    .entry(u.pipeline_hash.clone())
-                    .or_insert_with(|| old(&u.pipeline_hash));
-            }
-            let lookup = |h: &str| pipelines.get(h).cloned().flatten();
             let cx = judge::Context {
                 spec,
                 damage: dirs.of(input.id),
                 failures: &failures,
                 maker: &maker,
-                old_pipeline: &lookup,
+                old_pipeline: &old,
             };
             let mut tiles = |u: &crate::store::UnitRow| -> Vec<(u32, u32)> {
                 state
@@ -511,19 +516,12 @@ pub fn plan_collection(
                     }
                 }
             }
-            let mut pipelines: HashMap<String, Option<key::Pipeline>> = HashMap::new();
-            for r in &recorded {
-                pipelines
-                    .entry(r.pipeline_hash.clone())
-                    .or_insert_with(|| old(&r.pipeline_hash));
-            }
-            let lookup = |h: &str| pipelines.get(h).cloned().flatten();
             let cx = judge::Context {
                 spec,
                 damage: dirs.of(input.id),
                 failures: &failures,
                 maker: &maker,
-                old_pipeline: &lookup,
+                old_pipeline: &old,
             };
             let p = judge::roi(&cx, input, e, recorded, &claims);
             plans.push((input.clone(), p));

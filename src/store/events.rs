@@ -62,6 +62,16 @@ pub enum Event {
     /// Every output of the input is built under plan fingerprint `fp` (an id
     /// of `fingerprints`): later plans may skip it while nothing changes.
     InputComplete { id: i64, fp: i64 },
+    /// Every input of a source folder of a collection is complete under
+    /// `fp`, and its files' names and stats hash to `digest`: later plans
+    /// may skip the folder without reading a row of it while the digest of
+    /// what they find is the same. Recorded only if it is true.
+    FolderComplete {
+        collection: i64,
+        src_dir: i64,
+        digest: String,
+        fp: i64,
+    },
 }
 
 impl State {
@@ -286,6 +296,7 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
             Ok(())
         }
         (Event::InputRemoved { id }, _) => {
+            forget_folder(tx, *id)?;
             for sql in [
                 "DELETE FROM tiles WHERE unit IN (SELECT id FROM units WHERE input = ?1)",
                 "DELETE FROM units WHERE input = ?1",
@@ -311,7 +322,7 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
             ])?;
             tx.prepare_cached("UPDATE inputs SET fp = NULL WHERE id = ?1")?
                 .execute([f.input])?;
-            Ok(())
+            forget_folder(tx, f.input)
         }
         (Event::Succeeded { input, unit }, _) => {
             tx.prepare_cached("DELETE FROM failures WHERE input = ?1 AND unit IN (?2, '')")?
@@ -321,6 +332,25 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
         (Event::InputPending { id }, _) => {
             tx.prepare_cached("UPDATE inputs SET fp = NULL WHERE id = ?1")?
                 .execute([id])?;
+            forget_folder(tx, *id)
+        }
+        (
+            Event::FolderComplete {
+                collection,
+                src_dir,
+                digest,
+                fp,
+            },
+            _,
+        ) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO folders (collection, src_dir, digest, fp, inputs, outputs)
+                 SELECT ?1, ?2, ?3, ?4, count(*), coalesce(sum(i.outputs), 0)
+                   FROM files f JOIN inputs i ON i.file = f.id AND i.collection = ?1
+                  WHERE f.src_dir = ?2
+                 HAVING count(*) > 0 AND count(*) = sum(i.fp IS ?4)",
+            )?
+            .execute(params![collection, src_dir, hex_blob(digest), fp])?;
             Ok(())
         }
         (Event::InputComplete { id, fp }, _) => {
@@ -335,6 +365,16 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
         }
         _ => Ok(()),
     }
+}
+
+/// The folder of an input that is no longer complete is not complete either.
+fn forget_folder(tx: &Transaction<'_>, input: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM folders WHERE (collection, src_dir) IN
+           (SELECT i.collection, f.src_dir FROM inputs i JOIN files f ON f.id = i.file WHERE i.id = ?1)",
+    )?
+    .execute([input])?;
+    Ok(())
 }
 
 /// Keeps a unit's tile count equal to its tile rows.

@@ -43,27 +43,14 @@ impl State {
             .map_err(self.err("reading source folders"))
     }
 
-    /// Every recorded folder of source root `root` that holds an input of
-    /// `collection`: (id, path).
-    pub fn src_dirs_with_inputs(
-        &self,
-        root: &str,
-        collection: i64,
-    ) -> Result<Vec<(i64, String)>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT d.id, d.path FROM src_dirs d
-                  WHERE d.root = ?1 AND EXISTS (SELECT 1 FROM files f JOIN inputs i ON i.file = f.id
-                                                 WHERE f.src_dir = d.id AND i.collection = ?2)
-                  ORDER BY d.path",
-            )
-            .map_err(self.err("reading source folders"))?;
-        let rows = stmt
-            .query_map(params![root, collection], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.err("reading source folders"))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(self.err("reading source folders"))
+    /// Every recorded folder of source root `root`: (id, path).
+    pub fn src_dirs_of_root(&self, root: &str) -> Result<Vec<(i64, String)>, StateError> {
+        self.rows(
+            "SELECT id, path FROM src_dirs WHERE root = ?1 ORDER BY path",
+            params![root],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+            "reading source folders",
+        )
     }
 
     /// The recorded files of one source folder, each with `collection`'s
@@ -203,6 +190,46 @@ impl State {
         })?;
         self.interned.src_dirs.clear();
         Ok(())
+    }
+
+    /// The recorded state of a source folder of a collection, when all of its
+    /// inputs were complete: (digest of its files' names and stats, plan
+    /// fingerprint id, inputs, outputs).
+    pub fn folder(
+        &self,
+        collection: i64,
+        src_dir: i64,
+    ) -> Result<Option<(String, i64, u64, u64)>, StateError> {
+        self.conn
+            .prepare_cached(
+                "SELECT digest, fp, inputs, outputs FROM folders WHERE collection = ?1 AND src_dir = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![collection, src_dir], |r| {
+                    Ok((
+                        blob_hex(&r.get::<_, Vec<u8>>(0)?),
+                        r.get(1)?,
+                        r.get::<_, i64>(2)? as u64,
+                        r.get::<_, i64>(3)? as u64,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(self.err("reading source folders"))
+    }
+
+    /// The source folder of each of `inputs` (for damage found in outputs).
+    pub fn src_dirs_of(&self, inputs: &[i64]) -> Result<Vec<(i64, i64)>, StateError> {
+        let mut out = Vec::new();
+        for &i in inputs {
+            out.extend(self.rows(
+                "SELECT i.collection, f.src_dir FROM inputs i JOIN files f ON f.id = i.file WHERE i.id = ?1",
+                params![i],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+                "reading inputs",
+            )?);
+        }
+        Ok(out)
     }
 
     /// The inputs of `collection`: (input id, source root, path in the root).

@@ -30,6 +30,9 @@ pub struct ManifestPart {
     pub parquet: PartFile,
 }
 
+/// A written part: its row count, CSV file and Parquet file.
+pub type WrittenPart = (u64, PartFile, PartFile);
+
 /// What one update of an output folder's manifests did, committed at once.
 #[derive(Clone, Debug, Default)]
 pub struct ManifestUpdate {
@@ -39,7 +42,7 @@ pub struct ManifestUpdate {
     /// Input → its part (`None`: it has no rows here any more).
     pub members: Vec<(i64, Option<i64>)>,
     /// Part → its files and row count (`None`: deleted).
-    pub parts: Vec<(i64, Option<(u64, PartFile, PartFile)>)>,
+    pub parts: Vec<(i64, Option<WrittenPart>)>,
 }
 
 impl State {

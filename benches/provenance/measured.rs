@@ -1,8 +1,5 @@
-//! Pieces shared by the benchmarks: the corpus-shaped workspace, and
-//! running a program while measuring its wall time and peak RSS.
+//! Running a program while measuring its wall time and peak RSS (wait4).
 #![allow(dead_code)]
-
-pub mod corpus;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
-//! The corpus-shaped synthetic workspace of the corpus-scale benchmarks,
-//! shared by `benches/corpus.rs` and `benches/provenance.rs`: real recipes,
-//! source files, a state recorded through the library exactly as a build
-//! records it, and an output tree of files under the recorded names.
+//! The corpus-shaped synthetic workspace (benches/corpus.rs's generator,
+//! plus output files of a given size and the manifests a build writes): real
+//! recipes, source files, a state recorded through the library exactly as a
+//! build records it, and an output tree of files under the recorded names.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
