@@ -65,8 +65,8 @@ fn done(c: &Corpus) {
 
 fn verify_mode() {
     println!("\n`cpia verify` (stat mode), corpus-shaped (2 cores, warm cache, median of 5)");
-    println!("| recorded outputs | verify | peak RSS | files checked |");
-    println!("|---|---|---|---|");
+    println!("| recorded outputs | verify | CPU (user+sys) | peak RSS | files checked |");
+    println!("|---|---|---|---|---|");
     for total in [100_000u64, 1_000_000] {
         let c = corpus(
             &format!("verify-{total}"),
@@ -77,17 +77,18 @@ fn verify_mode() {
         let first = run(&c.dir, &["verify", "--json"]);
         assert_eq!(first.code, 0, "not clean: {}{}", first.stdout, first.stderr);
         let j: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
-        let runs: Vec<(f64, f64)> = (0..5)
+        let runs: Vec<(f64, f64, f64)> = (0..5)
             .map(|_| {
                 let r = run(&c.dir, &["verify"]);
                 assert_eq!(r.code, 0, "{}", r.stderr);
-                (r.wall, r.rss_mib)
+                (r.wall, r.rss_mib, r.cpu)
             })
             .collect();
         println!(
-            "| {} | {:.2} s | {:.0} MiB | {} |",
+            "| {} | {:.2} s | {:.2} s | {:.0} MiB | {} |",
             c.outputs,
             median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.2).collect()),
             runs.iter().map(|r| r.1).fold(0.0, f64::max),
             j["stats"]["files"]
         );

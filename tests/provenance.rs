@@ -373,9 +373,39 @@ fn verify_finds_a_changed_byte_a_deletion_and_extra_files() {
     ws.write("dataset/.cpia-tmp/123-4.tmp", "x");
     assert_clean(&ws, "the repair");
 
-    // A damaged state database is reported by --state; a sound one is ok.
+    // A sound state database passes --state; a damaged one is reported.
     let out = ws.cpia(&["verify", "--state"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    {
+        // The b-trees of two indexes of different tables swapped: neither
+        // index matches its table any more.
+        let db = state(&ws);
+        let root = |name: &str| -> i64 {
+            db.query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let (a, b) = (root("inputs_by_file"), root("outputs_by_input"));
+        db.execute_batch("PRAGMA writable_schema = ON").unwrap();
+        for (name, page) in [("inputs_by_file", b), ("outputs_by_input", a)] {
+            db.execute(
+                "UPDATE sqlite_schema SET rootpage = ?1 WHERE name = ?2",
+                rusqlite::params![page, name],
+            )
+            .unwrap();
+        }
+    }
+    let out = ws.cpia(&["verify", "--state", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let j = json_of(&out);
+    assert_eq!(j["ok"], false, "{j}");
+    assert!(
+        j["problems"].as_array().is_some_and(|p| !p.is_empty()),
+        "{j}"
+    );
     // Outside a workspace (or without a state) verify cannot run: exit 2.
     let empty = Ws::empty();
     empty.write("cpia.toml", "");

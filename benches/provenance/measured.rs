@@ -9,6 +9,8 @@ use std::time::Instant;
 pub struct Run {
     pub wall: f64,
     pub rss_mib: f64,
+    /// User + system CPU seconds: the work done, whatever else runs.
+    pub cpu: f64,
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -19,7 +21,7 @@ pub fn run(dir: &Path, args: &[&str]) -> Run {
     run_program(Command::new(env!("CARGO_BIN_EXE_cpia")).args(args), dir)
 }
 
-/// Runs `cmd` in `dir`; its wall time and peak RSS (wait4).
+/// Runs `cmd` in `dir`; its wall time, CPU time and peak RSS (wait4).
 pub fn run_program(cmd: &mut Command, dir: &Path) -> Run {
     let t = Instant::now();
     let child = cmd
@@ -58,6 +60,10 @@ pub fn run_program(cmd: &mut Command, dir: &Path) -> Run {
     Run {
         wall,
         rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        cpu: [usage.ru_utime, usage.ru_stime]
+            .iter()
+            .map(|t| t.tv_sec as f64 + t.tv_usec as f64 / 1e6)
+            .sum(),
         code: if libc::WIFEXITED(status) {
             libc::WEXITSTATUS(status)
         } else {
