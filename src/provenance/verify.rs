@@ -458,7 +458,9 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
 }
 
 /// Files in the output folder outside recorded output folders, the
-/// temporary folder and the manifests.
+/// temporary folder and the manifests. A skipped folder is never opened:
+/// `walkdir`'s `filter_entry` would still read (and sort) every recorded
+/// folder's million names before dropping them.
 fn unrecorded_elsewhere(
     output: &Path,
     folders: &HashSet<&str>,
@@ -467,23 +469,49 @@ fn unrecorded_elsewhere(
     let skip = |rel: &str| {
         rel == crate::engine::atomic::TMP_DIR || rel == manifest::DIR || folders.contains(rel)
     };
-    let walk = walkdir::WalkDir::new(output)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !skip(&rel_of(output, e.path())));
-    for e in walk {
-        match e {
-            Ok(e) if !e.file_type().is_dir() => {
-                report(extra(&rel_of(output, e.path()), "file"))?;
+    // Folders still to list, relative to `output` ("" is `output`).
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let entries = match std::fs::read_dir(output.join(&rel)) {
+            Ok(it) => it.collect::<io::Result<Vec<_>>>(),
+            Err(e) => Err(e),
+        };
+        let mut entries: Vec<(String, bool)> = match entries {
+            Ok(es) => es
+                .iter()
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let child = if rel.is_empty() {
+                        name
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    (child, e.file_type().is_ok_and(|t| t.is_dir()))
+                })
+                .collect(),
+            Err(e) => {
+                report(Finding {
+                    path: rel.clone(),
+                    kind: "unreadable",
+                    detail: e.to_string(),
+                })?;
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => report(Finding {
-                path: e.path().map_or_else(String::new, |p| rel_of(output, p)),
-                kind: "unreadable",
-                detail: e.to_string(),
-            })?,
+        };
+        entries.sort();
+        let mut below = Vec::new();
+        for (child, is_dir) in entries {
+            if skip(&child) {
+                continue;
+            }
+            if is_dir {
+                below.push(child);
+            } else {
+                report(extra(&child, "file"))?;
+            }
         }
+        // Popped in name order.
+        stack.extend(below.into_iter().rev());
     }
     Ok(())
 }
