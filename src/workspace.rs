@@ -5,9 +5,13 @@
 //! output = "dataset"        # default
 //! cache = "cache"           # default; holds the state database and the lock
 //! jobs = 4                  # default: number of cores
+//! max_memory = "16G"        # default: 3/4 of the memory available
 //!
 //! [sources]
 //! BreakHis = "/data/BreakHis"   # relative paths are relative to the workspace
+//!
+//! [executor.slurm]          # `cpia build --executor slurm` (docs/cluster.md)
+//! partition = "cpu"
 //! ```
 //! A source root is resolved, strongest first, from `--source NAME=PATH`, the
 //! environment variable `CPIA_SOURCE_<NAME>` (name upper-cased, every
@@ -20,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::executor::slurm::SlurmConfig;
+
 /// The file that marks a workspace.
 pub const CONFIG_FILE: &str = "cpia.toml";
 
@@ -29,8 +35,11 @@ struct ConfigFile {
     output: Option<PathBuf>,
     cache: Option<PathBuf>,
     jobs: Option<usize>,
+    max_memory: Option<toml::Value>,
     #[serde(default)]
     sources: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    executor: BTreeMap<String, toml::Table>,
 }
 
 /// A located, parsed workspace.
@@ -44,8 +53,12 @@ pub struct Workspace {
     pub cache: PathBuf,
     /// Default parallelism.
     pub jobs: usize,
+    /// The memory budget of builds (`max_memory`), if set.
+    pub max_memory: Option<u64>,
     /// Source roots after applying overrides, by name.
     pub sources: BTreeMap<String, PathBuf>,
+    /// `[executor.slurm]`: sbatch options and shards of Slurm builds.
+    pub slurm: SlurmConfig,
 }
 
 /// Errors of finding or reading a workspace.
@@ -55,6 +68,8 @@ pub enum WorkspaceError {
     Read(PathBuf, io::Error),
     Parse(PathBuf, String),
     BadOverride(String),
+    /// Folders that must be kept apart are not (see [`Workspace::check_layout`]).
+    Layout(String),
 }
 
 impl std::fmt::Display for WorkspaceError {
@@ -70,6 +85,7 @@ impl std::fmt::Display for WorkspaceError {
             WorkspaceError::BadOverride(s) => {
                 write!(f, "--source expects NAME=PATH, got `{s}`")
             }
+            WorkspaceError::Layout(s) => f.write_str(s),
         }
     }
 }
@@ -106,8 +122,31 @@ impl Workspace {
             std::fs::read_to_string(&path).map_err(|e| WorkspaceError::Read(path.clone(), e))?;
         let cfg: ConfigFile = toml::from_str(&text)
             .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
+        let max_memory = match &cfg.max_memory {
+            None => None,
+            Some(toml::Value::String(t)) => Some(parse_size(t)),
+            Some(toml::Value::Integer(n)) => Some(parse_size(&n.to_string())),
+            Some(_) => Some(Err("a size such as \"16G\" or \"512M\"".to_string())),
+        }
+        .transpose()
+        .map_err(|e| WorkspaceError::Parse(path.clone(), format!("`max_memory`: {e}")))?;
         let at = |p: PathBuf| if p.is_absolute() { p } else { root.join(p) };
         let sources = cfg.sources.into_iter().map(|(k, v)| (k, at(v))).collect();
+        let mut slurm = SlurmConfig::default();
+        for (name, table) in &cfg.executor {
+            match name.as_str() {
+                "slurm" => {
+                    slurm = SlurmConfig::from_toml(table)
+                        .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
+                }
+                _ => {
+                    return Err(WorkspaceError::Parse(
+                        path.clone(),
+                        format!("[executor.{name}]: unknown executor (known: slurm)"),
+                    ))
+                }
+            }
+        }
         Ok(Workspace {
             output: at(cfg.output.unwrap_or_else(|| "dataset".into())),
             cache: at(cfg.cache.unwrap_or_else(|| "cache".into())),
@@ -115,7 +154,9 @@ impl Workspace {
                 .jobs
                 .filter(|&j| j > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            max_memory,
             sources,
+            slurm,
             root,
         })
     }
@@ -136,6 +177,103 @@ impl Workspace {
             self.sources.insert(name.to_string(), path);
         }
         Ok(())
+    }
+
+    /// Checks, after the source overrides, that the folders a build writes
+    /// are apart from what it reads: the output folder is neither the
+    /// workspace folder nor inside or around a source root (a build would
+    /// read its own outputs as inputs, without end), no source root is inside
+    /// the cache folder, and the output and cache are folders if they exist.
+    /// Paths are compared resolved (symlinks followed as far as they exist),
+    /// and every source root counts: `cpia.toml`, `--source` and every
+    /// `CPIA_SOURCE_*` variable.
+    pub fn check_layout(&self) -> Result<(), WorkspaceError> {
+        let err = |m: String| Err(WorkspaceError::Layout(m));
+        let config = self.root.join(CONFIG_FILE);
+        for (what, key, path) in [
+            ("output", "output", &self.output),
+            ("cache", "cache", &self.cache),
+        ] {
+            if let Ok(m) = std::fs::metadata(path) {
+                if !m.is_dir() {
+                    return err(format!(
+                        "the {what} folder {} exists and is not a folder (`{key}` in {})",
+                        path.display(),
+                        config.display()
+                    ));
+                }
+            }
+        }
+        let root = real_path(&self.root);
+        let output = real_path(&self.output);
+        let cache = real_path(&self.cache);
+        if root.starts_with(&output) {
+            let how = if root == output {
+                "is the workspace folder itself"
+            } else {
+                "contains the workspace folder"
+            };
+            return err(format!(
+                "the output folder {} {how} (`output` in {}): the dataset needs a folder of its own, \
+                 such as the default \"dataset\"",
+                self.output.display(),
+                config.display()
+            ));
+        }
+        if root == cache {
+            return err(format!(
+                "the cache folder {} is the workspace folder itself (`cache` in {}): the build state \
+                 needs a folder of its own, such as the default \"cache\"",
+                self.cache.display(),
+                config.display()
+            ));
+        }
+        for (label, path) in self.all_source_roots() {
+            let src = real_path(&path);
+            let shown = format!("{label} ({})", path.display());
+            if output.starts_with(&src) {
+                let how = if output == src { "is" } else { "is inside" };
+                return err(format!(
+                    "the output folder {} {how} {shown}: every build would read its own outputs as \
+                     new inputs; keep the output folder outside every source root",
+                    self.output.display()
+                ));
+            }
+            if src.starts_with(&output) {
+                return err(format!(
+                    "{shown} is inside the output folder {}: keep sources and the dataset apart",
+                    self.output.display()
+                ));
+            }
+            if src.starts_with(&cache) {
+                return err(format!(
+                    "{shown} is inside the cache folder {}: keep sources and the build state apart",
+                    self.cache.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every source root a recipe could name: `[sources]` (with overrides
+    /// applied), then roots defined only by a `CPIA_SOURCE_*` variable.
+    fn all_source_roots(&self) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = self
+            .sources
+            .iter()
+            .map(|(n, p)| (format!("source root `{n}`"), p.clone()))
+            .collect();
+        let listed: Vec<String> = self.sources.keys().map(|n| env_var_name(n)).collect();
+        for (k, v) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if k.starts_with("CPIA_SOURCE_") && !v.is_empty() && !listed.iter().any(|l| l == k) {
+                out.push((
+                    format!("the source root set by {k}"),
+                    absolute(Path::new(&v)),
+                ));
+            }
+        }
+        out
     }
 
     /// The folder of source root `name`: from the overrides and `cpia.toml`,
@@ -233,6 +371,42 @@ pub struct WorkspaceLock {
     _file: File,
 }
 
+/// Smallest memory budget accepted: less cannot decode even a small image.
+pub const MIN_MEMORY: u64 = 1 << 20;
+
+/// Parses a memory size: bytes, or a number with `K`, `M`, `G` or `T`
+/// (optionally followed by `iB` or `B`; all powers of 1024): `512M`, `1.5G`,
+/// `16GiB`. At least [`MIN_MEMORY`].
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size such as \"16G\" or \"512M\""
+            ))
+        }
+    };
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as \"16G\" or \"512M\""))?;
+    let bytes = v * scale as f64;
+    if !bytes.is_finite() || bytes < MIN_MEMORY as f64 || bytes > u64::MAX as f64 {
+        return Err(format!(
+            "`{text}` is less than 1M, too little to build anything"
+        ));
+    }
+    Ok(bytes as u64)
+}
+
 /// `CPIA_SOURCE_<NAME>` for a source root name.
 pub fn env_var_name(name: &str) -> String {
     let norm: String = name
@@ -250,6 +424,36 @@ pub fn env_var_name(name: &str) -> String {
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `p` with symlinks resolved as far as it exists, the rest appended (with
+/// `.` and `..` resolved lexically), so paths that do not exist yet compare.
+fn real_path(p: &Path) -> PathBuf {
+    let p = absolute(p);
+    let mut existing = p.as_path();
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                match *c {
+                    c if c == ".." => {
+                        out.pop();
+                    }
+                    c if c == "." => {}
+                    c => out.push(c),
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return p,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +482,82 @@ mod tests {
         ws.apply_overrides(&["B=/elsewhere".into()]).unwrap();
         assert_eq!(ws.sources["B"], PathBuf::from("/elsewhere"));
         assert!(ws.apply_overrides(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn layouts_that_feed_back_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws_with = |toml: &str| {
+            std::fs::write(dir.path().join(CONFIG_FILE), toml).unwrap();
+            Workspace::open(dir.path()).unwrap()
+        };
+        assert!(ws_with("[sources]\nA = \"src\"\n").check_layout().is_ok());
+        let e = ws_with("output = \"src/out\"\n[sources]\nA = \"src\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is inside source root `A`"), "{e}");
+        let e = ws_with("[sources]\nA = \"dataset/x/../y\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is inside the output folder"), "{e}");
+        let e = ws_with("output = \"\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the workspace folder itself"), "{e}");
+        let e = ws_with("output = \"..\"\n")
+            .check_layout()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contains the workspace folder"), "{e}");
+        // Sibling names that share a prefix are apart.
+        assert!(ws_with("output = \"src2\"\n[sources]\nA = \"src\"\n")
+            .check_layout()
+            .is_ok());
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("16GiB"), Ok(16 << 30));
+        assert_eq!(parse_size("8 gb"), Ok(8 << 30));
+        assert_eq!(parse_size("2097152"), Ok(2 << 20));
+        for bad in ["lots", "0", "12Q", "", "-1G", "100K"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "max_memory = \"2G\"\n").unwrap();
+        assert_eq!(
+            Workspace::open(dir.path()).unwrap().max_memory,
+            Some(2 << 30)
+        );
+        std::fs::write(dir.path().join(CONFIG_FILE), "max_memory = 0\n").unwrap();
+        let e = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("`max_memory`") && e.contains("cpia.toml"), "{e}");
+    }
+
+    #[test]
+    fn slurm_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |t: &str| std::fs::write(dir.path().join(CONFIG_FILE), t).unwrap();
+        write("[executor.slurm]\npartition = \"cpu\"\nshards = 8\ncpus_per_task = 4\n");
+        let ws = Workspace::open(dir.path()).unwrap();
+        assert_eq!(ws.slurm.partition.as_deref(), Some("cpu"));
+        assert_eq!((ws.slurm.shards, ws.slurm.cpus_per_task), (8, Some(4)));
+        write("[executor.slurm]\ntime = \"soon\"\n");
+        let err = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("[executor.slurm] time"), "{err}");
+        write("[executor.pbs]\nqueue = \"x\"\n");
+        let err = Workspace::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown executor"), "{err}");
+        write("jobs = 2\n");
+        assert_eq!(
+            Workspace::open(dir.path()).unwrap().slurm,
+            SlurmConfig::default()
+        );
     }
 
     #[test]

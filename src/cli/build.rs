@@ -1,12 +1,24 @@
-//! `cpia build`.
+//! `cpia build`, on this machine or as Slurm job arrays (`--executor slurm`).
 
-use crate::engine::driver::{self, Flags, Outcome};
-use crate::engine::Options;
+use crate::engine::cluster::finish::{self, Settled};
+use crate::engine::cluster::submit::{self, Cluster};
+use crate::engine::driver::{self, Flags, MassRemoval, Outcome};
+use crate::engine::{Options, Summary};
 use crate::plan::{Planner, Selection};
+use crate::store::submitted::Submitted;
 use crate::store::State;
 use crate::workspace::Workspace;
 
 use super::{CmdResult, Context, EXIT_ERROR, EXIT_FAILURES};
+
+/// Where the jobs of a build run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    /// This machine.
+    Local,
+    /// Slurm job arrays on a shared filesystem (docs/cluster.md).
+    Slurm,
+}
 
 /// Arguments of `cpia build`.
 #[derive(clap::Args, Debug)]
@@ -39,9 +51,44 @@ pub struct Args {
     /// an error (by default it is reported as "source not available").
     #[arg(long)]
     require_sources: bool,
+    /// Memory the jobs in flight may use, e.g. 16G (default: max_memory in cpia.toml, else 3/4 of the available memory).
+    #[arg(long, value_name = "SIZE", value_parser = crate::workspace::parse_size)]
+    max_memory: Option<u64>,
+    /// Where the jobs run: this machine, or Slurm job arrays.
+    #[arg(long, value_enum, default_value = "local")]
+    executor: Executor,
+    /// Slurm: array tasks (default: `shards` in [executor.slurm], else 16).
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
+    /// Slurm: the partition (default: `partition` in [executor.slurm]).
+    #[arg(long, value_name = "P")]
+    partition: Option<String>,
+    /// Slurm: one more sbatch option, its value attached
+    /// (`--sbatch-arg=--qos=long`); repeatable.
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// Slurm: wait for the array (showing progress) and merge its results;
+    /// without it a merge job does, once every task succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// Slurm: wait for the Slurm build already submitted and merge it;
+    /// plan nothing new.
+    #[arg(long, conflicts_with = "recipes")]
+    attach: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    let slurm_only = args.shards.is_some()
+        || args.partition.is_some()
+        || !args.sbatch_args.is_empty()
+        || args.wait
+        || args.attach;
+    if args.executor == Executor::Local && slurm_only {
+        return Err(
+            "--shards, --partition, --sbatch-arg, --wait and --attach go with --executor slurm"
+                .into(),
+        );
+    }
     let ws = ctx.workspace()?;
     let _lock = ws.lock(!args.no_wait)?;
     let mut state = State::open(&ws.state_path())?;
@@ -57,17 +104,72 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         allow_mass_removal: args.allow_mass_removal,
         require_sources: args.require_sources,
     };
-    let code = execute(
-        &ws,
-        &mut state,
-        &planner,
-        &selection,
-        &args_to_options(&ws, &args),
-        flags,
-        args.json,
-    )?;
+    let code = match args.executor {
+        Executor::Local => execute(
+            &ws,
+            &mut state,
+            &planner,
+            &selection,
+            &args_to_options(&ws, &args),
+            flags,
+            args.json,
+        )?,
+        Executor::Slurm => execute_slurm(&ws, &mut state, &planner, &selection, flags, &args)?,
+    };
     super::debug_counters(hashed);
     Ok(code)
+}
+
+/// A Slurm build: the settings of cpia.toml with the command line's
+/// overrides.
+fn execute_slurm(
+    ws: &Workspace,
+    state: &mut State,
+    planner: &Planner,
+    selection: &Selection,
+    flags: Flags,
+    args: &Args,
+) -> CmdResult {
+    let mut config = ws.slurm.clone();
+    if let Some(n) = args.shards {
+        config.shards = n;
+    }
+    if let Some(p) = &args.partition {
+        config.partition = Some(p.clone());
+    }
+    config.sbatch_args.extend(args.sbatch_args.iter().cloned());
+    config.validate()?;
+    if args.attach {
+        let summary = submit::attach(ws, state, args.json)?;
+        return report(ws, &summary, args.json);
+    }
+    let cluster = Cluster {
+        config,
+        wait: args.wait,
+        quiet: args.json,
+        fail_fast: args.fail_fast,
+    };
+    match submit::build(ws, state, planner, selection, flags, &cluster)? {
+        submit::Outcome::Refused(mass) => Ok(refuse(&mass)),
+        submit::Outcome::Busy(subs, summary) => {
+            still_running(&subs, "`cpia build --executor slurm --wait` waits for it, then builds the rest; `--attach` only waits");
+            report(ws, &summary, args.json)
+        }
+        submit::Outcome::Done(summary) => report(ws, &summary, args.json),
+    }
+}
+
+/// Says which Slurm builds still run.
+fn still_running(subs: &[Submitted], what_to_do: &str) {
+    for s in subs {
+        eprintln!(
+            "a Slurm build of this workspace is still running: job {} (plan {}, {} tasks)",
+            s.job.map_or("?".to_string(), |j| j.to_string()),
+            s.plan,
+            s.tasks
+        );
+    }
+    eprintln!("  {what_to_do}");
 }
 
 fn args_to_options(ws: &Workspace, args: &Args) -> Options {
@@ -76,6 +178,7 @@ fn args_to_options(ws: &Workspace, args: &Args) -> Options {
         jobs: args.jobs.unwrap_or(ws.jobs).max(1),
         fail_fast: args.fail_fast,
         progress: !args.json,
+        memory: crate::engine::budget::Limit::resolve(args.max_memory, ws),
     }
 }
 
@@ -89,23 +192,45 @@ pub fn execute(
     flags: Flags,
     json: bool,
 ) -> CmdResult {
-    let summary = match driver::build(ws, state, planner, selection, opts, flags)? {
-        Outcome::Refused(mass) => {
-            eprintln!(
-                "error: refusing to build: it would remove more than half of the outputs of:"
+    // A Slurm build merged late (its coordinator did not wait, or was
+    // killed) is merged before anything newer is recorded; one still
+    // running would write beside this build.
+    let mut summary = match finish::settle(ws, state, false, json)? {
+        Settled::Running(subs, _) => {
+            eprint!("error: ");
+            still_running(
+                &subs,
+                "wait for it (`cpia build --executor slurm --attach`) or cancel it (`scancel JOB`), then build again",
             );
-            for m in &mass {
-                eprintln!(
-                    "  {}: {} of {} recorded outputs",
-                    m.collection, m.removing, m.recorded
-                );
-            }
-            eprintln!("  (a moved or unmounted source folder looks like this; check with `cpia plan --explain`,");
-            eprintln!("   then pass --allow-mass-removal if the removal is intended)");
             return Ok(EXIT_ERROR);
         }
-        Outcome::Done(s) => s,
+        Settled::Done(s) => s,
     };
+    match driver::build(ws, state, planner, selection, opts, flags)? {
+        Outcome::Refused(mass) => return Ok(refuse(&mass)),
+        Outcome::Done(s) => summary.merge(s),
+    };
+    report(ws, &summary, json)
+}
+
+/// The mass-removal guard's refusal.
+fn refuse(mass: &[MassRemoval]) -> i32 {
+    eprintln!("error: refusing to build: it would remove more than half of the outputs of:");
+    for m in mass {
+        eprintln!(
+            "  {}: {} of {} recorded outputs",
+            m.collection, m.removing, m.recorded
+        );
+    }
+    eprintln!(
+        "  (a moved or unmounted source folder looks like this; check with `cpia plan --explain`,"
+    );
+    eprintln!("   then pass --allow-mass-removal if the removal is intended)");
+    EXIT_ERROR
+}
+
+/// Prints the summary (`--json`: one object on stdout); the exit code.
+fn report(ws: &Workspace, summary: &Summary, json: bool) -> CmdResult {
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -124,10 +249,13 @@ fn warn_untracked(ws: &Workspace, state: &State) {
     if !state.is_new() || !ws.output.is_dir() {
         return;
     }
+    // Temporaries and the manifests (derived from the state, rewritten for a
+    // new one) are not outputs.
     let tmp = ws.output.join(crate::engine::atomic::TMP_DIR);
+    let manifests = ws.output.join(crate::provenance::manifest::DIR);
     let n = walkdir::WalkDir::new(&ws.output)
         .into_iter()
-        .filter_entry(|e| e.path() != tmp)
+        .filter_entry(|e| e.path() != tmp && e.path() != manifests)
         .flatten()
         .filter(|e| e.file_type().is_file())
         .count();

@@ -275,6 +275,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         jobs: args.jobs.unwrap_or(ws.jobs).max(1),
         fail_fast: false,
         progress: true,
+        memory: crate::engine::budget::Limit::resolve(None, &ws),
     };
     let code = super::build::execute(
         &ws,

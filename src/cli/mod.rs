@@ -13,6 +13,7 @@ mod query;
 mod verify;
 mod watch;
 mod why;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,9 @@ enum Command {
     Query(query::Args),
     /// Export the lineage of the dataset as W3C PROV-JSON.
     Lineage(lineage::Args),
+    /// One task of a Slurm build, or its merge job (submitted by `build --executor slurm`).
+    #[command(hide = true)]
+    Worker(worker::Args),
     /// Project tooling: `cpia fixture svs --out PATH --cells WxH [--mag 20|40] [--seed N]`
     /// writes a large Aperio-style test slide from real tissue.
     #[command(hide = true)]
@@ -77,6 +81,7 @@ enum Command {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    crate::engine::interrupt::install();
     let cli = Cli::parse();
     let ctx = Context {
         workspace: cli.workspace,
@@ -95,6 +100,7 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&ctx, a),
         Command::Query(a) => query::run(&ctx, a),
         Command::Lineage(a) => lineage::run(&ctx, a),
+        Command::Worker(a) => worker::run(&ctx, a),
         Command::Fixture { args } => match args.split_first() {
             Some((kind, rest)) if kind == "svs" => crate::fixture::main_like(rest)
                 .map(|()| 0)
@@ -104,13 +110,21 @@ pub fn main() -> i32 {
             ),
         },
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_ERROR
         }
+    };
+    if crate::engine::interrupt::requested() {
+        eprintln!(
+            "interrupted: what was built before Ctrl-C is in place and recorded (counted above); \
+             run `cpia build` again to continue"
+        );
+        return crate::engine::interrupt::EXIT_INTERRUPTED;
     }
+    code
 }
 
 /// Options shared by every command.
@@ -123,8 +137,17 @@ pub struct Context {
 pub type CmdResult = Result<i32, Box<dyn std::error::Error>>;
 
 impl Context {
-    /// Finds the workspace and applies source overrides.
+    /// Finds the workspace, applies source overrides and checks its layout
+    /// (output, cache and source folders apart).
     fn workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
+        let ws = self.find_workspace()?;
+        ws.check_layout()?;
+        Ok(ws)
+    }
+
+    /// Finds the workspace and applies source overrides, nothing more (for
+    /// commands that only write recipes).
+    fn find_workspace(&self) -> Result<Workspace, Box<dyn std::error::Error>> {
         let cwd = std::env::current_dir()?;
         let mut ws = Workspace::discover(self.workspace.as_deref(), &cwd)?;
         ws.apply_overrides(&self.sources)?;

@@ -18,7 +18,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     // A recipe outside a workspace is read by nothing: say how to make one.
-    let dir: PathBuf = match ctx.workspace() {
+    let dir: PathBuf = match ctx.find_workspace() {
         Ok(ws) => ws.recipes_dir(),
         Err(e) => {
             eprintln!("error: {e}");

@@ -30,6 +30,9 @@ pub struct Args {
     /// Allow removing more than half of a collection's outputs.
     #[arg(long)]
     allow_mass_removal: bool,
+    /// Memory the jobs in flight may use, e.g. 16G (as for `build`).
+    #[arg(long, value_name = "SIZE", value_parser = crate::workspace::parse_size)]
+    max_memory: Option<u64>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
@@ -38,6 +41,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         jobs: args.jobs.unwrap_or(ws.jobs).max(1),
         fail_fast: false,
         progress: false,
+        memory: crate::engine::budget::Limit::resolve(args.max_memory, &ws),
     };
     let selection = Selection {
         recipes: args.recipes.clone(),
@@ -67,6 +71,9 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             let _lock = ws.lock(true)?;
             let mut state = State::open(&ws.state_path())?;
             super::build::execute(&ws, &mut state, &planner, &selection, &opts, flags, false)?;
+        }
+        if crate::engine::interrupt::requested() {
+            return Ok(super::EXIT_FAILURES);
         }
         super::debug_counters(hashed);
         eprintln!(

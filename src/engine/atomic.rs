@@ -5,50 +5,67 @@
 //! final name. A reader — or a build killed at any instant — sees either the
 //! old file, the new file, or no file; never a partial one. Leftover
 //! temporaries of a killed build are deleted when the next build starts.
+//! A Slurm array task writes into a folder of its own,
+//! `.cpia-tmp/task-<journal id>/` ([`OutputDir::open_task`]): tasks on other
+//! nodes share the output folder, so none may clear the others' temporaries
+//! or reuse their names (a pid is unique only on one machine); the
+//! coordinator clears them all, when no task runs.
 //!
 //! Durability comes either per file ([`OutputDir::write`]: fsync) or per
 //! batch ([`OutputDir::stage`] every file, one [`OutputDir::sync`], then
 //! [`OutputDir::place`] each): on Linux the batch is one `syncfs` of the
 //! output filesystem instead of an fsync (a journal commit, a device flush)
 //! per tile — the same guarantee, since every staged file is durable before
-//! any is renamed.
+//! any is renamed. The renames themselves are made durable by an fsync of
+//! each folder they went into ([`OutputDir::sync_dirs`], once per job and
+//! folder), before the result is recorded: a record — in the state or in a
+//! worker's journal — never describes a file that a crash can take back.
 //!
-//! Confinement: output names are validated by the recipe layer, and here every
-//! directory we write into is resolved (symlinks followed) and must lie inside
-//! the output root, so a symlink planted in the dataset cannot redirect a
-//! write elsewhere.
+//! Confinement: output names are validated by the recipe layer, and here
+//! every folder is reached from an open descriptor of the output root, one
+//! component at a time, never following a symbolic link ([`confined`]):
+//! writing, renaming into place, removing and pruning empty folders all act
+//! on descriptors, so a link planted anywhere under the output folder (a
+//! scale or sub-dataset folder, `.cpia-tmp` itself) is refused and named,
+//! and nothing outside the output folder is ever written or deleted.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use super::confined::Dir;
 
 /// Name of the temporary folder inside the output root.
 pub const TMP_DIR: &str = ".cpia-tmp";
 
 /// Writes files under one output root.
 pub struct OutputDir {
-    root: PathBuf,
-    canonical_root: PathBuf,
-    tmp: PathBuf,
+    root: Dir,
+    /// The folder holding the temporary folder: the root (`.cpia-tmp`), or
+    /// `.cpia-tmp` for a cluster task (`task-<tag>`).
+    tmp_home: Dir,
+    tmp_name: String,
+    tmp: Arc<Dir>,
+    /// A task's own temporary folder (removed whole when it finishes).
+    own_tmp: bool,
     counter: AtomicU64,
-    checked: Mutex<HashSet<PathBuf>>,
 }
 
 /// A file written under its temporary name: not yet durable, not yet in place.
 #[derive(Debug)]
 pub struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
+    tmp: Arc<Dir>,
+    /// Name in the temporary folder; empty once placed.
+    name: String,
+    rel: String,
 }
 
 impl Drop for Staged {
     /// A staged file that is never placed (an error in its batch) is deleted.
     fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
+        if !self.name.is_empty() {
+            let _ = self.tmp.unlink(&self.name, false);
         }
     }
 }
@@ -62,23 +79,48 @@ pub struct Written {
 }
 
 impl OutputDir {
-    /// Prepares `root` (creating it) and clears leftover temporaries.
-    pub fn open(root: &Path) -> io::Result<OutputDir> {
-        std::fs::create_dir_all(root)?;
-        let canonical_root = root.canonicalize()?;
-        let tmp = root.join(TMP_DIR);
-        match std::fs::remove_dir_all(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    /// Prepares `root` (creating it) and clears leftover temporaries, the
+    /// folders of cluster tasks included: only for a process that holds the
+    /// workspace lock while no task of a Slurm build runs. A `.cpia-tmp`
+    /// that is a link or not a folder is refused, untouched.
+    pub fn open(root: &std::path::Path) -> io::Result<OutputDir> {
+        let root = Dir::root(root)?;
+        let tmp = tmp_folder(&root, TMP_DIR)?;
+        for name in tmp.entries()? {
+            tmp.remove_tree(&name)?;
         }
-        std::fs::create_dir_all(&tmp)?;
+        let home = root.try_clone()?;
         Ok(OutputDir {
-            root: root.to_path_buf(),
-            canonical_root,
-            tmp,
+            root,
+            tmp_home: home,
+            tmp_name: TMP_DIR.to_string(),
+            tmp: Arc::new(tmp),
+            own_tmp: false,
             counter: AtomicU64::new(0),
-            checked: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Prepares `root` for one task attempt of a cluster build: its
+    /// temporaries go to `.cpia-tmp/task-<tag>/` (`tag` unique per attempt:
+    /// its journal's random id), and nothing else is touched.
+    pub fn open_task(root: &std::path::Path, tag: &str) -> io::Result<OutputDir> {
+        if tag.is_empty() || tag.contains(['/', '\0']) || tag.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{tag}` cannot name a temporary folder"),
+            ));
+        }
+        let root = Dir::root(root)?;
+        let home = tmp_folder(&root, TMP_DIR)?;
+        let name = format!("task-{tag}");
+        let tmp = tmp_folder(&home, &name)?;
+        Ok(OutputDir {
+            root,
+            tmp_home: home,
+            tmp_name: name,
+            tmp: Arc::new(tmp),
+            own_tmp: true,
+            counter: AtomicU64::new(0),
         })
     }
 
@@ -95,16 +137,17 @@ impl OutputDir {
     }
 
     fn stage_with(&self, rel: &str, bytes: &[u8], fsync: bool) -> io::Result<Staged> {
-        let dest = self.resolve(rel)?;
-        if let Some(parent) = dest.parent() {
-            self.ensure_dir(parent)?;
-        }
+        // The destination's folders are made (and checked) now, so a refused
+        // path fails before anything is written.
+        let (dirs, _) = split(rel)?;
+        self.root.walk(dirs, true)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let staged = Staged {
-            tmp: self.tmp.join(format!("{}-{n}.tmp", std::process::id())),
-            dest,
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.tmp", std::process::id()),
+            rel: rel.to_string(),
         };
-        let mut f = std::fs::File::create(&staged.tmp)?;
+        let mut f = self.tmp.create_file(&staged.name)?;
         f.write_all(bytes)?;
         if fsync {
             f.sync_all()?;
@@ -115,51 +158,82 @@ impl OutputDir {
     /// Makes every file staged so far durable: one `syncfs` of the output
     /// filesystem on Linux, else an fsync of each of `staged`.
     pub fn sync<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let dir = std::fs::File::open(&self.tmp)?;
-            // SAFETY: `dir` is an open descriptor for the whole call.
-            if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-                return Ok(());
-            }
-            // A filesystem that cannot syncfs: fsync file by file below.
+        if self.tmp.syncfs() {
+            return Ok(());
         }
         for s in staged {
-            std::fs::File::open(&s.tmp)?.sync_all()?;
+            self.tmp.open_file(&s.name)?.sync_all()?;
         }
         Ok(())
     }
 
     /// Renames a staged (and synced) file over its final name.
     pub fn place(&self, mut staged: Staged) -> io::Result<Written> {
-        let tmp = std::mem::take(&mut staged.tmp);
-        if let Err(e) = std::fs::rename(&tmp, &staged.dest) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+        let name = std::mem::take(&mut staged.name);
+        let placed = split(&staged.rel).and_then(|(dirs, file)| {
+            let chain = self.root.walk(dirs, true)?.unwrap_or_default();
+            let dir = chain.last().unwrap_or(&self.root);
+            self.tmp.rename(&name, dir, file)?;
+            dir.stat(file)
+        });
+        match placed {
+            Ok(st) => Ok(Written {
+                size: st.st_size as u64,
+                mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+                ino: st.st_ino,
+            }),
+            Err(e) => {
+                let _ = self.tmp.unlink(&name, false);
+                Err(e)
+            }
         }
-        let m = std::fs::metadata(&staged.dest)?;
-        Ok(Written {
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        })
+    }
+
+    /// Makes the renames into each folder of `dirs` (relative, `/`-separated,
+    /// repeats allowed) durable: an fsync of each folder once. Call it after
+    /// [`OutputDir::place`] and before recording what was placed.
+    pub fn sync_dirs<'d>(&self, dirs: impl IntoIterator<Item = &'d str>) -> io::Result<()> {
+        let mut done: HashSet<&str> = HashSet::new();
+        for d in dirs {
+            if done.insert(d) {
+                let names = components(d)?;
+                let synced = match self.root.walk(names.iter().copied(), false)? {
+                    Some(chain) => chain.last().unwrap_or(&self.root).sync(),
+                    None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                };
+                synced.map_err(|e| io::Error::new(e.kind(), format!("{d}: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes `rel` (absent is fine) and then any folders it leaves empty.
+    /// A link on the way is refused; a link at `rel` itself is deleted, not
+    /// followed.
     pub fn remove(&self, rel: &str) -> io::Result<()> {
-        let dest = self.resolve(rel)?;
-        match std::fs::remove_file(&dest) {
+        let (dirs, file) = split(rel)?;
+        let names: Vec<&str> = dirs.collect();
+        let Some(chain) = self.root.walk(names.iter().copied(), false)? else {
+            return Ok(());
+        };
+        let dir = chain.last().unwrap_or(&self.root);
+        match dir.unlink(file, false) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("`{}` is a folder, not a file", dir.rel_of(file)),
+                ))
+            }
             Err(e) => return Err(e),
         }
-        let mut dir = dest.parent();
-        while let Some(d) = dir {
-            if d == self.root || std::fs::remove_dir(d).is_err() {
+        // Prune from the deepest folder up; stop at the first that is not empty.
+        for k in (0..chain.len()).rev() {
+            let parent = if k == 0 { &self.root } else { &chain[k - 1] };
+            if parent.unlink(names[k], true).is_err() {
                 break;
             }
-            dir = d.parent();
         }
         Ok(())
     }
@@ -169,62 +243,74 @@ impl OutputDir {
     /// with this machine's clock (an NFS server's clock may differ).
     pub fn fs_now(&self) -> io::Result<i64> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let probe = self.tmp.join(format!("{}-{n}.now", std::process::id()));
-        std::fs::File::create(&probe)?;
-        let m = std::fs::metadata(&probe);
-        let _ = std::fs::remove_file(&probe);
-        let m = m?;
-        Ok(m.mtime() * 1_000_000_000 + m.mtime_nsec())
+        let name = format!("{}-{n}.now", std::process::id());
+        self.tmp.create_file(&name)?;
+        let st = self.tmp.stat(&name);
+        let _ = self.tmp.unlink(&name, false);
+        let st = st?;
+        Ok(st.st_mtime * 1_000_000_000 + st.st_mtime_nsec)
     }
 
-    /// Removes the temporary folder (at the end of a build).
+    /// Removes the temporary folders of cluster tasks (a task killed or
+    /// cancelled leaves its own behind): only for the coordinator, once no
+    /// task of its build runs.
+    pub fn clear_tasks(&self) {
+        let Ok(entries) = self.tmp.entries() else {
+            return;
+        };
+        for name in entries.iter().filter(|n| n.starts_with("task-")) {
+            let _ = self.tmp.remove_tree(name);
+        }
+    }
+
+    /// Removes the temporary folder (at the end of a build; a task's own
+    /// folder with whatever a failed write left in it).
     pub fn finish(&self) {
-        let _ = std::fs::remove_dir(&self.tmp);
+        if self.own_tmp {
+            // Only its own: `.cpia-tmp` itself belongs to the coordinator.
+            let _ = self.tmp_home.remove_tree(&self.tmp_name);
+        } else {
+            let _ = self.tmp_home.unlink(&self.tmp_name, true);
+        }
     }
+}
 
-    fn resolve(&self, rel: &str) -> io::Result<PathBuf> {
-        let bad = rel.is_empty()
-            || rel.starts_with('/')
-            || rel
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'));
-        if bad {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "refusing to write `{rel}`: not a plain relative path inside the output folder"
-                ),
-            ));
-        }
-        Ok(self.root.join(rel))
+/// Splits `rel` into its folder components and file name, refusing anything
+/// that is not a plain relative path inside the output folder.
+fn split(rel: &str) -> io::Result<(impl Iterator<Item = &str>, &str)> {
+    components(rel)?;
+    let (dirs, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+    Ok((dirs.split('/').filter(|c| !c.is_empty()), file))
+}
+
+/// The components of `rel`, refusing anything that is not a plain relative
+/// path inside the output folder.
+fn components(rel: &str) -> io::Result<Vec<&str>> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let bad = rel.is_empty()
+        || rel.starts_with('/')
+        || parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'));
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to use `{rel}`: not a plain relative path inside the output folder"),
+        ));
     }
+    Ok(parts)
+}
 
-    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
-        if self
-            .checked
-            .lock()
-            .map(|c| c.contains(dir))
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        std::fs::create_dir_all(dir)?;
-        let real = dir.canonicalize()?;
-        if !real.starts_with(&self.canonical_root) {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "refusing to write into {}: it resolves to {}, outside the output folder {}",
-                    dir.display(),
-                    real.display(),
-                    self.canonical_root.display()
-                ),
-            ));
-        }
-        if let Ok(mut c) = self.checked.lock() {
-            c.insert(dir.to_path_buf());
-        }
-        Ok(())
+/// Opens (creating it) the temporary folder `name` in `home`; a link or a
+/// file there is refused, untouched.
+fn tmp_folder(home: &Dir, name: &str) -> io::Result<Dir> {
+    match home.child(name, true) {
+        Ok(Some(tmp)) => Ok(tmp),
+        Ok(None) => Err(io::Error::other("the temporary folder vanished")),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot use the temporary folder: {e} (remove it: cpia makes its own)"),
+        )),
     }
 }
 
@@ -291,11 +377,74 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("ds/M")).unwrap();
         let err = out.write("M/x.jpg", b"x").unwrap_err();
-        assert!(
-            err.to_string().contains("outside the output folder"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`M` is a symbolic link"), "{err}");
         assert!(!dir.path().join("elsewhere/x.jpg").exists());
+        // Removal is confined the same way, and a link at the file itself is
+        // removed as a link.
+        std::fs::write(dir.path().join("elsewhere/y.jpg"), b"user").unwrap();
+        let err = out.remove("M/y.jpg").unwrap_err();
+        assert!(err.to_string().contains("`M` is a symbolic link"), "{err}");
+        std::fs::create_dir_all(dir.path().join("ds/S")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("elsewhere/y.jpg"),
+            dir.path().join("ds/S/y.jpg"),
+        )
+        .unwrap();
+        out.remove("S/y.jpg").unwrap();
+        assert!(dir.path().join("elsewhere/y.jpg").is_file());
+        assert!(
+            !dir.path().join("ds/S").exists(),
+            "empty folders are pruned"
+        );
+    }
+
+    #[test]
+    fn a_task_uses_a_temporary_folder_of_its_own_and_clears_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let other = root.join(TMP_DIR).join("task-other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("1-0.tmp"), b"another task's partial tile").unwrap();
+        let a = OutputDir::open_task(&root, "aaaa").unwrap();
+        let b = OutputDir::open_task(&root, "bbbb").unwrap();
+        // Same pid, same counter: the names would collide in one folder.
+        let sa = a.stage("M/A/x.jpg", b"a").unwrap();
+        let sb = b.stage("M/A/y.jpg", b"b").unwrap();
+        assert_eq!(sa.name, sb.name);
+        assert!(!Arc::ptr_eq(&sa.tmp, &sb.tmp));
+        a.sync([&sa]).unwrap();
+        a.place(sa).unwrap();
+        a.sync_dirs(["M/A", "M/A"]).unwrap();
+        assert!(a.sync_dirs(["../x"]).is_err());
+        drop(sb);
+        a.finish();
+        assert!(!root.join(TMP_DIR).join("task-aaaa").exists());
+        assert!(
+            other.join("1-0.tmp").exists(),
+            "another task's temporaries are kept"
+        );
+        assert!(OutputDir::open_task(&root, "../x").is_err());
+        // The coordinator, when no task runs, clears them all.
+        let _out = OutputDir::open(&root).unwrap();
+        assert_eq!(std::fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(std::fs::read(root.join("M/A/x.jpg")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn the_coordinator_clears_what_killed_tasks_left_once_none_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let out = OutputDir::open(&root).unwrap();
+        // A task opened after the coordinator, then killed mid-write.
+        let task = OutputDir::open_task(&root, "killed").unwrap();
+        std::mem::forget(task.stage("M/A/x.jpg", b"partial").unwrap());
+        std::fs::write(root.join(TMP_DIR).join("not-a-task"), b"").unwrap();
+        out.clear_tasks();
+        assert!(!root.join(TMP_DIR).join("task-killed").exists());
+        assert!(root.join(TMP_DIR).join("not-a-task").exists());
+        std::fs::remove_file(root.join(TMP_DIR).join("not-a-task")).unwrap();
+        out.finish();
+        assert!(!root.join(TMP_DIR).exists());
     }
 
     #[test]

@@ -16,6 +16,8 @@
 
 use std::collections::HashSet;
 
+use serde::{Deserialize, Serialize};
+
 use crate::plan::outdirs::{self, DirCheck, Mode};
 use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, Unplanned};
 use crate::store::{Event, State};
@@ -129,6 +131,11 @@ pub fn prepare(
 }
 
 impl Prepared {
+    /// Whether any plan removes files (the stat index is pruned after).
+    pub fn removes(&self) -> bool {
+        self.removes
+    }
+
     fn note(&mut self, p: &CollectionPlan) {
         if p.mass_removal() {
             self.mass_removals.push(MassRemoval {
@@ -182,72 +189,162 @@ pub fn build(
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
-    let argv: Vec<String> = std::env::args().collect();
-    let build = state.begin_build(&argv.join(" "), super::TOOL_VERSION)?;
-    crate::provenance::archive::record(state, build, ws, planner, &prepared.catalog)?;
-    let mut engine = Engine::new(&ws.output, opts, build)?;
-    let mut summary = Summary::default();
-    for p in &prepared.catalog.problems {
-        summary.failures.push(Failure {
-            input: p.input.clone(),
-            error: p.error.clone(),
-        });
-    }
-    // Inputs with damaged outputs stay incomplete until they are rebuilt,
-    // whatever happens to this build; touched outputs get their new stat.
-    let mut first: Vec<Event> = prepared.dirs.restats.clone();
-    for ids in prepared.dirs.damage.keys() {
-        first.push(Event::InputPending { id: *ids });
-    }
-    state.record(&first)?;
+    let mut run = Run::start(ws, state, planner, &prepared, opts)?;
     let removes = prepared.removes;
-    let checked: Vec<outdirs::CheckedDir> = prepared.dirs.dirs.clone();
+    let watched = watched(&prepared.dirs);
     prepared.for_each(ws, state, |state, p| {
         if let Some(u) = &p.unplanned {
-            note_unplanned(state, p, u, flags, &mut summary)?;
-            return Ok(());
+            return note_unplanned(state, p, u, flags, &mut run.summary);
         }
-        let s = engine.run(state, p)?;
-        summary.merge(s);
+        let s = run.engine.run(state, p)?;
+        run.summary.merge(s);
         Ok(())
     })?;
-    record_dir_identities(ws, state, &engine, &checked)?;
-    if removes {
-        state.prune_unused()?;
+    Ok(Outcome::Done(run.finish(ws, state, &watched, removes)?))
+}
+
+/// A build between its start and its end: its row in `builds`, its engine
+/// and the summary so far.
+pub struct Run {
+    pub build: i64,
+    pub engine: Engine,
+    pub summary: Summary,
+    /// Whether its end records output folder identities (not when what the
+    /// build did is only partly known, as after a merge resumed by another
+    /// process: then the folders are verified next time).
+    pub record_identities: bool,
+}
+
+impl Run {
+    /// Opens the build's row and its engine, and records what the output
+    /// folder check found: inputs with damaged outputs stay incomplete until
+    /// they are rebuilt, whatever happens to this build; touched outputs get
+    /// their new stat.
+    pub fn start(
+        ws: &Workspace,
+        state: &mut State,
+        planner: &Planner,
+        prepared: &Prepared,
+        opts: &Options,
+    ) -> Result<Run, EngineError> {
+        let argv: Vec<String> = std::env::args().collect();
+        let build = state.begin_build(&argv.join(" "), super::TOOL_VERSION)?;
+        crate::provenance::archive::record(state, build, ws, planner, &prepared.catalog)?;
+        let engine = Engine::new(&ws.output, opts, build)?;
+        let mut summary = Summary::default();
+        for p in &prepared.catalog.problems {
+            summary.failures.push(Failure {
+                input: p.input.clone(),
+                error: p.error.clone(),
+            });
+        }
+        let mut first: Vec<Event> = prepared.dirs.restats.clone();
+        for ids in prepared.dirs.damage.keys() {
+            first.push(Event::InputPending { id: *ids });
+        }
+        state.record(&first)?;
+        Ok(Run {
+            build,
+            engine,
+            summary,
+            record_identities: true,
+        })
     }
-    let out = engine.output();
-    let write = |rel: &str, b: &[u8]| out.write(rel, b).map(|w| (w.size, w.mtime_ns));
-    if let Err(e) =
-        crate::provenance::manifest::update(state, &ws.output, &write, &|r| out.remove(r))
-    {
-        summary.failures.push(Failure {
-            input: crate::provenance::manifest::DIR.into(),
-            error: format!("updating the manifests: {e}"),
-        });
+
+    /// The engine of build `build` started by another process (a Slurm
+    /// build finished by its merge job, or by the next invocation).
+    pub fn resume(ws: &Workspace, build: i64, opts: &Options) -> Result<Run, EngineError> {
+        Ok(Run {
+            build,
+            engine: Engine::new(&ws.output, opts, build)?,
+            summary: Summary::default(),
+            record_identities: true,
+        })
     }
-    engine.finish();
-    summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
-    let failures: Vec<(String, String)> = (summary.failures.iter())
-        .map(|f| (f.input.clone(), f.error.clone()))
-        .collect();
-    state.record_build_failures(build, &failures)?;
-    state.finish_build(
-        build,
-        [
-            summary.built,
-            summary.up_to_date,
-            summary.removed,
-            summary.failed,
-        ],
-    )?;
-    Ok(Outcome::Done(summary))
+
+    /// Ends the build: records the identity of every output folder known
+    /// to match its records (`watched`: those checked at its start, with the
+    /// inputs damaged in them), prunes the stat index when something was
+    /// removed, closes the build's row.
+    pub fn finish(
+        self,
+        ws: &Workspace,
+        state: &mut State,
+        watched: &[Watched],
+        prune: bool,
+    ) -> Result<Summary, EngineError> {
+        let Run {
+            build,
+            engine,
+            mut summary,
+            record_identities,
+        } = self;
+        if record_identities {
+            record_dir_identities(ws, state, &engine, watched)?;
+        }
+        if prune {
+            state.prune_unused()?;
+        }
+        let out = engine.output();
+        let write = |rel: &str, b: &[u8]| out.write(rel, b).map(|w| (w.size, w.mtime_ns));
+        if let Err(e) =
+            crate::provenance::manifest::update(state, &ws.output, &write, &|r| out.remove(r))
+        {
+            summary.failures.push(Failure {
+                input: crate::provenance::manifest::DIR.into(),
+                error: format!("updating the manifests: {e}"),
+            });
+        }
+        engine.finish();
+        summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
+        let failures: Vec<(String, String)> = (summary.failures.iter())
+            .map(|f| (f.input.clone(), f.error.clone()))
+            .collect();
+        state.record_build_failures(build, &failures)?;
+        state.finish_build(
+            build,
+            [
+                summary.built,
+                summary.up_to_date,
+                summary.removed,
+                summary.failed,
+            ],
+        )?;
+        Ok(summary)
+    }
+}
+
+/// An output folder checked at the start of a build, as its end needs it
+/// (also written into a Slurm build's plan, for whoever finishes it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watched {
+    pub id: i64,
+    pub path: String,
+    /// Inputs with damaged files in it.
+    pub damaged_inputs: Vec<i64>,
+}
+
+/// The folders of a check, as [`Run::finish`] needs them.
+pub fn watched(dirs: &DirCheck) -> Vec<Watched> {
+    dirs.dirs
+        .iter()
+        .map(|c| {
+            let mut damaged_inputs: Vec<i64> = c.damaged_inputs.iter().copied().collect();
+            damaged_inputs.sort_unstable();
+            Watched {
+                id: c.dir.id,
+                path: c.dir.path.clone(),
+                damaged_inputs,
+            }
+        })
+        .collect()
 }
 
 /// A collection whose root is not there: "not available" when it has never
 /// been built (a catalog collection not downloaded yet), an error when it
 /// has outputs (an unmounted disk looks like this) or when
 /// `--require-sources` asks.
-fn note_unplanned(
+pub fn note_unplanned(
     state: &State,
     p: &CollectionPlan,
     u: &Unplanned,
@@ -284,22 +381,22 @@ fn record_dir_identities(
     ws: &Workspace,
     state: &mut State,
     engine: &Engine,
-    checked: &[outdirs::CheckedDir],
+    checked: &[Watched],
 ) -> Result<(), EngineError> {
     let Ok(mut now) = engine.output().fs_now() else {
         return Ok(());
     };
-    let incomplete = &engine.incomplete;
+    let incomplete = engine.incomplete();
     let dirty = engine.dirty_dirs();
     let mut known: HashSet<&str> = HashSet::new();
     let mut wanted: Vec<(i64, String)> = Vec::new();
     for c in checked {
-        known.insert(c.dir.path.as_str());
+        known.insert(c.path.as_str());
         let unrepaired = c.damaged_inputs.iter().any(|i| incomplete.contains(i));
-        if dirty.contains(&c.dir.path) || unrepaired || engine.stopped() {
-            state.set_dir_identity(c.dir.id, None)?;
+        if dirty.contains(&c.path) || unrepaired || engine.stopped() {
+            state.set_dir_identity(c.id, None)?;
         } else {
-            wanted.push((c.dir.id, c.dir.path.clone()));
+            wanted.push((c.id, c.path.clone()));
         }
     }
     // Folders first written by this build.

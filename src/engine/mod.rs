@@ -1,6 +1,9 @@
 //! Executing plans: build the stale outputs in parallel, remove the orphans,
 //! record every result — one collection plan at a time ([`Engine::run`]);
-//! [`driver`] plans and runs a whole build.
+//! [`driver`] plans and runs a whole build. Results go to a [`Recorder`]
+//! ([`record`]): the state database, or — in a Slurm array task, which must
+//! not open it — the task's journal; [`cluster`] runs a build as Slurm job
+//! arrays and merges the journals.
 //!
 //! Invariants:
 //! - An output is recorded only after its file is durably in place
@@ -15,24 +18,30 @@
 //! - The engine writes only inside the output folder and only the paths the
 //!   plan names.
 
+mod admit;
 pub mod atomic;
+pub mod budget;
+pub mod cluster;
+pub mod confined;
 pub mod driver;
+pub mod estimate;
 pub mod evaluate;
+pub mod interrupt;
+pub mod record;
 pub mod summary;
 pub mod wsi;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
-
+use crate::plan::inputs::Folder;
 use crate::plan::{BuildAction, CollectionPlan, QcAction, UnitAction};
 use crate::store::state::now;
 use crate::store::{Event, FailureRecord, Maker, OutputRecord, State, StateError, WrittenFile};
 
 pub use crate::plan::TOOL_VERSION;
+pub use record::{JobResult, Recorder, Tally};
 pub use summary::{Failure, Summary};
 
 /// How to run a build.
@@ -43,6 +52,8 @@ pub struct Options {
     pub fail_fast: bool,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The memory budget of the jobs in flight.
+    pub memory: budget::Limit,
 }
 
 /// One unit of parallel work.
@@ -75,23 +86,6 @@ impl Job<'_> {
     }
 }
 
-/// What one job did, for the recorder.
-#[derive(Default)]
-struct JobResult {
-    /// Events to record, in order (outputs, removals, units, failures).
-    events: Vec<Event>,
-    built: u64,
-    removed: u64,
-    failed: u64,
-    skipped: u64,
-    failure: Option<Failure>,
-    /// The input is not complete after this job (it failed or was skipped).
-    incomplete: Option<i64>,
-    /// Output folders where a write or removal failed part-way: their
-    /// identity is not recorded, so the next build verifies them.
-    dirty_dirs: Vec<String>,
-}
-
 /// A build in progress: the output folder, the worker and I/O threads, the
 /// open slides; shared by the collection plans it runs.
 pub struct Engine {
@@ -106,6 +100,10 @@ pub struct Engine {
     incomplete: HashSet<i64>,
     /// Output folders a failed write or removal left unverified.
     dirty_dirs: HashSet<String>,
+    /// The memory budget of the jobs in flight.
+    memory: budget::Budget,
+    /// While the engine lives, a Ctrl-C lets the jobs in progress finish.
+    _graceful: interrupt::Graceful,
 }
 
 impl Engine {
@@ -118,6 +116,30 @@ impl Engine {
         let out = atomic::OutputDir::open(output).map_err(|e| {
             EngineError(format!("preparing output folder {}: {e}", output.display()))
         })?;
+        Engine::with_output(out, opts, build)
+    }
+
+    /// The engine of one task attempt of a cluster build: its temporaries
+    /// in a folder of its own (`tag`: unique per attempt), nothing else of
+    /// the output folder's temporaries touched.
+    pub fn for_task(
+        output: &std::path::Path,
+        tag: &str,
+        opts: &Options,
+        build: i64,
+    ) -> Result<Engine, EngineError> {
+        let out = atomic::OutputDir::open_task(output, tag).map_err(|e| {
+            EngineError(format!("preparing output folder {}: {e}", output.display()))
+        })?;
+        Engine::with_output(out, opts, build)
+    }
+
+    fn with_output(
+        out: atomic::OutputDir,
+        opts: &Options,
+        build: i64,
+    ) -> Result<Engine, EngineError> {
+        crate::ops::pool::limit_bytes(opts.memory.bytes / 8);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.jobs.max(1))
             .build()
@@ -132,6 +154,8 @@ impl Engine {
             build,
             incomplete: HashSet::new(),
             dirty_dirs: HashSet::new(),
+            memory: budget::Budget::new(&opts.memory),
+            _graceful: interrupt::Graceful::enter(),
         })
     }
 
@@ -141,8 +165,9 @@ impl Engine {
     }
 
     /// Whether `--fail-fast` stopped the build.
+    /// (or a Ctrl-C asked it to stop).
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || interrupt::requested()
     }
 
     /// Output folders whose identity must not be recorded.
@@ -150,11 +175,41 @@ impl Engine {
         &self.dirty_dirs
     }
 
+    /// Inputs not complete after this build (failed, skipped, or not done).
+    pub fn incomplete(&self) -> &HashSet<i64> {
+        &self.incomplete
+    }
+
+    /// Adds what work done elsewhere (Slurm tasks, merged from their
+    /// journals) left incomplete or unverified.
+    pub fn absorb(&mut self, t: &Tally) {
+        self.incomplete.extend(t.incomplete.iter().copied());
+        self.dirty_dirs.extend(t.dirty_dirs.iter().cloned());
+    }
+
     /// Executes one collection's plan: removals first (they free names),
     /// then builds, then the WSI QC pictures (which draw the decisions the
     /// builds recorded), then marks the inputs whose work all succeeded
     /// complete.
     pub fn run(
+        &mut self,
+        state: &mut State,
+        plan: &CollectionPlan,
+    ) -> Result<Summary, EngineError> {
+        let mut summary = self.settle(state, plan)?;
+        if self.stopped() {
+            summary.skipped += plan.building() as u64;
+            return Ok(summary);
+        }
+        summary.merge(self.execute(state, plan)?);
+        Ok(summary)
+    }
+
+    /// Everything of a collection's plan that is not a job: its problems,
+    /// pipelines and record updates are recorded, and (unless `--fail-fast`
+    /// stopped the build) its removals done. A Slurm build's coordinator
+    /// runs this before it submits the jobs.
+    pub fn settle(
         &mut self,
         state: &mut State,
         plan: &CollectionPlan,
@@ -186,7 +241,6 @@ impl Engine {
         }
         events.extend(plan.updates.iter().cloned());
         if self.stopped() {
-            summary.skipped += plan.building() as u64;
             state.record(&events).map_err(EngineError::state)?;
             return Ok(summary);
         }
@@ -216,7 +270,18 @@ impl Engine {
             }
         }
         state.record(&events).map_err(EngineError::state)?;
+        Ok(summary)
+    }
 
+    /// Runs a collection plan's jobs — its ROI outputs, WSI units and QC
+    /// pictures — recording their results with `rec`, then marks every
+    /// input of `plan.complete` whose work all succeeded complete.
+    pub fn execute(
+        &mut self,
+        rec: &mut dyn Recorder,
+        plan: &CollectionPlan,
+    ) -> Result<Summary, EngineError> {
+        let mut summary = Summary::default();
         // Group ROI outputs by source file, WSI units by slide cell.
         let mut roi: BTreeMap<i64, Vec<&BuildAction>> = BTreeMap::new();
         for b in &plan.builds {
@@ -257,17 +322,14 @@ impl Engine {
             bar: &bar,
             build: self.build,
             maker: maker.as_ref(),
+            budget: &self.memory,
+            pool: &self.pool,
         };
-        let mut tally = run_jobs(
-            state,
-            &self.pool,
-            &self.io,
-            &jobs,
-            Schedule::Parallel,
-            |j| ctx.run(j),
-        )?;
+        let mut tally = run_jobs(rec, &self.pool, &self.io, &jobs, Schedule::Parallel, |j| {
+            ctx.run(j)
+        })?;
         tally.add(run_jobs(
-            state,
+            rec,
             &self.pool,
             &self.io,
             &large,
@@ -280,14 +342,11 @@ impl Engine {
         if !plan.qc.is_empty() && !self.stopped() {
             let mut decisions: HashMap<i64, wsi::Decisions> = HashMap::new();
             for q in &plan.qc {
-                decisions.insert(
-                    q.input.id,
-                    state.decisions(q.input.id).map_err(EngineError::state)?,
-                );
+                decisions.insert(q.input.id, rec.decisions(q.input.id)?);
             }
             let qcs: Vec<&QcAction> = plan.qc.iter().collect();
             tally.add(run_jobs(
-                state,
+                rec,
                 &self.pool,
                 &self.io,
                 &qcs,
@@ -309,29 +368,48 @@ impl Engine {
 
         // Inputs whose work all succeeded are complete under the plan's
         // fingerprint.
-        if let Some(fp) = plan.fp {
-            let mut complete: Vec<Event> = plan
-                .complete
-                .iter()
-                .filter(|id| !self.incomplete.contains(id))
-                .map(|&id| Event::InputComplete { id, fp })
-                .collect();
-            // Then the folders all of whose inputs are complete (the event
-            // checks it again against the rows).
-            complete.extend(
-                plan.folders
-                    .iter()
-                    .filter(|f| f.ok && !f.inputs.iter().any(|i| self.incomplete.contains(i)))
-                    .map(|f| Event::FolderComplete {
-                        collection: plan.id,
-                        src_dir: f.src_dir,
-                        digest: f.digest.clone(),
-                        fp,
-                    }),
-            );
-            state.record(&complete).map_err(EngineError::state)?;
-        }
+        self.complete(rec, plan.id, plan.fp, &plan.complete, &plan.folders)?;
         Ok(summary)
+    }
+
+    /// Marks each of `inputs` that this build did not leave incomplete
+    /// complete under fingerprint `fp`, then each of `folders` (of
+    /// collection `collection`) all of whose inputs are (the event checks it
+    /// again against the rows).
+    pub fn complete(
+        &self,
+        rec: &mut dyn Recorder,
+        collection: i64,
+        fp: Option<i64>,
+        inputs: &[i64],
+        folders: &[Folder],
+    ) -> Result<(), EngineError> {
+        let Some(fp) = fp else {
+            return Ok(());
+        };
+        let mut events: Vec<Event> = inputs
+            .iter()
+            .filter(|id| !self.incomplete.contains(id))
+            .map(|&id| Event::InputComplete { id, fp })
+            .collect();
+        events.extend(
+            folders
+                .iter()
+                .filter(|f| f.ok && !f.inputs.iter().any(|i| self.incomplete.contains(i)))
+                .map(|f| Event::FolderComplete {
+                    collection,
+                    src_dir: f.src_dir,
+                    digest: f.digest.clone(),
+                    fp,
+                }),
+        );
+        if events.is_empty() {
+            return Ok(());
+        }
+        rec.record(&mut [JobResult {
+            events,
+            ..JobResult::default()
+        }])
     }
 
     /// Removes the temporary folder (at the end of a build).
@@ -422,23 +500,42 @@ struct JobContext<'r> {
     bar: &'r indicatif::ProgressBar,
     build: i64,
     maker: Option<&'r Maker>,
+    budget: &'r budget::Budget,
+    pool: &'r rayon::ThreadPool,
 }
 
 impl<'r> JobContext<'r> {
     /// Runs one job (or skips it after a `--fail-fast` stop).
     fn run<'j>(&'j self, job: &'j Job<'_>) -> Outcome<'j> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Outcome::Done(JobResult {
+        let skipped = || {
+            Outcome::Done(JobResult {
                 skipped: job.weight(),
                 incomplete: Some(job.input()),
                 ..JobResult::default()
-            });
-        }
-        let outcome = match job {
-            Job::Roi(actions) => build_roi(actions, self),
-            Job::Cell(actions) => wsi::build_cell(actions, self),
-            Job::Thumbnail(q) => Outcome::Done(wsi::prefetch_thumbnail(q, self.slides)),
+            })
         };
+        if self.stop.load(Ordering::Relaxed) || interrupt::requested() {
+            return skipped();
+        }
+        // Waits for the job's memory on this (lane) thread, then computes in
+        // the pool.
+        let admitted = admit::admit(job, self.budget);
+        if interrupt::requested() {
+            return skipped();
+        }
+        let outcome = self.pool.install(|| match (job, admitted) {
+            (_, admit::Admitted::Failed(r)) => Outcome::Done(r),
+            (Job::Roi(actions), admit::Admitted::Roi { bytes, grant }) => {
+                build_roi(actions, self, bytes, grant)
+            }
+            (Job::Cell(actions), admit::Admitted::Cell(grant)) => {
+                wsi::build_cell(actions, self, grant)
+            }
+            (Job::Thumbnail(q), admit::Admitted::Thumbnail(Some(_grant))) => {
+                Outcome::Done(wsi::prefetch_thumbnail(q, self.slides))
+            }
+            _ => Outcome::Done(JobResult::default()),
+        });
         // Progress and `--fail-fast` follow finished jobs: after the commit.
         let weight = job.weight();
         match outcome {
@@ -471,7 +568,7 @@ impl<'r> JobContext<'r> {
 /// Runs `work` on every job in the pool, its commits on the I/O threads,
 /// while one thread records results.
 fn run_jobs<'j, T: Sync>(
-    state: &mut State,
+    rec: &mut dyn Recorder,
     pool: &rayon::ThreadPool,
     io: &Io,
     jobs: &'j [T],
@@ -483,7 +580,7 @@ fn run_jobs<'j, T: Sync>(
     }
     let (tx, rx) = mpsc::channel::<JobResult>();
     let recorded = std::thread::scope(|scope| {
-        let recorder = scope.spawn(move || record_results(state, rx));
+        let recorder = scope.spawn(move || record::record_results(rec, rx));
         // Returns once every spawned commit has finished.
         io.pool.in_place_scope(|commits| {
             let finish = |tx: &mut mpsc::Sender<JobResult>, job: &'j T| match work(job) {
@@ -500,21 +597,18 @@ fn run_jobs<'j, T: Sync>(
                     });
                 }
             };
-            pool.install(|| match schedule {
-                Schedule::Parallel => jobs.par_iter().for_each_with(tx, finish),
-                Schedule::OneAtATime => {
-                    let mut tx = tx;
-                    for job in jobs {
-                        finish(&mut tx, job);
-                    }
-                }
-            });
+            // Jobs are fed from lane threads, outside the pool: a job waits
+            // for memory there (admit.rs), and enters the pool once admitted.
+            let lanes = match schedule {
+                Schedule::Parallel => pool.current_num_threads(),
+                Schedule::OneAtATime => 1,
+            };
+            admit::lanes(jobs, lanes, tx, finish);
         });
         recorder.join()
     });
     match recorded {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => Err(EngineError::state(e)),
+        Ok(r) => r,
         Err(_) => Err(EngineError("the result recorder panicked".into())),
     }
 }
@@ -560,25 +654,23 @@ fn roi_failure(first: &BuildAction, error: String, outputs: usize) -> JobResult 
     )
 }
 
-/// Reads and decodes one ROI source and runs its steps; the writing of the
-/// encoded outputs is returned as a commit for the I/O threads.
-fn build_roi<'a>(actions: &'a [&'a BuildAction], cx: &'a JobContext<'_>) -> Outcome<'a> {
+/// Decodes one admitted ROI source and runs its steps; the writing of the
+/// encoded outputs is returned as a commit for the I/O threads, holding only
+/// the memory of those outputs.
+fn build_roi<'a>(
+    actions: &'a [&'a BuildAction],
+    cx: &'a JobContext<'_>,
+    bytes: Arc<Vec<u8>>,
+    mut grant: budget::Grant<'a>,
+) -> Outcome<'a> {
     let first = actions[0];
-    let input = &first.input;
     let fail = |error: String| Outcome::Done(roi_failure(first, error, actions.len()));
-    let bytes = match std::fs::read(&input.abs) {
-        Ok(b) => Arc::new(b),
-        Err(e) => return fail(format!("cannot read: {e}")),
-    };
-    if crate::plan::sources::hash_bytes(&bytes) != input.hash {
-        return fail("source changed while the build was running; build again".into());
-    }
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
-    let evaluated =
-        match evaluate::evaluate(&first.spec.recipe, crate::ops::Value::Bytes(bytes), &sinks) {
-            Ok(v) => v,
-            Err(e) => return fail(e.to_string()),
-        };
+    let source = crate::ops::Value::Bytes(bytes);
+    let evaluated = match evaluate::evaluate(&first.spec.recipe, source, &sinks, &[]) {
+        Ok(v) => v,
+        Err(e) => return fail(e.to_string()),
+    };
     let encoded: Vec<Option<Arc<Vec<u8>>>> = actions
         .iter()
         .map(|a| match evaluated.get(a.output.sink) {
@@ -587,7 +679,14 @@ fn build_roi<'a>(actions: &'a [&'a BuildAction], cx: &'a JobContext<'_>) -> Outc
         })
         .collect();
     drop(evaluated);
-    Outcome::Commit(Box::new(move || commit_roi(actions, cx, &encoded)))
+    if grant.bytes() >= budget::RELEASE_AFTER {
+        budget::release_freed();
+    }
+    grant.shrink_to(encoded.iter().flatten().map(|e| e.len() as u64).sum());
+    Outcome::Commit(Box::new(move || {
+        let _grant = grant;
+        commit_roi(actions, cx, &encoded)
+    }))
 }
 
 /// Writes a ROI source's outputs and records them.
@@ -598,26 +697,44 @@ fn commit_roi(
 ) -> JobResult {
     let first = actions[0];
     let mut result = JobResult::default();
+    let mut error = None;
     for (a, data) in actions.iter().zip(encoded) {
-        let error = match data {
-            None => format!(
+        let Some(data) = data else {
+            error = Some(format!(
                 "step `{}` did not produce encoded bytes",
                 first.spec.recipe.steps[a.output.sink].id
-            ),
-            Some(data) => match cx.out.write(&a.output.path(), data) {
-                Ok(w) => {
-                    result.built += 1;
-                    result
-                        .events
-                        .push(Event::Output(Box::new(record_for(a, data, w, cx))));
-                    continue;
-                }
-                Err(e) => {
-                    result.dirty_dirs.push(a.output.dir.clone());
-                    format!("cannot write {}: {e}", a.output.path())
-                }
-            },
+            ));
+            break;
         };
+        match cx.out.write(&a.output.path(), data) {
+            Ok(w) => {
+                result.built += 1;
+                result
+                    .events
+                    .push(Event::Output(Box::new(record_for(a, data, w, cx))));
+            }
+            Err(e) => {
+                result.dirty_dirs.push(a.output.dir.clone());
+                error = Some(format!("cannot write {}: {e}", a.output.path()));
+                break;
+            }
+        }
+    }
+    // The renames are made durable before anything is recorded; if they
+    // cannot be, nothing is.
+    let placed = actions[..result.built as usize]
+        .iter()
+        .map(|a| a.output.dir.as_str());
+    if let Err(e) = cx.out.sync_dirs(placed) {
+        let mut f = roi_failure(
+            first,
+            format!("cannot make the outputs durable: {e}"),
+            actions.len(),
+        );
+        f.dirty_dirs = actions.iter().map(|a| a.output.dir.clone()).collect();
+        return f;
+    }
+    if let Some(error) = error {
         let mut f = roi_failure(first, error, actions.len() - result.built as usize);
         f.events.splice(0..0, result.events);
         f.built = result.built;
@@ -659,30 +776,6 @@ fn record_for(
     }
 }
 
-/// What the recorder counted.
-#[derive(Default)]
-struct Tally {
-    built: u64,
-    removed: u64,
-    failed: u64,
-    skipped: u64,
-    failures: Vec<Failure>,
-    incomplete: HashSet<i64>,
-    dirty_dirs: HashSet<String>,
-}
-
-impl Tally {
-    fn add(&mut self, t: Tally) {
-        self.built += t.built;
-        self.removed += t.removed;
-        self.failed += t.failed;
-        self.skipped += t.skipped;
-        self.failures.extend(t.failures);
-        self.incomplete.extend(t.incomplete);
-        self.dirty_dirs.extend(t.dirty_dirs);
-    }
-}
-
 impl Summary {
     fn add(&mut self, t: &Tally) {
         self.built += t.built;
@@ -693,45 +786,12 @@ impl Summary {
     }
 }
 
-/// Records results in batches: one transaction per 512 events or 200 ms,
-/// whichever comes first, so the state keeps up with thousands of small
-/// outputs per second and a kill loses at most the last batch's records.
-fn record_results(state: &mut State, rx: mpsc::Receiver<JobResult>) -> Result<Tally, StateError> {
-    let mut tally = Tally::default();
-    let mut batch: Vec<Event> = Vec::new();
-    let mut last = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(r) => {
-                tally.built += r.built;
-                tally.removed += r.removed;
-                tally.failed += r.failed;
-                tally.skipped += r.skipped;
-                tally.failures.extend(r.failure);
-                tally.incomplete.extend(r.incomplete);
-                tally.dirty_dirs.extend(r.dirty_dirs);
-                batch.extend(r.events);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if batch.len() >= 512 || (!batch.is_empty() && last.elapsed() >= Duration::from_millis(200))
-        {
-            state.record(&batch)?;
-            batch.clear();
-            last = Instant::now();
-        }
-    }
-    state.record(&batch)?;
-    Ok(tally)
-}
-
 /// A failure of the build machinery itself (not of one input).
 #[derive(Debug)]
 pub struct EngineError(pub String);
 
 impl EngineError {
-    fn state(e: StateError) -> EngineError {
+    pub(crate) fn state(e: StateError) -> EngineError {
         EngineError(e.to_string())
     }
 }

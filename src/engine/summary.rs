@@ -17,6 +17,29 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// A Slurm job array of the build, and how each of its tasks ended.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SlurmJob {
+    /// The plan (`cache/plans/<plan>`).
+    pub plan: String,
+    pub job: u64,
+    /// The dependent merge job, when the coordinator did not wait.
+    pub merge_job: Option<u64>,
+    pub tasks: Vec<SlurmTask>,
+}
+
+/// One array task: its Slurm state, exit code and log file.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SlurmTask {
+    pub task: u32,
+    /// `COMPLETED`, `FAILED`, `CANCELLED`, `PENDING`, … (`GONE`: the
+    /// controller forgot it and the cluster keeps no accounting).
+    pub state: String,
+    /// `exit code N` or `signal N`, once it ended.
+    pub exit: Option<String>,
+    pub log: String,
+}
+
 /// Counts of outputs, and the failed inputs.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -29,6 +52,9 @@ pub struct Summary {
     pub failures: Vec<Failure>,
     /// Collections whose source is not available ("source not available").
     pub unavailable: Vec<Unavailable>,
+    /// Slurm builds: the job arrays submitted or merged by this command.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slurm: Vec<SlurmJob>,
 }
 
 impl Summary {
@@ -46,6 +72,7 @@ impl Summary {
         self.skipped += o.skipped;
         self.failures.extend(o.failures);
         self.unavailable.extend(o.unavailable);
+        self.slurm.extend(o.slurm);
     }
 
     /// The human summary, ending with the counts line.
@@ -79,6 +106,20 @@ impl Summary {
                     self.unavailable.len() - 10
                 ));
             }
+        }
+        for j in &self.slurm {
+            let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+            for t in &j.tasks {
+                *states.entry(t.state.as_str()).or_default() += 1;
+            }
+            let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            s.push_str(&format!(
+                "slurm job {} ({} tasks: {}), plan {}\n",
+                j.job,
+                j.tasks.len(),
+                states.join(", "),
+                j.plan
+            ));
         }
         s.push_str(&format!(
             "built {}, up to date {}, removed {}, failed {}",

@@ -189,7 +189,7 @@ fn recycle(region: Arc<Region>, standardized: Option<Arc<crate::ops::RgbImage>>)
 }
 
 /// The failure of a whole cell: every unit of it fails.
-fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
+pub(super) fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
     let (input, u) = (&actions[0].input, &actions[0].unit);
     failed_job(
         input.id,
@@ -204,7 +204,11 @@ fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
 /// Computes the units of one cell (all share the slide and the cell): reads
 /// the region, runs the steps, gives the pixel buffers back to the pool, and
 /// returns the writing of the encoded tiles as a commit for the I/O threads.
-pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'_>) -> Outcome<'a> {
+pub(super) fn build_cell<'a>(
+    actions: &'a [&'a UnitAction],
+    cx: &'a JobContext<'_>,
+    mut grant: super::budget::Grant<'a>,
+) -> Outcome<'a> {
     let slides = cx.slides;
     let first = actions[0];
     let u = &first.unit;
@@ -259,7 +263,13 @@ pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'
         tissue_fraction,
     });
     let sinks: Vec<usize> = actions.iter().map(|a| a.unit.sink).collect();
-    let evaluated = evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks);
+    let grid_step = recipe
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Operator::WsiGrid(_)));
+    // The tissue decision and the standardized image are read below.
+    let keep: Vec<usize> = tissue_step.into_iter().chain(grid_step).collect();
+    let evaluated = evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks, &keep);
     let evaluated = match evaluated {
         Ok(v) => v,
         Err(e) => {
@@ -281,25 +291,57 @@ pub(super) fn build_cell<'a>(actions: &'a [&'a UnitAction], cx: &'a JobContext<'
             _ => None,
         })
         .collect();
-    let standardized = recipe
-        .steps
-        .iter()
-        .position(|s| matches!(s.op, Operator::WsiGrid(_)))
-        .and_then(|g| match evaluated.get(g) {
-            Some(Value::Tiles(t)) => t.tiles.first().map(|t| t.image.clone()),
-            _ => None,
-        });
+    let standardized = grid_step.and_then(|g| match evaluated.get(g) {
+        Some(Value::Tiles(t)) => t.tiles.first().map(|t| t.image.clone()),
+        _ => None,
+    });
     drop(evaluated);
     recycle(region, standardized);
+    // The commit holds only the encoded tiles.
+    grant.shrink_to(
+        encoded
+            .iter()
+            .flatten()
+            .flat_map(|tiles| tiles.iter())
+            .map(|t| t.bytes.len() as u64)
+            .sum(),
+    );
     Outcome::Commit(Box::new(move || {
+        let _grant = grant;
         commit_cell(actions, cx, &encoded, kept, reader_used)
     }))
 }
 
 /// Writes a cell's encoded tiles, removes the tiles its units no longer
 /// write, and records it all (on an I/O thread: the latency of making files
-/// durable, not CPU, is the cost of writing).
+/// durable, not CPU, is the cost of writing). The folders its tiles went
+/// into are synced before the result is handed on, so that the renames are
+/// durable before they are recorded.
 fn commit_cell(
+    actions: &[&UnitAction],
+    cx: &JobContext<'_>,
+    encoded: &[Option<Arc<Vec<EncodedTile>>>],
+    kept: Option<bool>,
+    reader_used: &str,
+) -> JobResult {
+    let result = place_cell(actions, cx, encoded, kept, reader_used);
+    let placed = result.events.iter().filter_map(|e| match e {
+        Event::Unit(u) if !u.tiles.is_empty() => Some(u.dir.as_str()),
+        _ => None,
+    });
+    if let Err(e) = cx.out.sync_dirs(placed) {
+        let mut f = cell_failure(
+            actions,
+            format!("cannot make the cell's tiles durable: {e}"),
+        );
+        f.dirty_dirs = actions.iter().map(|a| a.unit.dir.clone()).collect();
+        return f;
+    }
+    result
+}
+
+/// [`commit_cell`] up to the folder syncs.
+fn place_cell(
     actions: &[&UnitAction],
     cx: &JobContext<'_>,
     encoded: &[Option<Arc<Vec<EncodedTile>>>],
@@ -521,7 +563,10 @@ pub(super) fn draw_qc(
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),
     };
-    match out.write(&p.path(), &png) {
+    match out
+        .write(&p.path(), &png)
+        .and_then(|w| out.sync_dirs([p.dir.as_str()]).map(|()| w))
+    {
         Ok(w) => JobResult {
             built: 1,
             events: vec![

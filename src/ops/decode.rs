@@ -15,94 +15,60 @@
 //! - JPEG goes through libjpeg-turbo (accurate integer IDCT, smooth chroma
 //!   upsampling: the same library and defaults as Pillow's wheels, so pixels
 //!   match Pillow's). CMYK/YCCK JPEGs, which it cannot turn into RGB, go
-//!   through the `image` crate. Benign libjpeg warnings (e.g. extraneous bytes
-//!   before a marker) are accepted as Pillow accepts them, but a file that ends
-//!   early is an error, as in Pillow without `LOAD_TRUNCATED_IMAGES`.
+//!   through the `image` crate;
+//! - a libjpeg **warning** (corrupt entropy-coded data, a file that ends
+//!   early, extraneous bytes before a marker) is an error naming libjpeg's
+//!   message: libjpeg would go on and fill the damaged part with grey, giving
+//!   a normal-looking tile from a broken file. A recipe whose collection is
+//!   known to hold such files sets `jpeg_warnings = "accept"` on its decode
+//!   step ([`JpegWarnings`]), which is then part of the key and the recorded
+//!   pipeline;
+//! - the header is read first ([`super::probe`]): a file whose data cannot
+//!   hold the pixels its header claims fails before any pixel buffer exists.
 
 use std::ffi::{c_int, CStr};
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader};
 use turbojpeg::raw;
 
-use super::{OpError, RgbImage};
+use super::probe::{probe, Format};
+use super::{DecodeParams, JpegWarnings, OpError, RgbImage};
 
-/// Largest accepted image, in pixels (2^30, e.g. 32768×32768): a guard
-/// against decompression bombs, checked from the header before any pixel
-/// buffer is allocated. An RGB8 image this large already takes 3 GiB.
-pub const MAX_PIXELS: u64 = 1 << 30;
+pub use super::probe::MAX_PIXELS;
 
 /// Decodes a JPEG, PNG, TIFF or BMP file to RGB8 by the rules of the module
-/// documentation; errors say in plain words what is wrong with the file.
+/// documentation, with libjpeg warnings as errors.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, OpError> {
-    if bytes.is_empty() {
-        return Err(OpError("empty file (0 bytes)".into()));
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| OpError(format!("cannot read the image: {e}")))?;
-    let format = match reader.format() {
-        Some(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Tiff | ImageFormat::Bmp)) => {
-            f
-        }
-        Some(other) => {
-            return Err(OpError(format!(
-                "unsupported image format (not JPEG, PNG, TIFF or BMP): the content looks like {}",
-                format_name(other)
-            )))
-        }
-        None => {
-            return Err(OpError(
-                "unsupported image format (not JPEG, PNG, TIFF or BMP)".into(),
-            ))
-        }
-    };
-    if format == ImageFormat::Jpeg {
-        if let Some(img) = decode_jpeg_turbo(bytes)? {
+    decode_with(bytes, &DecodeParams::default())
+}
+
+/// [`decode`] with the step's parameters; errors say in plain words what is
+/// wrong with the file.
+pub fn decode_with(bytes: &[u8], p: &DecodeParams) -> Result<RgbImage, OpError> {
+    let header = probe(bytes)?;
+    if header.format == Format::Jpeg {
+        if let Some(img) = decode_jpeg_turbo(bytes, p.jpeg_warnings)? {
             return Ok(img);
         }
     }
-    decode_with_image(reader, format)
+    let format = match header.format {
+        Format::Jpeg => ImageFormat::Jpeg,
+        Format::Png => ImageFormat::Png,
+        Format::Tiff => ImageFormat::Tiff,
+        Format::Bmp => ImageFormat::Bmp,
+    };
+    decode_with_image(bytes, format, header.format.name())
 }
 
-fn format_name(f: ImageFormat) -> String {
-    match f {
-        ImageFormat::Jpeg => "JPEG".into(),
-        ImageFormat::Png => "PNG".into(),
-        ImageFormat::Tiff => "TIFF".into(),
-        ImageFormat::Bmp => "BMP".into(),
-        other => format!("{other:?}").to_uppercase(),
-    }
-}
-
-fn check_size(w: u64, h: u64, what: &str) -> Result<(), OpError> {
-    if w == 0 || h == 0 {
-        return Err(OpError(format!("{what} has no pixels ({w}×{h})")));
-    }
-    if w.saturating_mul(h) > MAX_PIXELS {
-        return Err(OpError(format!(
-            "image too large: {what} is {w}×{h} = {} pixels, over the limit of {MAX_PIXELS} \
-             (a guard against decompression bombs)",
-            w.saturating_mul(h)
-        )));
-    }
-    Ok(())
-}
-
-fn decode_with_image(
-    mut reader: ImageReader<Cursor<&[u8]>>,
-    format: ImageFormat,
-) -> Result<RgbImage, OpError> {
-    let name = format_name(format);
+fn decode_with_image(bytes: &[u8], format: ImageFormat, name: &str) -> Result<RgbImage, OpError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::no_limits();
-    // Enough for a MAX_PIXELS image at 16 bits × 4 channels; the pixel-count
-    // check below is the real guard.
+    // Enough for a MAX_PIXELS image at 16 bits × 4 channels; the probe's
+    // pixel-count and data checks are the real guard.
     limits.max_alloc = Some(MAX_PIXELS * 8);
     reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(|e| image_error(&name, e))?;
-    let (w, h) = decoder.dimensions();
-    check_size(u64::from(w), u64::from(h), &format!("the {name}"))?;
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(&name, e))?;
+    let img = reader.decode().map_err(|e| image_error(name, e))?;
     Ok(to_rgb8(img))
 }
 
@@ -194,8 +160,8 @@ impl TjHandle {
 
 /// Decodes with libjpeg-turbo; `Ok(None)` means "use the `image` crate"
 /// (CMYK/YCCK colour spaces, which TurboJPEG cannot convert to RGB).
-fn decode_jpeg_turbo(bytes: &[u8]) -> Result<Option<RgbImage>, OpError> {
-    let corrupt = |msg: &str| OpError(format!("truncated or corrupt JPEG: {msg}"));
+fn decode_jpeg_turbo(bytes: &[u8], warnings: JpegWarnings) -> Result<Option<RgbImage>, OpError> {
+    let corrupt = |msg: &str| OpError(format!("truncated or corrupt JPEG: libjpeg: {msg}"));
     // SAFETY: tj3Init has no preconditions; a null result is handled.
     let ptr = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as c_int) };
     if ptr.is_null() {
@@ -222,10 +188,17 @@ fn decode_jpeg_turbo(bytes: &[u8]) -> Result<Option<RgbImage>, OpError> {
         tj.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT),
     );
     let (w, h) = (u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0));
-    if w == 0 || h == 0 {
-        return Err(corrupt("no frame header (image size) before the data ends"));
-    }
-    check_size(u64::from(w), u64::from(h), "the JPEG")?;
+    super::probe::check_size(u64::from(w), u64::from(h), "the JPEG")?;
+    // Strict: stop at the first warning instead of painting grey to the end.
+    let strict = warnings == JpegWarnings::Error;
+    // SAFETY: valid handle; tj3Set only stores a parameter.
+    unsafe {
+        raw::tj3Set(
+            tj.0,
+            raw::TJPARAM_TJPARAM_STOPONWARNING as c_int,
+            c_int::from(strict),
+        )
+    };
     let mut buf = vec![0u8; w as usize * h as usize * 3];
     // SAFETY: valid handle; `buf` holds h rows of w*3 bytes (pitch 0 = w*3),
     // which is exactly what TJPF_RGB output of a w×h image needs.
@@ -241,10 +214,14 @@ fn decode_jpeg_turbo(bytes: &[u8]) -> Result<Option<RgbImage>, OpError> {
     };
     if rc != 0 {
         let (warning, msg) = tj.error();
-        // libjpeg reports a file that ends early as a mere warning and pads
-        // the image with grey; treat it as the error Pillow raises.
-        if !warning || msg.contains("Premature end of JPEG file") {
+        if !warning {
             return Err(corrupt(&msg));
+        }
+        if strict {
+            return Err(OpError(format!(
+                "truncated or corrupt JPEG: libjpeg: {msg} (libjpeg would fill the damaged part \
+                 with grey; set `jpeg_warnings = \"accept\"` on the decode step to build such files)"
+            )));
         }
     }
     Ok(RgbImage::from_raw(w, h, buf))
@@ -395,14 +372,25 @@ mod tests {
     }
 
     #[test]
-    fn benign_jpeg_warning_is_accepted() {
+    fn jpeg_warnings_are_errors_unless_the_step_accepts_them() {
         // Garbage between the entropy data and EOI: libjpeg warns
-        // "extraneous bytes before marker 0xd9", Pillow decodes anyway.
-        let rgb = RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 60]));
+        // "N extraneous bytes before marker 0xd9" and would decode anyway.
+        let rgb = RgbImage::from_fn(256, 256, |x, y| image::Rgb([x as u8, y as u8, 60]));
         let good = jpeg(&rgb, 85, Subsampling::S420);
         let mut bad = good[..good.len() - 2].to_vec();
-        bad.extend_from_slice(&[0x12, 0x34, 0x56, 0xff, 0xd9]);
-        assert_eq!(decode(&bad).unwrap(), decode(&good).unwrap());
+        bad.extend((0..64u8).map(|i| i.wrapping_mul(3)));
+        bad.extend_from_slice(&[0xff, 0xd9]);
+        let e = decode(&bad).unwrap_err().0;
+        assert!(e.contains("libjpeg: Corrupt JPEG data"), "{e}");
+        assert!(e.contains("jpeg_warnings"), "{e}");
+        let accept = DecodeParams {
+            jpeg_warnings: JpegWarnings::Accept,
+        };
+        assert_eq!(decode_with(&bad, &accept).unwrap(), decode(&good).unwrap());
+        // A file that ends early is a warning too: accepted only when asked.
+        let cut = &good[..good.len() / 2];
+        assert!(decode(cut).is_err());
+        assert_eq!(decode_with(cut, &accept).unwrap().dimensions(), (256, 256));
     }
 
     #[test]

@@ -91,14 +91,47 @@ pub fn encode_jpeg_region(
         // libjpeg-turbo's own output buffer starts small and doubles (a
         // fresh allocation and a copy each time, per tile); a worst-case
         // buffer per thread, allocated zeroed (untouched pages cost nothing),
-        // is written in place and reused by every later tile.
+        // is written in place and reused by every later tile. A buffer beyond
+        // RETAINED_BUFFER (an image far larger than any tile) is not kept.
         let worst = c.buf_len(w as usize, h as usize).map_err(tj)?;
+        if worst > RETAINED_BUFFER {
+            let mut once = vec![0; worst];
+            let n = c.compress_to_slice(image, &mut once).map_err(tj)?;
+            once.truncate(n);
+            return Ok(once);
+        }
         if out.len() < worst {
             *out = vec![0; worst];
         }
         let n = c.compress_to_slice(image, &mut out[..worst]).map_err(tj)?;
         Ok(out[..n].to_vec())
     })
+}
+
+/// Largest output buffer a thread keeps between encodes: enough for a
+/// 3840² XL tile at 4:4:4, so every tile of a build reuses one.
+pub const RETAINED_BUFFER: usize = 96 << 20;
+
+/// The most bytes encoding a `w`×`h` image can produce (libjpeg-turbo's
+/// worst case, which is also the size of the buffer it is encoded into).
+pub fn worst_case_bytes(w: u32, h: u32, subsampling: Subsampling) -> u64 {
+    let samp = match subsampling {
+        Subsampling::S444 => turbojpeg::raw::TJSAMP_TJSAMP_444,
+        Subsampling::S422 => turbojpeg::raw::TJSAMP_TJSAMP_422,
+        Subsampling::S420 => turbojpeg::raw::TJSAMP_TJSAMP_420,
+    };
+    let (w, h) = (
+        std::ffi::c_int::try_from(w).unwrap_or(std::ffi::c_int::MAX),
+        std::ffi::c_int::try_from(h).unwrap_or(std::ffi::c_int::MAX),
+    );
+    // SAFETY: a pure function of its arguments.
+    let n = unsafe { turbojpeg::raw::tj3JPEGBufSize(w, h, samp as std::ffi::c_int) };
+    if n == 0 {
+        // Out of libjpeg-turbo's bounds: 6 bytes a pixel covers every subsampling.
+        (w as u64) * (h as u64) * 6 + 2048
+    } else {
+        n as u64
+    }
 }
 
 thread_local! {

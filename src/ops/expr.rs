@@ -12,6 +12,9 @@
 
 use std::fmt;
 
+/// Longest accepted expression text, in bytes.
+pub const MAX_EXPR_LEN: usize = 256;
+
 /// A parsed box expression. Equality and hashing use the canonical form, so
 /// `(w-s)/2` and `( w - s ) / 2` are the same parameter in a cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -66,7 +69,17 @@ impl fmt::Display for ExprError {
 
 impl BoxExpr {
     /// Parses `text`; errors carry the byte offset of the offending token.
+    /// Texts longer than [`MAX_EXPR_LEN`] are refused, which also bounds the
+    /// nesting (and so the recursion of parsing, evaluating and printing).
     pub fn parse(text: &str) -> Result<BoxExpr, ExprError> {
+        if text.len() > MAX_EXPR_LEN {
+            return Err(ExprError {
+                offset: MAX_EXPR_LEN,
+                message: format!(
+                    "expression longer than {MAX_EXPR_LEN} characters (the standard's longest crop is 40)"
+                ),
+            });
+        }
         let mut p = Parser {
             s: text.as_bytes(),
             i: 0,

@@ -11,6 +11,7 @@ pub mod decode;
 pub mod encode;
 pub mod expr;
 pub mod pool;
+pub mod probe;
 pub mod resize;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -83,10 +84,38 @@ pub enum Subsampling {
     S420,
 }
 
-/// Parameters of `decode`: none yet; 16-bit images are scaled to 8 bits and
-/// alpha, grey and palette images become RGB.
+/// Parameters of `decode` (16-bit images are scaled to 8 bits and alpha,
+/// grey and palette images become RGB, always).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
-pub struct DecodeParams {}
+pub struct DecodeParams {
+    pub jpeg_warnings: JpegWarnings,
+}
+
+/// What `decode` does when libjpeg warns about a JPEG (corrupt data, a file
+/// that ends early): libjpeg itself would go on and paint the rest grey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum JpegWarnings {
+    /// The file fails, with libjpeg's message.
+    #[default]
+    Error,
+    /// The image is built as libjpeg decodes it.
+    Accept,
+}
+
+impl JpegWarnings {
+    /// Recipe spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JpegWarnings::Error => "error",
+            JpegWarnings::Accept => "accept",
+        }
+    }
+}
+
+/// Parameters added after their operator's first version, which enter
+/// [`Operator::params`] (and so keys and recipe hashes) only when set to
+/// something other than their default: adding them changed no existing key.
+pub const KEYED_ONLY_WHEN_SET: &[(&str, &str)] = &[("decode", "jpeg_warnings")];
 
 /// Parameters of `crop`: a box of integer expressions of `w`, `h`, `s`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -318,7 +347,12 @@ static CATALOG: [OpInfo; 4] = [
                   alpha is dropped, not composited; 16-bit samples keep their high byte.",
         inputs: IN_BYTES,
         output: ValueKind::Image,
-        params: &[],
+        params: &[ParamInfo {
+            name: "jpeg_warnings",
+            ty: "string",
+            default: Some("error"),
+            doc: "error: a JPEG libjpeg warns about (corrupt data, ends early) fails; accept: build it as libjpeg decodes it.",
+        }],
     },
     OpInfo {
         name: "crop",
@@ -446,7 +480,10 @@ impl Operator {
     /// `plan --explain` diffs, so two spellings of one setting give equal strings.
     pub fn params(&self) -> Vec<(&'static str, String)> {
         match self {
-            Operator::Decode(DecodeParams {}) => Vec::new(),
+            Operator::Decode(p) => match p.jpeg_warnings {
+                JpegWarnings::Error => Vec::new(),
+                w => vec![("jpeg_warnings", w.as_str().to_string())],
+            },
             Operator::Crop(p) => vec![
                 ("height", p.height.canonical()),
                 ("left", p.left.canonical()),
@@ -562,10 +599,16 @@ impl Operator {
             }
         }
         match (self, &inputs[0]) {
-            (Operator::Decode(_), Value::Bytes(b)) => {
-                Ok(Value::Image(Arc::new(decode::decode(b)?)))
+            (Operator::Decode(p), Value::Bytes(b)) => {
+                Ok(Value::Image(Arc::new(decode::decode_with(b, p)?)))
             }
             (Operator::Crop(p), Value::Image(img)) => {
+                // A box that is the whole image (the centre square of a
+                // square image) shares the pixels instead of copying them.
+                let (w, h) = img.dimensions();
+                if crop::eval_box(p, w, h)? == (0, 0, i64::from(w), i64::from(h)) {
+                    return Ok(Value::Image(img.clone()));
+                }
                 Ok(Value::Image(Arc::new(crop::crop(img, p)?)))
             }
             (Operator::Resize(p), Value::Image(img)) => {
@@ -600,7 +643,7 @@ mod tests {
 
     fn ops() -> Vec<Operator> {
         vec![
-            Operator::Decode(DecodeParams {}),
+            Operator::Decode(DecodeParams::default()),
             Operator::Crop(CropParams::centre_square()),
             Operator::Resize(ResizeParams::default()),
             Operator::EncodeJpeg(JpegParams::default()),
@@ -667,11 +710,21 @@ mod tests {
             assert_eq!(info.inputs, op.input_kinds());
             assert_eq!(info.output, op.output_kind());
             assert_eq!(op.version(), 1);
-            // The defaults in the catalog are exactly the Default params.
-            let names: Vec<_> = info.params.iter().map(|p| p.name).collect();
+            // The defaults in the catalog are exactly the Default params
+            // (less those keyed only when set).
+            let names: Vec<_> = info
+                .params
+                .iter()
+                .map(|p| p.name)
+                .filter(|n| !KEYED_ONLY_WHEN_SET.contains(&(op.name(), n)))
+                .collect();
             let op_names: Vec<_> = op.params().iter().map(|p| p.0).collect();
             assert_eq!(names, op_names);
-            for (pi, (_, v)) in info.params.iter().zip(op.params()) {
+            let keyed = info
+                .params
+                .iter()
+                .filter(|p| !KEYED_ONLY_WHEN_SET.contains(&(op.name(), p.name)));
+            for (pi, (_, v)) in keyed.zip(op.params()) {
                 // Crop boxes are required: no default to compare.
                 let Some(d) = pi.default else {
                     assert_eq!(

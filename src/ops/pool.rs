@@ -9,10 +9,12 @@
 //! Cells of one build have the same sizes, so buffers given back after a cell
 //! fit the next one.
 //!
-//! The pool holds at most [`MAX_BUFFERS`] buffers and [`MAX_BYTES`] in all,
-//! so what it keeps is bounded by what a few cells in flight need, never by
-//! the slide's size or the number of slides.
+//! The pool holds at most [`MAX_BUFFERS`] buffers and [`MAX_BYTES`] in all
+//! (less under a small memory budget: [`limit_bytes`]), so what it keeps is
+//! bounded by what a few cells in flight need, never by the slide's size or
+//! the number of slides.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Most buffers the pool keeps (2 workers × 3 buffers per cell, plus slack).
@@ -25,9 +27,28 @@ pub const MIN_BYTES: usize = 1 << 20;
 /// A pool of buffers; [`take`] and [`give`] use the process-wide one.
 pub struct BufferPool {
     free: Mutex<Vec<Vec<u8>>>,
+    /// Most bytes kept: [`MAX_BYTES`] unless lowered.
+    limit: AtomicUsize,
 }
 
 static POOL: BufferPool = BufferPool::new();
+
+/// Bounds what the process-wide pool keeps to `bytes` (at most
+/// [`MAX_BYTES`]): the engine keeps idle buffers within a fraction of its
+/// memory budget. Buffers already held beyond it are let go.
+pub fn limit_bytes(bytes: u64) {
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX).min(MAX_BYTES);
+    POOL.limit.store(bytes, Ordering::Relaxed);
+    if let Ok(mut free) = POOL.free.lock() {
+        let mut held: usize = free.iter().map(Vec::capacity).sum();
+        while held > bytes {
+            match free.pop() {
+                Some(b) => held -= b.capacity(),
+                None => break,
+            }
+        }
+    }
+}
 
 /// [`BufferPool::take`] on the process-wide pool.
 pub fn take(len: usize) -> Vec<u8> {
@@ -44,6 +65,7 @@ impl BufferPool {
     pub const fn new() -> BufferPool {
         BufferPool {
             free: Mutex::new(Vec::new()),
+            limit: AtomicUsize::new(MAX_BYTES),
         }
     }
 
@@ -83,7 +105,8 @@ impl BufferPool {
         }
         if let Ok(mut free) = self.free.lock() {
             let held: usize = free.iter().map(Vec::capacity).sum();
-            if free.len() < MAX_BUFFERS && held + buffer.capacity() <= MAX_BYTES {
+            let limit = self.limit.load(Ordering::Relaxed);
+            if free.len() < MAX_BUFFERS && held + buffer.capacity() <= limit {
                 free.push(buffer);
             }
         }

@@ -72,8 +72,7 @@ impl Pipeline {
     /// The pipeline feeding `sink` in `recipe`: the sink's ancestors in
     /// topological order, renumbered.
     pub fn for_sink(recipe: &Recipe, sink: usize) -> Pipeline {
-        let mut needed = vec![false; recipe.steps.len()];
-        mark(recipe, sink, &mut needed);
+        let needed = recipe.ancestors(&[sink]);
         let mut position = vec![usize::MAX; recipe.steps.len()];
         let mut steps = Vec::new();
         for (i, step) in recipe.steps.iter().enumerate() {
@@ -114,16 +113,6 @@ impl Pipeline {
     /// The JSON stored in the state's `pipelines` table.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-fn mark(recipe: &Recipe, i: usize, needed: &mut [bool]) {
-    if needed[i] {
-        return;
-    }
-    needed[i] = true;
-    for &j in &recipe.steps[i].inputs {
-        mark(recipe, j, needed);
     }
 }
 

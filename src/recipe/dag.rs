@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::diagnostic::{known_hint, Loc, Problem};
@@ -85,9 +85,18 @@ pub(crate) fn build(
         }
     }
 
-    // Cycles: one error per strongly connected component.
+    // Cycles: one error per strongly connected component. Kahn's order
+    // covers every step exactly when there is none; the components are only
+    // computed otherwise (iteratively: a chain of thousands of steps must not
+    // recurse).
     let mut cyclic = false;
-    for scc in tarjan_scc(&graph) {
+    let mut sccs = if stable_toposort(&graph, &nodes).len() == drafts.len() {
+        Vec::new()
+    } else {
+        kosaraju_scc(&graph)
+    };
+    sccs.sort_by_key(|scc| scc.iter().map(|n| graph[*n]).min());
+    for scc in sccs {
         let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
         if scc.len() < 2 && !self_loop {
             continue;
@@ -364,11 +373,12 @@ fn cycle_path(
     scc: &[NodeIndex],
     start: usize,
 ) -> Vec<usize> {
-    let in_scc = |n: NodeIndex| scc.contains(&n);
+    let members: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+    let in_scc = |n: NodeIndex| members.contains(&n);
     // Breadth-first search from `start` back to `start`, inside the component.
     let mut parent: HashMap<usize, usize> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
-    let mut seen = vec![start];
+    let mut seen = std::collections::HashSet::from([start]);
     while let Some(i) = queue.pop_front() {
         let mut next: Vec<usize> = graph
             .neighbors_directed(nodes[i], petgraph::Direction::Outgoing)
@@ -391,8 +401,7 @@ fn cycle_path(
                 path.push(start);
                 return path;
             }
-            if !seen.contains(&j) {
-                seen.push(j);
+            if seen.insert(j) {
                 parent.insert(j, i);
                 queue.push_back(j);
             }

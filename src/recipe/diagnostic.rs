@@ -352,7 +352,12 @@ pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a
 
 /// `did you mean `x`? known THINGS: a, b, c`.
 pub(crate) fn known_hint(word: &str, what: &str, candidates: &[&str]) -> String {
-    let list = candidates.join(", ");
+    // A hint lists at most this many (a generated recipe may have thousands).
+    const SHOWN: usize = 24;
+    let mut list = candidates[..candidates.len().min(SHOWN)].join(", ");
+    if candidates.len() > SHOWN {
+        list.push_str(&format!(", … ({} more)", candidates.len() - SHOWN));
+    }
     match did_you_mean(word, candidates) {
         Some(s) => format!("did you mean `{s}`? known {what}: {list}"),
         None => format!("known {what}: {list}"),

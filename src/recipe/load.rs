@@ -134,6 +134,18 @@ fn read_chain(
                 return None;
             }
         };
+        if text.len() > super::MAX_RECIPE_BYTES {
+            let f = sm.add(current.clone(), String::new());
+            p.push(Problem::file(
+                f,
+                format!(
+                    "the file is {} bytes, more than the limit of {} for a recipe or template",
+                    text.len(),
+                    super::MAX_RECIPE_BYTES
+                ),
+            ));
+            return None;
+        }
         seen.push(norm);
         let file = sm.add(current.clone(), text);
         let (doc, errors) = DeTable::parse_recoverable(sm.text(file));
@@ -837,6 +849,123 @@ quality = 90
         assert_eq!(
             e.0[0].message,
             "extends cycle: recipes/s.toml -> recipes/s.toml"
+        );
+    }
+
+    /// `n` resize steps chained after decode, then an encoder.
+    fn chain(n: usize) -> String {
+        let mut s = String::from(HEAD);
+        s.push_str("[[steps]]\nid = \"decode\"\nop = \"decode\"\n");
+        for i in 0..n {
+            let input = if i == 0 {
+                "decode".to_string()
+            } else {
+                format!("r{}", i - 1)
+            };
+            s.push_str(&format!(
+                "[[steps]]\nid = \"r{i}\"\nop = \"resize\"\ninput = \"{input}\"\n"
+            ));
+        }
+        s.push_str(&format!(
+            "[[steps]]\nid = \"e\"\nop = \"encode_jpeg\"\ninput = \"r{}\"\n",
+            n - 1
+        ));
+        s
+    }
+
+    #[test]
+    fn long_chains_load_and_too_many_steps_is_one_located_error() {
+        // Loading walks nothing recursively: the longest chain allowed loads
+        // on a 256 KiB stack (the main thread has 8 MiB).
+        let n = crate::recipe::MAX_STEPS - 2;
+        let text = chain(n);
+        let r = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || load(&text).map(|r| (r.steps.len(), r.sinks)))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r, (n + 2, vec![n + 1]));
+        let text = chain(n + 1);
+        let d = single(
+            &text,
+            "the recipe has 10001 steps, more than the limit of 10000",
+            "[[steps]]",
+            10_000,
+            0,
+        );
+        assert!(d.hint.unwrap_or_default().contains("first step beyond"));
+        // A cycle through a long chain is found and printed without recursion.
+        let text = chain(3000).replace("input = \"decode\"", "input = \"r2999\"");
+        let d = single(&text, "cycle: r0 -> r1 -> r2 ->", "\"r0\"", 0, 0);
+        assert!(
+            d.message.ends_with("r2999 -> r0"),
+            "{}",
+            &d.message[d.message.len() - 40..]
+        );
+    }
+
+    #[test]
+    fn merged_steps_beyond_the_bound_and_huge_files_are_errors() {
+        let half = crate::recipe::MAX_STEPS / 2 + 1;
+        let steps = |prefix: &str| {
+            (0..half)
+                .map(|i| format!("[[steps]]\nid = \"{prefix}{i}\"\nop = \"decode\"\n"))
+                .collect::<String>()
+        };
+        let template = format!("{HEAD}{}", steps("t"));
+        let child = format!("extends = \"t.toml\"\n{}", steps("c"));
+        let files = [
+            ("recipes/t.toml", template.as_str()),
+            ("recipes/x.toml", child.as_str()),
+        ];
+        let e = load_from(&files, "recipes/x.toml")
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(
+            e.0[0].message.contains("more than the limit of 10000"),
+            "{e}"
+        );
+        assert_eq!(e.0[0].file, std::path::PathBuf::from("recipes/x.toml"));
+        let huge = format!("{HEAD}# {}\n", "x".repeat(crate::recipe::MAX_RECIPE_BYTES));
+        let e = errors(&huge);
+        assert!(
+            e[0].message.contains("more than the limit of 8388608"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn a_resize_beyond_the_decode_limit_is_refused_at_load() {
+        let text = BREAKHIS.replace("width = 384\nheight = 384", "width = 40000\nheight = 40000");
+        let d = single(
+            &text,
+            "`resize` to 40000×40000 makes 1600000000 pixels",
+            "40000",
+            0,
+            0,
+        );
+        assert!(d.message.contains("cannot be useful"), "{}", d.message);
+        // The largest square within the limit loads.
+        let text = BREAKHIS.replace("width = 384\nheight = 384", "width = 32768\nheight = 32768");
+        load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let text = BREAKHIS.replace("width = 384\nheight = 384", "height = 32769\nwidth = 32768");
+        single(&text, "makes 1073774592 pixels", "32768", 0, 0);
+    }
+
+    #[test]
+    fn long_expressions_are_refused_at_load() {
+        let deep = format!("left = \"{}w{}\"", "(".repeat(5000), ")".repeat(5000));
+        let text = BREAKHIS.replace("left = \"(w - s) / 2\"", &deep);
+        single(
+            &text,
+            "expression longer than 256 characters",
+            "((((",
+            0,
+            256,
         );
     }
 

@@ -17,10 +17,18 @@ use super::raw::{RawCollection, RawInputs, RawMpp, RawRecipe, RawStep, Slot};
 ///   in order.
 pub(crate) fn merge(base: RawRecipe, over: RawRecipe) -> RawRecipe {
     let mut steps = base.steps;
+    let mut index: std::collections::HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.v.clone(), i))
+        .collect();
     for s in over.steps {
-        match steps.iter_mut().find(|b| b.id.v == s.id.v) {
-            Some(b) => merge_step(b, s),
-            None => steps.push(s),
+        match index.get(&s.id.v) {
+            Some(&i) => merge_step(&mut steps[i], s),
+            None => {
+                index.insert(s.id.v.clone(), steps.len());
+                steps.push(s);
+            }
         }
     }
     RawRecipe {
@@ -37,6 +45,7 @@ pub(crate) fn merge(base: RawRecipe, over: RawRecipe) -> RawRecipe {
             overrides: base.mpp.overrides.overridden_by(over.mpp.overrides),
         },
         steps,
+        too_many_steps: base.too_many_steps || over.too_many_steps,
     }
 }
 

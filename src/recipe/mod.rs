@@ -28,6 +28,15 @@ pub use template::{check_component, Template, Var};
 
 use crate::ops::Operator;
 
+/// Most steps a recipe may have (after `extends` merging). The CPIA WSI
+/// template has 9; nothing is walked recursively, but a bound keeps every
+/// per-step cost of loading, planning and explaining small and makes a
+/// runaway generated recipe a clear error instead of a slow one.
+pub const MAX_STEPS: usize = 10_000;
+
+/// Largest recipe or template file, in bytes.
+pub const MAX_RECIPE_BYTES: usize = 8 << 20;
+
 /// Whether a collection holds region-of-interest images or whole-slide images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -197,4 +206,26 @@ pub struct Recipe {
     pub hash: String,
     /// Every file read to build this recipe (itself, then its templates).
     pub files: Vec<std::path::PathBuf>,
+}
+
+impl Recipe {
+    /// Which steps `sinks` need, themselves included. One backward sweep:
+    /// [`Recipe::steps`] is in topological order (inputs first), so nothing
+    /// walks the DAG recursively, however long a chain of steps is.
+    pub fn ancestors(&self, sinks: &[usize]) -> Vec<bool> {
+        let mut needed = vec![false; self.steps.len()];
+        for &s in sinks {
+            if let Some(n) = needed.get_mut(s) {
+                *n = true;
+            }
+        }
+        for i in (0..self.steps.len()).rev() {
+            if needed[i] {
+                for &j in &self.steps[i].inputs {
+                    needed[j] = true;
+                }
+            }
+        }
+        needed
+    }
 }

@@ -12,8 +12,8 @@ use crate::ops::wsi::{
     GridParams, LevelPolicy, ReaderChoice, SubtileParams, TileEncodeParams, TissueParams,
 };
 use crate::ops::{
-    BoxExpr, CropParams, DecodeParams, Filter, JpegParams, Operator, ResizeParams, Subsampling,
-    ValueKind,
+    BoxExpr, CropParams, DecodeParams, Filter, JpegParams, JpegWarnings, Operator, ResizeParams,
+    Subsampling, ValueKind,
 };
 
 /// Operator names as written in `op = "..."`.
@@ -53,6 +53,8 @@ const LEVELS: [&str; 2] = ["finest", "auto"];
 const DETECTORS: [&str; 2] = ["cpia-color", "otsu"];
 const SCALES: [&str; 4] = ["XL", "L", "M", "S"];
 
+const DECODE_KEYS: [&str; 1] = ["jpeg_warnings"];
+const JPEG_WARNINGS: [&str; 2] = ["error", "accept"];
 const CROP_KEYS: [&str; 4] = ["left", "top", "width", "height"];
 const RESIZE_KEYS: [&str; 3] = ["width", "height", "filter"];
 const JPEG_KEYS: [&str; 2] = ["quality", "subsampling"];
@@ -64,8 +66,13 @@ const SUBSAMPLINGS: [&str; 6] = ["4:2:0", "420", "4:2:2", "422", "4:4:4", "444"]
 pub(crate) const DEFAULT_SIZE: u32 = 384;
 /// Default JPEG quality: Pillow's, which the standard's datasets used.
 pub(crate) const DEFAULT_QUALITY: u8 = 75;
-/// Largest `resize` edge: the largest JPEG dimension.
+/// Largest `resize` edge: the largest JPEG dimension. The area is bounded
+/// too, by the decode limit ([`MAX_PIXELS`]).
 const MAX_EDGE: i64 = 65535;
+/// Largest tile edge of `wsi_grid` and `subtiles`: a square tile within the
+/// decode limit.
+const MAX_TILE: i64 = 32768;
+use crate::ops::decode::MAX_PIXELS;
 
 fn parse_filter(s: &str) -> Option<Filter> {
     match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
@@ -74,6 +81,14 @@ fn parse_filter(s: &str) -> Option<Filter> {
         "bilinear" => Some(Filter::Bilinear),
         "box" => Some(Filter::Box),
         "nearest" => Some(Filter::Nearest),
+        _ => None,
+    }
+}
+
+fn parse_jpeg_warnings(s: &str) -> Option<JpegWarnings> {
+    match s {
+        "error" => Some(JpegWarnings::Error),
+        "accept" => Some(JpegWarnings::Accept),
         _ => None,
     }
 }
@@ -319,8 +334,16 @@ pub(crate) fn operator(
     };
     let typed = match op.v.as_str() {
         "decode" => {
-            r.check_keys(&[], p);
-            Operator::Decode(DecodeParams {})
+            r.check_keys(&DECODE_KEYS, p);
+            Operator::Decode(DecodeParams {
+                jpeg_warnings: r.choice(
+                    "jpeg_warnings",
+                    JpegWarnings::Error,
+                    parse_jpeg_warnings,
+                    &JPEG_WARNINGS,
+                    p,
+                ),
+            })
         }
         "crop" => {
             r.check_keys(&CROP_KEYS, p);
@@ -336,6 +359,24 @@ pub(crate) fn operator(
             let size = i64::from(DEFAULT_SIZE);
             let width = r.int("width", size, (1, MAX_EDGE), p);
             let height = r.int("height", size, (1, MAX_EDGE), p);
+            let pixels = width as u64 * height as u64;
+            if pixels > MAX_PIXELS {
+                let at = r
+                    .get("width")
+                    .or(r.get("height"))
+                    .map_or(&op.loc, |q| &q.value.loc);
+                p.push(
+                    Problem::at(
+                        at,
+                        format!(
+                            "`resize` to {width}×{height} makes {pixels} pixels, more than any \
+                             image may have ({MAX_PIXELS}, the decode limit): it cannot be useful"
+                        ),
+                    )
+                    .hint("the standard's tiles are 384×384; a side of 32768 is the most a square may have"),
+                );
+                r.ok = false;
+            }
             Operator::Resize(ResizeParams {
                 width: u32::try_from(width).unwrap_or(DEFAULT_SIZE),
                 height: u32::try_from(height).unwrap_or(DEFAULT_SIZE),
@@ -359,7 +400,7 @@ pub(crate) fn operator(
         "wsi_grid" => {
             r.check_keys(&GRID_KEYS, p);
             Operator::WsiGrid(GridParams {
-                size: r.int("size", 3840, (1, MAX_EDGE), p) as u32,
+                size: r.int("size", 3840, (1, MAX_TILE), p) as u32,
                 target_mpp: r.float("target_mpp", 0.4942, (1e-3, 100.0), p),
                 tolerance: r.float("tolerance", 0.1, (0.0, 0.99), p),
                 skip_ring: r.int("skip_ring", 1, (0, 1000), p) as u32,
@@ -404,7 +445,7 @@ pub(crate) fn operator(
         }
         "subtiles" => {
             r.check_keys(&SUBTILE_KEYS, p);
-            let size = r.required_int("size", (1, MAX_EDGE), p) as u32;
+            let size = r.required_int("size", (1, MAX_TILE), p) as u32;
             let pick = r
                 .get("pick")
                 .is_some()

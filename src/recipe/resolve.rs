@@ -648,6 +648,14 @@ fn steps(
     sm: &SourceMap,
     p: &mut Vec<Problem>,
 ) -> Option<(Vec<Step>, Vec<usize>)> {
+    if r.too_many_steps {
+        return None;
+    }
+    if let Some(s) = r.steps.get(super::MAX_STEPS) {
+        // Within the bound file by file, beyond it once merged.
+        p.push(super::raw::too_many_steps_problem(&s.header, r.steps.len()));
+        return None;
+    }
     if r.steps.is_empty() {
         let hint = match kind {
             Kind::Roi => "an ROI recipe decodes, crops, resizes and encodes: `[[steps]]` with `op = \"decode\"`, `\"crop\"`, `\"resize\"`, `\"encode_jpeg\"` (`cpia new NAME --kind roi` writes them)",

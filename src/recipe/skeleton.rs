@@ -79,6 +79,7 @@ name = "{stem}"                # file name without `.jpg`; e.g. "{class}_{stem}"
 [[steps]]
 id = "decode"
 op = "decode"                  # no `input`: reads the source file's bytes
+# jpeg_warnings = "accept"     # build JPEGs libjpeg warns about (corrupt data); default "error"
 
 [[steps]]
 id = "crop"

@@ -80,6 +80,16 @@ impl State {
         if events.is_empty() {
             return Ok(());
         }
+        self.record_then(events, |_| Ok(()))
+    }
+
+    /// [`State::record`], and `then` in the same transaction (a journal's
+    /// merge cursor: the records and how far they reach, or neither).
+    pub(super) fn record_then(
+        &mut self,
+        events: &[Event],
+        then: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StateError> {
         // Interned ids are resolved before the transaction (they are
         // committed on their own: a row of `pipelines` without users is
         // harmless, and they are few).
@@ -116,7 +126,7 @@ impl State {
             for (ev, ids) in events.iter().zip(&resolved) {
                 apply(tx, ev, ids)?;
             }
-            Ok(())
+            then(tx)
         })
     }
 

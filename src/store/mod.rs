@@ -21,6 +21,7 @@ pub mod records;
 pub mod scan;
 pub mod schema;
 pub mod state;
+pub mod submitted;
 
 pub use events::Event;
 pub use records::{

@@ -211,6 +211,17 @@ CREATE TRIGGER IF NOT EXISTS manifest_tile_changed
        (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = u.out_dir AND d.input = u.input);
 END;
 -- ---- end of provenance ----
+-- ---- issue 12 part B: Slurm builds (src/store/merging.rs, src/store/submitted.rs) ----
+-- How far each worker journal is merged (journal::CURSOR_SCHEMA, the same
+-- statement), and the plans submitted as job arrays and not merged yet.
+CREATE TABLE IF NOT EXISTS journal_cursors (
+    journal TEXT PRIMARY KEY, path TEXT NOT NULL, offset INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS submitted (
+    plan TEXT PRIMARY KEY, build INTEGER NOT NULL, job INTEGER, merge_job INTEGER,
+    tasks INTEGER NOT NULL, at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- ---- end of issue 12 part B ----
 ";
 
 /// Every table and view, for dropping an old schema.
@@ -228,4 +239,5 @@ DROP TABLE IF EXISTS recipe_texts; DROP TABLE IF EXISTS recipe_versions;
 DROP TABLE IF EXISTS build_recipes; DROP TABLE IF EXISTS build_failures;
 DROP TABLE IF EXISTS manifest_parts; DROP TABLE IF EXISTS manifest_members;
 DROP TABLE IF EXISTS manifest_dirty;
+DROP TABLE IF EXISTS journal_cursors; DROP TABLE IF EXISTS submitted;
 ";

@@ -1,10 +1,12 @@
 //! How far each journal has been merged, and where that is remembered.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use rusqlite::{params, Connection};
 
 use super::format::JournalId;
+use crate::store::{Event, State, StateError};
 
 /// The table that remembers merge cursors, in the state database. A cursor
 /// must be written in the same transaction as the records it covers: then
@@ -82,5 +84,26 @@ impl Cursor {
             [id.to_string()],
         )?;
         Ok(())
+    }
+}
+
+impl State {
+    /// Where merging resumes, for every journal merged from before.
+    pub fn merge_cursor(&self) -> Result<Cursor, StateError> {
+        Cursor::load(&self.conn).map_err(self.err("reading journal cursors"))
+    }
+
+    /// Applies `events` (records of journal `journal`, file `path`) and
+    /// moves its cursor to `end`, in one transaction: each record is applied
+    /// once however often a merge is interrupted and run again.
+    pub fn record_merged(
+        &mut self,
+        events: &[Event],
+        journal: JournalId,
+        path: &Path,
+        end: u64,
+    ) -> Result<(), StateError> {
+        let path = path.to_string_lossy();
+        self.record_then(events, |tx| Cursor::save(tx, journal, &path, end))
     }
 }

@@ -29,8 +29,14 @@
 //! build rewrote the output, or a removal followed); the cursor guarantees
 //! no record is applied twice. Upserts are still needed for the one
 //! duplication a cursor cannot see — a task run twice, whose two journals
-//! describe the same outputs.
+//! describe the same outputs. [`State::record_merged`](crate::store::State::record_merged)
+//! applies a batch and saves its cursor in one transaction.
+//!
+//! Payloads: [`codec`] encodes the store's [`Event`](crate::store::Event)s
+//! compactly (varints, hashes as bytes); JSON helpers exist for tests and
+//! small tools.
 
+pub mod codec;
 pub mod cursor;
 pub mod format;
 pub mod merge;

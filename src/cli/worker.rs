@@ -1,0 +1,46 @@
+//! `cpia worker` (hidden): one array task of a Slurm build, or its merge
+//! job. Submitted by `cpia build --executor slurm`, not typed by people.
+
+use std::path::PathBuf;
+
+use crate::engine::cluster::{finish, worker, PlanPaths};
+use crate::store::State;
+
+use super::{CmdResult, Context, EXIT_FAILURES};
+
+/// Arguments of `cpia worker`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The plan's folder (`<cache>/plans/<plan>`).
+    #[arg(long, value_name = "DIR")]
+    plan: PathBuf,
+    /// The shard to build (default: `SLURM_ARRAY_TASK_ID`).
+    #[arg(long, value_name = "I")]
+    shard: Option<u32>,
+    /// Merge the plan's journals into the state (the dependent merge job).
+    #[arg(long, conflicts_with = "shard")]
+    merge: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    let ws = ctx.workspace()?;
+    if args.merge {
+        let paths = PlanPaths::of_dir(&ws, &args.plan)
+            .ok_or_else(|| format!("{} is not a plan folder", args.plan.display()))?;
+        let _lock = ws.lock(true)?;
+        let mut state = State::open(&ws.state_path())?;
+        let summary = finish::merge_job(&ws, &mut state, &paths.id)?;
+        eprintln!("{}", summary.render());
+        return Ok(if summary.ok() { 0 } else { EXIT_FAILURES });
+    }
+    let shard = match args.shard {
+        Some(s) => s,
+        None => std::env::var("SLURM_ARRAY_TASK_ID")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("--shard not given and SLURM_ARRAY_TASK_ID not set: not an array task")?,
+    };
+    let summary = worker::run(&ws, &args.plan, shard)?;
+    eprintln!("shard {shard}: {}", summary.render());
+    Ok(0)
+}
