@@ -37,6 +37,14 @@ if ! dpkg -s chromium >/dev/null 2>&1; then
     || echo "setup: warning: chromium not installed; the report's browser test will be skipped"
 fi
 
+# Provenance tests (tests/provenance.rs): pyarrow reads the Parquet manifests,
+# the W3C `prov` package loads the PROV-JSON export.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import pyarrow, prov" >/dev/null 2>&1; then
+  echo "setup: installing pyarrow and prov (readers of the manifests and of the PROV-JSON export)"
+  python3 -m pip install --quiet pyarrow prov \
+    || echo "setup: warning: pyarrow/prov not installed; the checks that use them will be skipped"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1

@@ -12,6 +12,7 @@ pub mod executor;
 pub mod fixture;
 pub mod ops;
 pub mod plan;
+pub mod provenance;
 pub mod recipe;
 pub mod report;
 pub mod slide;

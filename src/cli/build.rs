@@ -249,10 +249,13 @@ fn warn_untracked(ws: &Workspace, state: &State) {
     if !state.is_new() || !ws.output.is_dir() {
         return;
     }
+    // Temporaries and the manifests (derived from the state, rewritten for a
+    // new one) are not outputs.
     let tmp = ws.output.join(crate::engine::atomic::TMP_DIR);
+    let manifests = ws.output.join(crate::provenance::manifest::DIR);
     let n = walkdir::WalkDir::new(&ws.output)
         .into_iter()
-        .filter_entry(|e| e.path() != tmp)
+        .filter_entry(|e| e.path() != tmp && e.path() != manifests)
         .flatten()
         .filter(|e| e.file_type().is_file())
         .count();

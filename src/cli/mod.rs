@@ -5,12 +5,17 @@ mod build;
 mod check;
 mod demo;
 mod init;
+mod lineage;
 mod list;
+mod log;
 mod new;
 mod plan;
+mod query;
 mod report;
 mod status;
+mod verify;
 mod watch;
+mod why;
 mod worker;
 
 use std::path::PathBuf;
@@ -60,6 +65,16 @@ enum Command {
     Demo(demo::Args),
     /// Keep planning and building as recipes and sources change.
     Watch(watch::Args),
+    /// Show how an output was made: source, recipe, steps, tool, build, region.
+    Why(why::Args),
+    /// Compare the output folder with the record (exit 1 on any mismatch).
+    Verify(verify::Args),
+    /// Every build: when, which recipes, counts, failures; archived recipe texts.
+    Log(log::Args),
+    /// List outputs by source, recipe hash, MPP source or build; failed inputs.
+    Query(query::Args),
+    /// Export the lineage of the dataset as W3C PROV-JSON.
+    Lineage(lineage::Args),
     /// One task of a Slurm build, or its merge job (submitted by `build --executor slurm`).
     #[command(hide = true)]
     Worker(worker::Args),
@@ -92,6 +107,11 @@ pub fn main() -> i32 {
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Why(a) => why::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
+        Command::Log(a) => log::run(&ctx, a),
+        Command::Query(a) => query::run(&ctx, a),
+        Command::Lineage(a) => lineage::run(&ctx, a),
         Command::Worker(a) => worker::run(&ctx, a),
         Command::Fixture { args } => match args.split_first() {
             Some((kind, rest)) if kind == "svs" => crate::fixture::main_like(rest)

@@ -189,7 +189,7 @@ pub fn build(
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
-    let mut run = Run::start(ws, state, &prepared, opts)?;
+    let mut run = Run::start(ws, state, planner, &prepared, opts)?;
     let removes = prepared.removes;
     let watched = watched(&prepared.dirs);
     prepared.for_each(ws, state, |state, p| {
@@ -223,11 +223,13 @@ impl Run {
     pub fn start(
         ws: &Workspace,
         state: &mut State,
+        planner: &Planner,
         prepared: &Prepared,
         opts: &Options,
     ) -> Result<Run, EngineError> {
         let argv: Vec<String> = std::env::args().collect();
         let build = state.begin_build(&argv.join(" "), super::TOOL_VERSION)?;
+        crate::provenance::archive::record(state, build, ws, planner, &prepared.catalog)?;
         let engine = Engine::new(&ws.output, opts, build)?;
         let mut summary = Summary::default();
         for p in &prepared.catalog.problems {
@@ -283,8 +285,22 @@ impl Run {
         if prune {
             state.prune_unused()?;
         }
+        let out = engine.output();
+        let write = |rel: &str, b: &[u8]| out.write(rel, b).map(|w| (w.size, w.mtime_ns));
+        if let Err(e) =
+            crate::provenance::manifest::update(state, &ws.output, &write, &|r| out.remove(r))
+        {
+            summary.failures.push(Failure {
+                input: crate::provenance::manifest::DIR.into(),
+                error: format!("updating the manifests: {e}"),
+            });
+        }
         engine.finish();
         summary.failures.sort_by(|a, b| a.input.cmp(&b.input));
+        let failures: Vec<(String, String)> = (summary.failures.iter())
+            .map(|f| (f.input.clone(), f.error.clone()))
+            .collect();
+        state.record_build_failures(build, &failures)?;
         state.finish_build(
             build,
             [

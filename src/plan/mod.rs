@@ -319,9 +319,10 @@ impl Planner {
         (doubled, problems)
     }
 
-    /// The current text of a recipe file, if it could be read.
-    fn text(&self, path: &Path) -> Option<&str> {
-        let f = self.files.get(path)?;
+    /// The text of a file under `recipes/` as planning read it (the one
+    /// its recipe hash was computed from), if it could be read.
+    pub fn text(&self, path: &Path) -> Option<&str> {
+        let f = self.files.get(&query::normalize(path))?;
         f.text(&self.db).as_deref()
     }
 }

@@ -58,8 +58,22 @@ impl Enc {
     }
 }
 
-/// The hash of a resolved recipe (lower-case hex).
+/// The hash of a resolved recipe (lower-case hex): blake3 of [`canonical`].
 pub(crate) fn recipe_hash(
+    meta: &CollectionMeta,
+    inputs: &InputSpec,
+    routes: &[Route],
+    name: &Template,
+    steps: &[Step],
+    mpp: &crate::ops::wsi::mpp::MppPolicy,
+) -> String {
+    let text = canonical(meta, inputs, routes, name, steps, mpp);
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+/// The canonical text of a resolved recipe: what the recipe hash hashes,
+/// archived with every build so a hash can be shown as the recipe it names.
+pub(crate) fn canonical(
     meta: &CollectionMeta,
     inputs: &InputSpec,
     routes: &[Route],
@@ -138,5 +152,19 @@ pub(crate) fn recipe_hash(
         e.field("-", k);
         e.field("=", &format!("{v:?}"));
     }
-    blake3::hash(e.0.as_bytes()).to_hex().to_string()
+    e.0
+}
+
+impl super::Recipe {
+    /// The canonical text whose blake3 is [`super::Recipe::hash`].
+    pub fn canonical(&self) -> String {
+        canonical(
+            &self.collection,
+            &self.inputs,
+            &self.routes,
+            &self.name,
+            &self.steps,
+            &self.mpp,
+        )
+    }
 }

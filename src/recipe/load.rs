@@ -1014,5 +1014,11 @@ quality = 90
             .replace("source = \"unset\"", "source = \"X\"");
         let flat = load(&flat).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(via.hash, flat.hash);
+        // The canonical text is what the hash hashes (the archive shows it).
+        assert_eq!(
+            blake3::hash(via.canonical().as_bytes()).to_hex().as_str(),
+            via.hash
+        );
+        assert_eq!(via.canonical(), flat.canonical());
     }
 }

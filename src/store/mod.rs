@@ -13,6 +13,7 @@
 //! record of a finished file, which the next build re-makes), and every write
 //! is a transaction, so the database is never half-updated.
 
+pub mod audit;
 pub mod dirs;
 pub mod events;
 pub mod journal;

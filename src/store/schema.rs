@@ -130,6 +130,87 @@ CREATE VIEW IF NOT EXISTS unit_records AS
     FROM units u JOIN input_records ir ON ir.input = u.input JOIN reads r ON r.id = u.read
     JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov;
 
+-- ---- provenance (issue 10): recipe archive, build records, manifests ----
+-- Recipe file texts by blake3 of their bytes; the files of each recipe
+-- version (recipe hash) and its canonical text, whose blake3 is the hash.
+CREATE TABLE IF NOT EXISTS recipe_texts (hash BLOB PRIMARY KEY, text TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recipe_versions (
+    recipe_hash TEXT PRIMARY KEY, collection TEXT NOT NULL, canonical TEXT NOT NULL,
+    files TEXT NOT NULL, first_build INTEGER NOT NULL
+) WITHOUT ROWID;
+-- What each build used: per collection, its recipe version and file texts.
+CREATE TABLE IF NOT EXISTS build_recipes (
+    build INTEGER NOT NULL, collection TEXT NOT NULL, recipe_hash TEXT NOT NULL,
+    file TEXT NOT NULL, files TEXT NOT NULL, PRIMARY KEY (build, collection)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS build_recipes_by_hash ON build_recipes(recipe_hash);
+-- The failures a build reported (its summary), kept with the build.
+CREATE TABLE IF NOT EXISTS build_failures (
+    build INTEGER NOT NULL, n INTEGER NOT NULL, input TEXT NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (build, n)
+) WITHOUT ROWID;
+-- Manifest parts: per output folder, parts of whole inputs; the files of a
+-- part are rewritten only when one of its inputs' records changed.
+CREATE TABLE IF NOT EXISTS manifest_parts (
+    id INTEGER PRIMARY KEY, out_dir INTEGER NOT NULL, rows INTEGER NOT NULL,
+    csv_hash BLOB NOT NULL, csv_bytes INTEGER NOT NULL, csv_mtime_ns INTEGER NOT NULL,
+    parquet_hash BLOB NOT NULL, parquet_bytes INTEGER NOT NULL, parquet_mtime_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS manifest_parts_by_dir ON manifest_parts(out_dir);
+CREATE TABLE IF NOT EXISTS manifest_members (
+    out_dir INTEGER NOT NULL, input INTEGER NOT NULL, part INTEGER NOT NULL,
+    PRIMARY KEY (out_dir, input)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifest_members_by_part ON manifest_members(part);
+-- (output folder, input) pairs whose records changed since the manifests
+-- were written: filled by triggers in the transaction of the change itself.
+CREATE TABLE IF NOT EXISTS manifest_dirty (
+    out_dir INTEGER NOT NULL, input INTEGER NOT NULL, PRIMARY KEY (out_dir, input)
+) WITHOUT ROWID;
+-- (Not `INSERT OR IGNORE`: an outer statement's conflict clause, such as an
+-- upsert's, overrides a trigger's, so duplicates are skipped by NOT EXISTS.)
+CREATE TRIGGER IF NOT EXISTS manifest_output_replaced BEFORE INSERT ON outputs BEGIN
+    INSERT INTO manifest_dirty SELECT o.out_dir, o.input FROM outputs o
+     WHERE o.out_dir = NEW.out_dir AND o.name = NEW.name AND NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = o.out_dir AND d.input = o.input);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_output_added AFTER INSERT ON outputs BEGIN
+    INSERT INTO manifest_dirty SELECT NEW.out_dir, NEW.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = NEW.out_dir AND d.input = NEW.input);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_output_changed
+  AFTER UPDATE OF out_dir, name, input, pipeline, source_hash, class, prov, read, size,
+                  content_hash, build ON outputs BEGIN
+    INSERT INTO manifest_dirty SELECT x.o, x.i
+      FROM (SELECT OLD.out_dir AS o, OLD.input AS i UNION SELECT NEW.out_dir, NEW.input) x
+     WHERE NOT EXISTS (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = x.o AND d.input = x.i);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_output_removed AFTER DELETE ON outputs BEGIN
+    INSERT INTO manifest_dirty SELECT OLD.out_dir, OLD.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = OLD.out_dir AND d.input = OLD.input);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_unit_added AFTER INSERT ON units BEGIN
+    INSERT INTO manifest_dirty SELECT NEW.out_dir, NEW.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = NEW.out_dir AND d.input = NEW.input);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_unit_changed
+  AFTER UPDATE OF out_dir, input, size, pipeline, read, prov, outputs, complete, build
+  ON units BEGIN
+    INSERT INTO manifest_dirty SELECT x.o, x.i
+      FROM (SELECT OLD.out_dir AS o, OLD.input AS i UNION SELECT NEW.out_dir, NEW.input) x
+     WHERE NOT EXISTS (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = x.o AND d.input = x.i);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_unit_removed AFTER DELETE ON units BEGIN
+    INSERT INTO manifest_dirty SELECT OLD.out_dir, OLD.input WHERE NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = OLD.out_dir AND d.input = OLD.input);
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_tile_changed
+  AFTER UPDATE OF size, content_hash ON tiles BEGIN
+    INSERT INTO manifest_dirty SELECT u.out_dir, u.input FROM units u
+     WHERE u.id = NEW.unit AND NOT EXISTS
+       (SELECT 1 FROM manifest_dirty d WHERE d.out_dir = u.out_dir AND d.input = u.input);
+END;
+-- ---- end of provenance ----
 -- ---- issue 12 part B: Slurm builds (src/store/merging.rs, src/store/submitted.rs) ----
 -- How far each worker journal is merged (journal::CURSOR_SCHEMA, the same
 -- statement), and the plans submitted as job arrays and not merged yet.
@@ -154,5 +235,9 @@ DROP TABLE IF EXISTS pipelines; DROP TABLE IF EXISTS provenance; DROP TABLE IF E
 DROP TABLE IF EXISTS out_dirs; DROP TABLE IF EXISTS collection_dirs; DROP TABLE IF EXISTS outputs;
 DROP TABLE IF EXISTS units; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS slides;
 DROP TABLE IF EXISTS failures; DROP TABLE IF EXISTS builds; DROP TABLE IF EXISTS sources;
+DROP TABLE IF EXISTS recipe_texts; DROP TABLE IF EXISTS recipe_versions;
+DROP TABLE IF EXISTS build_recipes; DROP TABLE IF EXISTS build_failures;
+DROP TABLE IF EXISTS manifest_parts; DROP TABLE IF EXISTS manifest_members;
+DROP TABLE IF EXISTS manifest_dirty;
 DROP TABLE IF EXISTS journal_cursors; DROP TABLE IF EXISTS submitted;
 ";

@@ -195,10 +195,14 @@ impl Ws {
     }
 }
 
-/// Every file under `root`: relative path → (bytes, mtime).
+/// Every file under `root`: relative path → (bytes, mtime). The manifests
+/// a build keeps in the dataset (`manifests/`) are left out: tests of
+/// outputs compare outputs; tests/provenance.rs checks the manifests.
 pub fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, std::time::SystemTime)> {
     let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).into_iter().flatten() {
+    let manifests = root.join("manifests");
+    let walk = walkdir::WalkDir::new(root).into_iter();
+    for e in walk.filter_entry(|e| e.path() != manifests).flatten() {
         if e.file_type().is_file() {
             let rel = e
                 .path()

@@ -84,7 +84,7 @@ pub fn build(
     };
     let removes = prepared.removes();
     let watched = driver::watched(&prepared.dirs);
-    let mut run = Run::start(ws, state, &prepared, &opts)?;
+    let mut run = Run::start(ws, state, planner, &prepared, &opts)?;
     let id = plan_id(run.build);
     let paths = PlanPaths::new(ws, &id);
     let shards = cluster.config.shards;

@@ -1,0 +1,51 @@
+//! `cpia lineage`.
+
+use std::io::Write;
+
+use crate::provenance::lineage;
+
+use super::why::{open_state, with_stdout};
+use super::{CmdResult, Context};
+
+/// Arguments of `cpia lineage`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Collections to export (default: every recorded output).
+    collections: Vec<String>,
+    /// Write to FILE (atomically) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// The export format.
+    #[arg(long, value_parser = ["prov-json"], default_value = "prov-json")]
+    format: String,
+}
+
+pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    let ws = ctx.workspace()?;
+    let state = open_state(&ws)?;
+    let _ = &args.format;
+    let Some(path) = &args.output else {
+        return with_stdout(|out| {
+            lineage::write_prov_json(&state, &args.collections, out).map(|_| 0)
+        });
+    };
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> Result<u64, Box<dyn std::error::Error>> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let n = lineage::write_prov_json(&state, &args.collections, &mut f)?;
+        f.flush()?;
+        f.get_ref().sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(n)
+    })();
+    match result {
+        Ok(n) => {
+            eprintln!("wrote {} ({n} outputs)", path.display());
+            Ok(0)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(format!("{}: {e}", path.display()).into())
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! `cpia why`.
+
+use crate::provenance::why;
+use crate::store::State;
+use crate::workspace::Workspace;
+
+use super::{CmdResult, Context, EXIT_FAILURES};
+
+/// Arguments of `cpia why`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// An output file: a path relative to the output folder, or to the current folder.
+    path: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    let ws = ctx.workspace()?;
+    let state = open_state(&ws)?;
+    let rel = why::resolve(&ws.output, &std::env::current_dir()?, &args.path);
+    let Some(facts) = why::find(&state, &rel)? else {
+        eprintln!(
+            "error: {rel}: no output is recorded at this path (relative to the output folder {})",
+            ws.output.display()
+        );
+        return Ok(EXIT_FAILURES);
+    };
+    let v = why::explain(&state, &facts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", why::render(&v));
+    }
+    Ok(0)
+}
+
+/// Opens the workspace's build state for reading; an error (exit 2) when
+/// there is none yet, rather than creating an empty one.
+pub(super) fn open_state(ws: &Workspace) -> Result<State, Box<dyn std::error::Error>> {
+    let path = ws.state_path();
+    if !path.exists() {
+        return Err(format!(
+            "no build state at {}: nothing has been built in this workspace yet (`cpia build`)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(State::open(&path)?)
+}
+
+/// Runs `f` with a buffered stdout; a closed pipe (`| head`) ends quietly.
+pub(super) fn with_stdout(
+    f: impl FnOnce(&mut dyn std::io::Write) -> Result<i32, crate::provenance::Error>,
+) -> CmdResult {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r = f(&mut out).and_then(|code| {
+        std::io::Write::flush(&mut out)?;
+        Ok(code)
+    });
+    match r {
+        Ok(code) => Ok(code),
+        Err(crate::provenance::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
