@@ -165,6 +165,15 @@ fn files_under(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The images under an output folder: every file but the manifests a build
+/// keeps beside them (tests/provenance.rs checks those).
+fn images_under(root: &Path) -> BTreeSet<String> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| !f.starts_with("manifests/"))
+        .collect()
+}
+
 // ---- the published tables ----------------------------------------------------
 
 /// `../shared/cpia` (or `$CPIA_TABLES`), holding the published CPIA tables.
@@ -359,7 +368,7 @@ fn init_then_build_with_two_sources_builds_them_and_reports_101_unavailable() {
     assert!(!unavailable.contains("BreakHis") && !unavailable.contains("NCT-CRC-HE-100K"));
     assert!(unavailable.contains("GasHisSDB"));
     assert_eq!(
-        files_under(&ws.path("dataset")),
+        images_under(&ws.path("dataset")),
         BTreeSet::from([
             "L/BreaKHis_40x/adenosis_SOB_B_A-14-22549AB-40-001.jpg".to_string(),
             "M/BreaKHis_100x/ductal_carcinoma_SOB_M_DC-14-2523-100-012.jpg".to_string(),
@@ -469,11 +478,7 @@ fn every_roi_recipe_lands_every_file_where_its_collection_says() {
     assert!(out.status.success(), "{j}\n{}", stderr(&out));
     assert_eq!(counts(&j).3, 0, "{j}");
 
-    // The manifests a build keeps beside the outputs are checked in tests/provenance.rs.
-    let built: BTreeSet<String> = files_under(&ws.path("dataset"))
-        .into_iter()
-        .filter(|f| !f.starts_with("manifests/"))
-        .collect();
+    let built = images_under(&ws.path("dataset"));
     let want: BTreeSet<String> = expected.keys().cloned().collect();
     assert_eq!(
         built.difference(&want).collect::<Vec<_>>(),
