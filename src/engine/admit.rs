@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use super::budget::{human, Budget, Grant, TooLarge};
 use super::estimate::{self, Need};
-use super::{roi_failure, wsi, Job, JobResult};
+use super::roi::roi_failure;
+use super::{wsi, Job, JobResult};
 use crate::ops::probe::Header;
 use crate::plan::BuildAction;
 
