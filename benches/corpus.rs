@@ -32,6 +32,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use common::measured::median;
 use common::*;
 use cpia::store::State;
 
@@ -111,6 +112,7 @@ fn state_only(base: &Path, wsi: u64, roi: u64) -> (u64, f64) {
             roi_outputs: roi,
             files: false,
             images: false,
+            file_bytes: 0,
         },
     );
     let b = bytes_per_output(&dir, c.outputs);
@@ -138,6 +140,7 @@ fn main() {
                     roi_outputs: n / 100,
                     files: true,
                     images: false,
+                    file_bytes: 0,
                 },
             ));
         }
@@ -168,6 +171,7 @@ fn main() {
                 roi_outputs: 200_000,
                 files: true,
                 images: false,
+                file_bytes: 0,
             },
         );
         println!(

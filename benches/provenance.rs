@@ -16,21 +16,15 @@
 //!   changed as a rebuild changes them: a new build id). Target: the rows
 //!   written and the time follow k, not the size of the corpus.
 
-// The corpus generator (benches/corpus.rs's, plus output files of a given
-// size and the manifests a build writes) and the measured run, kept in this
-// bench's own folder.
-#[path = "provenance/corpus.rs"]
-mod corpus;
-#[path = "provenance/measured.rs"]
-mod measured;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use corpus::{manifest, write_manifests, Corpus, Shape};
+use common::measured::{median, run, run_program};
+use common::{manifest, write_manifests, Corpus, Shape};
 use cpia::store::State;
-use measured::{median, run, run_program};
 
 fn base() -> PathBuf {
     std::env::var_os("CPIA_BENCH_DIR")
@@ -46,6 +40,7 @@ fn corpus(name: &str, wsi: u64, roi: u64, file_bytes: usize) -> Corpus {
             wsi_tiles: wsi,
             roi_outputs: roi,
             files: true,
+            images: false,
             file_bytes,
         },
     );

@@ -20,6 +20,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::measured::median;
 use common::*;
 
 struct Row {
@@ -45,6 +46,7 @@ fn measure(base: &std::path::Path, total: u64) -> Row {
             roi_outputs: roi,
             files: true,
             images: true,
+            file_bytes: 0,
         },
     );
     let generate = t.elapsed().as_secs_f64();

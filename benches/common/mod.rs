@@ -1,9 +1,12 @@
 //! The corpus-shaped synthetic workspace shared by the corpus-scale
-//! benchmarks (`benches/corpus.rs`, `benches/report.rs`): real recipes,
+//! benchmarks (`benches/corpus.rs`, `benches/report.rs`,
+//! `benches/provenance.rs`): real recipes,
 //! source files, a state recorded through the library exactly as a build
 //! records it, and an output tree under the names the state records — see
 //! `benches/corpus.rs` for the shape.
 #![allow(dead_code)]
+
+pub mod measured;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use cpia::plan::expand::{expand_roi, expand_wsi, CollectionSpec, PlannedUnit};
 use cpia::slide::{Level, SlideMeta};
@@ -57,6 +59,9 @@ pub struct Shape {
     /// link to one image per scale, and one QC picture), for benchmarks that
     /// read the dataset's files; false: empty files.
     pub images: bool,
+    /// Without `images`: bytes of each output file, pseudo-random content
+    /// (0: empty files).
+    pub file_bytes: usize,
 }
 
 /// What the output tree's files are.
@@ -65,6 +70,8 @@ pub enum Files<'a> {
     /// None: the state only.
     None,
     Empty,
+    /// Files of this many pseudo-random bytes ([`content`]).
+    Bytes(usize),
     /// Hard links to the pictures in this folder ([`write_sample_images`]).
     Images(&'a Path),
 }
@@ -154,12 +161,12 @@ pub fn stat(m: &std::fs::Metadata) -> FileStat {
     }
 }
 
-/// Creates an output file (empty, or a link to a sample picture; nothing
-/// when state-only) and says what was written, as the engine would record
-/// it. (The content hash is the empty file's either way: nothing here reads
-/// it back.)
+/// Creates an output file (empty, of pseudo-random bytes, or a link to a
+/// sample picture; nothing when state-only) and says what was written, as
+/// the engine would record it. (The content hash of an empty file or a
+/// picture link is the empty file's: nothing reads those back.)
 pub fn put(root: &Path, path: &str, files: Files, n: u64) -> WrittenFile {
-    let empty = blake3::hash(b"").to_hex().to_string();
+    let mut hash = blake3::hash(b"").to_hex().to_string();
     let p = root.join(path);
     let m = match files {
         Files::None => {
@@ -167,12 +174,19 @@ pub fn put(root: &Path, path: &str, files: Files, n: u64) -> WrittenFile {
                 ino: 1_000_000 + n,
                 size: 0,
                 mtime_ns: 1_700_000_000_000_000_000 + n as i64,
-                content_hash: empty,
+                content_hash: hash,
             }
         }
         Files::Empty => std::fs::File::create(&p)
             .and_then(|f| f.metadata())
             .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        Files::Bytes(len) => {
+            let bytes = content(n, len);
+            hash = blake3::hash(&bytes).to_hex().to_string();
+            std::fs::write(&p, &bytes)
+                .and_then(|()| std::fs::metadata(&p))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        }
         Files::Images(images) => std::fs::hard_link(sample_for(images, path), &p)
             .and_then(|()| std::fs::symlink_metadata(&p))
             .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
@@ -181,8 +195,32 @@ pub fn put(root: &Path, path: &str, files: Files, n: u64) -> WrittenFile {
         ino: m.ino(),
         size: m.len(),
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        content_hash: empty,
+        content_hash: hash,
     }
+}
+
+/// `len` pseudo-random bytes, different for every `n` (xorshift).
+pub fn content(n: u64, len: usize) -> Vec<u8> {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Brings the manifests under `out` up to date, through the engine's
+/// atomic writer, as the end of a build does; returns what it did.
+pub fn write_manifests(state: &mut State, out: &Path) -> cpia::provenance::manifest::Stats {
+    let dir = cpia::engine::atomic::OutputDir::open(out).unwrap();
+    let write = |rel: &str, b: &[u8]| dir.write(rel, b).map(|w| (w.size, w.mtime_ns));
+    let stats = cpia::provenance::manifest::update(state, out, &write, &|r| dir.remove(r)).unwrap();
+    dir.finish();
+    stats
 }
 
 impl Corpus {
@@ -209,7 +247,8 @@ impl Corpus {
         let images = dir.join("sample-images");
         let files = match (shape.files, shape.images) {
             (false, _) => Files::None,
-            (true, false) => Files::Empty,
+            (true, false) if shape.file_bytes == 0 => Files::Empty,
+            (true, false) => Files::Bytes(shape.file_bytes),
             (true, true) => {
                 write_sample_images(&images);
                 Files::Images(&images)
@@ -246,6 +285,15 @@ impl Corpus {
             let (o, first) = roi_collection(&mut state, dir, &out, &spec, k, per, files, &mut n);
             outputs += o;
             roi_sources.extend(first);
+        }
+        // The manifests a build keeps are written as a build would write
+        // them; a state-only corpus has none (and no marks waiting for them).
+        if shape.files {
+            write_manifests(&mut state, &out);
+        } else {
+            for (id, _) in state.manifest_dirty_dirs().unwrap() {
+                state.clear_manifest_dirty(id).unwrap();
+            }
         }
         Corpus {
             dir: dir.to_path_buf(),
@@ -513,46 +561,10 @@ pub fn roi_collection(
     (count, first)
 }
 
-/// Runs `cpia ARGS` in `dir`; returns (wall seconds, peak RSS MiB, stdout).
+/// Runs `cpia ARGS` in `dir`, which must succeed; returns (wall seconds,
+/// peak RSS MiB, stdout).
 pub fn run(dir: &Path, args: &[&str]) -> (f64, f64, String) {
-    let t = Instant::now();
-    let child = cpia()
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let out = {
-        let mut child = child;
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        use std::io::Read;
-        if let Some(mut o) = child.stdout.take() {
-            o.read_to_string(&mut stdout).unwrap();
-        }
-        if let Some(mut e) = child.stderr.take() {
-            e.read_to_string(&mut stderr).unwrap();
-        }
-        (stdout, stderr)
-    };
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid out-parameter for wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our unwaited child; the pointers are valid.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = t.elapsed().as_secs_f64();
-    assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "cpia {args:?} failed: {}",
-        out.1
-    );
-    (wall, usage.ru_maxrss as f64 / 1024.0, out.0)
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let r = measured::run(dir, args);
+    assert_eq!(r.code, 0, "cpia {args:?} failed: {}", r.stderr);
+    (r.wall, r.rss_mib, r.stdout)
 }

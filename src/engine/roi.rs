@@ -142,4 +142,3 @@ fn record_for(
         build: cx.build,
     }
 }
-
