@@ -598,7 +598,8 @@ fn without_wait_a_merge_job_merges_and_attach_waits_for_it() {
     wait_for("the merge job to end", || {
         let states = task_states(merge_job);
         ended = states.values().next().cloned().unwrap_or_default();
-        !ended.is_empty() && ended != "PENDING" && ended != "RUNNING"
+        // COMPLETING (the epilog still runs) and the like are not an end.
+        !ended.is_empty() && cpia::executor::slurm::TaskState::parse(&ended).is_finished()
     });
     assert_eq!(ended, "COMPLETED", "merge job {merge_job}");
     let merge_log = std::fs::read_dir(root.join("cache/logs"))
