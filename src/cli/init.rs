@@ -108,7 +108,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
 fn write_all(files: &[(PathBuf, String)]) -> Result<(), Box<dyn std::error::Error>> {
     let mut written: Vec<&Path> = Vec::new();
     for (path, text) in files {
-        if let Err(e) = write_new(path, text) {
+        if let Err(e) = super::output_file::write_bytes(path, text.as_bytes()) {
             for p in written.iter().rev() {
                 let _ = std::fs::remove_file(p);
             }
@@ -117,20 +117,6 @@ fn write_all(files: &[(PathBuf, String)]) -> Result<(), Box<dyn std::error::Erro
         written.push(path);
     }
     Ok(())
-}
-
-fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.cpia-init-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// The text of `cpia.toml`: defaults, then one commented `[sources]` entry

@@ -1,7 +1,5 @@
 //! `cpia lineage`.
 
-use std::io::Write;
-
 use crate::provenance::lineage;
 
 use super::why::{open_state, with_stdout};
@@ -29,23 +27,15 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             lineage::write_prov_json(&state, &args.collections, out).map(|_| 0)
         });
     };
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| -> Result<u64, Box<dyn std::error::Error>> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let n = lineage::write_prov_json(&state, &args.collections, &mut f)?;
-        f.flush()?;
-        f.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(n)
-    })();
+    let result =
+        super::output_file::write_with(path, |f| -> Result<u64, Box<dyn std::error::Error>> {
+            Ok(lineage::write_prov_json(&state, &args.collections, f)?)
+        });
     match result {
         Ok(n) => {
             eprintln!("wrote {} ({n} outputs)", path.display());
             Ok(0)
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(format!("{}: {e}", path.display()).into())
-        }
+        Err(e) => Err(format!("{}: {e}", path.display()).into()),
     }
 }

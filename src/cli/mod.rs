@@ -9,6 +9,7 @@ mod lineage;
 mod list;
 mod log;
 mod new;
+mod output_file;
 mod plan;
 mod query;
 mod report;

@@ -56,7 +56,8 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     match &target {
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
         Some(t) => {
-            write_replacing(t, text.as_bytes()).map_err(|e| format!("{}: {e}", t.display()))?;
+            super::output_file::write_bytes(t, text.as_bytes())
+                .map_err(|e| format!("{}: {e}", t.display()))?;
             eprintln!(
                 "report: {} ({} collections, {} images; {} KiB)",
                 t.display(),
@@ -78,27 +79,4 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     } else {
         EXIT_FAILURES
     })
-}
-
-/// Writes `path` through a temporary file in its folder and a rename, so a
-/// reader never sees half a report (and a symlink at `path` is replaced,
-/// not followed).
-fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.cpia-report-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
