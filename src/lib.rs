@@ -6,6 +6,7 @@
 //! layer keeps.
 
 pub mod catalog;
+pub mod civil_time;
 pub mod cli;
 pub mod engine;
 pub mod executor;

@@ -223,36 +223,16 @@ fn a_symlinked_or_non_folder_temporary_folder_is_refused() {
     }
 }
 
-/// The CPIA geometry scaled down so the small real slides have tiles.
-const SMALL_GEOMETRY: &str = "\n[[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n";
-
+/// Collection W on the CPIA template with `geometry`, one real slide.
 fn wsi_ws(td: &Path, geometry: &str) -> Ws {
-    let ws = Ws::empty();
-    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
-    ws.write(
-        "recipes/templates/cpia-wsi.toml",
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
-        )
-        .unwrap(),
-    );
-    ws.write(
-        "recipes/w.toml",
-        &format!("extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"W\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\"]\n{geometry}"),
-    );
-    std::fs::create_dir_all(ws.path("src")).unwrap();
-    std::fs::copy(
-        td.join("wsi/CMU-1-Small-Region.svs"),
-        ws.path("src/slide.svs"),
-    )
-    .unwrap();
-    ws
+    let slide = td.join("wsi/CMU-1-Small-Region.svs");
+    Ws::wsi(&[(&slide, "slide.svs")], &common::wsi_recipe("W", geometry))
 }
 
 #[test]
 fn wsi_stale_tiles_and_qc_pictures_are_never_removed_through_a_link() {
     let td = require_testdata!();
-    let ws = wsi_ws(&td, SMALL_GEOMETRY);
+    let ws = wsi_ws(&td, common::SMALL_GEOMETRY);
     let (_, out) = ws.build(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let m_dir = ws.path("dataset/M/W-48");

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{counts, stderr, Ws};
 
 const N: u64 = (common::IMAGES_A.len() + common::IMAGES_B.len()) as u64;
@@ -228,26 +226,11 @@ fn a_deletion_right_after_a_build_is_not_lost_to_timestamp_granularity() {
 #[test]
 fn a_wsi_noop_reads_no_tile_and_a_deleted_tile_is_rebuilt() {
     let td = require_testdata!();
-    let ws = Ws::empty();
-    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
-    ws.write(
-        "recipes/templates/cpia-wsi.toml",
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
-        )
-        .unwrap(),
+    let slide = td.join("wsi/CMU-1-Small-Region.svs");
+    let ws = Ws::wsi(
+        &[(&slide, "CMU-1-Small-Region.svs")],
+        &common::wsi_recipe("W", common::SMALL_GEOMETRY),
     );
-    ws.write(
-        "recipes/w.toml",
-        "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"W\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\"]\n\
-         [[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n",
-    );
-    std::fs::create_dir_all(ws.path("src")).unwrap();
-    std::fs::copy(
-        td.join("wsi/CMU-1-Small-Region.svs"),
-        ws.path("src/CMU-1-Small-Region.svs"),
-    )
-    .unwrap();
     let (j, _) = counted(&ws, &[]);
     let built = counts(&j).0;
     assert!(built > 100, "{j}");

@@ -578,31 +578,19 @@ fn lineage_prov_json_loads_in_prov_with_an_entity_per_output() {
 
 // ---- WSI -----------------------------------------------------------------
 
-/// The CPIA geometry scaled down so the real (small) slides have tiles.
-const SMALL_GEOMETRY: &str = "\n[[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n";
-
 fn wsi_ws(td: &Path, slides: &[&str], extra: &str) -> Ws {
-    let ws = Ws::empty();
-    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
-    ws.write(
-        "recipes/templates/cpia-wsi.toml",
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
-        )
-        .unwrap(),
-    );
-    ws.write("recipes/w.toml", &wsi_recipe(extra));
-    for s in slides {
-        std::fs::create_dir_all(ws.path("src")).unwrap();
-        std::fs::copy(td.join("wsi").join(s), ws.path(&format!("src/{s}"))).unwrap();
-    }
-    ws
+    let paths: Vec<_> = slides.iter().map(|s| td.join("wsi").join(s)).collect();
+    let slides: Vec<(&Path, &str)> = paths
+        .iter()
+        .map(|p| p.as_path())
+        .zip(slides.iter().copied())
+        .collect();
+    Ws::wsi(&slides, &wsi_recipe(extra))
 }
 
+/// Collection W with `extra` and the small geometry.
 fn wsi_recipe(extra: &str) -> String {
-    format!(
-        "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"W\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\"]\n{extra}{SMALL_GEOMETRY}"
-    )
+    common::wsi_recipe("W", &format!("{extra}{}", common::SMALL_GEOMETRY))
 }
 
 /// Every tile file: (scale, path relative to the dataset).

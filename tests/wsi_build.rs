@@ -10,35 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{counts, stderr, Ws};
-
-/// The CPIA geometry scaled down so the real (small) slides have tiles.
-const SMALL_GEOMETRY: &str = "\n[[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n";
-
-fn wsi_recipe(name: &str, extra: &str) -> String {
-    format!(
-        "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"{name}\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\", \"tif\", \"tiff\"]\n{extra}"
-    )
-}
-
-/// A workspace whose source root W holds `slides` (paths to copy or link).
-fn wsi_ws(slides: &[(&Path, &str)], recipe: &str) -> Ws {
-    let ws = Ws::empty();
-    ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
-    ws.write(
-        "recipes/templates/cpia-wsi.toml",
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
-        )
-        .unwrap(),
-    );
-    ws.write("recipes/w.toml", recipe);
-    std::fs::create_dir_all(ws.path("src")).unwrap();
-    for (from, name) in slides {
-        std::fs::copy(from, ws.path(&format!("src/{name}"))).unwrap();
-    }
-    ws
-}
+use common::{counts, stderr, wsi_recipe, Ws, SMALL_GEOMETRY};
 
 fn python_reference_available() -> bool {
     Command::new("python3")
@@ -146,7 +118,7 @@ fn real_slides_match_the_python_reference() {
         return;
     }
     let wsi = td.join("wsi");
-    let ws = wsi_ws(
+    let ws = Ws::wsi(
         &[
             (
                 &wsi.join("CMU-1-Small-Region.svs"),
@@ -230,7 +202,7 @@ fn the_mpp_chain_on_real_slides() {
         ),
     ];
     let refs: Vec<(&Path, &str)> = slides.iter().map(|(p, n)| (p.as_path(), *n)).collect();
-    let ws = wsi_ws(&refs, &wsi_recipe("W", SMALL_GEOMETRY));
+    let ws = Ws::wsi(&refs, &wsi_recipe("W", SMALL_GEOMETRY));
     let (j, out) = ws.build(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let failures = j["failures"].to_string();
@@ -271,7 +243,7 @@ fn the_mpp_chain_on_real_slides() {
 fn per_unit_incrementality_on_real_slides() {
     let td = require_testdata!();
     let wsi = td.join("wsi");
-    let ws = wsi_ws(
+    let ws = Ws::wsi(
         &[
             (&wsi.join("CMU-1-Small-Region.svs"), "a.svs"),
             (
@@ -369,7 +341,7 @@ fn per_unit_incrementality_on_real_slides() {
 fn bad_slides_fail_alone() {
     let td = require_testdata!();
     let wsi = td.join("wsi");
-    let ws = wsi_ws(
+    let ws = Ws::wsi(
         &[
             (&wsi.join("CMU-1-Small-Region.svs"), "good.svs"),
             (&td.join("roi/skimage_ihc.png"), "not-a-slide.svs"),
@@ -410,7 +382,7 @@ fn fixture(spec: &cpia::fixture::SlideSpec) -> Option<PathBuf> {
 }
 
 fn link_ws(slide: &Path, name: &str, recipe: &str) -> Ws {
-    let ws = wsi_ws(&[], recipe);
+    let ws = Ws::wsi(&[], recipe);
     std::os::unix::fs::symlink(slide, ws.path(&format!("src/{name}"))).unwrap();
     ws
 }
@@ -589,8 +561,8 @@ fn level_auto_reads_a_coarser_level_and_gives_the_same_decisions() {
         format!("[[steps]]\nid = \"XL\"\nsize = 96\ntarget_mpp = 2.0\nlevel = \"{level}\"\n[[steps]]\nid = \"L\"\nsize = 48\n[[steps]]\nid = \"M\"\nsize = 24\n[[steps]]\nid = \"S\"\nsize = 6\n")
     };
     let slide = wsi.join("CMU-1-Small-Region-pyramid3.DERIVED.svs");
-    let fine = wsi_ws(&[(&slide, "p.svs")], &wsi_recipe("W", &geometry("finest")));
-    let auto = wsi_ws(&[(&slide, "p.svs")], &wsi_recipe("W", &geometry("auto")));
+    let fine = Ws::wsi(&[(&slide, "p.svs")], &wsi_recipe("W", &geometry("finest")));
+    let auto = Ws::wsi(&[(&slide, "p.svs")], &wsi_recipe("W", &geometry("auto")));
     let (jf, out) = fine.build(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (ja, out) = auto.build(&[]);
@@ -686,7 +658,7 @@ fn a_tile_that_cannot_be_written_fails_its_cell_alone() {
     // cell's unit, keep every other tile, and be retried alone.
     let td = require_testdata!();
     let wsi = td.join("wsi");
-    let ws = wsi_ws(
+    let ws = Ws::wsi(
         &[(&wsi.join("CMU-1-Small-Region.svs"), "good.svs")],
         &wsi_recipe("W", SMALL_GEOMETRY),
     );

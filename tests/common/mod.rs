@@ -91,6 +91,17 @@ pub fn recipe(name: &str, root: &str) -> String {
     )
 }
 
+/// The CPIA geometry scaled down so the small real slides have tiles.
+pub const SMALL_GEOMETRY: &str = "\n[[steps]]\nid = \"XL\"\nsize = 384\n[[steps]]\nid = \"L\"\nsize = 96\n[[steps]]\nid = \"M\"\nsize = 48\n[[steps]]\nid = \"S\"\nsize = 12\n";
+
+/// A WSI recipe for collection `name` on the CPIA template, reading source
+/// root W, with `extra` appended (step overrides, `[mpp]` tables).
+pub fn wsi_recipe(name: &str, extra: &str) -> String {
+    format!(
+        "extends = \"templates/cpia-wsi.toml\"\n[collection]\nname = \"{name}\"\nkind = \"wsi\"\n[inputs]\nsource = \"W\"\nsuffixes = [\"svs\", \"tif\", \"tiff\"]\n{extra}"
+    )
+}
+
 /// A workspace in a temporary folder.
 pub struct Ws {
     pub dir: tempfile::TempDir,
@@ -125,6 +136,27 @@ impl Ws {
         }
         for f in IMAGES_B {
             ws.copy_in(td, f, &format!("sources/B/{f}"));
+        }
+        ws
+    }
+
+    /// A WSI workspace: source root `W = "src"` holding `slides` (a file to
+    /// copy, and its name there), the shipped CPIA template, and `recipe` as
+    /// `recipes/w.toml`.
+    pub fn wsi(slides: &[(&Path, &str)], recipe: &str) -> Ws {
+        let ws = Ws::empty();
+        ws.write("cpia.toml", "[sources]\nW = \"src\"\n");
+        ws.write(
+            "recipes/templates/cpia-wsi.toml",
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+            )
+            .unwrap(),
+        );
+        ws.write("recipes/w.toml", recipe);
+        std::fs::create_dir_all(ws.path("src")).unwrap();
+        for (from, name) in slides {
+            std::fs::copy(from, ws.path(&format!("src/{name}"))).unwrap();
         }
         ws
     }
