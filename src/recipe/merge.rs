@@ -107,3 +107,7 @@ fn merge_inputs(b: RawInputs, o: RawInputs) -> RawInputs {
         hidden: b.hidden.overridden_by(o.hidden),
     }
 }
+
+#[cfg(test)]
+#[path = "merge_tests.rs"]
+mod tests;
