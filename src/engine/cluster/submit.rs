@@ -130,7 +130,11 @@ pub fn build(
         state.prune_unused()?;
     }
     let tasks = writer.used();
-    if tasks == 0 {
+    // A Ctrl-C while planning (the engine's graceful mode is on since
+    // `Run::start`) must not be followed by a submission: the plan is
+    // dropped, what was settled is recorded, and the next build plans the
+    // rest again.
+    if tasks == 0 || crate::engine::interrupt::requested() {
         paths.remove();
         summary.merge(run.finish(ws, state, &watched, false)?);
         return Ok(Outcome::Done(summary));
