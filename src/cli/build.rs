@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     }
     let ws = ctx.workspace()?;
     let _lock = ws.lock(!args.no_wait)?;
-    let mut state = State::open(&ws.state_path())?;
+    let mut state = super::open_state_for_writing(&ws.state_path())?;
     warn_untracked(&ws, &state);
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();

@@ -268,7 +268,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     };
     let ws = ctx.workspace()?;
     let _lock = ws.lock(true)?;
-    let mut state = crate::store::State::open(&ws.state_path())?;
+    let mut state = super::open_state_for_writing(&ws.state_path())?;
     let mut planner = crate::plan::Planner::new();
     planner.refresh_recipes(&ws);
     let opts = crate::engine::Options {

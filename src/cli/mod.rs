@@ -168,6 +168,30 @@ impl Context {
     }
 }
 
+/// Opens the build state for a command that writes it, and says what
+/// opening did when it did more than open (an older state migrated or set
+/// aside; [`crate::store::version`]).
+fn open_state_for_writing(
+    path: &std::path::Path,
+) -> Result<crate::store::State, crate::store::StateError> {
+    let state = crate::store::State::open(path)?;
+    match state.opened() {
+        crate::store::Opened::Migrated { from } => eprintln!(
+            "note: build state {} migrated from schema {from} to {}",
+            path.display(),
+            crate::store::schema::SCHEMA_VERSION
+        ),
+        crate::store::Opened::SetAside { from, backup } => eprintln!(
+            "note: build state {} had schema {from}, which this cpia cannot migrate: it was moved to {} \
+             and a new state started (every output is rebuilt once; files the old state recorded are not removed)",
+            path.display(),
+            backup.display()
+        ),
+        crate::store::Opened::Existing | crate::store::Opened::Created => {}
+    }
+    Ok(state)
+}
+
 /// Prints debug counters when `CPIA_DEBUG_COUNTERS` is set (used by tests to
 /// prove, for example, that unchanged sources are not re-hashed).
 fn debug_counters(hashed_before: u64) {

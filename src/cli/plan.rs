@@ -54,7 +54,7 @@ struct Totals {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
-    let mut state = State::open(&ws.state_path())?;
+    let mut state = super::open_state_for_writing(&ws.state_path())?;
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();
     planner.refresh_recipes(&ws);

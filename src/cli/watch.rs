@@ -15,7 +15,6 @@ use notify::{RecursiveMode, Watcher};
 use crate::engine::driver::Flags;
 use crate::engine::Options;
 use crate::plan::{Planner, Selection};
-use crate::store::State;
 
 use super::{CmdResult, Context};
 
@@ -69,7 +68,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         let hashed = crate::plan::sources::hashed_count();
         {
             let _lock = ws.lock(true)?;
-            let mut state = State::open(&ws.state_path())?;
+            let mut state = super::open_state_for_writing(&ws.state_path())?;
             super::build::execute(&ws, &mut state, &planner, &selection, &opts, flags, false)?;
         }
         if crate::engine::interrupt::requested() {

@@ -40,14 +40,14 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
 /// there is none yet, rather than creating an empty one.
 pub(super) fn open_state(ws: &Workspace) -> Result<State, Box<dyn std::error::Error>> {
     let path = ws.state_path();
-    if !path.exists() {
-        return Err(format!(
+    match State::open_read_only(&path)? {
+        Some(state) => Ok(state),
+        None => Err(format!(
             "no build state at {}: nothing has been built in this workspace yet (`cpia build`)",
             path.display()
         )
-        .into());
+        .into()),
     }
-    Ok(State::open(&path)?)
 }
 
 /// Runs `f` with a buffered stdout; a closed pipe (`| head`) ends quietly.

@@ -34,7 +34,7 @@ pub fn of_workspace(
     ws: &crate::workspace::Workspace,
     detail: Detail,
 ) -> Result<Report, crate::store::StateError> {
-    let state = crate::store::State::open_existing(&ws.state_path())?;
+    let state = crate::store::State::open_read_only(&ws.state_path())?;
     gather(ws, state.as_ref(), detail)
 }
 

@@ -6,7 +6,8 @@
 //! (the stat index and the inputs of collections), [`outputs`] (what an input
 //! produced), [`dirs`] (output folders and their identities), [`events`]
 //! (the single write path for results), [`summary`] (aggregates and bounded
-//! samples for `list`, `status` and `report`).
+//! samples for `list`, `status` and `report`), [`version`] (what a state of
+//! another cpia's schema means: migrated, set aside or refused).
 //!
 //! Architecture invariant: the store knows rows, not recipes or pixels. It is
 //! written only after a file is safely on disk (so a crash loses at most the
@@ -24,13 +25,14 @@ pub mod schema;
 pub mod state;
 pub mod submitted;
 pub mod summary;
+pub mod version;
 
 pub use events::Event;
 pub use records::{
     DirEntryRecord, DirIdentity, FailureRecord, FileStat, Maker, OutDir, OutputRecord, OutputRow,
     Owner, ReadFacts, RecordedFile, RecordedInput, TileRecord, UnitRecord, UnitRow, WrittenFile,
 };
-pub use state::{State, StateError};
+pub use state::{Opened, State, StateError};
 
 #[cfg(test)]
 mod tests;

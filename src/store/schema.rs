@@ -8,9 +8,9 @@
 //! key table in that module stays the one definition. Hashes are 32-byte
 //! blobs. See docs/state.md for the meaning of every column.
 
-/// Bump when a table changes incompatibly; a database of another version is
-/// rebuilt from empty (every output is rebuilt once, nothing is misread).
-/// New tables and views need no bump: [`SCHEMA`] runs on every open.
+/// The schema this cpia writes. Bump it with every change to a table, index,
+/// view or trigger, and add the step to [`super::version::MIGRATIONS`]:
+/// what an older or newer state means is [`super::version`]'s table.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Tables, indexes and views (idempotent).
@@ -222,22 +222,4 @@ CREATE TABLE IF NOT EXISTS submitted (
     tasks INTEGER NOT NULL, at INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- ---- end of issue 12 part B ----
-";
-
-/// Every table and view, for dropping an old schema.
-pub const DROP_ALL: &str = "
-DROP VIEW IF EXISTS output_records; DROP VIEW IF EXISTS unit_records;
-DROP VIEW IF EXISTS input_records;
-DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS collections; DROP TABLE IF EXISTS src_dirs;
-DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS fingerprints; DROP TABLE IF EXISTS inputs;
-DROP TABLE IF EXISTS folders;
-DROP TABLE IF EXISTS pipelines; DROP TABLE IF EXISTS provenance; DROP TABLE IF EXISTS reads;
-DROP TABLE IF EXISTS out_dirs; DROP TABLE IF EXISTS collection_dirs; DROP TABLE IF EXISTS outputs;
-DROP TABLE IF EXISTS units; DROP TABLE IF EXISTS tiles; DROP TABLE IF EXISTS slides;
-DROP TABLE IF EXISTS failures; DROP TABLE IF EXISTS builds; DROP TABLE IF EXISTS sources;
-DROP TABLE IF EXISTS recipe_texts; DROP TABLE IF EXISTS recipe_versions;
-DROP TABLE IF EXISTS build_recipes; DROP TABLE IF EXISTS build_failures;
-DROP TABLE IF EXISTS manifest_parts; DROP TABLE IF EXISTS manifest_members;
-DROP TABLE IF EXISTS manifest_dirty;
-DROP TABLE IF EXISTS journal_cursors; DROP TABLE IF EXISTS submitted;
 ";

@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::schema::{DROP_ALL, SCHEMA, SCHEMA_VERSION};
+use super::schema::{SCHEMA, SCHEMA_VERSION};
+use super::version::{compat, steps_from, Compat};
 
 pub use super::events::Event;
 
@@ -37,6 +38,10 @@ enum ErrorKind {
     ReadOnly,
     Busy,
     Full,
+    /// Written by a newer cpia: never changed.
+    Newer,
+    /// An older schema that only a writing command migrates.
+    Older,
     Other,
 }
 
@@ -71,6 +76,37 @@ impl StateError {
         }
     }
 
+    /// A state of schema `found`, newer than this cpia's.
+    fn newer(path: &Path, found: i64) -> StateError {
+        StateError {
+            path: path.to_path_buf(),
+            what: "opening".into(),
+            cause: format!(
+                "it has schema {found}, written by a newer cpia; this cpia ({}) uses schema {SCHEMA_VERSION}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            kind: ErrorKind::Newer,
+        }
+    }
+
+    /// A state of an older schema, opened by a command that does not write.
+    fn older(path: &Path, found: i64) -> StateError {
+        StateError {
+            path: path.to_path_buf(),
+            what: "opening".into(),
+            cause: format!(
+                "it has schema {found}, written by an older cpia; this cpia ({}) uses schema {SCHEMA_VERSION}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            kind: ErrorKind::Older,
+        }
+    }
+
+    /// Whether the state was written by a newer cpia (left unchanged).
+    pub fn is_newer(&self) -> bool {
+        self.kind == ErrorKind::Newer
+    }
+
     /// Whether the database file itself is damaged or not a database.
     pub fn is_corrupt(&self) -> bool {
         self.kind == ErrorKind::Corrupt
@@ -99,6 +135,16 @@ impl std::fmt::Display for StateError {
                 "\n  another process keeps the database locked; wait for it, or find it with `fuser {p}`."
             ),
             ErrorKind::Full => write!(f, "\n  the disk holding {p} is full; free space and build again."),
+            ErrorKind::Newer => write!(
+                f,
+                "\n  nothing was read, changed or removed. Use the newer cpia that wrote it (`cpia --version` of\
+                 \n  the binary on every node must match), or move the state away to start over with this one."
+            ),
+            ErrorKind::Older => write!(
+                f,
+                "\n  nothing was changed. `cpia build` (or `cpia plan`) migrates it to schema {SCHEMA_VERSION} in place;\
+                 \n  read-only commands never change it."
+            ),
             ErrorKind::Other => Ok(()),
         }
     }
@@ -121,61 +167,137 @@ pub struct State {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     pub(super) interned: Interned,
-    created: bool,
+    opened: Opened,
+}
+
+/// What opening the state found and did (for the note a build prints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// An existing state of this cpia's schema.
+    Existing,
+    /// A new, empty state.
+    Created,
+    /// An older state, migrated in one transaction.
+    Migrated { from: i64 },
+    /// An older state that cannot be migrated, moved to `backup`; this one is new.
+    SetAside { from: i64, backup: PathBuf },
 }
 
 impl State {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path` for a command that
+    /// writes it. An older schema is migrated or set aside, a newer one is
+    /// refused unchanged ([`super::version`]).
     pub fn open(path: &Path) -> Result<State, StateError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StateError::other(path, "creating its folder", e))?;
         }
         let existed = path.exists();
-        let conn = Connection::open(path).map_err(|e| StateError::new(path, "opening", &e))?;
-        fn err<'a>(path: &'a Path, what: &'a str) -> impl Fn(rusqlite::Error) -> StateError + 'a {
-            move |e| StateError::new(path, what, &e)
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StateError::new(path, "opening", &e))?;
+        let version = schema_version(&conn, path)?;
+        let mut opened = if existed {
+            Opened::Existing
+        } else {
+            Opened::Created
+        };
+        if version == 0 && existed && has_tables(&conn, path)? {
+            return Err(StateError::other(
+                path,
+                "opening",
+                "it is an SQLite database, but not a cpia build state (it has tables and no schema version); \
+                 nothing was changed: move it away, or point `cache` in cpia.toml elsewhere",
+            ));
         }
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err(path, "setting the busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err(path, "switching to WAL mode"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err(path, "setting synchronous"))?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err(path, "reading the schema version"))?;
-        let mut created = !existed;
-        if version != SCHEMA_VERSION {
-            if version != 0 {
-                eprintln!(
-                    "note: build state {} has schema {version}, this cpia uses {SCHEMA_VERSION}: starting a fresh state (everything is rebuilt once)",
-                    path.display()
-                );
+        let mut conn = match compat(version) {
+            Compat::Newer { found } => return Err(StateError::newer(path, found)),
+            Compat::SetAside { from } => {
+                drop(conn);
+                let backup = set_aside(path, from)?;
+                opened = Opened::SetAside { from, backup };
+                Connection::open(path).map_err(|e| StateError::new(path, "opening", &e))?
             }
-            created = true;
-            conn.execute_batch(DROP_ALL)
-                .map_err(err(path, "dropping an old schema"))?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(err(path, "setting the schema version"))?;
+            Compat::Migrate { from } => {
+                opened = Opened::Migrated { from };
+                conn
+            }
+            Compat::Empty => {
+                opened = Opened::Created;
+                conn
+            }
+            Compat::Current => conn,
+        };
+        configure(&conn, path)?;
+        if let Opened::Migrated { from } = opened {
+            migrate(&mut conn, path, from)?;
         }
-        // Every statement is `IF NOT EXISTS`: tables and views added without
-        // a version change (new records that old ones do not contradict)
-        // appear in an existing database too.
+        if opened != Opened::Existing && !matches!(opened, Opened::Migrated { .. }) {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| StateError::new(path, "setting the schema version", &e))?;
+        }
+        // Every statement is `IF NOT EXISTS`: on a current state this
+        // changes nothing; on a new one it creates everything.
         conn.execute_batch(SCHEMA)
-            .map_err(err(path, "creating the schema"))?;
+            .map_err(|e| StateError::new(path, "creating the schema", &e))?;
         Ok(State {
             conn,
             path: path.to_path_buf(),
             interned: Interned::default(),
-            created,
+            opened,
         })
+    }
+
+    /// Opens an existing state for a command that only reads it, without
+    /// ever writing it (a read-only workspace works too): `None` when there
+    /// is no state yet; an error naming both versions for any schema but
+    /// this cpia's.
+    pub fn open_read_only(path: &Path) -> Result<Option<State>, StateError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError::other(path, "opening", e)),
+            Ok(m) if !m.is_file() => {
+                return Err(StateError::other(
+                    path,
+                    "opening",
+                    "it is not a regular file; move it away (cpia keeps its build state there)",
+                ))
+            }
+            Ok(_) => {}
+        }
+        let conn = open_read_only_conn(path)?;
+        let version = schema_version(&conn, path)?;
+        match compat(version) {
+            Compat::Current => {}
+            Compat::Empty => return Ok(None),
+            Compat::Newer { found } => return Err(StateError::newer(path, found)),
+            Compat::Migrate { from } | Compat::SetAside { from } => {
+                return Err(StateError::older(path, from))
+            }
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| StateError::new(path, "setting the busy timeout", &e))?;
+        Ok(Some(State {
+            conn,
+            path: path.to_path_buf(),
+            interned: Interned::default(),
+            opened: Opened::Existing,
+        }))
     }
 
     /// Whether this database was created (or emptied) by this process: the
     /// output folder may hold files it does not know.
     pub fn is_new(&self) -> bool {
-        self.created
+        matches!(self.opened, Opened::Created | Opened::SetAside { .. })
+    }
+
+    /// What opening found and did.
+    pub fn opened(&self) -> &Opened {
+        &self.opened
     }
 
     /// The database file.
@@ -474,4 +596,130 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The state's `PRAGMA user_version`.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StateError::new(path, "reading the schema version", &e))
+}
+
+/// Whether the database holds any table (a version-0 file that does is
+/// not an empty state but somebody else's database).
+fn has_tables(conn: &Connection, path: &Path) -> Result<bool, StateError> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n > 0)
+    .map_err(|e| StateError::new(path, "reading the schema", &e))
+}
+
+/// Busy timeout, WAL, synchronous: the settings of a writing connection.
+fn configure(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    let err = |what: &'static str| move |e: rusqlite::Error| StateError::new(path, what, &e);
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(err("setting the busy timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err("switching to WAL mode"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err("setting synchronous"))?;
+    Ok(())
+}
+
+/// Runs the migration steps from `from` and sets the version, all in one
+/// transaction: a failure (or a kill) leaves the state as it was.
+fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StateError> {
+    let err = |what: &'static str| move |e: rusqlite::Error| StateError::new(path, what, &e);
+    let tx = conn.transaction().map_err(err("starting a migration"))?;
+    for step in steps_from(from) {
+        tx.execute_batch(step.sql)
+            .map_err(|e| StateError::new(path, &format!("migrating ({})", step.what), &e))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err("setting the schema version"))?;
+    tx.commit().map_err(err("committing a migration"))
+}
+
+/// Moves an unmigratable older state (and its WAL files) beside itself as
+/// `<name>.schema-<from>.bak` (a free name: never over an earlier backup).
+fn set_aside(path: &Path, from: i64) -> Result<PathBuf, StateError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state.sqlite".into());
+    let free = (0..1000)
+        .map(|n| {
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!(".{n}")
+            };
+            path.with_file_name(format!("{name}.schema-{from}{suffix}.bak"))
+        })
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .ok_or_else(|| {
+            StateError::other(path, "setting an old state aside", "no free backup name")
+        })?;
+    for ext in ["-wal", "-shm"] {
+        let side = path.with_file_name(format!("{name}{ext}"));
+        if side.exists() {
+            let to = free.with_file_name(format!(
+                "{}{ext}",
+                free.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            std::fs::rename(&side, &to)
+                .map_err(|e| StateError::other(path, "setting an old state aside", e))?;
+        }
+    }
+    std::fs::rename(path, &free)
+        .map_err(|e| StateError::other(path, "setting an old state aside", e))?;
+    Ok(free)
+}
+
+/// A read-only connection. A WAL database in a folder this process cannot
+/// write opens read-only only while its `-shm` exists; otherwise it is
+/// opened immutable (no locks: a read-only workspace has no writer).
+fn open_read_only_conn(path: &Path) -> Result<Connection, StateError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let first =
+        Connection::open_with_flags(path, flags).and_then(|c| schema_version_raw(&c).map(|_| c));
+    match first {
+        Ok(c) => Ok(c),
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::CannotOpen)
+                    | Some(rusqlite::ErrorCode::ReadOnly)
+                    | Some(rusqlite::ErrorCode::PermissionDenied)
+            ) =>
+        {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .and_then(|c| schema_version_raw(&c).map(|_| c))
+                .map_err(|e2| StateError::new(path, "opening read-only", &e2))
+        }
+        Err(e) => Err(StateError::new(path, "opening read-only", &e)),
+    }
+}
+
+fn schema_version_raw(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// `path` percent-encoded for an SQLite URI (absolute, so `file:` URIs
+/// resolve the same from any working folder).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = String::new();
+    for &b in abs.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -10,11 +10,9 @@
 //! rows per slide or folder.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::schema::SCHEMA_VERSION;
 use super::state::{blob_hex, State, StateError};
 
 /// Files recorded in one output folder for one collection.
@@ -95,35 +93,6 @@ pub struct SlideCells {
 }
 
 impl State {
-    /// Opens the state at `path` for reading only if it exists and has this
-    /// cpia's schema: None when there is no state yet (nothing was built);
-    /// an error naming the remedy for another schema, which
-    /// [`State::open`] would replace with an empty one.
-    pub fn open_existing(path: &Path) -> Result<Option<State>, StateError> {
-        if !path.exists() {
-            return Ok(None);
-        }
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
-        )
-        .map_err(|e| StateError::other(path, "opening", e))?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| StateError::other(path, "reading the schema version", e))?;
-        drop(conn);
-        if version != SCHEMA_VERSION {
-            return Err(StateError::other(
-                path,
-                "reading",
-                format!(
-                    "it has schema {version}, this cpia reads {SCHEMA_VERSION}; `cpia build` starts a fresh state"
-                ),
-            ));
-        }
-        State::open(path).map(Some)
-    }
-
     /// Files per (collection, output folder): ROI outputs and QC pictures
     /// counted from the `outputs` index, WSI tiles summed from `units`.
     /// A folder that one collection owns costs no join; one shared by several

@@ -306,3 +306,106 @@ fn a_fresh_state_knows_it_is_new() {
         .unwrap()
         .is_empty());
 }
+
+/// Sets a state's schema version by hand, as another cpia would have.
+fn stamp_version(path: &std::path::Path, v: i64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.pragma_update(None, "user_version", v).unwrap();
+}
+
+fn output_rows(path: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row("SELECT count(*) FROM collections", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_state_of_a_newer_cpia_is_refused_unchanged_by_every_kind_of_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    {
+        let mut s = State::open(&path).unwrap();
+        s.collection_id("kept").unwrap();
+    }
+    let newer = crate::store::schema::SCHEMA_VERSION + 1;
+    stamp_version(&path, newer);
+    let e = State::open(&path)
+        .err()
+        .expect("a newer state was opened for writing");
+    assert!(e.is_newer(), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("schema {newer}")), "{msg}");
+    assert!(
+        msg.contains(&format!("schema {}", crate::store::schema::SCHEMA_VERSION)),
+        "{msg}"
+    );
+    let e = State::open_read_only(&path)
+        .err()
+        .expect("a newer state was opened for reading");
+    assert!(e.is_newer(), "{e}");
+    assert_eq!(output_rows(&path), 1, "the newer state lost its rows");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, newer);
+}
+
+#[test]
+fn a_state_too_old_to_migrate_is_set_aside_not_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    {
+        let mut s = State::open(&path).unwrap();
+        s.collection_id("old").unwrap();
+    }
+    stamp_version(&path, 2);
+    // Read-only commands neither migrate nor set aside.
+    let e = State::open_read_only(&path)
+        .err()
+        .expect("opened an old state");
+    assert!(e.to_string().contains("schema 2"), "{e}");
+    assert_eq!(output_rows(&path), 1);
+    let s = State::open(&path).unwrap();
+    let backup = match s.opened() {
+        crate::store::Opened::SetAside { from: 2, backup } => backup.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(s.is_new());
+    assert_eq!(backup, dir.path().join("state.sqlite.schema-2.bak"));
+    assert_eq!(output_rows(&backup), 1, "the backup lost the old rows");
+    assert_eq!(s.collections().unwrap().len(), 0);
+}
+
+#[test]
+fn read_only_open_never_creates_a_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    assert!(State::open_read_only(&path).unwrap().is_none());
+    assert!(!path.exists());
+    State::open(&path).unwrap();
+    let s = State::open_read_only(&path)
+        .unwrap()
+        .expect("an existing state");
+    assert!(!s.is_new());
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_not_taken_for_an_empty_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE mine (x); INSERT INTO mine VALUES (1);")
+            .unwrap();
+    }
+    let e = State::open(&path)
+        .err()
+        .expect("a foreign database was used");
+    assert!(e.to_string().contains("not a cpia build state"), "{e}");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "the foreign database was changed");
+}
