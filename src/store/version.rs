@@ -59,7 +59,7 @@ pub fn compat(version: i64) -> Compat {
     match version {
         0 => Compat::Empty,
         v if v == SCHEMA_VERSION => Compat::Current,
-        v if v > SCHEMA_VERSION || v < 0 => Compat::Newer { found: v },
+        v if !(0..=SCHEMA_VERSION).contains(&v) => Compat::Newer { found: v },
         v if v >= OLDEST_MIGRATABLE => Compat::Migrate { from: v },
         v => Compat::SetAside { from: v },
     }
