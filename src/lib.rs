@@ -16,6 +16,7 @@ pub mod plan;
 pub mod provenance;
 pub mod recipe;
 pub mod report;
+pub mod export;
 pub mod slide;
 pub mod store;
 pub mod workspace;
