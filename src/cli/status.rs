@@ -27,6 +27,7 @@ struct Json<'a> {
     sheets: &'a [SheetTotal],
     collections: Vec<JsonCollection<'a>>,
     problems: Vec<JsonProblem<'a>>,
+    exports: &'a [crate::report::model::ExportReport],
 }
 
 #[derive(Serialize)]
@@ -90,6 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                     error: &p.error,
                 })
                 .collect(),
+            exports: &report.exports,
         };
         println!("{}", serde_json::to_string(&json)?);
     } else {

@@ -31,6 +31,7 @@ pub mod croissant;
 pub mod definition;
 pub mod dryrun;
 pub mod evaluate;
+pub mod explain;
 pub mod imagefolder;
 pub mod index;
 pub mod key;

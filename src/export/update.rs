@@ -65,6 +65,8 @@ pub struct Outcome {
     pub bytes: u64,
     /// Pairs (output folder, input) re-evaluated.
     pub pairs: u64,
+    /// Recorded files found missing or changed on disk (rewritten).
+    pub repaired: u64,
     /// Problems that left part of the export stale (a changed image).
     pub failures: Vec<String>,
     /// Things the user should know (reshard advice, unmatched names).
@@ -126,7 +128,7 @@ pub fn update(
             .collect(),
         ..Outcome::default()
     };
-    let digest = export_digest(def, &sel);
+    let digest = digest(def, &sel);
     let row = prepare(state, out, def, &sel, opts, &mut outcome)?;
     let scope = if outcome.created || row.digest != digest || opts.reshard {
         Scope::Whole
@@ -136,6 +138,7 @@ pub fn update(
     outcome.whole = scope == Scope::Whole;
     let sizes = category_sizes(state, def, &sel)?;
     mark_moved_categories(state, &row, &sizes)?;
+    outcome.repaired = forget_damaged(state, out, &row)?;
     let mut ev = Evaluator::new(def, &sel, row.shards, &sizes);
     for_each_page(state, row.id, scope, &sel, &mut |state, page| {
         apply_page(state, out, &mut ev, row.id, page, def.format, &mut outcome)
@@ -169,7 +172,7 @@ pub fn update(
 }
 
 /// The digest of the definition and the metadata every record carries.
-fn export_digest(def: &Definition, sel: &Selection) -> String {
+pub fn digest(def: &Definition, sel: &Selection) -> String {
     let mut h = blake3::Hasher::new();
     h.update(def.canonical().as_bytes());
     h.update(layout(def.format).as_bytes());
@@ -217,6 +220,27 @@ fn prepare(
         .filter(|r| r.id == id)
         .ok_or_else(|| Error::Other(format!("export {}: its record vanished", def.name)))?;
     Ok(row)
+}
+
+/// Forgets the record of every file of the export that is missing or
+/// whose size or mtime moved on disk (one `fstat` each), marking its shard
+/// stale: the update writes it again. The number found.
+fn forget_damaged(state: &mut State, out: &OutputDir, row: &ExportRow) -> Result<u64, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = 0;
+    for f in state.export_files(row.id)? {
+        let intact = out.open_read(&f.path).and_then(|h| h.metadata()).is_ok_and(|m| {
+            m.is_file() && m.len() == f.bytes && m.mtime() * 1_000_000_000 + m.mtime_nsec() == f.mtime_ns
+        });
+        if !intact {
+            state.forget_export_file(row.id, &f.path, None)?;
+            if let Some(s) = f.shard {
+                state.mark_export_stale(row.id, &[s])?;
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Samples and image bytes the selection holds now (a sampling rule's

@@ -287,6 +287,24 @@ pub fn render(r: &Report, link: &str) -> String {
             }
         }
     }
+    if !r.exports.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Exports\n\n| export | format | samples | shards | bytes | not written yet |\n|---|---|---:|---:|---:|---:|"
+        );
+        for e in &r.exports {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                cell(&e.name),
+                e.format,
+                e.samples,
+                e.shards,
+                e.bytes,
+                e.pending
+            );
+        }
+    }
     s
 }
 

@@ -99,6 +99,22 @@ pub fn status(r: &Report) -> String {
         let first = p.error.lines().next().unwrap_or("");
         let _ = writeln!(s, "error: {}: {first}", p.recipe);
     }
+    for e in &r.exports {
+        let state = if e.pending == 0 {
+            "up to date".to_string()
+        } else {
+            format!("{} change(s) not written yet", e.pending)
+        };
+        let _ = writeln!(
+            s,
+            "export     {} ({}{}): {} samples in {} shard(s), {state}",
+            e.name,
+            e.format,
+            if e.declared { "" } else { ", made by `cpia export --format`" },
+            count(e.samples),
+            e.shards
+        );
+    }
 
     s.push_str("\nimages per published sheet\n");
     let mut rows = vec![vec![
