@@ -21,14 +21,14 @@ fn need_python(modules: &[&str]) -> bool {
         if *m == "wids" {
             c.env("PYTHONPATH", torch_stub());
         }
-        let ok = c
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let ok = c.output().is_ok_and(|o| o.status.success());
         if !ok {
             if std::env::var_os("CI").is_some() {
                 panic!("python3 module `{m}` is missing (scripts/setup.sh installs it)");
             }
-            eprintln!("SKIPPED (part): python3 with `{m}` not found (scripts/setup.sh installs it)");
+            eprintln!(
+                "SKIPPED (part): python3 with `{m}` not found (scripts/setup.sh installs it)"
+            );
             return false;
         }
     }
@@ -116,7 +116,13 @@ fn roi_ws(td: &Path, copies: usize, extra: &str) -> Ws {
 }
 
 fn ok(o: &Output) {
-    assert!(o.status.success(), "exit {:?}\n{}\n{}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
 }
 
 /// The export's shard files: name → blake3.
@@ -126,7 +132,12 @@ fn shard_hashes(ws: &Ws, name: &str) -> BTreeMap<String, String> {
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         if n.ends_with(".tar") {
-            out.insert(n, blake3::hash(&std::fs::read(e.path()).unwrap()).to_hex().to_string());
+            out.insert(
+                n,
+                blake3::hash(&std::fs::read(e.path()).unwrap())
+                    .to_hex()
+                    .to_string(),
+            );
         }
     }
     out
@@ -140,7 +151,10 @@ fn keys_in_shards(ws: &Ws, name: &str) -> BTreeMap<String, String> {
         for e in tar::Archive::new(f).entries().unwrap() {
             let p = e.unwrap().path().unwrap().to_string_lossy().into_owned();
             if let Some(k) = p.strip_suffix(".jpg") {
-                assert!(out.insert(k.to_string(), shard.clone()).is_none(), "{k} twice");
+                assert!(
+                    out.insert(k.to_string(), shard.clone()).is_none(),
+                    "{k} twice"
+                );
             }
         }
     }
@@ -151,7 +165,10 @@ fn keys_in_shards(ws: &Ws, name: &str) -> BTreeMap<String, String> {
 fn outputs_in(ws: &Ws, dirs: &[&str]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for d in dirs {
-        for e in std::fs::read_dir(ws.path(&format!("dataset/{d}"))).unwrap().flatten() {
+        for e in std::fs::read_dir(ws.path(&format!("dataset/{d}")))
+            .unwrap()
+            .flatten()
+        {
             out.insert(format!("{d}/{}", e.file_name().to_string_lossy()));
         }
     }
@@ -164,7 +181,10 @@ fn same_where_overlapping(sample: &serde_json::Value, why: &serde_json::Value, a
     match (sample, why) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
             .iter()
-            .filter_map(|(k, v)| b.get(k).map(|w| same_where_overlapping(v, w, &format!("{at}.{k}"))))
+            .filter_map(|(k, v)| {
+                b.get(k)
+                    .map(|w| same_where_overlapping(v, w, &format!("{at}.{k}")))
+            })
             .sum(),
         (a, b) => {
             assert_eq!(a, b, "{at} differs from `cpia why --json`");
@@ -211,11 +231,21 @@ fn mixed_ws(td: &Path) -> Ws {
     let ws = roi_ws(td, 1, "W = \"src\"\n\n[export.pretrain]\nformat = \"webdataset\"\nselect = { sub_datasets = [\"A\", \"B\", \"W-384\", \"W-96\"] }\nshard_samples = 16\n");
     ws.write(
         "recipes/templates/cpia-wsi.toml",
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml")).unwrap(),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/cpia-wsi.toml"),
+        )
+        .unwrap(),
     );
-    ws.write("recipes/w.toml", &common::wsi_recipe("W", common::SMALL_GEOMETRY));
+    ws.write(
+        "recipes/w.toml",
+        &common::wsi_recipe("W", common::SMALL_GEOMETRY),
+    );
     std::fs::create_dir_all(ws.path("src")).unwrap();
-    std::fs::copy(td.join("wsi/CMU-1-Small-Region.svs"), ws.path("src/CMU-1-Small-Region.svs")).unwrap();
+    std::fs::copy(
+        td.join("wsi/CMU-1-Small-Region.svs"),
+        ws.path("src/CMU-1-Small-Region.svs"),
+    )
+    .unwrap();
     ws
 }
 
@@ -228,16 +258,39 @@ fn the_real_readers_find_exactly_the_recorded_samples_and_why_agrees() {
     let dirs = ["M/A", "M/B", "XL/W-384", "L/W-96"];
     let outputs = outputs_in(&ws, &dirs);
     assert!(outputs.len() > 100, "{}", outputs.len());
-    assert_eq!(j["exports"][0]["samples"], outputs.len() as u64, "{j}\n{}", stderr(&o));
-    let expected: BTreeSet<String> = outputs.iter().map(|p| p.trim_end_matches(".jpg").to_string()).collect();
-    assert_eq!(keys_in_shards(&ws, "pretrain").keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        j["exports"][0]["samples"],
+        outputs.len() as u64,
+        "{j}\n{}",
+        stderr(&o)
+    );
+    let expected: BTreeSet<String> = outputs
+        .iter()
+        .map(|p| p.trim_end_matches(".jpg").to_string())
+        .collect();
+    assert_eq!(
+        keys_in_shards(&ws, "pretrain")
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        expected
+    );
 
     let export = ws.path("dataset/export/pretrain");
     if need_python(&["webdataset", "PIL"]) {
         let lines = python(READ_WDS, &[export.to_str().unwrap()]);
-        let samples: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let keys: BTreeSet<String> = samples.iter().map(|s| s["key"].as_str().unwrap().to_string()).collect();
-        assert_eq!(keys, expected, "webdataset read other samples than the build recorded");
+        let samples: Vec<serde_json::Value> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let keys: BTreeSet<String> = samples
+            .iter()
+            .map(|s| s["key"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            keys, expected,
+            "webdataset read other samples than the build recorded"
+        );
         assert_eq!(samples.len(), expected.len(), "a sample twice");
         for s in &samples {
             let path = format!("{}.jpg", s["key"].as_str().unwrap());
@@ -251,8 +304,13 @@ fn the_real_readers_find_exactly_the_recorded_samples_and_why_agrees() {
         }
         // `why` of a shard member names the same output and its place.
         let s = &samples[samples.len() / 2];
-        let member = format!("export/pretrain/{}:{}", s["url"].as_str().unwrap(), s["key"].as_str().unwrap());
-        let v: serde_json::Value = serde_json::from_str(&stdout(&ws.cpia(&["why", "--json", &member]))).unwrap();
+        let member = format!(
+            "export/pretrain/{}:{}",
+            s["url"].as_str().unwrap(),
+            s["key"].as_str().unwrap()
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout(&ws.cpia(&["why", "--json", &member]))).unwrap();
         assert_eq!(v["export"]["key"], s["key"]);
         assert_eq!(v["output"]["path"], s["record"]["output"]["path"]);
         let wrong = ws.cpia(&["why", "export/pretrain/pretrain-000099.tar:M/A/nothing"]);
@@ -260,17 +318,33 @@ fn the_real_readers_find_exactly_the_recorded_samples_and_why_agrees() {
 
         if need_python(&["wids", "numpy"]) {
             let index = export.join("pretrain.wids.json");
-            let v: serde_json::Value = serde_json::from_str(&python(READ_WIDS, &[index.to_str().unwrap()])).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&python(READ_WIDS, &[index.to_str().unwrap()])).unwrap();
             assert_eq!(v["len"], samples.len() as u64);
             // Position i is the i-th sample of the shards in index order.
-            let index_json: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
-            let order: Vec<&str> = index_json["shardlist"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
+            let index_json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+            let order: Vec<&str> = index_json["shardlist"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["url"].as_str().unwrap())
+                .collect();
             let mut by_position = Vec::new();
             for url in order {
-                by_position.extend(samples.iter().filter(|s| s["url"] == url).map(|s| s["key"].as_str().unwrap()));
+                by_position.extend(
+                    samples
+                        .iter()
+                        .filter(|s| s["url"] == url)
+                        .map(|s| s["key"].as_str().unwrap()),
+                );
             }
             for (i, k) in v["keys"].as_object().unwrap() {
-                assert_eq!(by_position[i.parse::<usize>().unwrap()], k.as_str().unwrap(), "wids position {i}");
+                assert_eq!(
+                    by_position[i.parse::<usize>().unwrap()],
+                    k.as_str().unwrap(),
+                    "wids position {i}"
+                );
             }
         }
     }
@@ -294,8 +368,14 @@ fn the_real_readers_find_exactly_the_recorded_samples_and_why_agrees() {
     let v = ws.cpia(&["verify", "--deep"]);
     assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
     let text = stdout(&v);
-    assert!(text.contains(&format!("modified\texport/pretrain/{}", shards[0])), "{text}");
-    assert!(text.contains(&format!("missing\texport/pretrain/{}", shards[1])), "{text}");
+    assert!(
+        text.contains(&format!("modified\texport/pretrain/{}", shards[0])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("missing\texport/pretrain/{}", shards[1])),
+        "{text}"
+    );
     let (j, o) = ws.build(&[]);
     ok(&o);
     assert_eq!(j["exports"][0]["shards_written"], 2, "{j}");
@@ -305,7 +385,11 @@ fn the_real_readers_find_exactly_the_recorded_samples_and_why_agrees() {
 #[test]
 fn a_change_rewrites_only_the_shards_holding_affected_samples() {
     let td = require_testdata!();
-    let ws = roi_ws(&td, 3, "\n[export.pretrain]\nformat = \"webdataset\"\nshard_samples = 2\n");
+    let ws = roi_ws(
+        &td,
+        3,
+        "\n[export.pretrain]\nformat = \"webdataset\"\nshard_samples = 2\n",
+    );
     ok(&ws.build(&[]).1);
     let h0 = shard_hashes(&ws, "pretrain");
     let k0 = keys_in_shards(&ws, "pretrain");
@@ -319,8 +403,19 @@ fn a_change_rewrites_only_the_shards_holding_affected_samples() {
     ok(&o);
     let h1 = shard_hashes(&ws, "pretrain");
     let k1 = keys_in_shards(&ws, "pretrain");
-    let expected: BTreeSet<&String> = [&k0["M/A/a1-0"], &k1["M/A/a1-0"], &k1["M/A/new"], &k0["M/B/b2-1"]].into_iter().collect();
-    let differ: BTreeSet<&String> = h0.keys().chain(h1.keys()).filter(|s| h0.get(*s) != h1.get(*s)).collect();
+    let expected: BTreeSet<&String> = [
+        &k0["M/A/a1-0"],
+        &k1["M/A/a1-0"],
+        &k1["M/A/new"],
+        &k0["M/B/b2-1"],
+    ]
+    .into_iter()
+    .collect();
+    let differ: BTreeSet<&String> = h0
+        .keys()
+        .chain(h1.keys())
+        .filter(|s| h0.get(*s) != h1.get(*s))
+        .collect();
     assert_eq!(differ, expected, "{j}");
     let e = &j["exports"][0];
     let touched = e["shards_written"].as_u64().unwrap() + e["shards_removed"].as_u64().unwrap();
@@ -331,11 +426,18 @@ fn a_change_rewrites_only_the_shards_holding_affected_samples() {
     // A recipe parameter of B changed: exactly the shards holding B's samples.
     ws.write(
         "recipes/b.toml",
-        &format!("{}\n[[steps]]\nid = \"encode\"\nquality = 80\n", common::recipe("B", "B")),
+        &format!(
+            "{}\n[[steps]]\nid = \"encode\"\nquality = 80\n",
+            common::recipe("B", "B")
+        ),
     );
     ok(&ws.build(&[]).1);
     let h2 = shard_hashes(&ws, "pretrain");
-    let expected: BTreeSet<&String> = k1.iter().filter(|(k, _)| k.starts_with("M/B/")).map(|(_, s)| s).collect();
+    let expected: BTreeSet<&String> = k1
+        .iter()
+        .filter(|(k, _)| k.starts_with("M/B/"))
+        .map(|(_, s)| s)
+        .collect();
     let differ: BTreeSet<&String> = h1.keys().filter(|s| h1.get(*s) != h2.get(*s)).collect();
     assert_eq!(differ, expected);
     // A no-op rewrites nothing.
@@ -352,7 +454,10 @@ fn a_killed_export_then_a_build_gives_the_shards_of_an_uninterrupted_one() {
     let ws = roi_ws(&td, 12, "");
     ok(&ws.build(&[]).1);
     let toml = std::fs::read_to_string(ws.path("cpia.toml")).unwrap();
-    ws.write("cpia.toml", &format!("{toml}\n[export.pretrain]\nformat = \"webdataset\"\nshard_samples = 1\n"));
+    ws.write(
+        "cpia.toml",
+        &format!("{toml}\n[export.pretrain]\nformat = \"webdataset\"\nshard_samples = 1\n"),
+    );
     let dir = ws.path("dataset/export/pretrain");
     let mut child = ws.command(&["export", "-j", "1"]).spawn().unwrap();
     let start = std::time::Instant::now();
@@ -368,7 +473,11 @@ fn a_killed_export_then_a_build_gives_the_shards_of_an_uninterrupted_one() {
     ok(&ws.build(&[]).1);
     let recovered = shard_hashes(&ws, "pretrain");
     for (s, h) in &after_kill {
-        assert_eq!(recovered.get(s), Some(h), "{s}: a shard in place when killed was not whole");
+        assert_eq!(
+            recovered.get(s),
+            Some(h),
+            "{s}: a shard in place when killed was not whole"
+        );
     }
     ok(&ws.cpia(&["verify", "--deep"]));
     ok(&ws.cpia(&["export", "--remove", "pretrain"]));
@@ -387,7 +496,10 @@ fn an_imagefolder_export_equals_the_dataset_and_follows_it() {
         use std::os::unix::fs::MetadataExt;
         let outputs = outputs_in(ws, &["M/A", "M/B"]);
         let mut exported = BTreeSet::new();
-        for e in walkdir::WalkDir::new(ws.path("dataset/export/folders")).into_iter().flatten() {
+        for e in walkdir::WalkDir::new(ws.path("dataset/export/folders"))
+            .into_iter()
+            .flatten()
+        {
             if e.path().extension().is_some_and(|x| x == "jpg") {
                 exported.insert(e.path().to_path_buf());
             }
@@ -398,8 +510,16 @@ fn an_imagefolder_export_equals_the_dataset_and_follows_it() {
             let flat = o.trim_end_matches(".jpg").replace('/', ".");
             let p = ws.path(&format!("dataset/export/folders/{sub}/{flat}.jpg"));
             let src = ws.path(&format!("dataset/{o}"));
-            assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&src).unwrap(), "{o}");
-            assert_eq!(std::fs::metadata(&p).unwrap().ino(), std::fs::metadata(&src).unwrap().ino(), "{o}: not a hard link");
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(&src).unwrap(),
+                "{o}"
+            );
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().ino(),
+                std::fs::metadata(&src).unwrap().ino(),
+                "{o}: not a hard link"
+            );
         }
     };
     check(&ws);
@@ -413,7 +533,10 @@ fn an_imagefolder_export_equals_the_dataset_and_follows_it() {
     ok(&ws.cpia(&["verify", "--deep"]));
     // A removed definition removes its files.
     let toml = std::fs::read_to_string(ws.path("cpia.toml")).unwrap();
-    ws.write("cpia.toml", toml.split("\n[export.folders]").next().unwrap());
+    ws.write(
+        "cpia.toml",
+        toml.split("\n[export.folders]").next().unwrap(),
+    );
     ok(&ws.build(&[]).1);
     assert!(!ws.path("dataset/export").exists());
     ok(&ws.cpia(&["verify"]));
@@ -425,9 +548,21 @@ fn keys_with_dots_non_ascii_and_escaping_collisions_stay_apart() {
     let ws = Ws::empty();
     ws.write("cpia.toml", "[sources]\nA = \"src\"\n");
     ws.write("recipes/templates/centre.toml", &roi_template());
-    ws.write("recipes/a.toml", &format!("{}\n[output]\nname = \"{{name}}\"\n", common::recipe("A", "A")));
+    ws.write(
+        "recipes/a.toml",
+        &format!(
+            "{}\n[output]\nname = \"{{name}}\"\n",
+            common::recipe("A", "A")
+        ),
+    );
     let names = ["a.b.png", "a_b.png", "é.png", "a%2Eb.png", "a%252Eb.png"];
-    for (n, f) in names.iter().zip(["skimage_ihc.png", "tiatoolbox_source_image.png", "histolab_tcga-lung-rgb.png", "histolab_no-tissue.png", "histolab_almost-white-1.png"]) {
+    for (n, f) in names.iter().zip([
+        "skimage_ihc.png",
+        "tiatoolbox_source_image.png",
+        "histolab_tcga-lung-rgb.png",
+        "histolab_no-tissue.png",
+        "histolab_almost-white-1.png",
+    ]) {
         ws.copy_in(&td, f, &format!("src/{n}"));
     }
     ok(&ws.build(&[]).1);
@@ -450,7 +585,12 @@ fn keys_with_dots_non_ascii_and_escaping_collisions_stay_apart() {
         assert_eq!(paths, want);
     }
     for (k, shard) in &keys {
-        let v: serde_json::Value = serde_json::from_str(&stdout(&ws.cpia(&["why", "--json", &format!("export/webdataset/{shard}:{k}")]))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&ws.cpia(&[
+            "why",
+            "--json",
+            &format!("export/webdataset/{shard}:{k}"),
+        ])))
+        .unwrap();
         assert_eq!(v["export"]["key"], k.as_str());
     }
 }
@@ -462,7 +602,10 @@ fn cpia_mini_membership_is_stable_when_a_collection_is_added() {
     let ws = roi_ws(&td, 4, rule);
     ok(&ws.build(&[]).1);
     let members = |ws: &Ws, prefix: &str| -> BTreeSet<String> {
-        keys_in_shards(ws, "mini").into_keys().filter(|k| k.starts_with(prefix)).collect()
+        keys_in_shards(ws, "mini")
+            .into_keys()
+            .filter(|k| k.starts_with(prefix))
+            .collect()
     };
     let (a, b) = (members(&ws, "M/A/"), members(&ws, "M/B/"));
     // 16 and 12 samples, quota 5: within the documented tolerance 4·√5 + 1.
@@ -470,10 +613,19 @@ fn cpia_mini_membership_is_stable_when_a_collection_is_added() {
     for (n, m) in [(a.len(), "A"), (b.len(), "B")] {
         assert!((n as f64 - 5.0).abs() <= tol, "{m}: {n}");
     }
-    assert!(a.len() < 16 && b.len() < 12, "the rule kept everything: {a:?} {b:?}");
+    assert!(
+        a.len() < 16 && b.len() < 12,
+        "the rule kept everything: {a:?} {b:?}"
+    );
     // Collection C added: A's and B's members are the same.
     let toml = std::fs::read_to_string(ws.path("cpia.toml")).unwrap();
-    ws.write("cpia.toml", &toml.replace("B = \"sources/B\"\n", "B = \"sources/B\"\nC = \"sources/C\"\n"));
+    ws.write(
+        "cpia.toml",
+        &toml.replace(
+            "B = \"sources/B\"\n",
+            "B = \"sources/B\"\nC = \"sources/C\"\n",
+        ),
+    );
     ws.write("recipes/c.toml", &common::recipe("C", "C"));
     for i in 0..9 {
         ws.copy_in(&td, "skimage_ihc.png", &format!("sources/C/c{i}.png"));
@@ -482,7 +634,8 @@ fn cpia_mini_membership_is_stable_when_a_collection_is_added() {
     assert_eq!(members(&ws, "M/A/"), a);
     assert_eq!(members(&ws, "M/B/"), b);
     assert!(!members(&ws, "M/C/").is_empty());
-    let dry: serde_json::Value = serde_json::from_str(&stdout(&ws.cpia(&["export", "--dry-run", "--json"]))).unwrap();
+    let dry: serde_json::Value =
+        serde_json::from_str(&stdout(&ws.cpia(&["export", "--dry-run", "--json"]))).unwrap();
     let rows = dry[0]["built"]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{dry}");
     assert!(rows.iter().all(|r| r["kept"] == 5), "{dry}");
@@ -501,9 +654,16 @@ fn the_dry_run_compares_a_rule_with_the_published_cpia_mini() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let total = v[0]["published"]["total"].as_u64().unwrap();
     // The published CPIA-Mini: 3,383,970 images.
-    assert!((total as f64 - 3_383_970.0).abs() / 3_383_970.0 < 0.001, "{total}");
+    assert!(
+        (total as f64 - 3_383_970.0).abs() / 3_383_970.0 < 0.001,
+        "{total}"
+    );
     let s = &v[0]["published"]["per_scale"];
-    let (xl, l, m) = (s["XL"].as_f64().unwrap(), s["L"].as_f64().unwrap(), s["M"].as_f64().unwrap());
+    let (xl, l, m) = (
+        s["XL"].as_f64().unwrap(),
+        s["L"].as_f64().unwrap(),
+        s["M"].as_f64().unwrap(),
+    );
     assert!(l / xl > 12.0 && l / xl < 20.0 && m / xl > 28.0, "{s}");
     let text = stdout(&ws.cpia(&["export", "--dry-run"]));
     assert!(text.contains("total (published): "), "{text}");

@@ -238,7 +238,11 @@ fn exports(
     for d in &done {
         let failures: Vec<(String, String)> = match d {
             Done::Failed(n, e) => vec![(n.clone(), e.to_string())],
-            Done::Updated(o) => o.failures.iter().map(|f| (o.name.clone(), f.clone())).collect(),
+            Done::Updated(o) => o
+                .failures
+                .iter()
+                .map(|f| (o.name.clone(), f.clone()))
+                .collect(),
             Done::Removed(..) => Vec::new(),
         };
         for (name, error) in failures {

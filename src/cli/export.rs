@@ -23,7 +23,12 @@ pub struct Args {
     #[arg(long, requires = "format")]
     name: Option<String>,
     /// With --format: samples per shard (a target).
-    #[arg(long, value_name = "N", requires = "format", conflicts_with = "shard_bytes")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "format",
+        conflicts_with = "shard_bytes"
+    )]
     shard_samples: Option<u64>,
     /// With --format: bytes per shard (a target), e.g. 1G.
     #[arg(long, value_name = "SIZE", requires = "format", value_parser = crate::workspace::parse_size)]
@@ -54,14 +59,18 @@ fn ad_hoc(args: &Args) -> Result<Option<Definition>, Box<dyn std::error::Error>>
     let Some(f) = &args.format else {
         return Ok(None);
     };
-    let format = Format::parse(f)
-        .ok_or_else(|| format!("--format {f}: not a format (webdataset, imagefolder or parquet)"))?;
+    let format = Format::parse(f).ok_or_else(|| {
+        format!("--format {f}: not a format (webdataset, imagefolder or parquet)")
+    })?;
     let target = match (args.shard_samples, args.shard_bytes) {
         (Some(n), _) => Target::Samples(n.max(1)),
         (_, Some(b)) => Target::Bytes(b),
         _ => Target::Samples(crate::export::definition::DEFAULT_SHARD_SAMPLES),
     };
-    let name = args.name.clone().unwrap_or_else(|| format.name().to_string());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format.name().to_string());
     Ok(Some(Definition::ad_hoc(&name, format, target)?))
 }
 
@@ -222,8 +231,14 @@ fn dry_run(ctx: &Context, args: &Args, adhoc: Option<Definition>) -> CmdResult {
 }
 
 fn print_dry_run(r: &dryrun::DryRun) {
-    println!("export {} ({}): would hold {} sample(s) in {} shard(s) from what is built", r.name, r.format, r.built.total, r.shards);
-    println!("  {:<40} {:>5} {:>12} {:>12}   {:>12} {:>12}", "category", "scale", "built", "kept", "published", "kept");
+    println!(
+        "export {} ({}): would hold {} sample(s) in {} shard(s) from what is built",
+        r.name, r.format, r.built.total, r.shards
+    );
+    println!(
+        "  {:<40} {:>5} {:>12} {:>12}   {:>12} {:>12}",
+        "category", "scale", "built", "kept", "published", "kept"
+    );
     let mut keys: Vec<(&str, &str)> = r
         .built
         .rows
@@ -236,20 +251,36 @@ fn print_dry_run(r: &dryrun::DryRun) {
     let find = |rows: &[dryrun::Count], k: (&str, &str)| {
         rows.iter()
             .find(|c| (c.category.as_str(), c.scale.as_str()) == k)
-            .map_or(("-".to_string(), "-".to_string()), |c| (c.size.to_string(), c.kept.to_string()))
+            .map_or(("-".to_string(), "-".to_string()), |c| {
+                (c.size.to_string(), c.kept.to_string())
+            })
     };
     for k in keys {
         let (bs, bk) = find(&r.built.rows, k);
         let (ps, pk) = find(&r.published.rows, k);
-        println!("  {:<40} {:>5} {bs:>12} {bk:>12}   {ps:>12} {pk:>12}", k.0, k.1);
+        println!(
+            "  {:<40} {:>5} {bs:>12} {bk:>12}   {ps:>12} {pk:>12}",
+            k.0, k.1
+        );
     }
     for (label, c) in [("built", &r.built), ("published", &r.published)] {
-        let per: Vec<String> = c.per_scale.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let per: Vec<String> = c
+            .per_scale
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
         println!("  total ({label}): {} ({})", c.total, per.join(", "));
     }
     if !r.tolerance.is_empty() {
-        let t: Vec<String> = r.tolerance.iter().map(|(s, x)| format!("{s} ±{x:.0}")).collect();
-        println!("  tolerance per category (|count − kept| ≤ 4·√quota + 1): {}", t.join(", "));
+        let t: Vec<String> = r
+            .tolerance
+            .iter()
+            .map(|(s, x)| format!("{s} ±{x:.0}"))
+            .collect();
+        println!(
+            "  tolerance per category (|count − kept| ≤ 4·√quota + 1): {}",
+            t.join(", ")
+        );
     }
     println!("  licences: {}", r.licence_note);
 }

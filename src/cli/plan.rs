@@ -259,7 +259,10 @@ fn human_actions(
             for r in reasons {
                 writeln!(out, "         because {r}")?;
             }
-            for line in exports.map(|e| e.shards_of(&p.name, &output)).unwrap_or_default() {
+            for line in exports
+                .map(|e| e.shards_of(&p.name, &output))
+                .unwrap_or_default()
+            {
                 writeln!(out, "         then {line}")?;
             }
         }

@@ -41,7 +41,12 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             let e = &v["export"];
-            println!("export      {} ({}), {}", e["name"].as_str().unwrap_or(""), e["format"].as_str().unwrap_or(""), e["file"].as_str().unwrap_or(""));
+            println!(
+                "export      {} ({}), {}",
+                e["name"].as_str().unwrap_or(""),
+                e["format"].as_str().unwrap_or(""),
+                e["file"].as_str().unwrap_or("")
+            );
             println!("  key       {}", e["key"].as_str().unwrap_or(""));
             if let Some(s) = e["shard"].as_u64() {
                 println!("  shard     {s}");
@@ -50,7 +55,11 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         }
         return Ok(0);
     }
-    let rel = if member.is_some() { why::resolve(&ws.output, &std::env::current_dir()?, &args.path) } else { rel };
+    let rel = if member.is_some() {
+        why::resolve(&ws.output, &std::env::current_dir()?, &args.path)
+    } else {
+        rel
+    };
     let Some(facts) = why::find(&state, &rel)? else {
         eprintln!(
             "error: {rel}: no output is recorded at this path (relative to the output folder {})",

@@ -163,10 +163,9 @@ impl OutputDir {
     /// only through real folders and never following a link.
     pub fn open_read(&self, rel: &str) -> io::Result<std::fs::File> {
         let (dirs, file) = split(rel)?;
-        let chain = self
-            .root
-            .walk(dirs, false)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file")))?;
+        let chain = self.root.walk(dirs, false)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file"))
+        })?;
         chain.last().unwrap_or(&self.root).open_file(file)
     }
 

@@ -184,7 +184,12 @@ pub fn parse(name: &str, v: &toml::Value, place: &str) -> Result<Definition, Err
             )
         })?,
         Some(_) => return Err(err("format", "expected a string".into())),
-        None => return Err(err("format", "missing (webdataset, imagefolder or parquet)".into())),
+        None => {
+            return Err(err(
+                "format",
+                "missing (webdataset, imagefolder or parquet)".into(),
+            ))
+        }
     };
     let select = match t.get("select") {
         None => Select::default(),
@@ -276,19 +281,18 @@ mod tests {
 
     #[test]
     fn a_full_definition_reads_back_from_its_canonical_form() {
-        let d = def(
-            r#"format = "webdataset"
+        let d = def(r#"format = "webdataset"
                select = { scales = ["L", "M"], collections = ["BreakHis"] }
                shard_bytes = "1G"
-               sample = { by = "sub_dataset", cap = 10 }"#,
-        )
+               sample = { by = "sub_dataset", cap = 10 }"#)
         .unwrap();
         assert_eq!(d.format, Format::WebDataset);
         assert_eq!(d.target, Target::Bytes(1 << 30));
         assert_eq!(d.select.scales, ["L", "M"]);
         let back = Definition::from_canonical(&d.canonical(), true).unwrap();
         assert_eq!(back, d);
-        let adhoc = Definition::ad_hoc("webdataset", Format::WebDataset, Target::Samples(5)).unwrap();
+        let adhoc =
+            Definition::ad_hoc("webdataset", Format::WebDataset, Target::Samples(5)).unwrap();
         let back = Definition::from_canonical(&adhoc.canonical(), false).unwrap();
         assert_eq!(back, adhoc);
     }
@@ -298,15 +302,27 @@ mod tests {
         for (text, want) in [
             (r#"format = "zip""#, "`format`: `zip` is not a format"),
             (r#"select = {}"#, "`format`: missing"),
-            (r#"format = "webdataset"
+            (
+                r#"format = "webdataset"
                 shard_samples = 5
-                shard_bytes = "1G""#, "not both"),
-            (r#"format = "webdataset"
-                select = { scales = ["XXL"] }"#, "`select.scales`: `XXL` is not a scale"),
-            (r#"format = "webdataset"
-                shards = 3"#, "`shards`: unknown key"),
-            (r#"format = "webdataset"
-                shard_samples = 0"#, "`shard_samples`"),
+                shard_bytes = "1G""#,
+                "not both",
+            ),
+            (
+                r#"format = "webdataset"
+                select = { scales = ["XXL"] }"#,
+                "`select.scales`: `XXL` is not a scale",
+            ),
+            (
+                r#"format = "webdataset"
+                shards = 3"#,
+                "`shards`: unknown key",
+            ),
+            (
+                r#"format = "webdataset"
+                shard_samples = 0"#,
+                "`shard_samples`",
+            ),
         ] {
             let e = def(text).err().expect(text).to_string();
             assert!(e.contains("cpia.toml: [export.pretrain]"), "{e}");

@@ -49,7 +49,11 @@ impl Counts {
             *per_scale.entry(r.scale.clone()).or_insert(0) += r.kept;
         }
         let total = rows.iter().map(|r| r.kept).sum();
-        Counts { rows, per_scale, total }
+        Counts {
+            rows,
+            per_scale,
+            total,
+        }
     }
 }
 
@@ -96,7 +100,11 @@ pub fn dry_run(
                 b += y;
             }
             let kept = built.total.min(n);
-            let b = if n > 0 { (b as u128 * kept as u128 / n as u128) as u64 } else { 0 };
+            let b = if n > 0 {
+                (b as u128 * kept as u128 / n as u128) as u64
+            } else {
+                0
+            };
             update::shard_count(def.target, kept, b)
         }
         None => 0,
@@ -105,7 +113,12 @@ pub fn dry_run(
     let tolerance = def
         .sample
         .as_ref()
-        .map(|r| r.ratios.keys().map(|s| (s.clone(), r.tolerance(s))).collect())
+        .map(|r| {
+            r.ratios
+                .keys()
+                .map(|s| (s.clone(), r.tolerance(s)))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(DryRun {
         name: def.name.clone(),
@@ -173,7 +186,10 @@ fn published_counts(def: &Definition) -> Counts {
     let rows = by_cat
         .into_iter()
         .map(|((category, scale), size)| Count {
-            kept: def.sample.as_ref().map_or(size, |r| size.min(r.quota(&scale))),
+            kept: def
+                .sample
+                .as_ref()
+                .map_or(size, |r| size.min(r.quota(&scale))),
             category,
             scale,
             size,

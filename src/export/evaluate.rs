@@ -89,7 +89,11 @@ impl<'a> Evaluator<'a> {
         let k = key::key(&f.dir, &f.name);
         if let Some(rule) = &self.def.sample {
             let (scale, sub) = facts::scale_and_sub(&f.dir);
-            let organ = self.sel.meta.get(&f.collection).and_then(|m| m.organs.first().cloned());
+            let organ = self
+                .sel
+                .meta
+                .get(&f.collection)
+                .and_then(|m| m.organs.first().cloned());
             let cat = rule.category(&SampleFacts {
                 scale,
                 sub_dataset: sub,
@@ -97,7 +101,11 @@ impl<'a> Evaluator<'a> {
                 collection: &f.collection,
                 organ: organ.as_deref(),
             });
-            let size = self.sizes.get(&(cat, scale.to_string())).copied().unwrap_or(0);
+            let size = self
+                .sizes
+                .get(&(cat, scale.to_string()))
+                .copied()
+                .unwrap_or(0);
             if !rule.admits(&k, scale, size) {
                 return Ok(None);
             }
@@ -207,12 +215,24 @@ fn diff(
     for r in new {
         let path = paths.get(&r.item).cloned().unwrap_or_default();
         match before.get(&r.item) {
-            None => out.push(Change { shard: r.shard, what: "added", path }),
+            None => out.push(Change {
+                shard: r.shard,
+                what: "added",
+                path,
+            }),
             Some(o) if o.digest != r.digest || o.shard != r.shard || o.path != r.path => {
                 if o.shard != r.shard {
-                    out.push(Change { shard: o.shard, what: "removed", path: path.clone() });
+                    out.push(Change {
+                        shard: o.shard,
+                        what: "removed",
+                        path: path.clone(),
+                    });
                 }
-                out.push(Change { shard: r.shard, what: "changed", path });
+                out.push(Change {
+                    shard: r.shard,
+                    what: "changed",
+                    path,
+                });
             }
             Some(_) => {}
         }
@@ -221,10 +241,10 @@ fn diff(
         out.push(Change {
             shard: o.shard,
             what: "removed",
-            path: o
-                .path
-                .clone()
-                .unwrap_or_else(|| dir.cloned().unwrap_or_else(|| "a folder no longer selected".into())),
+            path: o.path.clone().unwrap_or_else(|| {
+                dir.cloned()
+                    .unwrap_or_else(|| "a folder no longer selected".into())
+            }),
         });
     }
     out

@@ -53,11 +53,17 @@ impl Explainer {
                 || ((s.scales.is_empty() || s.scales.iter().any(|x| x == scale))
                     && (s.sub_datasets.is_empty() || s.sub_datasets.iter().any(|x| x == sub))
                     && (s.collections.is_empty() || s.collections.iter().any(|c| c == collection)));
-            if !selected || (!sel.collections.is_empty() && !sel.takes(collection) && dirs.contains(dir)) {
+            if !selected
+                || (!sel.collections.is_empty() && !sel.takes(collection) && dirs.contains(dir))
+            {
                 continue;
             }
             let k = key::key(dir, name);
-            let rule = if def.sample.is_some() { " if the sampling rule keeps it" } else { "" };
+            let rule = if def.sample.is_some() {
+                " if the sampling rule keeps it"
+            } else {
+                ""
+            };
             match (def.format, row) {
                 (Format::ImageFolder, _) => out.push(format!(
                     "export {}: its file {} is placed or removed{rule}",

@@ -30,7 +30,11 @@ use crate::store::State;
 pub fn path(name: &str, f: &OutputFacts, key: &str) -> String {
     let (_, sub) = facts::scale_and_sub(&f.dir);
     let label = f.class.as_deref().unwrap_or(sub);
-    format!("{}/{label}/{}.jpg", super::folder(name), key.replace('/', "."))
+    format!(
+        "{}/{label}/{}.jpg",
+        super::folder(name),
+        key.replace('/', ".")
+    )
 }
 
 /// Places the files of a pair's samples that are new or changed and
@@ -42,13 +46,19 @@ pub fn apply(
     new: &[SampleRow],
 ) -> Result<(u64, u64), Error> {
     let before: HashMap<Item, &SampleRow> = old.iter().map(|r| (r.item, r)).collect();
-    let now: HashMap<&str, ()> = new.iter().filter_map(|r| r.path.as_deref()).map(|p| (p, ())).collect();
+    let now: HashMap<&str, ()> = new
+        .iter()
+        .filter_map(|r| r.path.as_deref())
+        .map(|p| (p, ()))
+        .collect();
     let (mut placed, mut removed) = (0, 0);
     for r in new {
         let unchanged = before
             .get(&r.item)
             .is_some_and(|o| o.digest == r.digest && o.path == r.path);
-        let Some(to) = r.path.as_deref() else { continue };
+        let Some(to) = r.path.as_deref() else {
+            continue;
+        };
         if unchanged {
             continue;
         }

@@ -105,7 +105,10 @@ mod tests {
         }
         let unique: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len(), "{keys:?}");
-        assert_eq!(key("M/BreaKHis_100x", "SOB_B_A-14.jpg"), "M/BreaKHis_100x/SOB_B_A-14");
+        assert_eq!(
+            key("M/BreaKHis_100x", "SOB_B_A-14.jpg"),
+            "M/BreaKHis_100x/SOB_B_A-14"
+        );
         assert_eq!(key("M/Sub.x", "a.b.jpg"), "M/Sub%2Ex/a%2Eb");
     }
 

@@ -38,7 +38,12 @@ impl Context {
     }
 
     /// The record of output `f` under `key`.
-    pub fn record(&mut self, state: &State, f: &OutputFacts, key: &str) -> Result<Value, StateError> {
+    pub fn record(
+        &mut self,
+        state: &State,
+        f: &OutputFacts,
+        key: &str,
+    ) -> Result<Value, StateError> {
         let (scale, sub) = facts::scale_and_sub(&f.dir);
         let meta = self.meta.get(&f.collection).cloned();
         let mut v = json!({

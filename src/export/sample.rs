@@ -111,7 +111,10 @@ impl SampleRule {
                     rule.ratios.clear();
                     for (s, n) in r {
                         let scale = crate::recipe::Scale::parse(s).ok_or_else(|| {
-                            (format!("ratios.{s}"), "not a scale (XL, L, M, S)".to_string())
+                            (
+                                format!("ratios.{s}"),
+                                "not a scale (XL, L, M, S)".to_string(),
+                            )
                         })?;
                         rule.ratios
                             .insert(scale.dir().to_string(), whole(&format!("ratios.{s}"), n)?);
@@ -126,7 +129,10 @@ impl SampleRule {
             }
         }
         if rule.cap == 0 {
-            return Err(("cap".into(), "missing or 0: samples per category at ratio 1".into()));
+            return Err((
+                "cap".into(),
+                "missing or 0: samples per category at ratio 1".into(),
+            ));
         }
         Ok(rule)
     }
@@ -212,7 +218,12 @@ mod tests {
 
     #[test]
     fn bad_rules_name_their_key() {
-        for (text, key) in [("by = 'x'\ncap = 1", "by"), ("seed = 1", "cap"), ("cap = 1\nratios = { XXL = 1 }", "ratios.XXL"), ("cap = 1\nfoo = 1", "foo")] {
+        for (text, key) in [
+            ("by = 'x'\ncap = 1", "by"),
+            ("seed = 1", "cap"),
+            ("cap = 1\nratios = { XXL = 1 }", "ratios.XXL"),
+            ("cap = 1\nfoo = 1", "foo"),
+        ] {
             let v: toml::Table = toml::from_str(text).unwrap();
             let (k, _) = SampleRule::parse(&toml::Value::Table(v)).unwrap_err();
             assert_eq!(k, key, "{text}");

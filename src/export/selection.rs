@@ -71,9 +71,9 @@ pub fn resolve(
     let collection_ok = |c: &str| {
         (s.collections.is_empty() || s.collections.iter().any(|x| x == c))
             && (organs.is_empty()
-                || meta.get(c).is_some_and(|m| {
-                    m.organs.iter().any(|o| organs.contains(&o.to_lowercase()))
-                }))
+                || meta
+                    .get(c)
+                    .is_some_and(|m| m.organs.iter().any(|o| organs.contains(&o.to_lowercase()))))
     };
     let mut sel = Selection {
         meta: meta.clone(),

@@ -37,7 +37,10 @@ pub fn collection_meta(ws: &Workspace) -> HashMap<String, Arc<CollectionMeta>> {
 
 /// The declared definitions of `ws`, checked.
 pub fn declared(ws: &Workspace) -> Result<Vec<Definition>, Error> {
-    definition::declared(&ws.exports, &ws.root.join(CONFIG_FILE).display().to_string())
+    definition::declared(
+        &ws.exports,
+        &ws.root.join(CONFIG_FILE).display().to_string(),
+    )
 }
 
 /// The definition of export `name`: declared, else the recorded one of an
@@ -102,7 +105,10 @@ pub fn describe(d: &Done) -> String {
     match d {
         Done::Updated(o) => {
             let what = if o.format == "imagefolder" {
-                format!("{} file(s) placed, {} removed", o.files_placed, o.files_removed)
+                format!(
+                    "{} file(s) placed, {} removed",
+                    o.files_placed, o.files_removed
+                )
             } else {
                 format!(
                     "{} of {} shard(s) written, {} removed",
@@ -114,7 +120,13 @@ pub fn describe(d: &Done) -> String {
                 o.name,
                 o.format,
                 o.samples,
-                if o.created { " (new)" } else if o.whole { " (re-evaluated whole)" } else { "" }
+                if o.created {
+                    " (new)"
+                } else if o.whole {
+                    " (re-evaluated whole)"
+                } else {
+                    ""
+                }
             )
         }
         Done::Removed(n, s, f) => format!(

@@ -212,7 +212,13 @@ fn prepare(
         }
         None => {
             outcome.created = true;
-            state.create_export(&def.name, def.format.name(), def.declared, &def.canonical(), shards)?
+            state.create_export(
+                &def.name,
+                def.format.name(),
+                def.declared,
+                &def.canonical(),
+                shards,
+            )?
         }
     };
     let row = state
@@ -229,9 +235,14 @@ fn forget_damaged(state: &mut State, out: &OutputDir, row: &ExportRow) -> Result
     use std::os::unix::fs::MetadataExt;
     let mut n = 0;
     for f in state.export_files(row.id)? {
-        let intact = out.open_read(&f.path).and_then(|h| h.metadata()).is_ok_and(|m| {
-            m.is_file() && m.len() == f.bytes && m.mtime() * 1_000_000_000 + m.mtime_nsec() == f.mtime_ns
-        });
+        let intact = out
+            .open_read(&f.path)
+            .and_then(|h| h.metadata())
+            .is_ok_and(|m| {
+                m.is_file()
+                    && m.len() == f.bytes
+                    && m.mtime() * 1_000_000_000 + m.mtime_nsec() == f.mtime_ns
+            });
         if !intact {
             state.forget_export_file(row.id, &f.path, None)?;
             if let Some(s) = f.shard {
@@ -254,7 +265,10 @@ fn selection_size(state: &State, def: &Definition, sel: &Selection) -> Result<(u
     }
     if let Some(rule) = &def.sample {
         let sizes = category_sizes(state, def, sel)?;
-        let kept: u64 = sizes.iter().map(|((_, s), n)| (*n).min(rule.quota(s))).sum();
+        let kept: u64 = sizes
+            .iter()
+            .map(|((_, s), n)| (*n).min(rule.quota(s)))
+            .sum();
         let all: u64 = sizes.values().sum();
         if all > 0 {
             bytes = (bytes as u128 * kept as u128 / all as u128) as u64;
@@ -278,7 +292,10 @@ pub fn category_sizes(state: &State, def: &Definition, sel: &Selection) -> Resul
             .find(|(id, _, c)| *id == d.id && sel.takes(c))
             .map(|(_, _, c)| c.clone())
             .unwrap_or_default();
-        let organ = sel.meta.get(&collection).and_then(|m| m.organs.first().cloned());
+        let organ = sel
+            .meta
+            .get(&collection)
+            .and_then(|m| m.organs.first().cloned());
         for (class, n) in state.class_counts(d.id)? {
             let cat = rule.category(&super::sample::SampleFacts {
                 scale,
@@ -296,7 +313,10 @@ pub fn category_sizes(state: &State, def: &Definition, sel: &Selection) -> Resul
 /// Marks the folders of categories whose size moved: their members change.
 fn mark_moved_categories(state: &mut State, row: &ExportRow, sizes: &Sizes) -> Result<(), Error> {
     let encode = |s: &Sizes| -> String {
-        let m: BTreeMap<String, u64> = s.iter().map(|((c, sc), n)| (format!("{sc}/{c}"), *n)).collect();
+        let m: BTreeMap<String, u64> = s
+            .iter()
+            .map(|((c, sc), n)| (format!("{sc}/{c}"), *n))
+            .collect();
         serde_json::to_string(&m).unwrap_or_default()
     };
     let before: BTreeMap<String, u64> =
@@ -403,7 +423,16 @@ fn write_stale(
         let mut pending = 0usize;
         let mut result = Ok(());
         for &shard in &stale {
-            match prepare_job(state, out, def, row, ev, shard, recorded.get(&shard), outcome) {
+            match prepare_job(
+                state,
+                out,
+                def,
+                row,
+                ev,
+                shard,
+                recorded.get(&shard),
+                outcome,
+            ) {
                 Ok(Some(job)) => {
                     if job_tx.send(job).is_err() {
                         break;
@@ -565,7 +594,10 @@ fn write_metadata(
     if def.format == Format::WebDataset {
         texts.push((index::path(&def.name), index::text(def, &files)));
     }
-    texts.push((croissant::path(&def.name), croissant::text(def, row, sel, &files)?));
+    texts.push((
+        croissant::path(&def.name),
+        croissant::text(def, row, sel, &files)?,
+    ));
     for (rel, bytes) in texts {
         let digest = blake3::hash(&bytes).to_hex().to_string();
         if files.iter().any(|f| f.path == rel && f.blake3 == digest) {
@@ -592,7 +624,13 @@ fn write_metadata(
 }
 
 /// Says when shards have outgrown twice their target.
-fn advise_reshard(def: &Definition, row: &ExportRow, samples: u64, bytes: u64, outcome: &mut Outcome) {
+fn advise_reshard(
+    def: &Definition,
+    row: &ExportRow,
+    samples: u64,
+    bytes: u64,
+    outcome: &mut Outcome,
+) {
     if !def.format.sharded() || row.shards == 0 {
         return;
     }

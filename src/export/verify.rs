@@ -33,19 +33,37 @@ fn finding(path: &str, kind: &'static str, detail: String) -> Finding {
 }
 
 /// One file against its record: size, then bytes when the mtime moved or `deep`.
-fn check(output: &Path, rel: &str, bytes: u64, mtime_ns: Option<i64>, blake3: &str, deep: bool, stats: &mut Stats) -> Option<Finding> {
+fn check(
+    output: &Path,
+    rel: &str,
+    bytes: u64,
+    mtime_ns: Option<i64>,
+    blake3: &str,
+    deep: bool,
+    stats: &mut Stats,
+) -> Option<Finding> {
     stats.files += 1;
     let path = output.join(rel);
     let m = match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_file() => m,
-        Ok(_) => return Some(finding(rel, "not-a-file", "recorded as a file; a folder, link or device is there".into())),
+        Ok(_) => {
+            return Some(finding(
+                rel,
+                "not-a-file",
+                "recorded as a file; a folder, link or device is there".into(),
+            ))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Some(finding(rel, "missing", "recorded, not on disk".into()))
         }
         Err(e) => return Some(finding(rel, "unreadable", e.to_string())),
     };
     if m.len() != bytes {
-        return Some(finding(rel, "modified", format!("size {bytes} recorded, {} on disk", m.len())));
+        return Some(finding(
+            rel,
+            "modified",
+            format!("size {bytes} recorded, {} on disk", m.len()),
+        ));
     }
     let moved = mtime_ns.is_some_and(|t| m.mtime() * 1_000_000_000 + m.mtime_nsec() != t);
     if !(deep || moved) {
@@ -54,7 +72,11 @@ fn check(output: &Path, rel: &str, bytes: u64, mtime_ns: Option<i64>, blake3: &s
     stats.hashed += 1;
     match hash_file(&path) {
         Ok(h) if h == blake3 => None,
-        Ok(h) => Some(finding(rel, "modified", format!("content differs: blake3 {blake3} recorded, {h} on disk"))),
+        Ok(h) => Some(finding(
+            rel,
+            "modified",
+            format!("content differs: blake3 {blake3} recorded, {h} on disk"),
+        )),
         Err(e) => Some(finding(rel, "unreadable", e.to_string())),
     }
 }
@@ -77,7 +99,15 @@ pub fn verify(
         stats.exports += 1;
         for f in state.export_files(e.id)? {
             expected.insert(f.path.clone());
-            if let Some(x) = check(output, &f.path, f.bytes, Some(f.mtime_ns), &f.blake3, deep, &mut stats) {
+            if let Some(x) = check(
+                output,
+                &f.path,
+                f.bytes,
+                Some(f.mtime_ns),
+                &f.blake3,
+                deep,
+                &mut stats,
+            ) {
                 emit(x, &mut stats)?;
             }
         }
@@ -91,11 +121,23 @@ pub fn verify(
             };
             match facts {
                 Ok(Some(f)) => {
-                    if let Some(x) = check(output, &p, f.file.size, None, &f.file.content_hash, deep, &mut stats) {
+                    if let Some(x) = check(
+                        output,
+                        &p,
+                        f.file.size,
+                        None,
+                        &f.file.content_hash,
+                        deep,
+                        &mut stats,
+                    ) {
                         found.push(x);
                     }
                 }
-                Ok(None) => found.push(finding(&p, "stale", "its output is no longer recorded; the next export removes it".into())),
+                Ok(None) => found.push(finding(
+                    &p,
+                    "stale",
+                    "its output is no longer recorded; the next export removes it".into(),
+                )),
                 Err(err) => failed = Some(err),
             }
             expected.insert(p);
@@ -119,17 +161,29 @@ pub fn verify(
         }
     }
     let root = output.join(super::DIR);
-    for entry in walkdir::WalkDir::new(&root).sort_by_file_name().into_iter().flatten() {
+    for entry in walkdir::WalkDir::new(&root)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+    {
         if entry.file_type().is_dir() {
             continue;
         }
         let rel = entry
             .path()
             .strip_prefix(output)
-            .map(|p| p.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/"))
+            .map(|p| {
+                p.iter()
+                    .map(|c| c.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
             .unwrap_or_default();
         if !expected.contains(&rel) {
-            emit(finding(&rel, "extra", "file nobody recorded".into()), &mut stats)?;
+            emit(
+                finding(&rel, "extra", "file nobody recorded".into()),
+                &mut stats,
+            )?;
         }
     }
     Ok(stats)

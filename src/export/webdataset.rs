@@ -109,8 +109,8 @@ pub fn write_shard(
 ) -> io::Result<Sums> {
     let mut b = tar::Builder::new(Hashing::new(io::BufWriter::with_capacity(1 << 20, out)));
     for m in members {
-        let bytes = read(&m.source)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
+        let bytes =
+            read(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
         let found = blake3::hash(&bytes).to_hex();
         if found.as_str() != m.blake3 {
             return Err(io::Error::new(
@@ -122,8 +122,14 @@ pub fn write_shard(
                 ),
             ));
         }
-        b.append(&header(&format!("{}.jpg", m.key), bytes.len() as u64)?, &bytes[..])?;
-        b.append(&header(&format!("{}.json", m.key), m.record.len() as u64)?, &m.record[..])?;
+        b.append(
+            &header(&format!("{}.jpg", m.key), bytes.len() as u64)?,
+            &bytes[..],
+        )?;
+        b.append(
+            &header(&format!("{}.json", m.key), m.record.len() as u64)?,
+            &m.record[..],
+        )?;
     }
     let w = b.into_inner()?;
     let (sums, mut inner) = w.finish();

@@ -51,7 +51,12 @@ fn output_of_key(state: &State, k: &str) -> Result<Option<OutputFacts>, Error> {
 
 /// The output a shard's member is, by scanning the shard's samples (for a
 /// key whose components were shortened).
-fn output_in_shard(state: &State, export: i64, shard: u64, k: &str) -> Result<Option<OutputFacts>, Error> {
+fn output_in_shard(
+    state: &State,
+    export: i64,
+    shard: u64,
+    k: &str,
+) -> Result<Option<OutputFacts>, Error> {
     for s in state.export_shard_samples(export, shard)? {
         let f = match s.item {
             Item::Output(id) => state.output_facts_by_id(id)?,
@@ -67,7 +72,9 @@ fn output_in_shard(state: &State, export: i64, shard: u64, k: &str) -> Result<Op
 /// `why`'s object for the export sample `path` (`None`: no such sample is
 /// recorded), with an `export` member: name, format, file, shard, key.
 pub fn explain(state: &State, path: &str) -> Result<Option<Value>, Error> {
-    let (file, member) = path.split_once(':').map_or((path, None), |(f, k)| (f, Some(k)));
+    let (file, member) = path
+        .split_once(':')
+        .map_or((path, None), |(f, k)| (f, Some(k)));
     let mut parts = file.splitn(3, '/');
     let (Some(_), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
         return Ok(None);
@@ -85,7 +92,15 @@ pub fn explain(state: &State, path: &str) -> Result<Option<Value>, Error> {
         }
         (Some(_), Some(k)) => {
             let s = key::shard(k, row.shards);
-            let want = key::shard_name(name, s, if format == Some(Format::Parquet) { "parquet" } else { "tar" });
+            let want = key::shard_name(
+                name,
+                s,
+                if format == Some(Format::Parquet) {
+                    "parquet"
+                } else {
+                    "tar"
+                },
+            );
             if rest.rsplit('/').next() != Some(want.as_str()) {
                 return Ok(None);
             }

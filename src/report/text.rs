@@ -110,7 +110,11 @@ pub fn status(r: &Report) -> String {
             "export     {} ({}{}): {} samples in {} shard(s), {state}",
             e.name,
             e.format,
-            if e.declared { "" } else { ", made by `cpia export --format`" },
+            if e.declared {
+                ""
+            } else {
+                ", made by `cpia export --format`"
+            },
             count(e.samples),
             e.shards
         );

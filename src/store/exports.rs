@@ -185,7 +185,14 @@ impl State {
             tx.execute(
                 "INSERT INTO exports (name, format, declared, definition, digest, shards, samples,
                     bytes, updated_at) VALUES (?1, ?2, ?3, ?4, x'', ?5, 0, 0, ?6)",
-                params![name, format, declared as i64, definition, shards as i64, now()],
+                params![
+                    name,
+                    format,
+                    declared as i64,
+                    definition,
+                    shards as i64,
+                    now()
+                ],
             )?;
             Ok(tx.last_insert_rowid())
         })
@@ -320,14 +327,19 @@ impl State {
     /// The sampling category sizes export `id` last used (JSON).
     pub fn export_sizes(&self, id: i64) -> Result<String, StateError> {
         self.conn
-            .query_row("SELECT sizes FROM exports WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT sizes FROM exports WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .map_err(self.err("reading an export"))
     }
 
     /// Records the sampling category sizes of export `id`.
     pub fn set_export_sizes(&mut self, id: i64, sizes: &str) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE exports SET sizes = ?2 WHERE id = ?1", params![id, sizes])
+            .execute(
+                "UPDATE exports SET sizes = ?2 WHERE id = ?1",
+                params![id, sizes],
+            )
             .map_err(self.err("recording an export"))?;
         Ok(())
     }
@@ -408,8 +420,9 @@ impl State {
                 }
                 clear.execute(params![id, u.out_dir, u.input])?;
             }
-            let mut mark =
-                tx.prepare_cached("INSERT OR IGNORE INTO export_stale (export, shard) VALUES (?1, ?2)")?;
+            let mut mark = tx.prepare_cached(
+                "INSERT OR IGNORE INTO export_stale (export, shard) VALUES (?1, ?2)",
+            )?;
             for &s in stale {
                 mark.execute(params![id, s as i64])?;
             }
