@@ -324,7 +324,7 @@ mod tests {
                 "`shard_samples`",
             ),
         ] {
-            let e = def(text).err().expect(text).to_string();
+            let e = def(text).expect_err(text).to_string();
             assert!(e.contains("cpia.toml: [export.pretrain]"), "{e}");
             assert!(e.contains(want), "{text}: {e}");
         }

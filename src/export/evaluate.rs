@@ -34,6 +34,12 @@ pub enum Scope {
     Changed,
 }
 
+/// A sample as an export holds it: its key, record (JSON bytes) and digest.
+pub type Sample = (String, Vec<u8>, [u8; 16]);
+
+/// What is done with each page of pairs.
+pub type PageFn<'a> = dyn FnMut(&mut State, &[(i64, i64)]) -> Result<(), Error> + 'a;
+
 /// Category sizes of a sampling rule: (category, scale) → samples.
 pub type Sizes = BTreeMap<(String, String), u64>;
 
@@ -78,11 +84,7 @@ impl<'a> Evaluator<'a> {
 
     /// The key, record and digest of output `f` as a sample, or `None`
     /// when it is not one (another collection, left out by the rule).
-    pub fn sample(
-        &mut self,
-        state: &State,
-        f: &OutputFacts,
-    ) -> Result<Option<(String, Vec<u8>, [u8; 16])>, Error> {
+    pub fn sample(&mut self, state: &State, f: &OutputFacts) -> Result<Option<Sample>, Error> {
         if !self.sel.takes(&f.collection) || f.sink == "qc" {
             return Ok(None);
         }
@@ -256,7 +258,7 @@ pub fn for_each_page(
     export: i64,
     scope: Scope,
     sel: &Selection,
-    f: &mut dyn FnMut(&mut State, &[(i64, i64)]) -> Result<(), Error>,
+    f: &mut PageFn<'_>,
 ) -> Result<(), Error> {
     match scope {
         Scope::Changed => {

@@ -559,6 +559,24 @@ fn breakdowns(cols: &[Collection], reports: &[CollectionReport]) -> Vec<Breakdow
         .collect()
 }
 
+/// The exports recorded in the state, with what they have not written yet.
+fn exports(state: &State) -> Result<Vec<super::model::ExportReport>, StateError> {
+    let mut out = Vec::new();
+    for e in state.exports()? {
+        out.push(super::model::ExportReport {
+            pending: state.export_pending(e.id)? + state.export_stale(e.id)?.len() as u64,
+            name: e.name,
+            format: e.format,
+            declared: e.declared,
+            shards: e.shards,
+            samples: e.samples,
+            bytes: e.bytes,
+            updated_at: e.updated_at,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,22 +614,4 @@ mod tests {
             assert_eq!(sheet_of(w[0].1), row.sheet, "{}", row.sub_dataset);
         }
     }
-}
-
-/// The exports recorded in the state, with what they have not written yet.
-fn exports(state: &State) -> Result<Vec<super::model::ExportReport>, StateError> {
-    let mut out = Vec::new();
-    for e in state.exports()? {
-        out.push(super::model::ExportReport {
-            pending: state.export_pending(e.id)? + state.export_stale(e.id)?.len() as u64,
-            name: e.name,
-            format: e.format,
-            declared: e.declared,
-            shards: e.shards,
-            samples: e.samples,
-            bytes: e.bytes,
-            updated_at: e.updated_at,
-        });
-    }
-    Ok(out)
 }
