@@ -569,6 +569,14 @@ fn keys_with_dots_non_ascii_and_escaping_collisions_stay_apart() {
     ok(&ws.cpia(&["export", "--format", "webdataset", "--shard-samples", "2"]));
     let keys = keys_in_shards(&ws, "webdataset");
     assert_eq!(keys.len(), names.len(), "{keys:?}");
+    // An export made with --format is brought up to date by name (its
+    // recorded definition), and a no-op rewrites nothing.
+    let before = shard_hashes(&ws, "webdataset");
+    let again = ws.cpia(&["export", "webdataset", "--json"]);
+    ok(&again);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(v["exports"][0]["shards_written"], 0, "{v}");
+    assert_eq!(shard_hashes(&ws, "webdataset"), before);
     for k in keys.keys() {
         assert!(!k.contains('.') && k.is_ascii(), "{k}");
     }

@@ -114,8 +114,12 @@ impl Definition {
     /// Reads a definition back from its canonical JSON (an export made on
     /// the command line, brought up to date again).
     pub fn from_canonical(json: &str, declared: bool) -> Result<Definition, Error> {
-        let v: serde_json::Value = serde_json::from_str(json)
+        let mut v: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| Error::Definition(format!("a recorded definition: {e}")))?;
+        // TOML has no null: an absent rule is an absent key.
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, x| !x.is_null());
+        }
         let toml_value: toml::Value = serde_json::from_value(v.clone())
             .map_err(|e| Error::Definition(format!("a recorded definition: {e}")))?;
         let name = v["name"].as_str().unwrap_or_default().to_string();
@@ -131,9 +135,6 @@ impl Definition {
                 }
             }
             _ => return Err(Error::Definition("a recorded definition: no target".into())),
-        }
-        if t.get("sample").is_some_and(|s| !s.is_table()) {
-            t.remove("sample");
         }
         let mut d = parse(&name, &toml::Value::Table(t), "the build state")?;
         d.declared = declared;
