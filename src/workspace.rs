@@ -29,6 +29,12 @@ use crate::executor::slurm::SlurmConfig;
 /// The file that marks a workspace.
 pub const CONFIG_FILE: &str = "cpia.toml";
 
+/// The folder of temporaries at the root of the output folder: the engine's
+/// atomic writer stages every file there before renaming it into place, and
+/// whatever reads the output folder (`verify`, the check for untracked files)
+/// knows it holds no outputs. Here, below both, because both need the name.
+pub const TMP_DIR: &str = ".cpia-tmp";
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {

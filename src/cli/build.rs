@@ -251,7 +251,7 @@ fn warn_untracked(ws: &Workspace, state: &State) {
     }
     // Temporaries and the manifests (derived from the state, rewritten for a
     // new one) are not outputs.
-    let tmp = ws.output.join(crate::engine::atomic::TMP_DIR);
+    let tmp = ws.output.join(crate::workspace::TMP_DIR);
     let manifests = ws.output.join(crate::provenance::manifest::DIR);
     let n = walkdir::WalkDir::new(&ws.output)
         .into_iter()
