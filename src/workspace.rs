@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::executor::slurm::SlurmConfig;
+pub mod slurm;
+
+use slurm::SlurmConfig;
 
 /// The file that marks a workspace.
 pub const CONFIG_FILE: &str = "cpia.toml";

@@ -22,12 +22,13 @@ use std::ffi::OsString;
 use crate::engine::driver::{self, Flags, MassRemoval, Run};
 use crate::engine::summary::{SlurmJob, SlurmTask};
 use crate::engine::{EngineError, Options, Summary, TOOL_VERSION};
-use crate::executor::slurm::{JobSpec, LogPattern, Slurm, SlurmConfig};
+use crate::executor::slurm::{JobSpec, LogPattern, Slurm};
 use crate::plan::inputs::Folder;
 use crate::plan::{Planner, Selection};
 use crate::store::state::now;
 use crate::store::submitted::Submitted;
 use crate::store::State;
+use crate::workspace::slurm::SlurmConfig;
 use crate::workspace::Workspace;
 
 use super::finish::{self, Merging, Settled};
