@@ -341,7 +341,7 @@ impl Engine {
 
         // QC pictures need every cell's decision recorded first.
         if !plan.qc.is_empty() && !self.stopped() {
-            let mut decisions: HashMap<i64, wsi::Decisions> = HashMap::new();
+            let mut decisions: HashMap<i64, record::Decisions> = HashMap::new();
             for q in &plan.qc {
                 decisions.insert(q.input.id, rec.decisions(q.input.id)?);
             }
