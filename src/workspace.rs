@@ -330,10 +330,12 @@ impl Workspace {
         }
     }
 
-    /// Takes the workspace lock, waiting (and saying so) if another process
-    /// holds it. The lock is released when the returned guard is dropped, and
-    /// by the OS if the process dies, so a killed build never leaves it stuck.
-    pub fn lock(&self, wait: bool) -> io::Result<WorkspaceLock> {
+    /// Takes the workspace lock. If another process holds it: with `wait`,
+    /// tells `waiting` who (for the caller to say so) and waits; without, an
+    /// error naming the holder. The lock is released when the returned guard
+    /// is dropped, and by the OS if the process dies, so a killed build never
+    /// leaves it stuck.
+    pub fn lock(&self, wait: bool, waiting: impl FnOnce(&str)) -> io::Result<WorkspaceLock> {
         std::fs::create_dir_all(&self.cache)?;
         let path = self.cache.join("lock");
         let mut file = std::fs::OpenOptions::new()
@@ -361,7 +363,7 @@ impl Workspace {
                         ),
                     ));
                 }
-                eprintln!("waiting for the workspace lock held by {who} ...");
+                waiting(&who);
                 file.lock()?;
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e),

@@ -117,6 +117,9 @@ pub struct CollectionPlan {
     /// Source folders read row by row: recorded complete when all their
     /// inputs are.
     pub folders: Vec<inputs::Folder>,
+    /// Parts of the source listing that could not be read (the rest was
+    /// planned), for the caller to tell the user.
+    pub warnings: Vec<String>,
 }
 
 impl CollectionPlan {
@@ -356,9 +359,7 @@ pub fn plan_collection(
     };
     let found = match sources::scan(&root, &recipe.inputs) {
         Ok((files, problems)) => {
-            for p in problems {
-                eprintln!("warning: {name}: {p}");
-            }
+            plan.warnings = problems;
             files
         }
         Err(e) => {

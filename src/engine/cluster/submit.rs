@@ -21,7 +21,7 @@ use std::ffi::OsString;
 
 use crate::engine::driver::{self, Flags, MassRemoval, Run};
 use crate::engine::summary::{SlurmJob, SlurmTask};
-use crate::engine::{EngineError, Options, Summary, TOOL_VERSION};
+use crate::engine::{EngineError, Note, Notes, Options, Summary, TOOL_VERSION};
 use crate::executor::slurm::{JobSpec, LogPattern, Slurm};
 use crate::plan::inputs::Folder;
 use crate::plan::{Planner, Selection};
@@ -60,7 +60,8 @@ pub enum Outcome {
     Done(Summary),
 }
 
-/// Plans, submits and (with `wait`) waits for and merges a Slurm build.
+/// Plans, submits and (with `wait`) waits for and merges a Slurm build;
+/// what it has to say meanwhile goes to `notes`.
 pub fn build(
     ws: &Workspace,
     state: &mut State,
@@ -68,12 +69,13 @@ pub fn build(
     selection: &Selection,
     flags: Flags,
     cluster: &Cluster,
+    notes: Notes,
 ) -> Result<Outcome, EngineError> {
-    let mut summary = match finish::settle(ws, state, cluster.wait, cluster.quiet)? {
+    let mut summary = match finish::settle(ws, state, cluster.wait, cluster.quiet, notes)? {
         Settled::Running(subs, s) => return Ok(Outcome::Busy(subs, s)),
         Settled::Done(s) => s,
     };
-    let prepared = driver::prepare(ws, state, planner, selection, flags)?;
+    let prepared = driver::prepare(ws, state, planner, selection, flags, notes)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
@@ -91,7 +93,7 @@ pub fn build(
     let shards = cluster.config.shards;
     let mut writer = PlanWriter::create(&paths.plan, shards)?;
     let mut sharder = Sharder::new(shards);
-    prepared.for_each(ws, state, |state, p| {
+    prepared.for_each(ws, state, notes, |state, p| {
         if let Some(u) = &p.unplanned {
             return driver::note_unplanned(state, p, u, flags, &mut run.summary);
         }
@@ -176,13 +178,23 @@ pub fn build(
     };
     sub.job = Some(job.0);
     state.set_submitted_jobs(&id, job.0, None)?;
-    eprintln!(
-        "slurm: submitted job {job} ({tasks} tasks, plan {id}); logs in {}",
-        paths.logs.display()
-    );
+    notes(Note::Submitted {
+        job: job.0,
+        tasks,
+        plan: id.clone(),
+        logs: paths.logs.clone(),
+    });
     if cluster.wait {
         let mut merging = Merging::begin(state, &paths)?;
-        finish::wait(state, &slurm, &sub, &paths, &mut merging, cluster.quiet)?;
+        finish::wait(
+            state,
+            &slurm,
+            &sub,
+            &paths,
+            &mut merging,
+            cluster.quiet,
+            notes,
+        )?;
         summary.merge(finish::finish_plan(
             ws,
             state,
@@ -191,6 +203,7 @@ pub fn build(
             &paths,
             merging,
             Some(run),
+            notes,
         )?);
         return Ok(Outcome::Done(summary));
     }
@@ -213,11 +226,11 @@ pub fn build(
         Ok(m) => {
             sub.merge_job = Some(m.0);
             state.set_submitted_jobs(&id, job.0, Some(m.0))?;
-            eprintln!("slurm: merge job {m} runs when every task has succeeded");
+            notes(Note::MergeJobSubmitted { job: m.0 });
         }
-        Err(e) => eprintln!(
-            "warning: submitting the merge job: {e}\n  the next `cpia build` (or `cpia build --executor slurm --attach`) merges the results"
-        ),
+        Err(e) => notes(Note::MergeJobNotSubmitted {
+            error: e.to_string(),
+        }),
     }
     let states = slurm.queue(job).unwrap_or_default();
     let mut report = SlurmJob {
@@ -247,11 +260,16 @@ pub fn build(
 
 /// Waits for the Slurm builds of the workspace that are not merged yet and
 /// merges them (`--attach`).
-pub fn attach(ws: &Workspace, state: &mut State, quiet: bool) -> Result<Summary, EngineError> {
+pub fn attach(
+    ws: &Workspace,
+    state: &mut State,
+    quiet: bool,
+    notes: Notes,
+) -> Result<Summary, EngineError> {
     if state.submitted()?.is_empty() && !quiet {
-        eprintln!("slurm: no Slurm build of this workspace is waiting to be merged");
+        notes(Note::NothingToAttach);
     }
-    match finish::settle(ws, state, true, quiet)? {
+    match finish::settle(ws, state, true, quiet, notes)? {
         Settled::Done(s) | Settled::Running(_, s) => Ok(s),
     }
 }
