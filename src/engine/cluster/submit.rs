@@ -22,9 +22,9 @@ use std::ffi::OsString;
 use crate::engine::driver::{self, Flags, MassRemoval, Run};
 use crate::engine::summary::{SlurmJob, SlurmTask};
 use crate::engine::{EngineError, Note, Notes, Options, Summary, TOOL_VERSION};
-use crate::executor::slurm::{JobSpec, LogPattern, Slurm};
+use crate::executor::slurm::{JobId, JobSpec, LogPattern, Slurm};
 use crate::plan::inputs::Folder;
-use crate::plan::{Planner, Selection};
+use crate::plan::{CollectionPlan, Planner, Selection};
 use crate::store::state::now;
 use crate::store::submitted::Submitted;
 use crate::store::State;
@@ -97,37 +97,7 @@ pub fn build(
         if let Some(u) = &p.unplanned {
             return driver::note_unplanned(state, p, u, flags, &mut run.summary);
         }
-        let settled = run.engine.settle(state, p)?;
-        run.summary.merge(settled);
-        let works = shard::inputs_of(state, p)?;
-        let busy: HashSet<i64> = works.iter().map(|w| w.id).collect();
-        let idle: Vec<i64> = p
-            .complete
-            .iter()
-            .copied()
-            .filter(|id| !busy.contains(id))
-            .collect();
-        // A folder with work in a task is complete only once that work is
-        // merged: the next plan that reads it row by row records it.
-        let idle_folders: Vec<Folder> = p
-            .folders
-            .iter()
-            .filter(|f| !f.inputs.iter().any(|i| busy.contains(i)))
-            .cloned()
-            .collect();
-        run.engine
-            .complete(state, p.id, p.fp, &idle, &idle_folders)?;
-        if let (false, Some(spec)) = (works.is_empty(), &p.spec) {
-            let assigned = sharder.assign_all(&works);
-            let line = CollectionLine {
-                name: p.name.clone(),
-                id: p.id,
-                fp: p.fp,
-                fingerprint: spec.fingerprint.clone(),
-            };
-            writer.collection(&line, &works, &assigned)?;
-        }
-        Ok(())
+        shard_collection(state, p, &mut run, &mut sharder, &mut writer)
     })?;
     if removes {
         state.prune_unused()?;
@@ -151,33 +121,9 @@ pub fn build(
         fail_fast: cluster.fail_fast,
         watched: watched.clone(),
     })?;
-    std::fs::create_dir_all(&paths.logs)
-        .map_err(|e| EngineError(format!("creating {}: {e}", paths.logs.display())))?;
-
-    // Registered before sbatch: a coordinator killed after sbatch answered
-    // leaves a plan the next invocation finds (and merges).
-    let mut sub = Submitted {
-        plan: id.clone(),
-        build: run.build,
-        job: None,
-        merge_job: None,
-        tasks,
-        at: now(),
-    };
-    state.add_submitted(&sub)?;
     let slurm = Slurm::from_path();
-    let job = match slurm.submit(&cluster.config, &array_spec(ws, &paths, tasks)?) {
-        Ok(job) => job,
-        Err(e) => {
-            state.close_submitted(&id, &paths.journals)?;
-            paths.remove();
-            return Err(EngineError(format!(
-                "submitting the job array: {e}\n  nothing was built; the plan is dropped"
-            )));
-        }
-    };
-    sub.job = Some(job.0);
-    state.set_submitted_jobs(&id, job.0, None)?;
+    let (mut sub, job) =
+        submit_array(ws, state, &slurm, &cluster.config, &paths, run.build, tasks)?;
     notes(Note::Submitted {
         job: job.0,
         tasks,
@@ -207,39 +153,155 @@ pub fn build(
         )?);
         return Ok(Outcome::Done(summary));
     }
+    submit_merge_job(
+        ws,
+        state,
+        &slurm,
+        &cluster.config,
+        &paths,
+        (&mut sub, job),
+        notes,
+    )?;
+    // The build's row stays open: whoever merges the plan closes it.
+    let mut submitted = run.summary;
+    submitted
+        .slurm
+        .push(array_report(&slurm, &sub, job, &paths));
+    summary.merge(submitted);
+    Ok(Outcome::Done(summary))
+}
 
-    // Not waiting: a merge job folds the journals in once every task
-    // succeeded (Slurm cancels it otherwise, and the next invocation merges).
+/// One collection's plan in a Slurm build: its non-job part done now (and
+/// its inputs with nothing left to build marked complete), its jobs, input by
+/// input, assigned to shards and written into the plan.
+fn shard_collection(
+    state: &mut State,
+    p: &CollectionPlan,
+    run: &mut Run,
+    sharder: &mut Sharder,
+    writer: &mut PlanWriter,
+) -> Result<(), EngineError> {
+    let settled = run.engine.settle(state, p)?;
+    run.summary.merge(settled);
+    let works = shard::inputs_of(state, p)?;
+    let busy: HashSet<i64> = works.iter().map(|w| w.id).collect();
+    let idle: Vec<i64> = p
+        .complete
+        .iter()
+        .copied()
+        .filter(|id| !busy.contains(id))
+        .collect();
+    // A folder with work in a task is complete only once that work is
+    // merged: the next plan that reads it row by row records it.
+    let idle_folders: Vec<Folder> = p
+        .folders
+        .iter()
+        .filter(|f| !f.inputs.iter().any(|i| busy.contains(i)))
+        .cloned()
+        .collect();
+    run.engine
+        .complete(state, p.id, p.fp, &idle, &idle_folders)?;
+    if let (false, Some(spec)) = (works.is_empty(), &p.spec) {
+        let assigned = sharder.assign_all(&works);
+        let line = CollectionLine {
+            name: p.name.clone(),
+            id: p.id,
+            fp: p.fp,
+            fingerprint: spec.fingerprint.clone(),
+        };
+        writer.collection(&line, &works, &assigned)?;
+    }
+    Ok(())
+}
+
+/// Registers the written plan in the state and submits its job array of
+/// `tasks` tasks (its row, and the array's id); if `sbatch` fails, the plan
+/// is dropped (nothing was built).
+fn submit_array(
+    ws: &Workspace,
+    state: &mut State,
+    slurm: &Slurm,
+    config: &SlurmConfig,
+    paths: &PlanPaths,
+    build: i64,
+    tasks: u32,
+) -> Result<(Submitted, JobId), EngineError> {
+    std::fs::create_dir_all(&paths.logs)
+        .map_err(|e| EngineError(format!("creating {}: {e}", paths.logs.display())))?;
+
+    // Registered before sbatch: a coordinator killed after sbatch answered
+    // leaves a plan the next invocation finds (and merges).
+    let mut sub = Submitted {
+        plan: paths.id.clone(),
+        build,
+        job: None,
+        merge_job: None,
+        tasks,
+        at: now(),
+    };
+    state.add_submitted(&sub)?;
+    let job = match slurm.submit(config, &array_spec(ws, paths, tasks)?) {
+        Ok(job) => job,
+        Err(e) => {
+            state.close_submitted(&paths.id, &paths.journals)?;
+            paths.remove();
+            return Err(EngineError(format!(
+                "submitting the job array: {e}\n  nothing was built; the plan is dropped"
+            )));
+        }
+    };
+    sub.job = Some(job.0);
+    state.set_submitted_jobs(&paths.id, job.0, None)?;
+    Ok((sub, job))
+}
+
+/// Not waiting: a merge job folds the journals in once every task
+/// succeeded (Slurm cancels it otherwise, and the next invocation merges).
+fn submit_merge_job(
+    ws: &Workspace,
+    state: &mut State,
+    slurm: &Slurm,
+    config: &SlurmConfig,
+    paths: &PlanPaths,
+    (sub, job): (&mut Submitted, JobId),
+    notes: Notes,
+) -> Result<(), EngineError> {
     let merge = JobSpec {
-        name: format!("cpia-merge-{id}"),
+        name: format!("cpia-merge-{}", paths.id),
         tasks: None,
-        command: cpia_command(ws, &paths, &["--merge"])?,
+        command: cpia_command(ws, paths, &["--merge"])?,
         output: LogPattern(paths.merge_log().to_string_lossy().into_owned()),
         after_ok: Some(job),
-        ..array_spec(ws, &paths, tasks)?
+        ..array_spec(ws, paths, sub.tasks)?
     };
     let merge_config = SlurmConfig {
         cpus_per_task: Some(1),
-        ..cluster.config.clone()
+        ..config.clone()
     };
     match slurm.submit(&merge_config, &merge) {
         Ok(m) => {
             sub.merge_job = Some(m.0);
-            state.set_submitted_jobs(&id, job.0, Some(m.0))?;
+            state.set_submitted_jobs(&paths.id, job.0, Some(m.0))?;
             notes(Note::MergeJobSubmitted { job: m.0 });
         }
         Err(e) => notes(Note::MergeJobNotSubmitted {
             error: e.to_string(),
         }),
     }
+    Ok(())
+}
+
+/// The submitted array as the summary shows it: each task's state as
+/// `squeue` sees it now (`PENDING` until it does).
+fn array_report(slurm: &Slurm, sub: &Submitted, job: JobId, paths: &PlanPaths) -> SlurmJob {
     let states = slurm.queue(job).unwrap_or_default();
     let mut report = SlurmJob {
-        plan: id.clone(),
+        plan: paths.id.clone(),
         job: job.0,
         merge_job: sub.merge_job,
         tasks: Vec::new(),
     };
-    for t in 0..tasks {
+    for t in 0..sub.tasks {
         let state = states
             .iter()
             .find(|s| s.task == Some(t))
@@ -251,11 +313,7 @@ pub fn build(
             log: paths.task_log(t).display().to_string(),
         });
     }
-    // The build's row stays open: whoever merges the plan closes it.
-    let mut submitted = run.summary;
-    submitted.slurm.push(report);
-    summary.merge(submitted);
-    Ok(Outcome::Done(summary))
+    report
 }
 
 /// Waits for the Slurm builds of the workspace that are not merged yet and
