@@ -171,6 +171,33 @@ impl Context {
     }
 }
 
+/// `list` and `status`: the workspace's report (recipes and state only),
+/// printed as one JSON object on stdout (the command's `view` of it) or as
+/// `text`; the recipes that could not be used also go to stderr with
+/// `--json`, and make the exit code 1.
+fn print_report(
+    ctx: &Context,
+    json: bool,
+    view: impl FnOnce(&crate::report::model::Report) -> serde_json::Result<String>,
+    text: impl FnOnce(&crate::report::model::Report) -> String,
+) -> CmdResult {
+    let ws = ctx.workspace()?;
+    let report = crate::report::of_workspace(&ws, crate::report::Detail::default())?;
+    if json {
+        println!("{}", view(&report)?);
+        for p in &report.problems {
+            eprintln!("error: {}: {}", p.recipe, p.error);
+        }
+    } else {
+        print!("{}", text(&report));
+    }
+    Ok(if report.problems.is_empty() {
+        0
+    } else {
+        EXIT_FAILURES
+    })
+}
+
 /// The engine's notes, rendered as they come: one line each on stderr.
 fn print_note(note: crate::engine::Note) {
     eprintln!("{note}");
