@@ -444,6 +444,15 @@ pub fn plan_collection(
             })
             .clone()
     };
+    // What judging needs beyond the input; each input adds its damage and
+    // its recorded failures.
+    let judging = judge::Context {
+        spec,
+        damage: &[],
+        failures: &[],
+        maker: &maker,
+        old_pipeline: &old,
+    };
     let mut plans: Vec<(Arc<Input>, InputPlan)> = Vec::new();
     if wsi {
         for d in &classified.detail {
@@ -465,11 +474,9 @@ pub fn plan_collection(
             let outputs = state.outputs_of_input(input.id)?;
             let failures = state.failures_of(input.id)?;
             let cx = judge::Context {
-                spec,
                 damage: dirs.of(input.id),
                 failures: &failures,
-                maker: &maker,
-                old_pipeline: &old,
+                ..judging
             };
             let mut tiles = |u: &crate::store::UnitRow| -> Vec<(u32, u32)> {
                 state
@@ -517,11 +524,9 @@ pub fn plan_collection(
                 }
             }
             let cx = judge::Context {
-                spec,
                 damage: dirs.of(input.id),
                 failures: &failures,
-                maker: &maker,
-                old_pipeline: &old,
+                ..judging
             };
             let p = judge::roi(&cx, input, e, recorded, &claims);
             plans.push((input.clone(), p));
