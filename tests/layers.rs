@@ -1199,6 +1199,20 @@ impl Toy {
     }
 }
 
+/// The one problem found (failing with all of them otherwise).
+fn only_problem(problems: Vec<String>) -> String {
+    assert_eq!(problems.len(), 1, "{}", report(&problems));
+    problems.into_iter().next().unwrap_or_default()
+}
+
+/// Fails unless some problem contains each of `parts`.
+fn assert_mentions(problems: &[String], parts: &[&str]) {
+    let text = report(problems);
+    for part in parts {
+        assert!(text.contains(part), "no problem says `{part}`:\n{text}");
+    }
+}
+
 #[test]
 fn the_toy_crate_keeps_its_rules() {
     let toy = Toy::new();
@@ -1213,6 +1227,7 @@ fn an_upward_import_is_refused_naming_the_file_the_line_and_the_rule() {
         "pub struct State;\n\npub fn open(s: &str) -> usize {\n    s.len() + crate::engine::atomic::TMP.len()\n}\n",
     );
     let problems = toy.check(TOY_DOC);
+    // The import itself, and the cycle it closes between `engine` and `store`.
     assert_eq!(problems.len(), 2, "{}", report(&problems));
     assert!(
         problems[0].starts_with("src/store/state.rs:4: `crate::engine::atomic::TMP`: layer `store` may not use `engine`")
@@ -1222,13 +1237,9 @@ fn an_upward_import_is_refused_naming_the_file_the_line_and_the_rule() {
     );
     // …and the table cannot be bent to allow it: `engine` is above `store`.
     let bent = TOY_DOC.replace("| `store` | | | |", "| `store` | `engine` | | |");
-    let problems = toy.check(&bent);
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("`engine`'s row is not below `store`'s")),
-        "{}",
-        report(&problems)
+    assert_mentions(
+        &toy.check(&bent),
+        &["`engine`'s row is not below `store`'s"],
     );
     // A `use` through a re-export, inside a test module, is still seen.
     let toy = Toy::new();
@@ -1236,19 +1247,12 @@ fn an_upward_import_is_refused_naming_the_file_the_line_and_the_rule() {
         "store/events.rs",
         "use super::State;\npub fn record(_: &State) {}\n#[cfg(test)]\nmod tests {\n    use crate::{engine::{self as e}, store};\n}\n",
     );
-    let problems = toy.check(TOY_DOC);
-    assert_eq!(problems.len(), 1, "{}", report(&problems));
+    let problem = only_problem(toy.check(TOY_DOC));
     assert!(
-        problems[0].starts_with(
+        problem.starts_with(
             "src/store/events.rs:5: `crate::engine`: layer `store` may not use `engine`"
-        ),
-        "{}",
-        problems[0]
-    );
-    assert!(
-        problems[0].contains("\"Tests may also use\""),
-        "{}",
-        problems[0]
+        ) && problem.contains("\"Tests may also use\""),
+        "{problem}"
     );
 }
 
@@ -1256,13 +1260,10 @@ fn an_upward_import_is_refused_naming_the_file_the_line_and_the_rule() {
 fn a_cycle_between_files_of_a_layer_is_refused() {
     let toy = Toy::new();
     toy.write("store/state.rs", "pub struct State;\npub fn open(s: &str) -> usize { s.len() }\npub use super::events::record;\n");
-    let problems = toy.check(TOY_DOC);
-    assert_eq!(problems.len(), 1, "{}", report(&problems));
+    let problem = only_problem(toy.check(TOY_DOC));
     assert!(
-        problems[0]
-            .starts_with("an import cycle between modules of src/store/: `events` → `state`"),
-        "{}",
-        problems[0]
+        problem.starts_with("an import cycle between modules of src/store/: `events` → `state`"),
+        "{problem}"
     );
 }
 
@@ -1270,13 +1271,11 @@ fn a_cycle_between_files_of_a_layer_is_refused() {
 fn printing_outside_the_printing_layers_is_refused() {
     let toy = Toy::new();
     toy.write("engine/atomic.rs", "pub const TMP: &str = \".tmp\";\npub fn say() {\n    eprintln!(\"{TMP}\");\n}\n#[cfg(test)]\nmod tests {\n    fn t() { println!(\"fine in a test\"); }\n}\n");
-    let problems = toy.check(TOY_DOC);
-    assert_eq!(problems.len(), 1, "{}", report(&problems));
+    let problem = only_problem(toy.check(TOY_DOC));
     assert!(
-        problems[0]
+        problem
             .starts_with("src/engine/atomic.rs:3: `eprintln!` in layer `engine`: only `cli` print"),
-        "{}",
-        problems[0]
+        "{problem}"
     );
 }
 
@@ -1294,31 +1293,15 @@ fn files_and_layers_missing_from_the_architecture_are_named() {
     );
     toy.write("export/mod.rs", "");
     toy.write("store/stray.rs", "");
-    let problems = toy.check(TOY_DOC);
-    let text = report(&problems);
-    assert!(
-        text.contains("`export` (src/export) has no row in the layer table"),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "src/engine/budget.rs is not in ARCHITECTURE.md's code map: name `budget.rs`"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "src/export/mod.rs is not in ARCHITECTURE.md's code map: add a section `### `export/`"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("src/store/stray.rs is not a module of the crate"),
-        "{text}"
-    );
-    assert!(
-        text.contains("src/store/stray.rs is not in ARCHITECTURE.md's code map"),
-        "{text}"
+    assert_mentions(
+        &toy.check(TOY_DOC),
+        &[
+            "`export` (src/export) has no row in the layer table",
+            "src/engine/budget.rs is not in ARCHITECTURE.md's code map: name `budget.rs`",
+            "src/export/mod.rs is not in ARCHITECTURE.md's code map: add a section `### `export/`",
+            "src/store/stray.rs is not a module of the crate",
+            "src/store/stray.rs is not in ARCHITECTURE.md's code map",
+        ],
     );
     // A row allowing what nothing uses is stale.
     let toy = Toy::new();
@@ -1326,12 +1309,10 @@ fn files_and_layers_missing_from_the_architecture_are_named() {
         "| `engine` | `store` | | |",
         "| `engine` | `store` | `cli` | |",
     );
-    let problems = toy.check(&stale);
-    assert_eq!(problems.len(), 1, "{}", report(&problems));
+    let problem = only_problem(toy.check(&stale));
     assert!(
-        report(&problems).contains("lets the tests of `engine` use `cli`"),
-        "{}",
-        report(&problems)
+        problem.contains("lets the tests of `engine` use `cli`"),
+        "{problem}"
     );
 }
 
