@@ -657,7 +657,7 @@ impl Crate {
         for _ in 0..8 {
             let k = (0..=path.len())
                 .rev()
-                .find(|&k| self.modules.contains_key(&path[..k].to_vec()))
+                .find(|&k| self.modules.contains_key(&path[..k]))
                 .unwrap_or(0);
             if k < path.len() {
                 let module = path[..k].to_vec();
