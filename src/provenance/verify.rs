@@ -472,7 +472,7 @@ fn unrecorded_elsewhere(
 ) -> Result<(), Error> {
     // `export/` belongs to the export layer, which verifies it (`export::verify`).
     let skip = |rel: &str| {
-        rel == crate::engine::atomic::TMP_DIR
+        rel == crate::workspace::TMP_DIR
             || rel == manifest::DIR
             || rel == EXPORT_DIR
             || folders.contains(rel)
