@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     if args.dry_run {
         return dry_run(ctx, &args, adhoc);
     }
-    let _lock = ws.lock(!args.no_wait)?;
+    let _lock = super::lock_workspace(&ws, !args.no_wait)?;
     let mut state = super::open_state_for_writing(&ws.state_path())?;
     if !state.submitted()?.is_empty() {
         eprintln!("error: a Slurm build of this workspace is not merged yet; `cpia build --executor slurm --attach` merges it, then export");
