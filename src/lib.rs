@@ -12,6 +12,7 @@ pub mod engine;
 pub mod executor;
 pub mod fixture;
 pub mod ops;
+pub mod parquet_file;
 pub mod plan;
 pub mod provenance;
 pub mod recipe;
