@@ -354,7 +354,10 @@ fn rows_by_part<'r>(state: &State, rows: &'r [Row]) -> Vec<Vec<&'r Row>> {
         let part = part_of[&(r.facts.dir.clone(), r.input)];
         by_part.entry(part).or_default().push(r);
     }
-    parts.iter().map(|p| by_part.remove(&p.id).unwrap_or_default()).collect()
+    parts
+        .iter()
+        .map(|p| by_part.remove(&p.id).unwrap_or_default())
+        .collect()
 }
 
 /// pyarrow rewriting each of `files` and then `one` with zstd: (bytes of the
@@ -397,7 +400,10 @@ fn bytes_mode() {
     let n = rows.len() as f64;
     let ours_parts: u64 = recorded.iter().map(|p| p.parquet.bytes).sum();
     let csv_parts: u64 = recorded.iter().map(|p| p.csv.bytes).sum();
-    let old_parts: usize = parts.iter().map(|p| plain_parquet::manifest_file(p).len()).sum();
+    let old_parts: usize = parts
+        .iter()
+        .map(|p| plain_parquet::manifest_file(p).len())
+        .sum();
     let one = parquet_file(&all);
     let old_one = plain_parquet::manifest_file(&all).len();
     let one_path = c.dir.join("one.parquet");
@@ -406,7 +412,11 @@ fn bytes_mode() {
         .iter()
         .map(|p| {
             let rel = manifests::parquet_path(&p.dir, p.id);
-            c.dir.join("dataset").join(rel).to_string_lossy().into_owned()
+            c.dir
+                .join("dataset")
+                .join(rel)
+                .to_string_lossy()
+                .into_owned()
         })
         .collect();
     let py = run_program(
@@ -436,10 +446,21 @@ fn bytes_mode() {
             one / py_one
         )
     };
-    line("cpia, `parquet` crate (zstd, dictionaries, statistics)", ours_parts as f64, one.len() as f64);
+    line(
+        "cpia, `parquet` crate (zstd, dictionaries, statistics)",
+        ours_parts as f64,
+        one.len() as f64,
+    );
     line("pyarrow, zstd", py_parts, py_one);
-    line("cpia before: hand-written, PLAIN, uncompressed", old_parts as f64, old_one as f64);
-    println!("| CSV parts (the reference's two columns) | {:.1} B/row | |", csv_parts as f64 / n);
+    line(
+        "cpia before: hand-written, PLAIN, uncompressed",
+        old_parts as f64,
+        old_one as f64,
+    );
+    println!(
+        "| CSV parts (the reference's two columns) | {:.1} B/row | |",
+        csv_parts as f64 / n
+    );
     let new_s = time3(|| parquet_file(&all).len());
     let old_s = time3(|| plain_parquet::manifest_file(&all).len());
     println!(

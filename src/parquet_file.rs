@@ -65,6 +65,13 @@
 //! `cc`'s `parallel` feature, so the C dependencies (SQLite, libjpeg-turbo,
 //! mimalloc) build once more after the change, not at each rebuild. Sizes
 //! against pyarrow: `cargo bench --bench provenance -- bytes`.
+//!
+//! **Why 58.4, not 59 or later.** From 59 the crate writes the column order
+//! `IEEE_754_TOTAL_ORDER` for floats (PARQUET-2249, new in the format):
+//! pyarrow 26 then ignores every float statistic, and polars 1.x refuses the
+//! whole file (polars issue 27893). 58.4 writes the type-defined order that
+//! every reader knows (tests/parquet_file.rs checks float statistics through
+//! pyarrow). The build measurements above were taken with 60.2.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -170,7 +177,10 @@ enum Values {
     Float(Vec<f64>),
     Bool(Vec<bool>),
     /// Concatenated values and the end offset of each.
-    Bytes { data: Vec<u8>, ends: Vec<usize> },
+    Bytes {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+    },
 }
 
 /// A leaf column (an [`Kind::Image`] has two): values and definition levels.
@@ -479,9 +489,7 @@ fn properties(columns: &[Column], options: &Options) -> io::Result<WriterPropert
         }
     }
     let mut kv = vec![KeyValue::new("huggingface".into(), hf_features(columns))];
-    kv.extend(
-        (options.metadata.iter()).map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-    );
+    kv.extend((options.metadata.iter()).map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
     Ok(props.set_key_value_metadata(Some(kv)).build())
 }
 

@@ -67,7 +67,11 @@ fn values_and_nulls_round_trip() {
     let rows: Vec<_> = (0..7).map(sample).collect();
     let (_, back) = read(write(&rows, &Options::default()));
     assert_eq!(back.len(), 7);
-    let fields = |r: &Row| r.get_column_iter().map(|(_, f)| f.clone()).collect::<Vec<_>>();
+    let fields = |r: &Row| {
+        r.get_column_iter()
+            .map(|(_, f)| f.clone())
+            .collect::<Vec<_>>()
+    };
     let f = fields(&back[1]);
     assert_eq!(f[0], Field::Str("M/B".into()));
     assert_eq!(f[1], Field::Long(1000));
@@ -138,7 +142,11 @@ fn pages_are_zstd_with_dictionaries_and_statistics_except_blobs() {
 #[test]
 fn the_footer_types_the_columns_for_datasets() {
     let (reader, _) = read(write(&[], &Options::default()));
-    let kv = reader.metadata().file_metadata().key_value_metadata().unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
     let hf = kv.iter().find(|k| k.key == "huggingface").unwrap();
     let v: serde_json::Value = serde_json::from_str(hf.value.as_deref().unwrap()).unwrap();
     let f = &v["info"]["features"];

@@ -53,8 +53,8 @@ fn samples(testdata: &Path) -> Vec<Sample> {
     let mut out = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let bytes = std::fs::read(f).unwrap();
-        let img = cpia::ops::decode::decode(&bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let img =
+            cpia::ops::decode::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let jpeg = cpia::ops::encode::encode_jpeg(&img, &Default::default()).unwrap();
         out.push(Sample {
             // Keys with a dot and non-ASCII text, as export keys may have.
@@ -67,7 +67,11 @@ fn samples(testdata: &Path) -> Vec<Sample> {
             tissue: i % 2 == 0,
         });
     }
-    assert!(out.len() >= 10, "too few ROI images in {}", testdata.display());
+    assert!(
+        out.len() >= 10,
+        "too few ROI images in {}",
+        testdata.display()
+    );
     out
 }
 
@@ -195,20 +199,34 @@ fn image_shards_load_in_datasets_polars_and_pyarrow() {
     // `datasets` typed the column from the footer as its Image feature and
     // decoded every picture; its metadata and bytes are the ones written.
     let features = &seen["features"];
-    assert!(features["image"].as_str().unwrap().starts_with("Image("), "{features}");
-    assert!(features["mpp"].as_str().unwrap().contains("float64"), "{features}");
+    assert!(
+        features["image"].as_str().unwrap().starts_with("Image("),
+        "{features}"
+    );
+    assert!(
+        features["mpp"].as_str().unwrap().contains("float64"),
+        "{features}"
+    );
     let by_key: BTreeMap<&str, &Sample> = samples.iter().map(|s| (s.key.as_str(), s)).collect();
     let rows = seen["datasets"].as_object().unwrap();
     assert_eq!(rows.len(), samples.len());
     for (key, row) in rows {
         let s = by_key[key.as_str()];
-        assert_eq!(row["decoded"], serde_json::json!([s.width, s.height, "RGB"]), "{key}");
+        assert_eq!(
+            row["decoded"],
+            serde_json::json!([s.width, s.height, "RGB"]),
+            "{key}"
+        );
         assert_eq!(row["scale"], s.scale, "{key}");
         assert_eq!(row["width"], s.width, "{key}");
         assert_eq!(row["height"], s.height, "{key}");
         assert_eq!(row["mpp"].as_f64(), s.mpp, "{key}");
         assert_eq!(row["tissue"], s.tissue, "{key}");
-        assert_eq!(row["blake3"], blake3::hash(&s.jpeg).to_hex().as_str(), "{key}");
+        assert_eq!(
+            row["blake3"],
+            blake3::hash(&s.jpeg).to_hex().as_str(),
+            "{key}"
+        );
         assert_eq!(row["path"], format!("{key}.jpg"), "{key}");
         let back = std::fs::read(out.join(format!("{key}.jpg"))).unwrap();
         assert!(back == s.jpeg, "{key}: the bytes read back differ");
@@ -227,13 +245,18 @@ fn image_shards_load_in_datasets_polars_and_pyarrow() {
         let s = by_key[key.as_str()];
         assert_eq!(row["image_bytes"], s.jpeg.len(), "{key}");
         assert_eq!(row["path"], format!("{key}.jpg"), "{key}");
-        assert_eq!((&row["scale"], &row["tissue"]), (&s.scale.into(), &s.tissue.into()));
+        assert_eq!(
+            (&row["scale"], &row["tissue"]),
+            (&s.scale.into(), &s.tissue.into())
+        );
         assert_eq!(row["mpp"].as_f64(), s.mpp, "{key}");
     }
 
     // pyarrow: row groups of 3, zstd everywhere, statistics except the blob.
     let pa = &seen["pyarrow"];
-    let expected_groups: usize = (0..2).map(|k| samples.iter().skip(k).step_by(2).count().div_ceil(3)).sum();
+    let expected_groups: usize = (0..2)
+        .map(|k| samples.iter().skip(k).step_by(2).count().div_ceil(3))
+        .sum();
     assert_eq!(pa["row_groups"], expected_groups);
     let mut bounded = std::collections::BTreeSet::new();
     for c in pa["columns"].as_array().unwrap() {
@@ -246,6 +269,15 @@ fn image_shards_load_in_datasets_polars_and_pyarrow() {
     }
     // Min and max in some row group of every column but the blob (a group
     // whose values are all null has only a null count).
-    let want = ["image.path", "key", "scale", "width", "height", "mpp", "tissue", "blake3"];
+    let want = [
+        "image.path",
+        "key",
+        "scale",
+        "width",
+        "height",
+        "mpp",
+        "tissue",
+        "blake3",
+    ];
     assert_eq!(bounded, want.into_iter().collect());
 }

@@ -91,7 +91,10 @@ impl Write for Streamed<'_> {
 impl Streamed<'_> {
     /// Makes the file durable (fsync) and renames it over its final name.
     pub fn place(self) -> io::Result<Written> {
-        let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         self.dir.place(self.staged)
     }

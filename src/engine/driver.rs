@@ -19,8 +19,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::outdirs::{self, DirCheck, Mode};
-use crate::provenance::manifest::NewFile;
 use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, Unplanned};
+use crate::provenance::manifest::NewFile;
 use crate::store::{Event, State};
 use crate::workspace::Workspace;
 

@@ -214,7 +214,8 @@ fn write_part(
     let mut csv = io::BufWriter::with_capacity(1 << 16, create(csv_rel)?);
     let mut pq_file = create(pq_rel)?;
     let options = parquet_file::Options::default();
-    let mut pq = parquet_file::Writer::new(&mut pq_file, &columns(), &options).map_err(at(pq_rel))?;
+    let mut pq =
+        parquet_file::Writer::new(&mut pq_file, &columns(), &options).map_err(at(pq_rel))?;
     csv.write_all(b"path,origin path\n").map_err(at(csv_rel))?;
     let filter = OutputFilter {
         dirs: vec![dir.to_string()],
