@@ -41,12 +41,12 @@ fn sample(i: usize) -> Vec<Value<'static>> {
     vec![
         Value::Str(NAMES[i % 3]),
         Value::Int(i as i64 * 1000),
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             Value::Null
         } else {
             Value::Float(i as f64 / 2.0)
         },
-        Value::Bool(i % 2 == 0),
+        Value::Bool(i.is_multiple_of(2)),
         Value::Binary(b"\x00\x01\xff"),
         match i % 3 {
             0 => Value::Null,

@@ -63,8 +63,8 @@ fn samples(testdata: &Path) -> Vec<Sample> {
             width: img.width(),
             height: img.height(),
             scale: ["XL", "L", "M", "S"][i % 4],
-            mpp: (i % 3 != 0).then_some(0.25 * (i + 1) as f64),
-            tissue: i % 2 == 0,
+            mpp: (!i.is_multiple_of(3)).then_some(0.25 * (i + 1) as f64),
+            tissue: i.is_multiple_of(2),
         });
     }
     assert!(

@@ -155,6 +155,9 @@ pub fn update(
     Ok(stats)
 }
 
+/// New inputs by the part they join.
+type Joining = HashMap<i64, Vec<i64>>;
+
 /// The parts of folder `out_dir` that changed inputs touch: the parts
 /// holding them, and the parts new inputs join (the newest part while it
 /// has room, then new ones) with the inputs joining each.
@@ -163,11 +166,11 @@ fn assign_parts(
     out_dir: i64,
     dirty: &[i64],
     next_id: &mut i64,
-) -> Result<(BTreeSet<i64>, HashMap<i64, Vec<i64>>), Error> {
+) -> Result<(BTreeSet<i64>, Joining), Error> {
     let members = state.manifest_members(out_dir, dirty)?;
     let mut stale: BTreeSet<i64> = members.values().copied().collect();
     let mut open = state.newest_manifest_part(out_dir)?;
-    let mut joining: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut joining = Joining::new();
     for &input in dirty.iter().filter(|i| !members.contains_key(i)) {
         let n = state.files_in_dir_of(out_dir, input)?;
         if n == 0 {
