@@ -1,4 +1,4 @@
-//! Provenance benchmarks: `cargo bench --bench provenance [-- verify deep manifests]`.
+//! Provenance benchmarks: `cargo bench --bench provenance [-- verify deep manifests bytes]`.
 //!
 //! - `verify`: `cpia verify` (stat mode) over the corpus-scale simulation
 //!   (`benches/common/`: 99 % WSI tiles, real recipes, a state
@@ -15,15 +15,32 @@
 //!   100 k and 1 M recorded outputs, through the library (the records are
 //!   changed as a rebuild changes them: a new build id). Target: the rows
 //!   written and the time follow k, not the size of the corpus.
+//! - `bytes`: manifest bytes per row at 100 k outputs, against pyarrow
+//!   (`pq.write_table(…, compression="zstd")`, its defaults otherwise:
+//!   dictionaries on) writing the same rows in the same order: per part file
+//!   (pyarrow rewrites each of the build's Parquet parts) and for all rows in
+//!   one file; the hand-written writer cpia used before
+//!   (`benches/provenance/plain_parquet.rs`) beside them. Also the write
+//!   throughput (rows/s, rows already in memory, median of 3) of both cpia
+//!   writers and of pyarrow from an Arrow table. Target: ≤ 1.2× pyarrow.
 
 mod common;
+#[path = "provenance/plain_parquet.rs"]
+mod plain_parquet;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
 use common::measured::{median, run, run_program};
 use common::{manifest, write_manifests, Corpus, Shape};
+use cpia::parquet_file::{Options, Writer};
+use cpia::provenance::facts::{self, Pipelines};
+use cpia::provenance::manifest::{self as manifests, Row};
+use cpia::store::audit::OutputFilter;
 use cpia::store::State;
 
 fn base() -> PathBuf {
@@ -296,6 +313,166 @@ fn manifests_mode() {
     }
 }
 
+/// Every manifest row of the state, as the manifests' update reads them.
+fn manifest_rows(state: &State) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut pipelines = Pipelines::default();
+    let filter = OutputFilter {
+        no_qc: true,
+        ..OutputFilter::default()
+    };
+    state
+        .for_each_output(&filter, &facts::tile_name, &mut |f| {
+            rows.push(manifests::row(state, f, &mut pipelines).unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    rows
+}
+
+/// `rows` as one manifest file of `cpia::parquet_file`.
+fn parquet_file(rows: &[&Row]) -> Vec<u8> {
+    let mut w = Writer::new(Vec::new(), &manifests::columns(), &Options::default()).unwrap();
+    for r in rows {
+        let path = r.facts.path();
+        w.push(&manifests::parquet_row(&path, r)).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// The rows of each recorded manifest part, in the order of the whole.
+fn rows_by_part<'r>(state: &State, rows: &'r [Row]) -> Vec<Vec<&'r Row>> {
+    let mut part_of = HashMap::new();
+    let parts = state.manifest_parts(None).unwrap();
+    for p in &parts {
+        for input in state.manifest_part_inputs(p.id).unwrap() {
+            part_of.insert((p.dir.clone(), input), p.id);
+        }
+    }
+    let mut by_part: HashMap<i64, Vec<&Row>> = HashMap::new();
+    for r in rows {
+        let part = part_of[&(r.facts.dir.clone(), r.input)];
+        by_part.entry(part).or_default().push(r);
+    }
+    parts
+        .iter()
+        .map(|p| by_part.remove(&p.id).unwrap_or_default())
+        .collect()
+}
+
+/// pyarrow rewriting each of `files` and then `one` with zstd: (bytes of the
+/// parts, bytes of the one file, rows/s writing the one file's table).
+const PYARROW_BYTES: &str = r#"
+import io, json, sys, time
+import pyarrow.parquet as pq
+files, one = sys.argv[1:-1], sys.argv[-1]
+def size(t):
+    b = io.BytesIO(); pq.write_table(t, b, compression="zstd"); return b.tell()
+parts = sum(size(pq.read_table(f)) for f in files)
+t = pq.read_table(one)
+times = []
+for _ in range(3):
+    s = time.perf_counter(); n = size(t); times.append(time.perf_counter() - s)
+print(json.dumps({"parts": parts, "one": n, "rows_per_s": t.num_rows / sorted(times)[1]}))
+"#;
+
+/// Median seconds of 3 runs of `f`.
+fn time3(mut f: impl FnMut() -> usize) -> f64 {
+    median(
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn bytes_mode() {
+    let c = corpus("bytes-100000", 99_000, 1_000, 0);
+    let state = State::open(&c.dir.join("cache/state.sqlite")).unwrap();
+    let rows = manifest_rows(&state);
+    let all: Vec<&Row> = rows.iter().collect();
+    let parts = rows_by_part(&state, &rows);
+    let recorded = state.manifest_parts(None).unwrap();
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), rows.len());
+    let n = rows.len() as f64;
+    let ours_parts: u64 = recorded.iter().map(|p| p.parquet.bytes).sum();
+    let csv_parts: u64 = recorded.iter().map(|p| p.csv.bytes).sum();
+    let old_parts: usize = parts
+        .iter()
+        .map(|p| plain_parquet::manifest_file(p).len())
+        .sum();
+    let one = parquet_file(&all);
+    let old_one = plain_parquet::manifest_file(&all).len();
+    let one_path = c.dir.join("one.parquet");
+    std::fs::write(&one_path, &one).unwrap();
+    let files: Vec<String> = recorded
+        .iter()
+        .map(|p| {
+            let rel = manifests::parquet_path(&p.dir, p.id);
+            c.dir
+                .join("dataset")
+                .join(rel)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let py = run_program(
+        Command::new("python3")
+            .args(["-c", PYARROW_BYTES])
+            .args(&files)
+            .arg(&one_path),
+        &c.dir,
+    );
+    assert_eq!(py.code, 0, "pyarrow: {}", py.stderr);
+    let py: serde_json::Value = serde_json::from_str(&py.stdout).unwrap();
+    let (py_parts, py_one) = (py["parts"].as_f64().unwrap(), py["one"].as_f64().unwrap());
+    println!(
+        "\nmanifest bytes per row, {} rows ({} outputs; {} part files, 2 cores)",
+        rows.len(),
+        c.outputs,
+        recorded.len()
+    );
+    println!("| writer | per part file | one file |");
+    println!("|---|---|---|");
+    let line = |what: &str, parts: f64, one: f64| {
+        println!(
+            "| {what} | {:.1} B/row ({:.2}× pyarrow) | {:.1} B/row ({:.2}× pyarrow) |",
+            parts / n,
+            parts / py_parts,
+            one / n,
+            one / py_one
+        )
+    };
+    line(
+        "cpia, `parquet` crate (zstd, dictionaries, statistics)",
+        ours_parts as f64,
+        one.len() as f64,
+    );
+    line("pyarrow, zstd", py_parts, py_one);
+    line(
+        "cpia before: hand-written, PLAIN, uncompressed",
+        old_parts as f64,
+        old_one as f64,
+    );
+    println!(
+        "| CSV parts (the reference's two columns) | {:.1} B/row | |",
+        csv_parts as f64 / n
+    );
+    let new_s = time3(|| parquet_file(&all).len());
+    let old_s = time3(|| plain_parquet::manifest_file(&all).len());
+    println!(
+        "write throughput, rows in memory → one file: cpia {:.0} rows/s, before {:.0} rows/s ({:.2}×), pyarrow from an Arrow table {:.0} rows/s",
+        n / new_s,
+        n / old_s,
+        old_s / new_s,
+        py["rows_per_s"].as_f64().unwrap()
+    );
+    done(&c);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -311,5 +488,8 @@ fn main() {
     }
     if want("manifests") {
         manifests_mode();
+    }
+    if want("bytes") {
+        bytes_mode();
     }
 }

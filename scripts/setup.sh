@@ -44,6 +44,7 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c "import pyarrow, prov" >/d
   python3 -m pip install --quiet pyarrow prov \
     || echo "setup: warning: pyarrow/prov not installed; the checks that use them will be skipped"
 fi
+command -v python3 >/dev/null && ! python3 -c "import datasets, polars" 2>/dev/null && python3 -m pip install --quiet datasets polars  # tests/parquet_file.rs: Hugging Face datasets and polars read the Parquet image shards
 
 # Export tests (tests/export.rs): the real readers of the exports —
 # webdataset and wids (shards and index), mlcroissant (Croissant metadata).

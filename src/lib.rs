@@ -15,6 +15,7 @@ pub mod executor;
 pub mod export;
 pub mod fixture;
 pub mod ops;
+pub mod parquet_file;
 pub mod plan;
 pub mod provenance;
 pub mod recipe;

@@ -217,8 +217,7 @@ pub fn content(n: u64, len: usize) -> Vec<u8> {
 /// atomic writer, as the end of a build does; returns what it did.
 pub fn write_manifests(state: &mut State, out: &Path) -> cpia::provenance::manifest::Stats {
     let dir = cpia::engine::atomic::OutputDir::open(out).unwrap();
-    let write = |rel: &str, b: &[u8]| dir.write(rel, b).map(|w| (w.size, w.mtime_ns));
-    let stats = cpia::provenance::manifest::update(state, out, &write, &|r| dir.remove(r)).unwrap();
+    let stats = cpia::provenance::manifest::update(state, out, &dir).unwrap();
     dir.finish();
     stats
 }

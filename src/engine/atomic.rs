@@ -68,6 +68,36 @@ impl Drop for Staged {
     }
 }
 
+/// A file being written in pieces under its temporary name; dropped without
+/// [`Streamed::place`], it is deleted.
+pub struct Streamed<'d> {
+    dir: &'d OutputDir,
+    file: io::BufWriter<std::fs::File>,
+    staged: Staged,
+}
+
+impl Write for Streamed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Streamed<'_> {
+    /// Makes the file durable (fsync) and renames it over its final name.
+    pub fn place(self) -> io::Result<Written> {
+        let file = self
+            .file
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        self.dir.place(self.staged)
+    }
+}
+
 /// What was written: enough to record it.
 #[derive(Clone, Copy, Debug)]
 pub struct Written {
@@ -210,8 +240,17 @@ impl OutputDir {
     }
 
     fn stage_with(&self, rel: &str, bytes: &[u8], fsync: bool) -> io::Result<Staged> {
-        // The destination's folders are made (and checked) now, so a refused
-        // path fails before anything is written.
+        let (staged, mut f) = self.start(rel)?;
+        f.write_all(bytes)?;
+        if fsync {
+            f.sync_all()?;
+        }
+        Ok(staged)
+    }
+
+    /// A new temporary file for `rel`. The destination's folders are made
+    /// (and checked) now, so a refused path fails before anything is written.
+    fn start(&self, rel: &str) -> io::Result<(Staged, std::fs::File)> {
         let (dirs, _) = split(rel)?;
         self.root.walk(dirs, true)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -220,12 +259,19 @@ impl OutputDir {
             name: format!("{}-{n}.tmp", std::process::id()),
             rel: rel.to_string(),
         };
-        let mut f = self.tmp.create_file(&staged.name)?;
-        f.write_all(bytes)?;
-        if fsync {
-            f.sync_all()?;
-        }
-        Ok(staged)
+        let f = self.tmp.create_file(&staged.name)?;
+        Ok((staged, f))
+    }
+
+    /// Starts writing `rel` as a stream, for a file too large to hold in
+    /// memory: [`Streamed::place`] makes it durable and puts it in place.
+    pub fn create(&self, rel: &str) -> io::Result<Streamed<'_>> {
+        let (staged, file) = self.start(rel)?;
+        Ok(Streamed {
+            dir: self,
+            file: io::BufWriter::with_capacity(1 << 16, file),
+            staged,
+        })
     }
 
     /// Makes every file staged so far durable: one `syncfs` of the output

@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::outdirs::{self, DirCheck, Mode};
 use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, Unplanned};
+use crate::provenance::manifest::NewFile;
 use crate::store::{Event, State};
 use crate::workspace::Workspace;
 
+use super::atomic::{OutputDir, Streamed};
 use super::{Engine, EngineError, Failure, Note, Notes, Options, Summary};
 
 /// Build actions held in memory across collections before plans are
@@ -305,11 +307,7 @@ impl Run {
         if prune {
             state.prune_unused()?;
         }
-        let out = engine.output();
-        let write = |rel: &str, b: &[u8]| out.write(rel, b).map(|w| (w.size, w.mtime_ns));
-        if let Err(e) =
-            crate::provenance::manifest::update(state, &ws.output, &write, &|r| out.remove(r))
-        {
+        if let Err(e) = crate::provenance::manifest::update(state, &ws.output, engine.output()) {
             summary.failures.push(Failure {
                 input: crate::provenance::manifest::DIR.into(),
                 error: format!("updating the manifests: {e}"),
@@ -489,4 +487,25 @@ pub fn dry_run(
         Ok(())
     })?;
     Ok((catalog, mass))
+}
+
+/// The manifests are written through the atomic writer, streamed.
+impl crate::provenance::manifest::Files for OutputDir {
+    fn create(&self, rel: &str) -> std::io::Result<Box<dyn NewFile + '_>> {
+        Ok(Box::new(OutputDir::create(self, rel)?))
+    }
+
+    fn remove(&self, rel: &str) -> std::io::Result<()> {
+        OutputDir::remove(self, rel)
+    }
+
+    fn sync_dirs(&self, dirs: &[String]) -> std::io::Result<()> {
+        OutputDir::sync_dirs(self, dirs.iter().map(String::as_str))
+    }
+}
+
+impl NewFile for Streamed<'_> {
+    fn place(self: Box<Self>) -> std::io::Result<(u64, i64)> {
+        Streamed::place(*self).map(|w| (w.size, w.mtime_ns))
+    }
 }

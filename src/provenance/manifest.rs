@@ -12,28 +12,35 @@
 //! What to rewrite is known without reading any output record: triggers mark
 //! the (folder, input) of every record that changes, in the transaction of
 //! the change (`manifest_dirty`). After a build, only the parts holding
-//! marked inputs are rewritten (temp file + rename, through the caller's
-//! writer), then their files' hashes are recorded and the marks cleared in
-//! one transaction per folder. So the cost of an update is the rows of the
-//! parts that hold changed inputs — at most [`PART_ROWS`] per changed ROI
-//! input, one slide's tiles of a scale per changed slide — and a no-op build
-//! reads one count and writes nothing. A crash before the marks are cleared
-//! rewrites the same parts next time.
+//! marked inputs are rewritten (streamed into temporary files and renamed
+//! into place, through the caller's [`Files`]), then their files' hashes are
+//! recorded and the marks cleared in one transaction per folder. So the cost
+//! of an update is the rows of the parts that hold changed inputs — at most
+//! [`PART_ROWS`] per changed ROI input, one slide's tiles of a scale per
+//! changed slide — and a no-op build reads one count and writes nothing. A
+//! crash before the marks are cleared rewrites the same parts next time.
+//!
+//! A part is streamed from the state's cursor into both files at once (rows
+//! in the store's order: named outputs by record, then tiles by unit and
+//! position), so its memory is one Parquet row group whatever its size. The
+//! Parquet files are written by [`crate::parquet_file`] (zstd, dictionaries,
+//! statistics).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io;
+use std::io::{self, Write};
 
 use super::facts::{self, Pipelines};
-use super::parquet::{self, Column};
 use super::Error;
-use crate::store::audit::manifests::{ManifestUpdate, PartFile};
+use crate::parquet_file::{self, Column, Kind, Value};
+use crate::store::audit::manifests::{ManifestUpdate, PartFile, WrittenPart};
 use crate::store::audit::{OutputFacts, OutputFilter};
 use crate::store::State;
 
 /// The manifests' folder inside the output folder.
 pub const DIR: &str = "manifests";
 /// Bump when the manifests' content or layout changes: all are rewritten.
-pub const FORMAT: &str = "1";
+/// 2: Parquet with zstd, dictionaries and statistics; rows in store order.
+pub const FORMAT: &str = "2";
 /// Rows a part takes new inputs up to.
 pub const PART_ROWS: u64 = 512;
 
@@ -49,10 +56,23 @@ pub fn parquet_path(dir: &str, id: i64) -> String {
     format!("{DIR}/parquet/{dir}/part-{id:06}.parquet")
 }
 
-/// Writes a file atomically and durably: its size and mtime (ns).
-pub type Writer<'a> = &'a dyn Fn(&str, &[u8]) -> io::Result<(u64, i64)>;
-/// Removes a file (and the folders it leaves empty).
-pub type Remover<'a> = &'a dyn Fn(&str) -> io::Result<()>;
+/// A manifest file being written under a temporary name; dropped without
+/// [`NewFile::place`], it is deleted.
+pub trait NewFile: Write + Send {
+    /// Makes the file durable and renames it over its name: its size and
+    /// mtime (ns).
+    fn place(self: Box<Self>) -> io::Result<(u64, i64)>;
+}
+
+/// Where the manifests are written: the engine's atomic, confined writer.
+pub trait Files {
+    /// Starts writing `rel` (relative to the output folder).
+    fn create(&self, rel: &str) -> io::Result<Box<dyn NewFile + '_>>;
+    /// Removes `rel` (absent is fine) and the folders it leaves empty.
+    fn remove(&self, rel: &str) -> io::Result<()>;
+    /// Makes the renames into folders `dirs` durable (an fsync of each).
+    fn sync_dirs(&self, dirs: &[String]) -> io::Result<()>;
+}
 
 /// What an update did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,8 +88,7 @@ pub struct Stats {
 pub fn update(
     state: &mut State,
     output: &std::path::Path,
-    write: Writer<'_>,
-    remove: Remover<'_>,
+    files: &dyn Files,
 ) -> Result<Stats, Error> {
     if state.meta(META_KEY)?.as_deref() != Some(FORMAT) {
         match std::fs::remove_dir_all(output.join(DIR)) {
@@ -91,32 +110,7 @@ pub fn update(
             continue;
         }
         let dirty = state.manifest_dirty_inputs(out_dir)?;
-        let members = state.manifest_members(out_dir, &dirty)?;
-        let mut stale: BTreeSet<i64> = members.values().copied().collect();
-        // New inputs fill the newest part, then new ones.
-        let mut open = state.newest_manifest_part(out_dir)?;
-        let mut joining: HashMap<i64, Vec<i64>> = HashMap::new();
-        for &input in dirty.iter().filter(|i| !members.contains_key(i)) {
-            let n = state.files_in_dir_of(out_dir, input)?;
-            if n == 0 {
-                continue;
-            }
-            let part = match open {
-                Some((id, rows)) if rows + n <= PART_ROWS || rows == 0 => {
-                    open = Some((id, rows + n));
-                    id
-                }
-                _ => {
-                    next_id = next_id.max(state.next_manifest_part_id()?);
-                    let id = next_id;
-                    next_id += 1;
-                    open = Some((id, n));
-                    id
-                }
-            };
-            joining.entry(part).or_default().push(input);
-            stale.insert(part);
-        }
+        let (stale, mut joining) = assign_parts(state, out_dir, &dirty, &mut next_id)?;
         let mut update = ManifestUpdate {
             out_dir,
             cleared: dirty,
@@ -126,49 +120,183 @@ pub fn update(
             let mut inputs = state.manifest_part_inputs(part)?;
             let new = joining.remove(&part).unwrap_or_default();
             inputs.extend(&new);
-            let rows = part_rows(state, &dir, &inputs, &mut pipelines)?;
-            let with_rows: HashSet<i64> = rows.iter().map(|r| r.input).collect();
+            let paths = [csv_path(&dir, part), parquet_path(&dir, part)];
+            let written = write_part(state, &dir, &inputs, &paths, files, &mut pipelines)?;
+            let with_rows = written.as_ref().map(|w| &w.inputs);
             for &i in &inputs {
-                if !with_rows.contains(&i) {
+                if !with_rows.is_some_and(|w| w.contains(&i)) {
                     update.members.push((i, None));
                 } else if new.contains(&i) {
                     update.members.push((i, Some(part)));
                 }
             }
-            let (csv, pq) = (csv_path(&dir, part), parquet_path(&dir, part));
-            if rows.is_empty() {
-                remove(&csv)?;
-                remove(&pq)?;
-                update.parts.push((part, None));
-                stats.parts_removed += 1;
-                continue;
+            match written {
+                Some(w) => {
+                    stats.parts_written += 1;
+                    stats.rows_written += w.part.0;
+                    update.parts.push((part, Some(w.part)));
+                }
+                None => {
+                    for p in &paths {
+                        files.remove(p).map_err(at(p))?;
+                    }
+                    update.parts.push((part, None));
+                    stats.parts_removed += 1;
+                }
             }
-            let csv_bytes = csv_text(&rows);
-            let pq_bytes = parquet_file(&rows);
-            let (cs, cm) = write(&csv, csv_bytes.as_bytes())?;
-            let (ps, pm) = write(&pq, &pq_bytes)?;
-            update.parts.push((
-                part,
-                Some((
-                    rows.len() as u64,
-                    PartFile {
-                        blake3: blake3::hash(csv_bytes.as_bytes()).to_hex().to_string(),
-                        bytes: cs,
-                        mtime_ns: cm,
-                    },
-                    PartFile {
-                        blake3: blake3::hash(&pq_bytes).to_hex().to_string(),
-                        bytes: ps,
-                        mtime_ns: pm,
-                    },
-                )),
-            ));
-            stats.parts_written += 1;
-            stats.rows_written += rows.len() as u64;
+        }
+        if update.parts.iter().any(|(_, p)| p.is_some()) {
+            let folders = [format!("{DIR}/csv/{dir}"), format!("{DIR}/parquet/{dir}")];
+            let what = folders.join(", ");
+            files.sync_dirs(&folders).map_err(at(&what))?;
         }
         state.commit_manifests(&update)?;
     }
     Ok(stats)
+}
+
+/// New inputs by the part they join.
+type Joining = HashMap<i64, Vec<i64>>;
+
+/// The parts of folder `out_dir` that changed inputs touch: the parts
+/// holding them, and the parts new inputs join (the newest part while it
+/// has room, then new ones) with the inputs joining each.
+fn assign_parts(
+    state: &State,
+    out_dir: i64,
+    dirty: &[i64],
+    next_id: &mut i64,
+) -> Result<(BTreeSet<i64>, Joining), Error> {
+    let members = state.manifest_members(out_dir, dirty)?;
+    let mut stale: BTreeSet<i64> = members.values().copied().collect();
+    let mut open = state.newest_manifest_part(out_dir)?;
+    let mut joining = Joining::new();
+    for &input in dirty.iter().filter(|i| !members.contains_key(i)) {
+        let n = state.files_in_dir_of(out_dir, input)?;
+        if n == 0 {
+            continue;
+        }
+        let part = match open {
+            Some((id, rows)) if rows + n <= PART_ROWS || rows == 0 => {
+                open = Some((id, rows + n));
+                id
+            }
+            _ => {
+                *next_id = (*next_id).max(state.next_manifest_part_id()?);
+                let id = *next_id;
+                *next_id += 1;
+                open = Some((id, n));
+                id
+            }
+        };
+        joining.entry(part).or_default().push(input);
+        stale.insert(part);
+    }
+    Ok((stale, joining))
+}
+
+/// A part written: its files, and the inputs that have rows in it.
+struct WrittenFiles {
+    part: WrittenPart,
+    inputs: HashSet<i64>,
+}
+
+/// Streams the rows of `inputs` in folder `dir` from the state into the
+/// part's CSV and Parquet files (`paths`) and puts both in place; `None`
+/// (nothing written) when they have no rows left.
+fn write_part(
+    state: &State,
+    dir: &str,
+    inputs: &[i64],
+    paths: &[String; 2],
+    files: &dyn Files,
+    pipelines: &mut Pipelines,
+) -> Result<Option<WrittenFiles>, Error> {
+    let [csv_rel, pq_rel] = paths;
+    let create = |rel: &String| files.create(rel).map(Hashed::new).map_err(at(rel));
+    let mut csv = io::BufWriter::with_capacity(1 << 16, create(csv_rel)?);
+    let mut pq_file = create(pq_rel)?;
+    let options = parquet_file::Options::default();
+    let mut pq =
+        parquet_file::Writer::new(&mut pq_file, &columns(), &options).map_err(at(pq_rel))?;
+    csv.write_all(b"path,origin path\n").map_err(at(csv_rel))?;
+    let filter = OutputFilter {
+        dirs: vec![dir.to_string()],
+        inputs: inputs.to_vec(),
+        ..OutputFilter::default()
+    };
+    let mut with_rows = HashSet::new();
+    let mut err = None;
+    state.for_each_output(
+        &filter,
+        &facts::tile_name,
+        &mut super::stop_at_error(&mut err, |f: OutputFacts| {
+            let r = row(state, f, pipelines)?;
+            with_rows.insert(r.input);
+            let path = r.facts.path();
+            csv_row(&mut csv, &path, &r).map_err(at(csv_rel))?;
+            pq.push(&parquet_row(&path, &r)).map_err(at(pq_rel))?;
+            Ok(())
+        }),
+    )?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let rows = pq.rows();
+    if rows == 0 {
+        return Ok(None); // the temporaries are deleted when dropped
+    }
+    pq.finish().map_err(at(pq_rel))?;
+    let csv = csv.into_inner().map_err(|e| at(csv_rel)(e.into_error()))?;
+    let csv = csv.place().map_err(at(csv_rel))?;
+    let pq = pq_file.place().map_err(at(pq_rel))?;
+    Ok(Some(WrittenFiles {
+        part: (rows, csv, pq),
+        inputs: with_rows,
+    }))
+}
+
+/// Names the manifest file in an I/O error.
+fn at(rel: &str) -> impl Fn(io::Error) -> Error + '_ {
+    move |e| Error::Io(io::Error::new(e.kind(), format!("{rel}: {e}")))
+}
+
+/// A file being written that hashes what it passes on.
+struct Hashed<'a> {
+    file: Box<dyn NewFile + 'a>,
+    hasher: blake3::Hasher,
+}
+
+impl<'a> Hashed<'a> {
+    fn new(file: Box<dyn NewFile + 'a>) -> Hashed<'a> {
+        Hashed {
+            file,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// Puts the file in place: what to record of it.
+    fn place(self) -> io::Result<PartFile> {
+        let blake3 = self.hasher.finalize().to_hex().to_string();
+        let (bytes, mtime_ns) = self.file.place()?;
+        Ok(PartFile {
+            blake3,
+            bytes,
+            mtime_ns,
+        })
+    }
+}
+
+impl Write for Hashed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Output folders the manifests list: `<scale>/<sub-dataset>`, not QC pictures.
@@ -184,35 +312,8 @@ pub struct Row {
     pub key: String,
     pub region: Option<[f64; 4]>,
     pub level: Option<u32>,
-}
-
-/// The rows of `inputs` in folder `dir`, sorted by path.
-fn part_rows(
-    state: &State,
-    dir: &str,
-    inputs: &[i64],
-    pipelines: &mut Pipelines,
-) -> Result<Vec<Row>, Error> {
-    let filter = OutputFilter {
-        dirs: vec![dir.to_string()],
-        inputs: inputs.to_vec(),
-        ..OutputFilter::default()
-    };
-    let mut rows = Vec::new();
-    let mut err = None;
-    state.for_each_output(
-        &filter,
-        &facts::tile_name,
-        &mut super::stop_at_error(&mut err, |f: OutputFacts| {
-            rows.push(row(state, f, pipelines)?);
-            Ok(())
-        }),
-    )?;
-    if let Some(e) = err {
-        return Err(e);
-    }
-    rows.sort_by(|a, b| a.facts.name.cmp(&b.facts.name));
-    Ok(rows)
+    /// A tile's grid cell, `i,j`.
+    pub cell: Option<String>,
 }
 
 /// A manifest row for `f` (its key and, for a tile, its region).
@@ -228,92 +329,96 @@ pub fn row(state: &State, f: OutputFacts, pipelines: &mut Pipelines) -> Result<R
         key: facts::key(&f),
         region: place.as_ref().map(|p| p.region),
         level: place.and_then(|p| p.level),
+        cell: (f.tile.as_ref()).map(|t| format!("{},{}", t.cell.0, t.cell.1)),
         facts: f,
     })
 }
 
-/// The reference's CSV shape: output path, then `origin path` (the source
-/// as `root:path`).
-pub fn csv_text(rows: &[Row]) -> String {
-    let mut out = String::from("path,origin path\n");
-    for r in rows {
-        out.push_str(&csv_field(&r.facts.path()));
-        out.push(',');
-        out.push_str(&csv_field(&facts::source_id(&r.facts)));
-        out.push('\n');
-    }
-    out
+/// A line of the reference's CSV shape: output path, then `origin path`
+/// (the source as `root:path`).
+fn csv_row(out: &mut impl Write, path: &str, r: &Row) -> io::Result<()> {
+    let origin = facts::source_id(&r.facts);
+    writeln!(out, "{},{}", csv_field(path), csv_field(&origin))
 }
 
-fn csv_field(s: &str) -> String {
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
-        s.to_string()
+        s.into()
     }
 }
 
 /// The Parquet columns, one row per output (docs/state.md "Manifests").
-pub fn parquet_file(rows: &[Row]) -> Vec<u8> {
-    let s = |f: &dyn Fn(&Row) -> Option<String>| Column::Str(rows.iter().map(f).collect());
-    let i = |f: &dyn Fn(&Row) -> Option<i64>| Column::I64(rows.iter().map(f).collect());
-    let d = |f: &dyn Fn(&Row) -> Option<f64>| Column::F64(rows.iter().map(f).collect());
-    let region = |k: usize| d(&|r: &Row| r.region.map(|g| g[k]));
-    let cols: Vec<(&str, Column)> = vec![
-        ("path", s(&|r| Some(r.facts.path()))),
-        ("collection", s(&|r| Some(r.facts.collection.clone()))),
-        (
-            "scale",
-            s(&|r| Some(facts::scale_and_sub(&r.facts.dir).0.to_string())),
-        ),
-        (
-            "sub_dataset",
-            s(&|r| Some(facts::scale_and_sub(&r.facts.dir).1.to_string())),
-        ),
-        ("class", s(&|r| r.facts.class.clone())),
-        ("blake3", s(&|r| Some(r.facts.file.content_hash.clone()))),
-        ("bytes", i(&|r| Some(r.facts.file.size as i64))),
-        ("source_root", s(&|r| Some(r.facts.source_root.clone()))),
-        ("source_path", s(&|r| Some(r.facts.source_rel.clone()))),
-        ("source_blake3", s(&|r| Some(r.facts.source_hash.clone()))),
-        ("key", s(&|r| Some(r.key.clone()))),
-        ("region_x", region(0)),
-        ("region_y", region(1)),
-        ("region_w", region(2)),
-        ("region_h", region(3)),
-        ("level", i(&|r| r.level.map(i64::from))),
-        (
-            "cell",
-            s(&|r| {
-                r.facts
-                    .tile
-                    .as_ref()
-                    .map(|t| format!("{},{}", t.cell.0, t.cell.1))
-            }),
-        ),
-        ("mpp", d(&|r| r.facts.read.as_ref().map(|x| x.mpp))),
-        (
-            "mpp_source",
-            s(&|r| r.facts.read.as_ref().map(|x| x.mpp_origin.clone())),
-        ),
-        (
-            "reader",
-            s(&|r| r.facts.read.as_ref().map(|x| x.reader.clone())),
-        ),
-        (
-            "recipe_hash",
-            s(&|r| Some(r.facts.maker.recipe_hash.clone())),
-        ),
-        (
-            "tool_version",
-            s(&|r| Some(r.facts.maker.tool_version.clone())),
-        ),
-        ("pipeline_hash", s(&|r| Some(r.facts.pipeline_hash.clone()))),
-        ("step", s(&|r| Some(r.facts.sink.clone()))),
-        ("build", i(&|r| Some(r.facts.build))),
-        ("built_at", i(&|r| Some(r.facts.built_at))),
-    ];
-    parquet::write(&cols)
+const COLUMNS: [(&str, Kind); 26] = [
+    ("path", Kind::Str),
+    ("collection", Kind::Str),
+    ("scale", Kind::Str),
+    ("sub_dataset", Kind::Str),
+    ("class", Kind::Str),
+    ("blake3", Kind::Str),
+    ("bytes", Kind::Int),
+    ("source_root", Kind::Str),
+    ("source_path", Kind::Str),
+    ("source_blake3", Kind::Str),
+    ("key", Kind::Str),
+    ("region_x", Kind::Float),
+    ("region_y", Kind::Float),
+    ("region_w", Kind::Float),
+    ("region_h", Kind::Float),
+    ("level", Kind::Int),
+    ("cell", Kind::Str),
+    ("mpp", Kind::Float),
+    ("mpp_source", Kind::Str),
+    ("reader", Kind::Str),
+    ("recipe_hash", Kind::Str),
+    ("tool_version", Kind::Str),
+    ("pipeline_hash", Kind::Str),
+    ("step", Kind::Str),
+    ("build", Kind::Int),
+    ("built_at", Kind::Int),
+];
+
+/// [`COLUMNS`] for the writer.
+pub fn columns() -> Vec<Column> {
+    COLUMNS.iter().map(|&(n, k)| Column::new(n, k)).collect()
+}
+
+/// The Parquet row of `r` (whose path is `path`), in [`COLUMNS`]' order.
+pub fn parquet_row<'a>(path: &'a str, r: &'a Row) -> [Value<'a>; 26] {
+    let f = &r.facts;
+    let (scale, sub) = facts::scale_and_sub(&f.dir);
+    let text = |s: Option<&'a str>| s.map_or(Value::Null, Value::Str);
+    let region = |k: usize| r.region.map_or(Value::Null, |g| Value::Float(g[k]));
+    let read = f.read.as_ref();
+    [
+        Value::Str(path),
+        Value::Str(&f.collection),
+        Value::Str(scale),
+        Value::Str(sub),
+        text(f.class.as_deref()),
+        Value::Str(&f.file.content_hash),
+        Value::Int(f.file.size as i64),
+        Value::Str(&f.source_root),
+        Value::Str(&f.source_rel),
+        Value::Str(&f.source_hash),
+        Value::Str(&r.key),
+        region(0),
+        region(1),
+        region(2),
+        region(3),
+        r.level.map_or(Value::Null, |l| Value::Int(i64::from(l))),
+        text(r.cell.as_deref()),
+        read.map_or(Value::Null, |x| Value::Float(x.mpp)),
+        text(read.map(|x| x.mpp_origin.as_str())),
+        text(read.map(|x| x.reader.as_str())),
+        Value::Str(&f.maker.recipe_hash),
+        Value::Str(&f.maker.tool_version),
+        Value::Str(&f.pipeline_hash),
+        Value::Str(&f.sink),
+        Value::Int(f.build),
+        Value::Int(f.built_at),
+    ]
 }
 
 /// The manifest files of folder `dir` that verification expects: part id →

@@ -2,7 +2,8 @@
 //! ([`why`]), whether the dataset still matches its record ([`verify`]), the
 //! build history ([`log`]), auditors' questions ([`query`]), W3C PROV-JSON
 //! ([`lineage`]), the recipe texts a build used ([`archive`]) and the
-//! manifests kept in the dataset ([`manifest`], [`parquet`]).
+//! manifests kept in the dataset ([`manifest`], written with
+//! [`crate::parquet_file`]).
 //!
 //! It reads the state through [`crate::store`] and recomputes keys with
 //! [`crate::plan::key`]; everything that can be large is streamed from a
@@ -15,7 +16,6 @@ pub mod facts;
 pub mod lineage;
 pub mod log;
 pub mod manifest;
-pub mod parquet;
 pub mod query;
 pub mod verify;
 pub mod why;

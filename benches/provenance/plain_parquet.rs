@@ -1,14 +1,16 @@
-//! A minimal Parquet writer: one row group, one uncompressed PLAIN data
-//! page per column, optional (nullable) columns of UTF-8 strings, 64-bit
-//! integers and doubles. Enough for manifests, which pandas, polars and
-//! pyarrow read; written here rather than pulled in with the `parquet`
-//! crate and its dependency tree, which would cost every build of cpia
-//! minutes of compilation on two cores for a few hundred lines of format.
+//! The bytes-per-row baseline of `-- bytes`: the hand-written Parquet writer
+//! the manifests used before `cpia::parquet_file` (one row group, one
+//! uncompressed PLAIN data page per column, no dictionary, no statistics),
+//! kept here unchanged so its size and speed are measured side by side with
+//! the writer that replaced it. Not used by cpia.
 //!
 //! Layout (Apache Parquet format 2.x, data page v1): `PAR1`, per column a
 //! page header (Thrift compact protocol) and the page — definition levels
 //! (RLE, length-prefixed), then the non-null values — then the file
 //! metadata (Thrift compact), its length (u32 LE) and `PAR1`.
+
+use cpia::provenance::facts;
+use cpia::provenance::manifest::Row;
 
 /// A column's values; `None` is a null.
 #[derive(Clone, Debug, PartialEq)]
@@ -260,27 +262,65 @@ impl Thrift {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_has_magic_and_footer_length() {
-        let f = write(&[
-            ("a", Column::Str(vec![Some("x".into()), None])),
-            ("b", Column::I64(vec![Some(1), Some(2)])),
-        ]);
-        assert_eq!(&f[..4], b"PAR1");
-        assert_eq!(&f[f.len() - 4..], b"PAR1");
-        let n = u32::from_le_bytes(f[f.len() - 8..f.len() - 4].try_into().unwrap()) as usize;
-        assert!(n > 0 && n < f.len() - 12);
-    }
-
-    #[test]
-    fn levels_are_rle_runs() {
-        assert_eq!(rle_levels(&[true, true, false]), vec![4, 1, 2, 0]);
-        let mut v = Vec::new();
-        varint(&mut v, 300);
-        assert_eq!(v, vec![0xac, 0x02]);
-    }
+/// A manifest part as the old writer wrote it (the same columns).
+pub fn manifest_file(rows: &[&Row]) -> Vec<u8> {
+    let s = |f: &dyn Fn(&Row) -> Option<String>| Column::Str(rows.iter().map(|r| f(r)).collect());
+    let i = |f: &dyn Fn(&Row) -> Option<i64>| Column::I64(rows.iter().map(|r| f(r)).collect());
+    let d = |f: &dyn Fn(&Row) -> Option<f64>| Column::F64(rows.iter().map(|r| f(r)).collect());
+    let region = |k: usize| d(&|r: &Row| r.region.map(|g| g[k]));
+    let cols: Vec<(&str, Column)> = vec![
+        ("path", s(&|r| Some(r.facts.path()))),
+        ("collection", s(&|r| Some(r.facts.collection.clone()))),
+        (
+            "scale",
+            s(&|r| Some(facts::scale_and_sub(&r.facts.dir).0.to_string())),
+        ),
+        (
+            "sub_dataset",
+            s(&|r| Some(facts::scale_and_sub(&r.facts.dir).1.to_string())),
+        ),
+        ("class", s(&|r| r.facts.class.clone())),
+        ("blake3", s(&|r| Some(r.facts.file.content_hash.clone()))),
+        ("bytes", i(&|r| Some(r.facts.file.size as i64))),
+        ("source_root", s(&|r| Some(r.facts.source_root.clone()))),
+        ("source_path", s(&|r| Some(r.facts.source_rel.clone()))),
+        ("source_blake3", s(&|r| Some(r.facts.source_hash.clone()))),
+        ("key", s(&|r| Some(r.key.clone()))),
+        ("region_x", region(0)),
+        ("region_y", region(1)),
+        ("region_w", region(2)),
+        ("region_h", region(3)),
+        ("level", i(&|r| r.level.map(i64::from))),
+        (
+            "cell",
+            s(&|r| {
+                r.facts
+                    .tile
+                    .as_ref()
+                    .map(|t| format!("{},{}", t.cell.0, t.cell.1))
+            }),
+        ),
+        ("mpp", d(&|r| r.facts.read.as_ref().map(|x| x.mpp))),
+        (
+            "mpp_source",
+            s(&|r| r.facts.read.as_ref().map(|x| x.mpp_origin.clone())),
+        ),
+        (
+            "reader",
+            s(&|r| r.facts.read.as_ref().map(|x| x.reader.clone())),
+        ),
+        (
+            "recipe_hash",
+            s(&|r| Some(r.facts.maker.recipe_hash.clone())),
+        ),
+        (
+            "tool_version",
+            s(&|r| Some(r.facts.maker.tool_version.clone())),
+        ),
+        ("pipeline_hash", s(&|r| Some(r.facts.pipeline_hash.clone()))),
+        ("step", s(&|r| Some(r.facts.sink.clone()))),
+        ("build", i(&|r| Some(r.facts.build))),
+        ("built_at", i(&|r| Some(r.facts.built_at))),
+    ];
+    write(&cols)
 }
