@@ -527,5 +527,4 @@ fn invalid(msg: String) -> io::Error {
 }
 
 #[cfg(test)]
-#[path = "parquet_file_tests.rs"]
 mod tests;
