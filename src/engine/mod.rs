@@ -30,6 +30,7 @@ pub mod interrupt;
 pub mod record;
 mod roi;
 pub mod summary;
+mod tiles;
 pub mod wsi;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

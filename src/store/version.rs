@@ -37,7 +37,14 @@ pub struct Migration {
 
 /// The steps from [`OLDEST_MIGRATABLE`] to [`SCHEMA_VERSION`], in order:
 /// `MIGRATIONS[k].from == OLDEST_MIGRATABLE + k` (checked by a test).
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    from: 3,
+    what: "units record how their tiles were encoded (`encoding`: every earlier unit was \
+           encoded from pixels)",
+    // The view is made again, with the column, by the schema that follows.
+    sql: "ALTER TABLE units ADD COLUMN encoding TEXT NOT NULL DEFAULT 'pixels';
+          DROP VIEW IF EXISTS unit_records;",
+}];
 
 /// What opening a state of `version` means for this cpia.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
