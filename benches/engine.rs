@@ -213,7 +213,9 @@ fn breakhis_pngs(td: &Path) -> PathBuf {
     let rgb = tissue.rgb();
     let mut seed = 0x5DEE_CE66_Du64;
     let mut next = |bound: u32| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((seed >> 33) % u64::from(bound)) as u32
     };
     for i in 0..N {
@@ -247,10 +249,18 @@ fn bench_roi() {
             std::fs::copy(p, src.path().join(format!("c{c:02}-{name}"))).unwrap();
         }
     }
-    let what = format!("{} real images ({} files x {COPIES})", images.len() * COPIES, images.len());
+    let what = format!(
+        "{} real images ({} files x {COPIES})",
+        images.len() * COPIES,
+        images.len()
+    );
     roi_against_pillow(src.path(), images.len() * COPIES, &what);
     let pngs = breakhis_pngs(&td);
-    roi_against_pillow(&pngs, 1000, "1,000 BreakHis-size PNGs (700x460, real tissue)");
+    roi_against_pillow(
+        &pngs,
+        1000,
+        "1,000 BreakHis-size PNGs (700x460, real tissue)",
+    );
 }
 
 /// `cpia build -j 1` and `-j 2` against the Pillow script on the `n` images of `src`.
@@ -272,20 +282,11 @@ fn roi_against_pillow(src: &Path, n: usize, what: &str) {
     let m2 = warm_median(|| cpia("2"));
     let pillow = python_ok.then(|| {
         warm_median(|| {
-            let out_dir = kept_tempdir();
-            let t = Instant::now();
-            let out = Command::new("python3")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pillow_roi.py"))
-                .arg(src)
-                .arg(out_dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            t.elapsed().as_secs_f64()
+            let out = kept_tempdir();
+            script_secs(
+                "benches/pillow_roi.py",
+                &[src.as_os_str(), out.path().as_os_str()],
+            )
         })
     });
     let rate = |t: f64| n as f64 / t;
@@ -330,20 +331,10 @@ fn kept_tempdir() -> std::sync::Arc<tempfile::TempDir> {
 /// Wall time of the Python reference standardizing `slide` (writing its tiles).
 fn python_reference_secs(slide: &Path) -> f64 {
     let out = kept_tempdir();
-    let t = Instant::now();
-    let st = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cpia_wsi_reference.py"))
-        .arg(slide)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    t.elapsed().as_secs_f64()
+    script_secs(
+        "tests/reference/cpia_wsi_reference.py",
+        &[slide.as_os_str(), "--out".as_ref(), out.path().as_os_str()],
+    )
 }
 
 /// Whether the tiffslide peer can run.
@@ -358,17 +349,24 @@ fn tiffslide_available() -> bool {
 /// (`benches/tiffslide_wsi.py`, process start-up included like every tool).
 fn tiffslide_secs(slide: &Path) -> f64 {
     let out = kept_tempdir();
+    script_secs(
+        "benches/tiffslide_wsi.py",
+        &[slide.as_os_str(), out.path().as_os_str()],
+    )
+}
+
+/// Wall time of `python3 <script> <args>` (a path in the crate), which must succeed.
+fn script_secs(script: &str, args: &[&std::ffi::OsStr]) -> f64 {
     let t = Instant::now();
-    let st = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/tiffslide_wsi.py"))
-        .arg(slide)
-        .arg(out.path())
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .args(args)
         .output()
         .unwrap();
     assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     t.elapsed().as_secs_f64()
 }
@@ -377,7 +375,10 @@ fn tiffslide_secs(slide: &Path) -> f64 {
 fn report_peer(slide: &Path, build: f64) {
     if tiffslide_available() {
         let p = warm_median(|| tiffslide_secs(slide));
-        println!("  tiffslide peer (2 processes): {p:.2} s; peer / cpia: {:.2}x", p / build);
+        println!(
+            "  tiffslide peer (2 processes): {p:.2} s; peer / cpia: {:.2}x",
+            p / build
+        );
     } else {
         println!("  tiffslide peer: SKIPPED (python3 with tiffslide not available; scripts/setup.sh installs it)");
     }
@@ -649,9 +650,12 @@ fn bench_direct() {
                         // The XL tile from pixels, its children cut from it.
                         let xl = cpia::ops::encode::encode_jpeg(&img, &q).unwrap();
                         let ix = cpia::ops::jpeg_crop::Indexed::new(&xl).unwrap();
-                        tiles.par_iter().filter(|t| t.0 != rs).for_each(|&(size, tx, ty)| {
-                            std::hint::black_box(ix.crop(tx, ty, size, size).unwrap());
-                        });
+                        tiles
+                            .par_iter()
+                            .filter(|t| t.0 != rs)
+                            .for_each(|&(size, tx, ty)| {
+                                std::hint::black_box(ix.crop(tx, ty, size, size).unwrap());
+                            });
                     } else {
                         tiles.par_iter().for_each(|&(size, tx, ty)| {
                             let jpeg =
@@ -747,12 +751,27 @@ fn bench_crop() {
     let q = cpia::ops::JpegParams::default();
     let rs = 3840u32;
     println!("L (16), M (100) and S (100 of 1,600) tiles of each 3840² cell of the 20x slide, thread CPU ms:");
-    println!("{:>6} {:>9} | {:>21} | {:>21} | {:>27}", "cell", "XL bytes", "pixels L / M / S", "tj3Transform L / M / S", "splice index + L / M / S");
+    println!(
+        "{:>6} {:>9} | {:>21} | {:>21} | {:>27}",
+        "cell",
+        "XL bytes",
+        "pixels L / M / S",
+        "tj3Transform L / M / S",
+        "splice index + L / M / S"
+    );
     let mut total = [0.0f64; 3];
     for j in 1..spec.cells_y - 1 {
         for i in 1..spec.cells_x - 1 {
             let img = s
-                .read_with(cpia::slide::Reader::Auto, u64::from(i * rs), u64::from(j * rs), 0, rs, rs, vec![0; (rs * rs * 3) as usize])
+                .read_with(
+                    cpia::slide::Reader::Auto,
+                    u64::from(i * rs),
+                    u64::from(j * rs),
+                    0,
+                    rs,
+                    rs,
+                    vec![0; (rs * rs * 3) as usize],
+                )
                 .unwrap();
             let xl = cpia::ops::encode::encode_jpeg(&img, &q).unwrap();
             let scales: Vec<Vec<(u32, u32, u32)>> = [960u32, 384, 96]
@@ -760,7 +779,11 @@ fn bench_crop() {
                 .map(|&size| {
                     let k = rs / size;
                     let all = (0..k * k).map(move |n| ((n % k) * size, (n / k) * size, size));
-                    if size == 96 { all.step_by(16).collect() } else { all.collect() }
+                    if size == 96 {
+                        all.step_by(16).collect()
+                    } else {
+                        all.collect()
+                    }
                 })
                 .collect();
             let time = |f: &mut dyn FnMut()| {
@@ -775,7 +798,9 @@ fn bench_crop() {
                 pixels.push(time(&mut || {
                     a = rects
                         .iter()
-                        .map(|&(x, y, s)| cpia::ops::encode::encode_jpeg_region(&img, x, y, s, s, &q).unwrap())
+                        .map(|&(x, y, s)| {
+                            cpia::ops::encode::encode_jpeg_region(&img, x, y, s, s, &q).unwrap()
+                        })
                         .collect();
                 }));
                 let mut b = Vec::new();
@@ -807,7 +832,11 @@ fn bench_crop() {
     }
     println!(
         "  total: pixels {:.0} ms, tj3Transform {:.0} ms ({:.2}x), splice {:.0} ms ({:.2}x)",
-        total[0], total[1], total[1] / total[0], total[2], total[2] / total[0]
+        total[0],
+        total[1],
+        total[1] / total[0],
+        total[2],
+        total[2] / total[0]
     );
 }
 

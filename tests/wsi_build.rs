@@ -668,6 +668,12 @@ fn child_tiles_cut_from_the_xl_jpeg_are_the_bytes_of_their_pixels() {
     // (workspace maker, recipe extras, how the tiles of each step are made
     // when the XL tile is written with the children's settings). At the
     // small geometry S is 12 px, off the 16-px grid of 4:2:0: pixels.
+    let full = vec![
+        ("write_XL", "pixels"),
+        ("write_L", "crop"),
+        ("write_M", "crop"),
+        ("write_S", "crop"),
+    ];
     type Case<'a> = (
         &'a str,
         Box<dyn Fn(&str) -> Ws + 'a>,
@@ -695,23 +701,13 @@ fn child_tiles_cut_from_the_xl_jpeg_are_the_bytes_of_their_pixels() {
             "a generated 20x slide",
             Box::new(|r: &str| link_ws(&gen20, "g20.svs", r)),
             String::new(),
-            vec![
-                ("write_XL", "pixels"),
-                ("write_L", "crop"),
-                ("write_M", "crop"),
-                ("write_S", "crop"),
-            ],
+            full.clone(),
         ),
         (
             "a generated 40x slide (resized)",
             Box::new(|r: &str| link_ws(&gen40, "g40.svs", r)),
             String::new(),
-            vec![
-                ("write_XL", "pixels"),
-                ("write_L", "crop"),
-                ("write_M", "crop"),
-                ("write_S", "crop"),
-            ],
+            full.clone(),
         ),
     ];
     for (what, make, extra, cropped) in &cases {

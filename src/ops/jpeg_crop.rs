@@ -299,7 +299,18 @@ impl Indexed {
             return Err(no("the crop leaves the image"));
         }
         let (c0, r0, cw, ch) = (x / mw, y / mh, w / mw, h / mh);
-        let mut out = Vec::with_capacity(self.header.len() + (self.data.len() / 8));
+        // The crop's coded bits, plus room for stuffed zeros and the
+        // re-encoded DC differences (a few bytes per row): sized so that a
+        // tile's buffer is not a large allocation left mostly untouched.
+        let bits: u64 = (r0..r0 + ch)
+            .map(|row| {
+                let first = (row * self.mcus_x + c0) as usize;
+                u64::from(self.mcu_start(first + cw as usize)) - u64::from(self.mcu_start(first))
+            })
+            .sum();
+        let coded = (bits / 8) as usize;
+        let mut out =
+            Vec::with_capacity(self.header.len() + coded + coded / 64 + 16 * ch as usize + 64);
         out.extend_from_slice(&self.header);
         out[self.sof_dims..self.sof_dims + 2].copy_from_slice(&(h as u16).to_be_bytes());
         out[self.sof_dims + 2..self.sof_dims + 4].copy_from_slice(&(w as u16).to_be_bytes());
