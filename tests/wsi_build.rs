@@ -507,6 +507,7 @@ fn kept_cells(ws: &Ws, stem: &str) -> BTreeSet<(u32, u32)> {
             let f: Vec<u32> = n
                 .trim_end_matches(".jpg")
                 .rsplitn(3, '-')
+                .take(2)
                 .map(|v| v.parse().unwrap())
                 .collect();
             (f[1], f[0])
