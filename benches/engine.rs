@@ -211,7 +211,7 @@ fn breakhis_pngs(td: &Path) -> PathBuf {
     let tissue = cpia::fixture::load_tissue(&td.join(cpia::fixture::TISSUE_SLIDE)).unwrap();
     let (tw, th) = (tissue.width(), tissue.height());
     let rgb = tissue.rgb();
-    let mut seed = 0x5DEE_CE66_Du64;
+    let mut seed = 0x0005_DEEC_E66D_u64;
     let mut next = |bound: u32| {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)

@@ -339,13 +339,16 @@ pub(super) fn build_cell<'a>(
     }
 }
 
+/// Per action, its encoded tiles (None: the step made none).
+type Encoded = Vec<Option<Arc<EncodedTiles>>>;
+
 /// Runs the recipe's steps on a cell's region: each action's encoded tiles
 /// and the tissue decision; the region's pixel buffers go back to the pool.
 fn compute(
     actions: &[&UnitAction],
     region: Region,
     tissue_step: Option<usize>,
-) -> Result<(Vec<Option<Arc<EncodedTiles>>>, Option<bool>), String> {
+) -> Result<(Encoded, Option<bool>), String> {
     let recipe = &actions[0].spec.recipe;
     let region = Arc::new(region);
     let sinks: Vec<usize> = actions.iter().map(|a| a.unit.sink).collect();
@@ -388,7 +391,7 @@ fn compute(
 /// (None: the step made none), the tissue decision and the reader used
 /// (`none` when the cell was not read).
 pub(super) struct CellTiles {
-    pub encoded: Vec<Option<Arc<EncodedTiles>>>,
+    pub encoded: Encoded,
     pub kept: Option<bool>,
     pub reader: &'static str,
 }

@@ -288,7 +288,11 @@ impl Indexed {
     /// MCU size, and the square inside the image.
     pub fn crop(&self, x: u32, y: u32, w: u32, h: u32) -> Result<Vec<u8>, NotCroppable> {
         let (mw, mh) = (self.mcu_w, self.mcu_h);
-        if w == 0 || h == 0 || x % mw != 0 || y % mh != 0 || w % mw != 0 || h % mh != 0 {
+        let on_grid = x.is_multiple_of(mw)
+            && y.is_multiple_of(mh)
+            && w.is_multiple_of(mw)
+            && h.is_multiple_of(mh);
+        if w == 0 || h == 0 || !on_grid {
             return Err(no(format!(
                 "{w}×{h} at ({x}, {y}) is not on the {mw}×{mh} MCU grid"
             )));
@@ -320,8 +324,8 @@ impl Indexed {
         for row in r0..r0 + ch {
             let first = (row * self.mcus_x + c0) as usize;
             let e = &self.mcus[first];
-            for c in 0..ncomp {
-                let dc = self.dc[self.components[c].dc_table]
+            for (c, comp) in self.components.iter().enumerate() {
+                let dc = self.dc[comp.dc_table]
                     .as_ref()
                     .ok_or_else(|| no("a DC table is missing"))?;
                 wr.dc(dc, e.dc_first[c] - pred[c])?;
@@ -386,6 +390,10 @@ fn be16(b: &[u8], i: usize) -> Result<usize, NotCroppable> {
     }
 }
 
+/// A frame header: width, height, the offset of its dimensions, and per
+/// component (id, h, v).
+type Frame = (u32, u32, usize, Vec<(u8, u8, u8)>);
+
 /// Reads the markers up to the scan; refuses what [`Indexed`] does not handle.
 fn parse(jpeg: &[u8]) -> Result<Parsed, NotCroppable> {
     if !jpeg.starts_with(&[0xFF, 0xD8]) {
@@ -394,7 +402,7 @@ fn parse(jpeg: &[u8]) -> Result<Parsed, NotCroppable> {
     let mut i = 2;
     let mut dc: Vec<Option<Huffman>> = vec![None, None, None, None];
     let mut ac: Vec<Option<Huffman>> = vec![None, None, None, None];
-    let mut frame: Option<(u32, u32, usize, Vec<(u8, u8, u8)>)> = None;
+    let mut frame: Option<Frame> = None;
     loop {
         if jpeg.get(i) != Some(&0xFF) {
             return Err(no("a marker was expected"));
@@ -446,11 +454,7 @@ fn parse(jpeg: &[u8]) -> Result<Parsed, NotCroppable> {
                     k += 17 + total;
                 }
             }
-            0xDD => {
-                if be16(seg, 0)? != 0 {
-                    return Err(no("restart markers"));
-                }
-            }
+            0xDD if be16(seg, 0)? != 0 => return Err(no("restart markers")),
             0xDA => {
                 let (width, height, sof_dims, comps) =
                     frame.ok_or_else(|| no("a scan before the frame header"))?;
@@ -720,10 +724,10 @@ impl BitWriter {
         }
         let mut p = from;
         // Up to a byte boundary of the source, then 32 bits at a time.
-        while p < to && p % 8 != 0 {
+        while p < to && !p.is_multiple_of(8) {
             let take = (8 - p % 8).min(to - p) as u32;
             let byte = u32::from(data[(p / 8) as usize]);
-            let v = (byte >> (8 - p % 8 - u64::from(take))) as u32;
+            let v = byte >> (8 - p % 8 - u64::from(take));
             self.put(v, take);
             p += u64::from(take);
         }

@@ -185,8 +185,12 @@ fn from_whole(tiles: &[Tile], w: &WholeJpeg) -> Result<Option<EncodedTiles>, OpE
         return Ok(None);
     };
     let (mw, mh) = index.mcu();
-    let on_grid =
-        |t: &Tile| t.ox % mw == 0 && t.oy % mh == 0 && t.size % mw == 0 && t.size % mh == 0;
+    let on_grid = |t: &Tile| {
+        t.ox.is_multiple_of(mw)
+            && t.oy.is_multiple_of(mh)
+            && t.size.is_multiple_of(mw)
+            && t.size.is_multiple_of(mh)
+    };
     if !tiles.iter().all(on_grid) {
         return Ok(None);
     }
