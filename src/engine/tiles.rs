@@ -14,8 +14,32 @@ use crate::store::state::now;
 use crate::store::{Event, ReadFacts, TileRecord, UnitRecord, WrittenFile};
 
 use super::atomic::{OutputDir, Staged, Written};
-use super::wsi::{cell_failure, CellTiles};
-use super::{JobContext, JobResult};
+use super::{failed_job, JobContext, JobResult};
+
+/// Per action, its encoded tiles (None: the step made none).
+pub(super) type Encoded = Vec<Option<std::sync::Arc<crate::ops::wsi::EncodedTiles>>>;
+
+/// A cell's result on its way to the commit: per action its encoded tiles
+/// (None: the step made none), the tissue decision and the reader used
+/// (`none` when the cell was not read).
+pub(super) struct CellTiles {
+    pub encoded: Encoded,
+    pub kept: Option<bool>,
+    pub reader: &'static str,
+}
+
+/// The failure of a whole cell: every unit of it fails.
+pub(super) fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
+    let (input, u) = (&actions[0].input, &actions[0].unit);
+    failed_job(
+        input.id,
+        &u.cell_id(),
+        &input.hash,
+        format!("{} (cell {},{})", input.abs.display(), u.cell.0, u.cell.1),
+        error,
+        actions.len() as u64,
+    )
+}
 
 /// Writes a cell's encoded tiles, removes the tiles its units no longer
 /// write, records it all, and syncs the folders written to.

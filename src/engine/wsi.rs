@@ -27,6 +27,7 @@ use crate::store::{Event, OutputRecord, ReadFacts, WrittenFile};
 
 use super::atomic::OutputDir;
 use super::record::Decisions;
+use super::tiles::{cell_failure, CellTiles, Encoded};
 use super::{evaluate, failed_job, JobContext, JobResult, Outcome};
 
 /// Longest edge of QC pictures, in pixels.
@@ -193,19 +194,6 @@ fn recycle(region: Arc<Region>, standardized: Option<Arc<crate::ops::RgbImage>>)
     }
 }
 
-/// The failure of a whole cell: every unit of it fails.
-pub(super) fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
-    let (input, u) = (&actions[0].input, &actions[0].unit);
-    failed_job(
-        input.id,
-        &u.cell_id(),
-        &input.hash,
-        format!("{} (cell {},{})", input.abs.display(), u.cell.0, u.cell.1),
-        error,
-        actions.len() as u64,
-    )
-}
-
 /// The recipe's `tissue` step: its index and, for a mask detector, the
 /// detector's parameters.
 fn tissue_step(recipe: &Recipe) -> Option<(usize, Option<&otsu::OtsuParams>)> {
@@ -340,9 +328,6 @@ pub(super) fn build_cell<'a>(
     }
 }
 
-/// Per action, its encoded tiles (None: the step made none).
-type Encoded = Vec<Option<Arc<EncodedTiles>>>;
-
 /// Runs the recipe's steps on a cell's region: each action's encoded tiles
 /// and the tissue decision; the region's pixel buffers go back to the pool.
 fn compute(
@@ -386,15 +371,6 @@ fn compute(
     drop(evaluated);
     recycle(region, standardized);
     Ok((encoded, kept))
-}
-
-/// A cell's result on its way to the commit: per action its encoded tiles
-/// (None: the step made none), the tissue decision and the reader used
-/// (`none` when the cell was not read).
-pub(super) struct CellTiles {
-    pub encoded: Encoded,
-    pub kept: Option<bool>,
-    pub reader: &'static str,
 }
 
 /// The writing of a computed cell as a commit holding only its encoded
