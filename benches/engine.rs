@@ -6,24 +6,33 @@
 //!   under 1 s at 100,000 on a 2-core machine.
 //! - `roi`: ROI throughput of `cpia build` (`-j 1` and `-j 2`, fresh workspace
 //!   each run) against `benches/pillow_roi.py` (Pillow, one process) doing the
-//!   same decode-crop-resize-encode on the same real images. Target: `-j 2`
-//!   at least 4x Pillow.
+//!   same decode-crop-resize-encode on the same images: the real images of
+//!   shared/testdata (16 copies), and 1,000 BreakHis-size PNGs (700×460 RGB)
+//!   cut from the real tissue of CMU-1-Small-Region by the fixture tooling
+//!   (`breakhis_pngs`). Target: `-j 2` at least 5.5x Pillow on the PNGs.
 //!
 //! - `wsi`: on a generated 40x slide (4x4 CPIA cells of real tissue, the
 //!   resize path), in one run: `cpia build -j 2` wall time and peak RSS, the
 //!   time OpenSlide alone needs to read the same regions on 2 threads (the
 //!   reading floor of this design), and the CPIA reference algorithm in Python
 //!   (openslide-python + Pillow, `tests/reference/cpia_wsi_reference.py`)
-//!   writing the same tiles. Targets: at least 5x faster than Python, within
-//!   1.3x of the reading floor.
+//!   writing the same tiles, and the same rules read through tiffslide in 2
+//!   processes (`benches/tiffslide_wsi.py`, the peer). Targets: at least 10x
+//!   the Python reference.
 //!
 //! - `direct`: on a generated 20x slide (5x4 cells, native resolution), in
 //!   one run: 3840² level-0 region reads per second through the direct tile
 //!   reader and through OpenSlide (1 and 2 threads; target: direct ≥ 5x);
-//!   the whole `cpia build -j 2` against the Python reference (target ≥ 10x)
-//!   and against the floor — decoding the source tiles the cells need plus
-//!   encoding the written tiles with libjpeg-turbo, on both cores (target:
-//!   within 1.5x of it).
+//!   the whole `cpia build -j 2` against the Python reference (target ≥ 7x),
+//!   the 2-process tiffslide peer (target ≥ 3x) and two floors on both cores:
+//!   decoding the source tiles the cells need plus encoding every written
+//!   tile from pixels (the pixel floor; target: the build within 1.1x of
+//!   it), and decoding plus encoding the XL tiles and cutting L, M and S
+//!   from them (`ops::jpeg_crop`, the floor of this design).
+//! - `crop`: per kept 3840² cell of the 20x slide, thread CPU time of its L,
+//!   M and S tiles made three ways: encoded from pixels, cut by
+//!   libjpeg-turbo's `tj3Transform` (one call per scale), and spliced by
+//!   `ops::jpeg_crop` (one index per cell).
 //!
 //! Timings are wall-clock of the real binary, as a user runs it. In `roi`,
 //! `wsi` and `direct` each tool gets one warm-up run and then [`RUNS`]
@@ -189,15 +198,44 @@ fn bench_noop() {
     }
 }
 
+/// 1,000 BreakHis-size PNGs (700×460 RGB, zlib's default level) cut from
+/// the real tissue of CMU-1-Small-Region at seeded places, half of them
+/// mirrored; made once into the fixture cache.
+fn breakhis_pngs(td: &Path) -> PathBuf {
+    const N: u32 = 1000;
+    let dir = cpia::fixture::fixture_cache_dir().join(format!("breakhis-700x460-{N}"));
+    if dir.join("done").is_file() {
+        return dir;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let tissue = cpia::fixture::load_tissue(&td.join(cpia::fixture::TISSUE_SLIDE)).unwrap();
+    let (tw, th) = (tissue.width(), tissue.height());
+    let rgb = tissue.rgb();
+    let mut seed = 0x0005_DEEC_E66D_u64;
+    let mut next = |bound: u32| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) % u64::from(bound)) as u32
+    };
+    for i in 0..N {
+        let (x0, y0, flip) = (next(tw - 700), next(th - 460), next(2) == 1);
+        let img = image::RgbImage::from_fn(700, 460, |x, y| {
+            let x = if flip { 699 - x } else { x };
+            let p = (((y0 + y) * tw + x0 + x) * 3) as usize;
+            image::Rgb([rgb[p], rgb[p + 1], rgb[p + 2]])
+        });
+        img.save(dir.join(format!("{i:04}.png"))).unwrap();
+    }
+    std::fs::write(dir.join("done"), b"").unwrap();
+    dir
+}
+
 fn bench_roi() {
     let Some(td) = testdata() else {
         println!("roi: SKIPPED, shared/testdata not found (set CPIA_TESTDATA)");
         return;
     };
-    let python_ok = Command::new("python3")
-        .args(["-c", "import PIL"])
-        .status()
-        .is_ok_and(|s| s.success());
     let images: Vec<PathBuf> = std::fs::read_dir(td.join("roi"))
         .unwrap()
         .flatten()
@@ -211,12 +249,31 @@ fn bench_roi() {
             std::fs::copy(p, src.path().join(format!("c{c:02}-{name}"))).unwrap();
         }
     }
-    let n = images.len() * COPIES;
+    let what = format!(
+        "{} real images ({} files x {COPIES})",
+        images.len() * COPIES,
+        images.len()
+    );
+    roi_against_pillow(src.path(), images.len() * COPIES, &what);
+    let pngs = breakhis_pngs(&td);
+    roi_against_pillow(
+        &pngs,
+        1000,
+        "1,000 BreakHis-size PNGs (700x460, real tissue)",
+    );
+}
+
+/// `cpia build -j 1` and `-j 2` against the Pillow script on the `n` images of `src`.
+fn roi_against_pillow(src: &Path, n: usize, what: &str) {
+    let python_ok = Command::new("python3")
+        .args(["-c", "import PIL"])
+        .status()
+        .is_ok_and(|s| s.success());
     let cpia = |jobs: &str| {
         let dir = kept_tempdir();
         workspace(dir.path(), RECIPE_ROI);
         std::fs::remove_dir(dir.path().join("src")).unwrap();
-        std::os::unix::fs::symlink(src.path(), dir.path().join("src")).unwrap();
+        std::os::unix::fs::symlink(src, dir.path().join("src")).unwrap();
         let (t, j) = build(dir.path(), jobs);
         assert_eq!(j["built"], n as u64, "{j}");
         t
@@ -225,24 +282,15 @@ fn bench_roi() {
     let m2 = warm_median(|| cpia("2"));
     let pillow = python_ok.then(|| {
         warm_median(|| {
-            let out_dir = kept_tempdir();
-            let t = Instant::now();
-            let out = Command::new("python3")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pillow_roi.py"))
-                .arg(src.path())
-                .arg(out_dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            t.elapsed().as_secs_f64()
+            let out = kept_tempdir();
+            script_secs(
+                "benches/pillow_roi.py",
+                &[src.as_os_str(), out.path().as_os_str()],
+            )
         })
     });
     let rate = |t: f64| n as f64 / t;
-    println!("ROI throughput on {n} real images ({} files x {COPIES}), warm median of {RUNS}, wall time incl. process start:", images.len());
+    println!("ROI throughput on {what}, warm median of {RUNS}, wall time incl. process start:");
     println!("  cpia build -j 1: {m1:.3} s  {:.1} images/s", rate(m1));
     println!("  cpia build -j 2: {m2:.3} s  {:.1} images/s", rate(m2));
     if let Some(mp) = pillow {
@@ -283,20 +331,57 @@ fn kept_tempdir() -> std::sync::Arc<tempfile::TempDir> {
 /// Wall time of the Python reference standardizing `slide` (writing its tiles).
 fn python_reference_secs(slide: &Path) -> f64 {
     let out = kept_tempdir();
+    script_secs(
+        "tests/reference/cpia_wsi_reference.py",
+        &[slide.as_os_str(), "--out".as_ref(), out.path().as_os_str()],
+    )
+}
+
+/// Whether the tiffslide peer can run.
+fn tiffslide_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import tiffslide, PIL"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Wall time of the 2-process tiffslide peer standardizing `slide`
+/// (`benches/tiffslide_wsi.py`, process start-up included like every tool).
+fn tiffslide_secs(slide: &Path) -> f64 {
+    let out = kept_tempdir();
+    script_secs(
+        "benches/tiffslide_wsi.py",
+        &[slide.as_os_str(), out.path().as_os_str()],
+    )
+}
+
+/// Wall time of `python3 <script> <args>` (a path in the crate), which must succeed.
+fn script_secs(script: &str, args: &[&std::ffi::OsStr]) -> f64 {
     let t = Instant::now();
-    let st = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cpia_wsi_reference.py"))
-        .arg(slide)
-        .arg("--out")
-        .arg(out.path())
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .args(args)
         .output()
         .unwrap();
     assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     t.elapsed().as_secs_f64()
+}
+
+/// The peer's line of a bench report.
+fn report_peer(slide: &Path, build: f64) {
+    if tiffslide_available() {
+        let p = warm_median(|| tiffslide_secs(slide));
+        println!(
+            "  tiffslide peer (2 processes): {p:.2} s; peer / cpia: {:.2}x",
+            p / build
+        );
+    } else {
+        println!("  tiffslide peer: SKIPPED (python3 with tiffslide not available; scripts/setup.sh installs it)");
+    }
 }
 
 /// Runs `cmd` under GNU time; returns (wall seconds, peak RSS in MiB).
@@ -407,6 +492,7 @@ fn bench_wsi() {
             "  Python reference: SKIPPED (python3 with openslide-python and Pillow not available)"
         );
     }
+    report_peer(&slide, b);
 }
 
 /// A fresh workspace building `slide` with the CPIA template; returns its dir.
@@ -540,34 +626,218 @@ fn bench_direct() {
         .build()
         .unwrap();
     let q = cpia::ops::JpegParams::default();
-    let f = warm_median(|| {
-        let t = Instant::now();
-        pool.install(|| {
-            cells.par_iter().for_each(|&(i, j)| {
-                let buffer = cpia::ops::pool::take(rs as usize * rs as usize * 3);
-                let (x0, y0) = (u64::from(i * rs), u64::from(j * rs));
-                let img = direct.read_rgb_into(x0, y0, 0, rs, rs, buffer).unwrap();
-                written
-                    .par_iter()
-                    .filter(|&&(size, x, y)| (x / (rs / size), y / (rs / size)) == (i, j))
-                    .for_each(|&(size, x, y)| {
-                        let k = rs / size;
-                        let (tx, ty) = ((x % k) * size, (y % k) * size);
-                        let jpeg =
-                            cpia::ops::encode::encode_jpeg_region(&img, tx, ty, size, size, &q);
-                        std::hint::black_box(jpeg.unwrap());
-                    });
-                cpia::ops::pool::give(img.into_raw());
+    // Per cell: the written tiles as (size, offset x, offset y) in the cell.
+    let in_cell = |i: u32, j: u32| -> Vec<(u32, u32, u32)> {
+        written
+            .iter()
+            .filter(|&&(size, x, y)| (x / (rs / size), y / (rs / size)) == (i, j))
+            .map(|&(size, x, y)| {
+                let k = rs / size;
+                (size, (x % k) * size, (y % k) * size)
             })
-        });
-        t.elapsed().as_secs_f64()
-    });
+            .collect()
+    };
+    let floor = |crops: bool| {
+        warm_median(|| {
+            let t = Instant::now();
+            pool.install(|| {
+                cells.par_iter().for_each(|&(i, j)| {
+                    let buffer = cpia::ops::pool::take(rs as usize * rs as usize * 3);
+                    let (x0, y0) = (u64::from(i * rs), u64::from(j * rs));
+                    let img = direct.read_rgb_into(x0, y0, 0, rs, rs, buffer).unwrap();
+                    let tiles = in_cell(i, j);
+                    if crops && tiles.iter().any(|t| t.0 == rs) {
+                        // The XL tile from pixels, its children cut from it.
+                        let xl = cpia::ops::encode::encode_jpeg(&img, &q).unwrap();
+                        let ix = cpia::ops::jpeg_crop::Indexed::new(&xl).unwrap();
+                        tiles
+                            .par_iter()
+                            .filter(|t| t.0 != rs)
+                            .for_each(|&(size, tx, ty)| {
+                                std::hint::black_box(ix.crop(tx, ty, size, size).unwrap());
+                            });
+                    } else {
+                        tiles.par_iter().for_each(|&(size, tx, ty)| {
+                            let jpeg =
+                                cpia::ops::encode::encode_jpeg_region(&img, tx, ty, size, size, &q);
+                            std::hint::black_box(jpeg.unwrap());
+                        });
+                    }
+                    cpia::ops::pool::give(img.into_raw());
+                })
+            });
+            t.elapsed().as_secs_f64()
+        })
+    };
+    let f = floor(false);
+    let fc = floor(true);
     let py = python_ok.then(|| warm_median(|| python_reference_secs(&slide)));
     println!("  cpia build -j 2, reader auto (direct): {b:.2} s; reader openslide: {bo:.2} s");
-    println!("  floor (decode needed tiles + encode written tiles, 2 threads): {f:.2} s; build / floor: {:.2}x", b / f);
+    println!("  pixel floor (decode needed tiles + encode every written tile, 2 threads): {f:.2} s; build / floor: {:.2}x", b / f);
+    println!("  crop floor (decode + encode the XL tiles + cut L, M, S from them): {fc:.2} s; build / crop floor: {:.2}x", b / fc);
     if let Some(p) = py {
         println!("  Python reference: {p:.2} s; Python / cpia: {:.1}x", p / b);
     }
+    report_peer(&slide, b);
+}
+
+/// Thread CPU time in seconds.
+fn cpu_now() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// The `n` crops of `jpeg` through libjpeg-turbo's lossless transform, in
+/// one `tj3Transform` call (one coefficient read).
+fn tj3_crops(jpeg: &[u8], rects: &[(u32, u32, u32)]) -> Vec<Vec<u8>> {
+    use turbojpeg::raw;
+    // SAFETY: a handle from tj3Init, buffers TurboJPEG allocates and we free.
+    unsafe {
+        let h = raw::tj3Init(raw::TJINIT_TJINIT_TRANSFORM as i32);
+        assert!(!h.is_null());
+        let n = rects.len();
+        let mut bufs: Vec<*mut u8> = vec![std::ptr::null_mut(); n];
+        let mut sizes: Vec<raw::size_t> = vec![0; n];
+        let ts: Vec<raw::tjtransform> = rects
+            .iter()
+            .map(|&(x, y, s)| raw::tjtransform {
+                r: raw::tjregion {
+                    x: x as i32,
+                    y: y as i32,
+                    w: s as i32,
+                    h: s as i32,
+                },
+                op: raw::TJXOP_TJXOP_NONE as i32,
+                options: (raw::TJXOPT_CROP | raw::TJXOPT_COPYNONE) as i32,
+                data: std::ptr::null_mut(),
+                customFilter: None,
+            })
+            .collect();
+        let rc = raw::tj3Transform(
+            h,
+            jpeg.as_ptr(),
+            jpeg.len() as _,
+            n as i32,
+            bufs.as_mut_ptr(),
+            sizes.as_mut_ptr(),
+            ts.as_ptr(),
+        );
+        assert_eq!(rc, 0, "tj3Transform failed");
+        let out = (0..n)
+            .map(|i| {
+                let v = std::slice::from_raw_parts(bufs[i], sizes[i] as usize).to_vec();
+                raw::tj3Free(bufs[i].cast());
+                v
+            })
+            .collect();
+        raw::tj3Destroy(h);
+        out
+    }
+}
+
+fn bench_crop() {
+    if cpia::fixture::testdata_dir().is_none() {
+        println!("crop: SKIPPED, shared/testdata not found (set CPIA_TESTDATA)");
+        return;
+    }
+    let spec = cpia::fixture::SlideSpec::aperio_20x(5, 4, 31);
+    let slide = cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
+    let s = cpia::slide::Slide::open(&slide).unwrap();
+    let q = cpia::ops::JpegParams::default();
+    let rs = 3840u32;
+    println!("L (16), M (100) and S (100 of 1,600) tiles of each 3840² cell of the 20x slide, thread CPU ms:");
+    println!(
+        "{:>6} {:>9} | {:>21} | {:>21} | {:>27}",
+        "cell",
+        "XL bytes",
+        "pixels L / M / S",
+        "tj3Transform L / M / S",
+        "splice index + L / M / S"
+    );
+    let mut total = [0.0f64; 3];
+    for j in 1..spec.cells_y - 1 {
+        for i in 1..spec.cells_x - 1 {
+            let img = s
+                .read_with(
+                    cpia::slide::Reader::Auto,
+                    u64::from(i * rs),
+                    u64::from(j * rs),
+                    0,
+                    rs,
+                    rs,
+                    vec![0; (rs * rs * 3) as usize],
+                )
+                .unwrap();
+            let xl = cpia::ops::encode::encode_jpeg(&img, &q).unwrap();
+            let scales: Vec<Vec<(u32, u32, u32)>> = [960u32, 384, 96]
+                .iter()
+                .map(|&size| {
+                    let k = rs / size;
+                    let all = (0..k * k).map(move |n| ((n % k) * size, (n / k) * size, size));
+                    if size == 96 {
+                        all.step_by(16).collect()
+                    } else {
+                        all.collect()
+                    }
+                })
+                .collect();
+            let time = |f: &mut dyn FnMut()| {
+                let t = cpu_now();
+                f();
+                (cpu_now() - t) * 1e3
+            };
+            let mut pixels = Vec::new();
+            let mut tj = Vec::new();
+            for rects in &scales {
+                let mut a = Vec::new();
+                pixels.push(time(&mut || {
+                    a = rects
+                        .iter()
+                        .map(|&(x, y, s)| {
+                            cpia::ops::encode::encode_jpeg_region(&img, x, y, s, s, &q).unwrap()
+                        })
+                        .collect();
+                }));
+                let mut b = Vec::new();
+                tj.push(time(&mut || b = tj3_crops(&xl, rects)));
+                assert!(a == b, "tj3Transform differs from the pixel path");
+            }
+            let mut ix = None;
+            let index = time(&mut || ix = Some(cpia::ops::jpeg_crop::Indexed::new(&xl).unwrap()));
+            let ix = ix.unwrap();
+            let spliced: Vec<f64> = scales
+                .iter()
+                .map(|rects| {
+                    time(&mut || {
+                        for &(x, y, s) in rects {
+                            std::hint::black_box(ix.crop(x, y, s, s).unwrap());
+                        }
+                    })
+                })
+                .collect();
+            let sum = |v: &[f64]| v.iter().sum::<f64>();
+            total[0] += sum(&pixels);
+            total[1] += sum(&tj);
+            total[2] += index + sum(&spliced);
+            println!(
+                "{:>6} {:>9} | {:>6.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>6.1} | {:>5.1} + {:>5.1} {:>5.1} {:>5.1}",
+                format!("{i},{j}"), xl.len(), pixels[0], pixels[1], pixels[2], tj[0], tj[1], tj[2], index, spliced[0], spliced[1], spliced[2]
+            );
+        }
+    }
+    println!(
+        "  total: pixels {:.0} ms, tj3Transform {:.0} ms ({:.2}x), splice {:.0} ms ({:.2}x)",
+        total[0],
+        total[1],
+        total[1] / total[0],
+        total[2],
+        total[2] / total[0]
+    );
 }
 
 fn main() {
@@ -587,6 +857,9 @@ fn main() {
     }
     if all || args.iter().any(|a| a == "direct") {
         bench_direct();
+    }
+    if all || args.iter().any(|a| a == "crop") {
+        bench_crop();
     }
     // The kept temporary folders (main-thread TLS is not destroyed at exit).
     KEPT.with(|k| k.borrow_mut().clear());

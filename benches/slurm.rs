@@ -112,6 +112,7 @@ fn slide_results(input: i64, slide: u64, fp: i64, build: i64) -> (Vec<JobResult>
                 size: *size,
                 pipeline_hash: hex("pipeline", k as u64),
                 read: read.clone(),
+                encoding: "pixels".into(),
                 maker: maker.clone(),
                 kept: Some(kept),
                 complete: true,

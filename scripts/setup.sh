@@ -39,6 +39,11 @@ fi
 
 # Provenance tests (tests/provenance.rs): pyarrow reads the Parquet manifests,
 # the W3C `prov` package loads the PROV-JSON export.
+# The WSI benchmark's peer (benches/tiffslide_wsi.py).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import tiffslide" >/dev/null 2>&1; then
+  python3 -m pip install --quiet tiffslide || echo "setup: warning: tiffslide not installed; the bench's peer will be skipped"
+fi
+
 if command -v python3 >/dev/null 2>&1 && ! python3 -c "import pyarrow, prov" >/dev/null 2>&1; then
   echo "setup: installing pyarrow and prov (readers of the manifests and of the PROV-JSON export)"
   python3 -m pip install --quiet pyarrow prov \

@@ -1,46 +1,60 @@
 //! The `cpia` command.
 
+use libmimalloc_sys::{mi_collect, mi_option_get, mi_option_set};
+
+/// `MI_OPTION_PURGE_DELAY` and `MI_OPTION_ARENA_PURGE_MULT`: the numbers of
+/// those options in the `mimalloc.h` that libmimalloc-sys compiles, read by
+/// build.rs (libmimalloc-sys does not name them).
+mod mimalloc_options {
+    include!(concat!(env!("OUT_DIR"), "/mimalloc_options.rs"));
+}
+use mimalloc_options::{MI_OPTION_ARENA_PURGE_MULT, MI_OPTION_PURGE_DELAY};
+
 fn main() {
-    // Freed arena memory (where mimalloc places every large buffer: decoded
-    // images, slide regions) goes back to the system at once instead of
-    // after purge_delay × arena_purge_mult (100 ms): a buffer freed by a
-    // pool thread after its job gave back its grant must not still be
-    // resident when the next job's buffers arrive, or RSS exceeds the
-    // memory budget. Small-object pages keep their delay.
-    // SAFETY: mi_option_set only stores an option value.
-    unsafe { mi_option_set(MI_OPTION_ARENA_PURGE_MULT, 0) };
-    cpia::engine::budget::set_release(release_freed_memory);
+    // SAFETY: mi_option_get only reads an option (initializing it from the
+    // environment on first use), before any other thread exists.
+    let defaults = unsafe {
+        (
+            mi_option_get(MI_OPTION_PURGE_DELAY),
+            mi_option_get(MI_OPTION_ARENA_PURGE_MULT),
+        )
+    };
+    let _ = DEFAULTS.set(defaults);
+    cpia::engine::budget::set_allocator(cpia::engine::budget::Allocator {
+        eager: purge_eagerly,
+        collect: purge_now,
+    });
     std::process::exit(cpia::cli::main());
 }
 
-extern "C" {
-    /// mimalloc's own API (in the library the allocator links).
-    fn mi_collect(force: bool);
-    fn mi_option_set(option: i32, value: std::ffi::c_long);
+/// mimalloc's purge delays as the process started (its defaults, or the
+/// `MIMALLOC_*` environment): (purge_delay, arena_purge_mult).
+static DEFAULTS: std::sync::OnceLock<(std::ffi::c_long, std::ffi::c_long)> =
+    std::sync::OnceLock::new();
+
+/// Eager: memory freed on any thread is purged (given back to the system)
+/// when it is freed — a pool thread that freed a large job's buffers and then
+/// sits idle would otherwise keep them resident, since mimalloc purges
+/// delayed pages only when that thread allocates again, and freed arena
+/// memory (where every large buffer lives) would stay for purge_delay ×
+/// arena_purge_mult. Not eager: mimalloc's own delays, so freed buffers are
+/// reused by the next job without new page faults. The memory budget
+/// switches (engine::budget) when memory is short.
+fn purge_eagerly(on: bool) {
+    let (delay, mult) = DEFAULTS.get().copied().unwrap_or((1000, 1));
+    let (delay, mult) = if on { (0, 0) } else { (delay, mult) };
+    // SAFETY: mi_option_set only stores an option value (a word other
+    // threads read racily, as mimalloc intends for these options).
+    unsafe {
+        mi_option_set(MI_OPTION_PURGE_DELAY, delay);
+        mi_option_set(MI_OPTION_ARENA_PURGE_MULT, mult);
+    }
 }
 
-/// `mi_option_purge_delay` and `mi_option_arena_purge_mult` in mimalloc
-/// v2's `mi_option_e` (the v2 sources that libmimalloc-sys 0.1.49 builds by
-/// default).
-const MI_OPTION_PURGE_DELAY: i32 = 15;
-const MI_OPTION_ARENA_PURGE_MULT: i32 = 24;
-
-/// Makes mimalloc give memory freed by this thread (and its arenas' freed
-/// blocks) back to the system now instead of after its purge delay: after a
-/// large job, so the next one's memory does not come on top of it.
-///
-/// From the first call on, every thread's freed pages are purged when they
-/// are freed (purge_delay 0): a pool thread that freed a large job's buffers
-/// and then sits idle would otherwise keep them resident (mimalloc purges
-/// delayed pages only when that thread allocates again). Builds of small
-/// images never call this, so their allocation speed is untouched.
-fn release_freed_memory() {
-    // SAFETY: mi_option_set only stores an option value; mi_collect has no
-    // preconditions (`force` also purges arenas).
-    unsafe {
-        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        mi_collect(true)
-    }
+/// Gives back what this thread's heap and every arena hold freed.
+fn purge_now() {
+    // SAFETY: no preconditions; `force` also purges the arenas.
+    unsafe { mi_collect(true) }
 }
 
 // Planning a no-op build over 100,000 outputs is dominated by small

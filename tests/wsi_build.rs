@@ -499,8 +499,24 @@ fn generated_slide_builds_are_deterministic_and_survive_sigkill() {
     }
 }
 
+/// The XL cells (i, j) that `ws` wrote for slide `stem`.
+fn kept_cells(ws: &Ws, stem: &str) -> BTreeSet<(u32, u32)> {
+    ours(ws, stem)["XL"]
+        .iter()
+        .map(|n| {
+            let f: Vec<u32> = n
+                .trim_end_matches(".jpg")
+                .rsplitn(3, '-')
+                .take(2)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (f[1], f[0])
+        })
+        .collect()
+}
+
 #[test]
-fn the_otsu_detector_keeps_tissue_cells_and_drops_glass() {
+fn the_otsu_detector_keeps_tissue_cells_and_drops_glass_without_reading_them() {
     let td = require_testdata!();
     let spec = cpia::fixture::SlideSpec::aperio_20x(5, 4, 11);
     let slide = fixture(&spec).unwrap();
@@ -511,21 +527,10 @@ fn the_otsu_detector_keeps_tissue_cells_and_drops_glass() {
         "[[steps]]\nid = \"tissue\"\ndetector = \"otsu\"\nmin_fraction = 0.5\n",
     );
     let ws = link_ws(&slide, "s.svs", &recipe);
-    let (j, out) = ws.build(&[]);
+    let (j, out) = build_counted(&ws, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(counts(&j).3, 0);
-    let kept: BTreeSet<(u32, u32)> = ours(&ws, "s")["XL"]
-        .iter()
-        .map(|n| {
-            let f: Vec<u32> = n
-                .trim_end_matches(".jpg")
-                .split('-')
-                .skip(2)
-                .map(|v| v.parse().unwrap())
-                .collect();
-            (f[0], f[1])
-        })
-        .collect();
+    let kept = kept_cells(&ws, "s");
     let mut seen = (0, 0);
     for j in 1..=2 {
         for i in 1..=3 {
@@ -549,6 +554,227 @@ fn the_otsu_detector_keeps_tissue_cells_and_drops_glass() {
         seen.0 > 0 && seen.1 > 0,
         "the fixture has no tissue or no glass cell: {seen:?}"
     );
+    // A cell the mask rejects is not read at level 0 (the mask and the QC
+    // picture come from coarser levels): exactly the kept cells were read.
+    assert_eq!(
+        debug_counter(&out, "level0_pixels_read"),
+        kept.len() as u64 * 3840 * 3840,
+        "level-0 pixels read"
+    );
+    // Every cell's units are still recorded, the rejected ones with no tile
+    // and their decision, which the QC picture draws.
+    let db = state(&ws);
+    let rejected: Vec<(u32, u32, i64, String)> = db
+        .prepare(
+            "SELECT i, j, outputs, r.reader FROM units u JOIN reads r ON r.id = u.read
+             WHERE u.sink = 'write_XL' AND u.kept = 0 ORDER BY j, i",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rejected.len() + kept.len(), 6, "{rejected:?}");
+    for (i, j, outputs, reader) in &rejected {
+        assert_eq!((*outputs, reader.as_str()), (0, "none"), "cell ({i},{j})");
+    }
+    let units: i64 = db
+        .query_row("SELECT count(*) FROM units", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(units, 6 * 4, "every cell × writing step is recorded");
+    let qc = walkdir::WalkDir::new(ws.path("dataset"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count();
+    assert_eq!(qc, 1, "the QC picture is drawn");
+    // Unchanged: nothing is read again.
+    let (j, out) = build_counted(&ws, &[]);
+    assert_eq!(counts(&j).0, 0, "{j}");
+    assert_eq!(debug_counter(&out, "level0_pixels_read"), 0);
+}
+
+#[test]
+fn an_otsu_recipe_on_half_glass_reads_half_the_pixels_of_the_colour_rule() {
+    let _td = require_testdata!();
+    // 4 × 2 interior cells, 4 of them glass (the generator's exact count).
+    let spec = cpia::fixture::SlideSpec {
+        blank_fraction: 0.575,
+        ..cpia::fixture::SlideSpec::aperio_20x(6, 4, 17)
+    };
+    let slide = fixture(&spec).unwrap();
+    let read = |recipe: &str| {
+        let ws = link_ws(&slide, "h.svs", recipe);
+        let (j, out) = build_counted(&ws, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(counts(&j).3, 0, "{j}");
+        debug_counter(&out, "level0_pixels_read")
+    };
+    let colour = read(&wsi_recipe("H", ""));
+    let otsu = read(&wsi_recipe(
+        "H",
+        "[[steps]]\nid = \"tissue\"\ndetector = \"otsu\"\n",
+    ));
+    assert_eq!(colour, 8 * 3840 * 3840, "the colour rule reads every cell");
+    eprintln!(
+        "level-0 pixels read: otsu {otsu}, colour rule {colour} ({:.1} %)",
+        100.0 * otsu as f64 / colour as f64
+    );
+    assert!(
+        otsu * 100 <= colour * 55,
+        "otsu read {otsu} level-0 pixels, more than 55 % of the colour rule's {colour}"
+    );
+}
+
+// ---- L, M and S tiles as lossless crops of the XL tile's JPEG -------------
+
+/// The bytes of every tile under `dataset/{L,M,S}`, by path.
+fn child_tiles(ws: &Ws) -> BTreeMap<String, Vec<u8>> {
+    ws.snapshot()
+        .into_iter()
+        .filter(|(k, _)| ["L/", "M/", "S/"].iter().any(|s| k.starts_with(s)) && k.ends_with(".jpg"))
+        .map(|(k, (b, _))| (k, b))
+        .collect()
+}
+
+/// How the units that wrote tiles were encoded: (writing step, encoding).
+fn encodings(ws: &Ws) -> BTreeSet<(String, String)> {
+    state(ws)
+        .prepare("SELECT DISTINCT sink, encoding FROM units WHERE outputs > 0")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn child_tiles_cut_from_the_xl_jpeg_are_the_bytes_of_their_pixels() {
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    let real = [
+        "CMU-1-Small-Region.svs",
+        "CMU-1-Small-Region-pyramid3.DERIVED.svs",
+        "tcga-cr-7395-01a-01-ts1.svs",
+    ];
+    let small = format!("[mpp.overrides]\n\"tcga-*\" = 0.2520\n{SMALL_GEOMETRY}");
+    let gen20 = fixture(&cpia::fixture::SlideSpec::aperio_20x(5, 4, 11)).unwrap();
+    let gen40 = fixture(&cpia::fixture::SlideSpec::aperio_40x(5, 3, 12)).unwrap();
+    // (workspace maker, recipe extras, how the tiles of each step are made
+    // when the XL tile is written with the children's settings). At the
+    // small geometry S is 12 px, off the 16-px grid of 4:2:0: pixels.
+    let full = vec![
+        ("write_XL", "pixels"),
+        ("write_L", "crop"),
+        ("write_M", "crop"),
+        ("write_S", "crop"),
+    ];
+    type Case<'a> = (
+        &'a str,
+        Box<dyn Fn(&str) -> Ws + 'a>,
+        String,
+        Vec<(&'a str, &'a str)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "the real test slides",
+            Box::new(|r: &str| {
+                let files: Vec<(PathBuf, &str)> = real.iter().map(|f| (wsi.join(f), *f)).collect();
+                let refs: Vec<(&Path, &str)> =
+                    files.iter().map(|(p, f)| (p.as_path(), *f)).collect();
+                Ws::wsi(&refs, r)
+            }),
+            small.clone(),
+            vec![
+                ("write_XL", "pixels"),
+                ("write_L", "crop"),
+                ("write_M", "crop"),
+                ("write_S", "pixels"),
+            ],
+        ),
+        (
+            "a generated 20x slide",
+            Box::new(|r: &str| link_ws(&gen20, "g20.svs", r)),
+            String::new(),
+            full.clone(),
+        ),
+        (
+            "a generated 40x slide (resized)",
+            Box::new(|r: &str| link_ws(&gen40, "g40.svs", r)),
+            String::new(),
+            full.clone(),
+        ),
+    ];
+    for (what, make, extra, cropped) in &cases {
+        let ws_crop = make(&wsi_recipe("C", extra));
+        // The XL tile at another quality: its children cannot be cut from it.
+        let ws_pix = make(&wsi_recipe(
+            "C",
+            &format!("{extra}[[steps]]\nid = \"write_XL\"\nquality = 90\n"),
+        ));
+        for ws in [&ws_crop, &ws_pix] {
+            let (j, out) = ws.build(&[]);
+            assert!(out.status.success(), "{what}: {}", stderr(&out));
+            assert_eq!(counts(&j).3, 0, "{what}: {j}");
+        }
+        assert_eq!(encodings(&ws_crop), pairs(cropped), "{what}");
+        let all_pixels: Vec<(&str, &str)> = cropped.iter().map(|(s, _)| (*s, "pixels")).collect();
+        assert_eq!(encodings(&ws_pix), pairs(&all_pixels), "{what}");
+        let (a, b) = (child_tiles(&ws_crop), child_tiles(&ws_pix));
+        for scale in ["L/", "M/", "S/"] {
+            assert!(
+                a.keys().any(|k| k.starts_with(scale)),
+                "{what}: no {scale} tile, nothing compared"
+            );
+        }
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{what}: the same tiles"
+        );
+        for (k, bytes) in &a {
+            assert!(
+                bytes == &b[k],
+                "{what}: {k} differs from its pixel encoding"
+            );
+        }
+    }
+    // A subsampling other than the children's takes the pixel path too, and
+    // `why` says how a tile was made.
+    let ws = link_ws(
+        &gen20,
+        "g20.svs",
+        &wsi_recipe(
+            "C",
+            "[[steps]]\nid = \"write_XL\"\nsubsampling = \"4:4:4\"\n",
+        ),
+    );
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        encodings(&ws).iter().all(|(_, e)| e == "pixels"),
+        "{:?}",
+        encodings(&ws)
+    );
+    let crop = link_ws(&gen20, "g20.svs", &wsi_recipe("C", ""));
+    let (_, out) = crop.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let some_l = child_tiles(&crop)
+        .into_keys()
+        .find(|k| k.starts_with("L/"))
+        .unwrap();
+    for (ws, want) in [(&crop, "crop"), (&ws, "pixels")] {
+        let out = ws.cpia(&["why", &format!("dataset/{some_l}"), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["wsi"]["encoding"], want, "{v}");
+    }
 }
 
 #[test]

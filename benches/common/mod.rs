@@ -417,6 +417,7 @@ pub fn wsi_collection(
                 size: u.size,
                 pipeline_hash: spec.pipelines[u.pipeline].hash.clone(),
                 read: read(u),
+                encoding: "pixels".into(),
                 maker: maker(spec),
                 kept: Some(*kept),
                 complete: true,

@@ -245,6 +245,10 @@ fn debug_counters(hashed_before: u64) {
     if std::env::var_os("CPIA_DEBUG_COUNTERS").is_some() {
         let (opened, regions) = crate::slide::counters();
         eprintln!("debug: slides_opened={opened} regions_read={regions}");
+        eprintln!(
+            "debug: level0_pixels_read={}",
+            crate::slide::level0_pixels_read()
+        );
         let (dirs, outputs) = crate::plan::outdirs::counters();
         eprintln!("debug: output_dirs_verified={dirs} output_records_checked={outputs}");
         eprintln!(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::budget::{human, Budget, Grant, TooLarge};
 use super::estimate::{self, Need};
 use super::roi::roi_failure;
-use super::{wsi, Job, JobResult};
+use super::{Job, JobResult};
 use crate::ops::probe::Header;
 use crate::plan::BuildAction;
 
@@ -41,7 +41,9 @@ pub(super) fn admit<'b>(job: &Job<'_>, budget: &'b Budget) -> Admitted<'b> {
             let need = estimate::cell(actions);
             match budget.acquire(need.bytes) {
                 Ok(grant) => Admitted::Cell(grant),
-                Err(e) => Admitted::Failed(wsi::cell_failure(actions, too_large(&need, &e))),
+                Err(e) => {
+                    Admitted::Failed(super::tiles::cell_failure(actions, too_large(&need, &e)))
+                }
             }
         }
         // Reading ahead is an optimisation: with no room now, the QC phase

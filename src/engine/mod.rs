@@ -31,6 +31,7 @@ pub mod note;
 pub mod record;
 mod roi;
 pub mod summary;
+mod tiles;
 pub mod wsi;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

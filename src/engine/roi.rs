@@ -46,9 +46,6 @@ pub(super) fn build_roi<'a>(
         })
         .collect();
     drop(evaluated);
-    if grant.bytes() >= budget::RELEASE_AFTER {
-        budget::release_freed();
-    }
     grant.shrink_to(encoded.iter().flatten().map(|e| e.len() as u64).sum());
     Outcome::Commit(Box::new(move || {
         let _grant = grant;

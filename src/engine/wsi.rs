@@ -10,22 +10,24 @@
 //! OpenSlide handle is `Send + Sync`) and kept in a small LRU, so neither
 //! slide size nor slide count grows the footprint.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
-use crate::ops::wsi::{EncodedTile, LevelPolicy, ReaderChoice, Region, TissueParams};
-use crate::ops::{Operator, Value};
+use crate::ops::wsi::{EncodedTiles, GridParams, LevelPolicy, ReaderChoice, Region, TissueParams};
+use crate::ops::{JpegParams, Operator, Value};
 use crate::plan::expand::grid_params;
 use crate::plan::{QcAction, UnitAction};
+use crate::recipe::Recipe;
 use crate::slide::{Reader, Slide};
 use crate::store::state::now;
-use crate::store::{Event, OutputRecord, ReadFacts, TileRecord, UnitRecord, WrittenFile};
+use crate::store::{Event, OutputRecord, ReadFacts, WrittenFile};
 
 use super::atomic::OutputDir;
 use super::record::Decisions;
+use super::tiles::{cell_failure, CellTiles, Encoded};
 use super::{evaluate, failed_job, JobContext, JobResult, Outcome};
 
 /// Longest edge of QC pictures, in pixels.
@@ -142,32 +144,35 @@ impl SlideCache {
 /// the target (`auto`), in which case the grid step resizes it.
 fn read_cell(
     slide: &Slide,
-    i: u32,
-    j: u32,
-    read_size: u32,
-    max_downsample: f64,
-    level: LevelPolicy,
-    reader: Reader,
+    u: &crate::plan::expand::PlannedUnit,
+    grid: &GridParams,
 ) -> Result<(crate::ops::RgbImage, &'static str), String> {
+    let read_size = u.read_size;
     let (x0, y0) = (
-        u64::from(i) * u64::from(read_size),
-        u64::from(j) * u64::from(read_size),
+        u64::from(u.cell.0) * u64::from(read_size),
+        u64::from(u.cell.1) * u64::from(read_size),
     );
-    let (lvl, n) = match level {
+    // A level with downsample d has d × mpp µm/px: usable by `auto` while
+    // that is no coarser than the target.
+    let max_downsample = grid.target_mpp / u.mpp;
+    let (lvl, n) = match grid.level {
         LevelPolicy::Finest => (0, read_size),
         LevelPolicy::Auto => {
-            let max_ds = max_downsample;
             let (lvl, ds) = slide
                 .meta
                 .levels
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.downsample <= max_ds + 1e-9)
+                .filter(|(_, l)| l.downsample <= max_downsample + 1e-9)
                 .map(|(k, l)| (k, l.downsample))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .unwrap_or((0, 1.0));
             (lvl, (f64::from(read_size) / ds).round().max(1.0) as u32)
         }
+    };
+    let reader = match grid.reader {
+        ReaderChoice::Auto => Reader::Auto,
+        ReaderChoice::OpenSlide => Reader::OpenSlide,
     };
     let used = slide.effective_reader(reader, lvl);
     let buffer = crate::ops::pool::take(n as usize * n as usize * 3);
@@ -189,80 +194,149 @@ fn recycle(region: Arc<Region>, standardized: Option<Arc<crate::ops::RgbImage>>)
     }
 }
 
-/// The failure of a whole cell: every unit of it fails.
-pub(super) fn cell_failure(actions: &[&UnitAction], error: String) -> JobResult {
-    let (input, u) = (&actions[0].input, &actions[0].unit);
-    failed_job(
-        input.id,
-        &u.cell_id(),
-        &input.hash,
-        format!("{} (cell {},{})", input.abs.display(), u.cell.0, u.cell.1),
-        error,
-        actions.len() as u64,
-    )
+/// The recipe's `tissue` step: its index and, for a mask detector, the
+/// detector's parameters.
+fn tissue_step(recipe: &Recipe) -> Option<(usize, Option<&otsu::OtsuParams>)> {
+    recipe
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match &s.op {
+            Operator::Tissue(TissueParams::Otsu(p)) => Some((i, Some(p))),
+            Operator::Tissue(_) => Some((i, None)),
+            _ => None,
+        })
+}
+
+/// The share of the cell the slide's tissue mask marks as tissue, when the
+/// recipe's tissue detector is a mask.
+fn mask_fraction(
+    cx: &JobContext<'_>,
+    slide: &Slide,
+    u: &crate::plan::expand::PlannedUnit,
+    path: &Path,
+    otsu: Option<&otsu::OtsuParams>,
+) -> Result<Option<f64>, String> {
+    let Some(p) = otsu else {
+        return Ok(None);
+    };
+    let mask = cx
+        .slides
+        .mask(path, slide, p)
+        .map_err(|e| format!("tissue mask: {e}"))?;
+    let size = u64::from(u.read_size);
+    Ok(Some(mask.fraction(
+        u64::from(u.cell.0) * size,
+        u64::from(u.cell.1) * size,
+        size,
+    )))
+}
+
+/// Whether the mask rejects the cell for every unit of the job without its
+/// pixels: the detector is a mask, the cell's fraction is below its bound,
+/// and every writing step takes its tiles through the tissue step (so each
+/// writes nothing).
+fn rejected_by_mask(
+    recipe: &Recipe,
+    actions: &[&UnitAction],
+    tissue: Option<(usize, Option<&otsu::OtsuParams>)>,
+    fraction: Option<f64>,
+) -> bool {
+    let (Some((step, Some(p))), Some(f)) = (tissue, fraction) else {
+        return false;
+    };
+    f < p.min_fraction
+        && actions
+            .iter()
+            .all(|a| recipe.ancestors(&[a.unit.sink])[step])
+}
+
+/// The JPEG settings of a writing step of the job whose tiles are the cell's
+/// whole standardized tiles (no `subtiles` between it and `wsi_grid`): its
+/// JPEG is shared with the children written at the same settings.
+fn whole_tile_jpeg(recipe: &Recipe, actions: &[&UnitAction]) -> Option<JpegParams> {
+    actions.iter().find_map(|a| {
+        let Operator::EncodeTiles(p) = &recipe.steps[a.unit.sink].op else {
+            return None;
+        };
+        let mut i = *recipe.steps[a.unit.sink].inputs.first()?;
+        loop {
+            match &recipe.steps[i].op {
+                Operator::WsiGrid(_) => return Some(p.jpeg.clone()),
+                Operator::Subtiles(_) => return None,
+                _ => i = *recipe.steps[i].inputs.first()?,
+            }
+        }
+    })
 }
 
 /// Computes the units of one cell (all share the slide and the cell): reads
 /// the region, runs the steps, gives the pixel buffers back to the pool, and
 /// returns the writing of the encoded tiles as a commit for the I/O threads.
+/// A cell that the slide's tissue mask rejects is not read at all.
 pub(super) fn build_cell<'a>(
     actions: &'a [&'a UnitAction],
     cx: &'a JobContext<'_>,
-    mut grant: super::budget::Grant<'a>,
+    grant: super::budget::Grant<'a>,
 ) -> Outcome<'a> {
-    let slides = cx.slides;
-    let first = actions[0];
-    let u = &first.unit;
-    let input = &first.input;
+    let (first, u) = (actions[0], &actions[0].unit);
     let recipe = &first.spec.recipe;
     let fail = |error: String| Outcome::Done(cell_failure(actions, error));
     let Some(grid) = grid_params(recipe) else {
         return fail("the recipe has no wsi_grid step".into());
     };
-    let slide = match slides.get(&input.abs) {
+    let slide = match cx.slides.get(&first.input.abs) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let tissue_step = recipe
-        .steps
-        .iter()
-        .position(|s| matches!(s.op, Operator::Tissue(_)));
-    let tissue_fraction = match tissue_step.map(|t| &recipe.steps[t].op) {
-        Some(Operator::Tissue(TissueParams::Otsu(p))) => match slides.mask(&input.abs, &slide, p) {
-            Ok(m) => Some(m.fraction(
-                u64::from(u.cell.0) * u64::from(u.read_size),
-                u64::from(u.cell.1) * u64::from(u.read_size),
-                u64::from(u.read_size),
-            )),
-            Err(e) => return fail(format!("tissue mask: {e}")),
-        },
-        _ => None,
+    let tissue = tissue_step(recipe);
+    let fraction = match mask_fraction(cx, &slide, u, &first.input.abs, tissue.and_then(|t| t.1)) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
     };
-    // A level with downsample d has d × mpp µm/px: usable by `auto` while
-    // that is no coarser than the target.
-    let max_downsample = grid.target_mpp / u.mpp;
-    let image = match read_cell(
-        &slide,
-        u.cell.0,
-        u.cell.1,
-        u.read_size,
-        max_downsample,
-        grid.level,
-        match grid.reader {
-            ReaderChoice::Auto => Reader::Auto,
-            ReaderChoice::OpenSlide => Reader::OpenSlide,
-        },
-    ) {
+    if rejected_by_mask(recipe, actions, tissue, fraction) {
+        let nothing = CellTiles {
+            encoded: vec![Some(Arc::new(EncodedTiles::default())); actions.len()],
+            kept: Some(false),
+            reader: "none",
+        };
+        return commit(actions, cx, grant, nothing);
+    }
+    let (image, reader) = match read_cell(&slide, u, grid) {
         Ok(read) => read,
         Err(e) => return fail(e),
     };
-    let (image, reader_used) = image;
-    let region = Arc::new(Region {
+    let region = Region {
         i: u.cell.0,
         j: u.cell.1,
         image: Arc::new(image),
-        tissue_fraction,
-    });
+        tissue_fraction: fraction,
+        whole_jpeg: whole_tile_jpeg(recipe, actions),
+    };
+    match compute(actions, region, tissue.map(|t| t.0)) {
+        Ok((encoded, kept)) => commit(
+            actions,
+            cx,
+            grant,
+            CellTiles {
+                encoded,
+                kept,
+                reader,
+            },
+        ),
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs the recipe's steps on a cell's region: each action's encoded tiles
+/// and the tissue decision; the region's pixel buffers go back to the pool.
+fn compute(
+    actions: &[&UnitAction],
+    region: Region,
+    tissue_step: Option<usize>,
+) -> Result<(Encoded, Option<bool>), String> {
+    let recipe = &actions[0].spec.recipe;
+    let region = Arc::new(region);
     let sinks: Vec<usize> = actions.iter().map(|a| a.unit.sink).collect();
     let grid_step = recipe
         .steps
@@ -270,22 +344,20 @@ pub(super) fn build_cell<'a>(
         .position(|s| matches!(s.op, Operator::WsiGrid(_)));
     // The tissue decision and the standardized image are read below.
     let keep: Vec<usize> = tissue_step.into_iter().chain(grid_step).collect();
-    let evaluated = evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks, &keep);
-    let evaluated = match evaluated {
+    let evaluated = match evaluate::evaluate(recipe, Value::Region(region.clone()), &sinks, &keep) {
         Ok(v) => v,
         Err(e) => {
             recycle(region, None);
-            return fail(e.to_string());
+            return Err(e.to_string());
         }
     };
     let kept = tissue_step.and_then(|t| match evaluated.get(t) {
         Some(Value::Tiles(tiles)) => Some(!tiles.tiles.is_empty()),
         _ => None,
     });
-
     // Only the encoded tiles travel to the commit; the pixels go back to the
     // pool now, for the next cell.
-    let encoded: Vec<Option<Arc<Vec<EncodedTile>>>> = actions
+    let encoded = actions
         .iter()
         .map(|a| match evaluated.get(a.unit.sink) {
             Some(Value::EncodedTiles(t)) => Some(t.clone()),
@@ -298,216 +370,29 @@ pub(super) fn build_cell<'a>(
     });
     drop(evaluated);
     recycle(region, standardized);
-    // The commit holds only the encoded tiles.
+    Ok((encoded, kept))
+}
+
+/// The writing of a computed cell as a commit holding only its encoded
+/// tiles' memory.
+fn commit<'a>(
+    actions: &'a [&'a UnitAction],
+    cx: &'a JobContext<'_>,
+    mut grant: super::budget::Grant<'a>,
+    cell: CellTiles,
+) -> Outcome<'a> {
     grant.shrink_to(
-        encoded
+        cell.encoded
             .iter()
             .flatten()
-            .flat_map(|tiles| tiles.iter())
+            .flat_map(|t| t.tiles.iter())
             .map(|t| t.bytes.len() as u64)
             .sum(),
     );
     Outcome::Commit(Box::new(move || {
         let _grant = grant;
-        commit_cell(actions, cx, &encoded, kept, reader_used)
+        super::tiles::commit_cell(actions, cx, &cell)
     }))
-}
-
-/// Writes a cell's encoded tiles, removes the tiles its units no longer
-/// write, and records it all (on an I/O thread: the latency of making files
-/// durable, not CPU, is the cost of writing). The folders its tiles went
-/// into are synced before the result is handed on, so that the renames are
-/// durable before they are recorded.
-fn commit_cell(
-    actions: &[&UnitAction],
-    cx: &JobContext<'_>,
-    encoded: &[Option<Arc<Vec<EncodedTile>>>],
-    kept: Option<bool>,
-    reader_used: &str,
-) -> JobResult {
-    let result = place_cell(actions, cx, encoded, kept, reader_used);
-    let placed = result.events.iter().filter_map(|e| match e {
-        Event::Unit(u) if !u.tiles.is_empty() => Some(u.dir.as_str()),
-        _ => None,
-    });
-    if let Err(e) = cx.out.sync_dirs(placed) {
-        let mut f = cell_failure(
-            actions,
-            format!("cannot make the cell's tiles durable: {e}"),
-        );
-        f.dirty_dirs = actions.iter().map(|a| a.unit.dir.clone()).collect();
-        return f;
-    }
-    result
-}
-
-/// [`commit_cell`] up to the folder syncs.
-fn place_cell(
-    actions: &[&UnitAction],
-    cx: &JobContext<'_>,
-    encoded: &[Option<Arc<Vec<EncodedTile>>>],
-    kept: Option<bool>,
-    reader_used: &str,
-) -> JobResult {
-    use rayon::prelude::*;
-    let out = cx.out;
-    let fail = |error: String| cell_failure(actions, error);
-    let input = &actions[0].input;
-    // Every tile of the cell is staged (written under a temporary name) and
-    // hashed in parallel, all are made durable by one sync, then each unit's
-    // tiles are put in place and recorded, in tile order.
-    let staged: Vec<Option<Vec<TileWrite>>> = actions
-        .iter()
-        .zip(encoded)
-        .map(|(a, tiles)| {
-            let u = &a.unit;
-            tiles.as_ref().map(|tiles| {
-                tiles
-                    .par_iter()
-                    .map(|t| {
-                        let path = u.tile_path(t.x, t.y);
-                        TileWrite {
-                            staged: out.stage(&path, &t.bytes),
-                            content_hash: crate::plan::sources::hash_bytes(&t.bytes),
-                            x: t.x,
-                            y: t.y,
-                            path,
-                        }
-                    })
-                    .collect()
-            })
-        })
-        .collect();
-    let durable = staged
-        .iter()
-        .flatten()
-        .flatten()
-        .filter_map(|t| t.staged.as_ref().ok());
-    if let Err(e) = out.sync(durable) {
-        return fail(format!("cannot make the cell's tiles durable: {e}"));
-    }
-    let mut result = JobResult::default();
-    for (a, writes) in actions.iter().zip(staged) {
-        let u = &a.unit;
-        let sink_id = a.sink_id();
-        let Some(writes) = writes else {
-            let mut f = fail(format!("step `{sink_id}` did not produce encoded tiles"));
-            f.events.splice(0..0, std::mem::take(&mut result.events));
-            f.built = result.built;
-            return f;
-        };
-        let placed: Vec<(Placed, std::io::Result<super::atomic::Written>)> = writes
-            .into_par_iter()
-            .map(|t| {
-                let w = t.staged.and_then(|s| out.place(s));
-                let tile = Placed {
-                    path: t.path,
-                    x: t.x,
-                    y: t.y,
-                    content_hash: t.content_hash,
-                };
-                (tile, w)
-            })
-            .collect();
-        let mut written: HashSet<String> = HashSet::new();
-        let mut tiles = Vec::with_capacity(placed.len());
-        let mut failed_write = None;
-        for (t, w) in placed {
-            match w {
-                Ok(w) => {
-                    result.built += 1;
-                    tiles.push(TileRecord {
-                        x: t.x,
-                        y: t.y,
-                        file: WrittenFile {
-                            ino: w.ino,
-                            size: w.size,
-                            mtime_ns: w.mtime_ns,
-                            content_hash: t.content_hash,
-                        },
-                    });
-                    written.insert(t.path);
-                }
-                Err(e) => {
-                    failed_write.get_or_insert(format!("cannot write {}: {e}", t.path));
-                }
-            }
-        }
-        // Tiles this unit wrote before but not now (e.g. a stricter test):
-        // removed only when every tile of the unit was written.
-        let mut removed_tiles = Vec::new();
-        if failed_write.is_none() {
-            for (path, x, y) in &a.previous {
-                if written.contains(path) {
-                    continue;
-                }
-                match out.remove(path) {
-                    Ok(()) => {
-                        result.removed += 1;
-                        removed_tiles.push((*x, *y));
-                    }
-                    Err(e) => {
-                        failed_write.get_or_insert(format!("cannot remove {path}: {e}"));
-                    }
-                }
-            }
-        }
-        let complete = failed_write.is_none();
-        result.events.push(Event::Unit(Box::new(UnitRecord {
-            input: input.id,
-            sink: sink_id.to_string(),
-            cell: u.cell,
-            dir: u.dir.clone(),
-            size: u.size,
-            pipeline_hash: a.pipeline_hash().to_string(),
-            read: ReadFacts {
-                source_hash: input.hash.clone(),
-                read_size: u.read_size,
-                mpp: u.mpp,
-                mpp_origin: u.mpp_origin.to_string(),
-                reader: reader_used.to_string(),
-            },
-            maker: cx.maker(),
-            kept,
-            complete,
-            tiles,
-            removed_tiles,
-            built_at: now(),
-            build: cx.build,
-        })));
-        if let Some(error) = failed_write {
-            // What was written is recorded, in a unit marked incomplete: it
-            // is built again next time.
-            let mut f = fail(error);
-            f.events.splice(0..0, std::mem::take(&mut result.events));
-            f.built = result.built;
-            f.removed = result.removed;
-            f.dirty_dirs.push(u.dir.clone());
-            return f;
-        }
-    }
-    result.events.push(Event::Succeeded {
-        input: input.id,
-        unit: actions[0].unit.cell_id(),
-    });
-    result
-}
-
-/// A tile whose file was put in place (or failed to be).
-struct Placed {
-    path: String,
-    x: u32,
-    y: u32,
-    content_hash: String,
-}
-
-/// One tile on its way to disk.
-struct TileWrite {
-    path: String,
-    x: u32,
-    y: u32,
-    content_hash: String,
-    staged: std::io::Result<super::atomic::Staged>,
 }
 
 /// Reads the QC thumbnail of a slide ahead of the QC phase, while there is

@@ -10,6 +10,7 @@ pub mod crop;
 pub mod decode;
 pub mod encode;
 pub mod expr;
+pub mod jpeg_crop;
 pub mod pool;
 pub mod probe;
 pub mod resize;
@@ -39,7 +40,7 @@ pub enum Value {
     /// Standardized tiles of one cell.
     Tiles(Arc<wsi::Tiles>),
     /// Encoded tiles (a WSI sink's result), ready to be written.
-    EncodedTiles(Arc<Vec<wsi::EncodedTile>>),
+    EncodedTiles(Arc<wsi::EncodedTiles>),
 }
 
 /// What kind of value an operator consumes or produces; the recipe layer checks

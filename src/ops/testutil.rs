@@ -2,9 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// The shared real test images, or `None` (with the reason printed) when absent.
+/// The shared real test images (`$CPIA_TESTDATA/roi`, else
+/// `../shared/testdata/roi` beside the crate), or `None` (with the reason
+/// printed) when absent.
 pub(crate) fn roi_dir() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/roi");
+    let d = std::env::var_os("CPIA_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"))
+        .join("roi");
     if d.is_dir() {
         Some(d)
     } else {

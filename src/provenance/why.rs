@@ -150,6 +150,7 @@ pub fn explain(state: &State, f: &OutputFacts) -> Result<Value, StateError> {
                 w["tile"] = json!({"x": t.x, "y": t.y, "size": t.size});
                 w["cell_edge"] = json!(place.cell_edge);
                 w["complete"] = json!(t.complete);
+                w["encoding"] = json!(t.encoding);
                 if let Some((edge, px, py)) = place.parent {
                     w["parent"] = parent(state, f, t.cell, edge, px, py)?;
                 }
@@ -278,6 +279,16 @@ pub fn render(v: &Value) -> String {
                 ),
             );
             line("  tile", s(&w["tile"]));
+            line(
+                "  encoded",
+                if w["encoding"] == "crop" {
+                    "as a lossless crop of the cell's whole-tile JPEG (the bytes encoding its \
+                     pixels gives)"
+                        .into()
+                } else {
+                    "from its pixels".to_string()
+                },
+            );
             let p = &w["parent"];
             line(
                 "  parent",

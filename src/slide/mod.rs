@@ -67,6 +67,7 @@ impl std::hash::Hash for SlideMeta {
 
 static OPENED: AtomicU64 = AtomicU64::new(0);
 static REGIONS: AtomicU64 = AtomicU64::new(0);
+static LEVEL0_PIXELS: AtomicU64 = AtomicU64::new(0);
 
 /// Slides opened and regions read by this process (debug counters: the tests
 /// use them to prove an unchanged slide is not opened or read again).
@@ -75,6 +76,20 @@ pub fn counters() -> (u64, u64) {
         OPENED.load(Ordering::Relaxed),
         REGIONS.load(Ordering::Relaxed),
     )
+}
+
+/// Level-0 pixels of the regions read by this process (a debug counter: a
+/// cell that a tissue mask rejects is not read).
+pub fn level0_pixels_read() -> u64 {
+    LEVEL0_PIXELS.load(Ordering::Relaxed)
+}
+
+/// Counts one region read.
+fn count_read(level: usize, w: u32, h: u32) {
+    REGIONS.fetch_add(1, Ordering::Relaxed);
+    if level == 0 {
+        LEVEL0_PIXELS.fetch_add(u64::from(w) * u64::from(h), Ordering::Relaxed);
+    }
 }
 
 /// An open slide; `Send + Sync`, so one handle serves every worker.
@@ -225,7 +240,7 @@ impl Slide {
     ) -> Result<RgbImage, String> {
         match (&self.direct, self.effective_reader(reader, level)) {
             (Some(d), "direct") => {
-                REGIONS.fetch_add(1, Ordering::Relaxed);
+                count_read(level, w, h);
                 d.read_rgb_into(x, y, level, w, h, buffer)
             }
             _ => self.read_openslide(x, y, level, w, h, buffer),
@@ -260,7 +275,7 @@ impl Slide {
         if u64::from(w) * u64::from(h) > MAX_REGION_PIXELS {
             return Err(format!("refusing to read a {w}x{h} region in one piece"));
         }
-        REGIONS.fetch_add(1, Ordering::Relaxed);
+        count_read(level, w, h);
         // Strips only at level 0, where a row is exactly one level-0 row; a
         // coarser level's non-integer downsample would shift strip origins.
         let rows = if level == 0 {

@@ -303,12 +303,13 @@ fn put_unit(
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO units (input, sink, i, j, out_dir, size, pipeline, read, prov, outputs,
-                    kept, complete, built_at, build)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13)
+                    kept, complete, built_at, build, encoding)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (input, sink, i, j) DO UPDATE SET out_dir = excluded.out_dir,
                     size = excluded.size, pipeline = excluded.pipeline, read = excluded.read,
                     prov = excluded.prov, kept = excluded.kept, complete = excluded.complete,
-                    built_at = excluded.built_at, build = excluded.build",
+                    built_at = excluded.built_at, build = excluded.build,
+                    encoding = excluded.encoding",
     )?
     .execute(params![
         u.input,
@@ -323,7 +324,8 @@ fn put_unit(
         u.kept.map(i64::from),
         u.complete,
         u.built_at,
-        u.build
+        u.build,
+        u.encoding
     ])?;
     let id: i64 = tx
         .prepare_cached(

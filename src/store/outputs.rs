@@ -57,7 +57,7 @@ fn output_row(r: &Row<'_>) -> rusqlite::Result<OutputRow> {
 
 const UNIT_COLUMNS: &str = "u.id, u.input, u.sink, u.i, u.j, d.path, u.size, p.hash,
     r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader, pv.recipe_hash, pv.tool_version,
-    u.outputs, u.kept, u.complete, u.built_at, u.build";
+    u.outputs, u.kept, u.complete, u.built_at, u.build, u.encoding";
 const UNIT_JOINS: &str = "FROM units u JOIN out_dirs d ON d.id = u.out_dir
     JOIN pipelines p ON p.id = u.pipeline JOIN reads r ON r.id = u.read
     JOIN provenance pv ON pv.id = u.prov";
@@ -87,6 +87,7 @@ fn unit_row(r: &Row<'_>) -> rusqlite::Result<UnitRow> {
         complete: r.get::<_, i64>(17)? != 0,
         built_at: r.get(18)?,
         build: r.get(19)?,
+        encoding: r.get(20)?,
     })
 }
 

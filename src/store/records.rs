@@ -133,6 +133,9 @@ pub struct UnitRecord {
     pub size: u32,
     pub pipeline_hash: String,
     pub read: ReadFacts,
+    /// How its tiles were encoded: `pixels`, or `crop` (lossless crops of
+    /// the cell's whole-tile JPEG, byte-identical to encoding the pixels).
+    pub encoding: String,
     pub maker: Maker,
     /// Whether the `tissue` step kept the cell (`None` without such a step).
     pub kept: Option<bool>,
@@ -155,6 +158,8 @@ pub struct UnitRow {
     pub size: u32,
     pub pipeline_hash: String,
     pub read: ReadFacts,
+    /// See [`UnitRecord::encoding`].
+    pub encoding: String,
     pub maker: Maker,
     pub outputs: u64,
     pub kept: Option<bool>,

@@ -11,7 +11,7 @@
 /// The schema this cpia writes. Bump it with every change to a table, index,
 /// view or trigger, and add the step to [`super::version::MIGRATIONS`]:
 /// what an older or newer state means is [`super::version`]'s table.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Tables, indexes and views (idempotent).
 pub const SCHEMA: &str = r#"
@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS units (
     i INTEGER NOT NULL, j INTEGER NOT NULL, out_dir INTEGER NOT NULL, size INTEGER NOT NULL,
     pipeline INTEGER NOT NULL, read INTEGER NOT NULL, prov INTEGER NOT NULL,
     outputs INTEGER NOT NULL, kept INTEGER, complete INTEGER NOT NULL,
-    built_at INTEGER NOT NULL, build INTEGER NOT NULL,
+    built_at INTEGER NOT NULL, build INTEGER NOT NULL, encoding TEXT NOT NULL DEFAULT 'pixels',
     UNIQUE (input, sink, i, j)
 );
 CREATE INDEX IF NOT EXISTS units_by_dir ON units(out_dir);
@@ -126,7 +126,7 @@ CREATE VIEW IF NOT EXISTS unit_records AS
   SELECT ir.collection, ir.source_root, ir.source_rel, lower(hex(r.source_hash)) AS source_hash,
          u.i || ',' || u.j AS unit, u.sink, p.hash AS pipeline_hash, u.outputs, u.kept,
          r.read_size, r.mpp, r.mpp_origin, r.reader, pv.recipe_hash, pv.tool_version,
-         u.built_at, u.build, u.complete
+         u.built_at, u.build, u.complete, u.encoding
     FROM units u JOIN input_records ir ON ir.input = u.input JOIN reads r ON r.id = u.read
     JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov;
 
@@ -224,8 +224,8 @@ CREATE TABLE IF NOT EXISTS submitted (
 -- ---- end of issue 12 part B ----
 "#;
 
-/// The exports' tables and triggers (schema 4, `export/`): also the
-/// migration step from schema 3, so one text defines them.
+/// The exports' tables and triggers (schema 5, `export/`): also the
+/// migration step from schema 4, so one text defines them.
 pub const EXPORT_SCHEMA: &str = r#"
 -- ---- exports (issue 16): training-ready copies under <output>/export/<name>/ ----
 -- One row per export: its definition (canonical JSON), the digest of

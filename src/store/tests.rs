@@ -75,6 +75,7 @@ fn unit(input: i64, tiles: &[(u32, u32)], removed: &[(u32, u32)]) -> UnitRecord 
             mpp_origin: "openslide".into(),
             reader: "direct".into(),
         },
+        encoding: "crop".into(),
         maker: maker(),
         kept: Some(true),
         complete: true,
@@ -130,6 +131,7 @@ fn units_keep_their_tile_count_and_lose_only_removed_tiles() {
     let u = st.unit(input, "write_M", (1, 2)).unwrap().unwrap();
     assert_eq!((u.outputs, u.kept, u.complete), (2, Some(true), true));
     assert_eq!(u.read.reader, "direct");
+    assert_eq!(u.encoding, "crop");
     // Rebuilt: (11,20) no longer written, (12,20) new; replayed twice.
     let again = Event::Unit(Box::new(unit(input, &[(10, 20), (12, 20)], &[(11, 20)])));
     st.record(&[again.clone(), again]).unwrap();
@@ -352,6 +354,52 @@ fn a_state_of_a_newer_cpia_is_refused_unchanged_by_every_kind_of_open() {
 }
 
 #[test]
+fn a_schema_3_state_is_migrated_with_its_units_encoded_from_pixels() {
+    // A state exactly as schema 3 made it: today's schema without what
+    // schema 4 added (the units' `encoding` and its column in the view).
+    let v3 = crate::store::schema::SCHEMA
+        .replacen(", encoding TEXT NOT NULL DEFAULT 'pixels'", "", 1)
+        .replacen(", u.encoding\n", "\n", 1);
+    assert!(
+        !v3.contains("encoding"),
+        "the schema-3 text could not be derived from the current schema"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(&v3).unwrap();
+        c.execute_batch(
+            "INSERT INTO units (input, sink, i, j, out_dir, size, pipeline, read, prov, outputs,
+                kept, complete, built_at, build) VALUES (1, 'write_M', 2, 3, 1, 384, 1, 1, 1, 7,
+                1, 1, 100, 1);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let s = State::open(&path).unwrap();
+    assert_eq!(s.opened(), &crate::store::Opened::Migrated { from: 3 });
+    drop(s);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let (outputs, encoding): (i64, String) = c
+        .query_row("SELECT outputs, encoding FROM units", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (outputs, encoding.as_str()),
+        (7, "pixels"),
+        "the unit was not carried over"
+    );
+    // The view has the column (its joins find no row for this bare unit).
+    c.prepare("SELECT encoding FROM unit_records").unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, crate::store::schema::SCHEMA_VERSION);
+}
+
+#[test]
 fn a_state_too_old_to_migrate_is_set_aside_not_emptied() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.sqlite");
@@ -411,23 +459,23 @@ fn a_foreign_sqlite_database_is_not_taken_for_an_empty_state() {
 }
 
 #[test]
-fn a_schema_3_state_gains_the_exports_tables_and_keeps_its_rows() {
+fn a_schema_4_state_gains_the_exports_tables_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.sqlite");
     {
-        // A state as schema 3 made it: its tables, no export objects.
+        // A state as schema 4 made it: its tables, no export objects.
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(crate::store::schema::SCHEMA).unwrap();
         c.execute("INSERT INTO collections (name) VALUES ('old')", [])
             .unwrap();
-        c.pragma_update(None, "user_version", 3).unwrap();
+        c.pragma_update(None, "user_version", 4).unwrap();
     }
     let e = State::open_read_only(&path)
         .err()
         .expect("a read-only open migrated");
-    assert!(e.to_string().contains("schema 3"), "{e}");
+    assert!(e.to_string().contains("schema 4"), "{e}");
     let s = State::open(&path).unwrap();
-    assert_eq!(s.opened(), &crate::store::Opened::Migrated { from: 3 });
+    assert_eq!(s.opened(), &crate::store::Opened::Migrated { from: 4 });
     assert_eq!(s.collections().unwrap().len(), 1, "the migration lost rows");
     let objects: i64 = s
         .conn

@@ -39,6 +39,13 @@ pub struct Migration {
 /// `MIGRATIONS[k].from == OLDEST_MIGRATABLE + k` (checked by a test).
 pub const MIGRATIONS: &[Migration] = &[Migration {
     from: 3,
+    what: "units record how their tiles were encoded (`encoding`: every earlier unit was \
+           encoded from pixels)",
+    // The view is made again, with the column, by the schema that follows.
+    sql: "ALTER TABLE units ADD COLUMN encoding TEXT NOT NULL DEFAULT 'pixels';
+          DROP VIEW IF EXISTS unit_records;",
+}, Migration {
+    from: 4,
     what: "the exports' tables and triggers (export/)",
     sql: EXPORT_SCHEMA,
 }];

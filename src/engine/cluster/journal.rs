@@ -176,6 +176,7 @@ mod tests {
                 mpp_origin: "openslide".into(),
                 reader: "direct".into(),
             },
+            encoding: "pixels".into(),
             maker: Maker {
                 recipe_hash: "r".into(),
                 tool_version: "t".into(),

@@ -12,12 +12,14 @@ pub mod mpp;
 pub mod otsu;
 pub mod qc;
 pub mod stat;
+pub mod tile_jpeg;
 
 use std::sync::Arc;
 
 use super::{Filter, JpegParams, OpError, RgbImage};
 
 pub use geometry::Geometry;
+pub use tile_jpeg::{encode, EncodedTile, EncodedTiles, Encoding, WholeJpeg};
 
 /// Which pyramid level a cell is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +128,11 @@ pub struct Region {
     /// Share of the cell that a slide-level tissue mask marks as tissue,
     /// when the recipe's tissue detector needs one (the engine computes it).
     pub tissue_fraction: Option<f64>,
+    /// The JPEG settings at which this cell's job writes its whole
+    /// standardized tiles, if it does (the engine knows its writing steps):
+    /// children written with the same settings are then cut from that JPEG
+    /// ([`tile_jpeg`]).
+    pub whole_jpeg: Option<JpegParams>,
 }
 
 /// A standardized tile: column and row in units of its own size. Its
@@ -148,20 +155,13 @@ impl Tile {
     }
 }
 
-/// Tiles flowing between WSI steps, with the cell's mask fraction.
+/// Tiles flowing between WSI steps, with the cell's mask fraction and the
+/// shared JPEG of its whole standardized tile.
 #[derive(Clone, Debug, Default)]
 pub struct Tiles {
     pub tiles: Vec<Tile>,
     pub tissue_fraction: Option<f64>,
-}
-
-/// One encoded tile, ready to be written.
-#[derive(Clone, Debug)]
-pub struct EncodedTile {
-    pub x: u32,
-    pub y: u32,
-    pub size: u32,
-    pub bytes: Arc<Vec<u8>>,
+    pub whole: Option<Arc<WholeJpeg>>,
 }
 
 /// `wsi_grid`: the cell's region standardized to `size`×`size`.
@@ -178,6 +178,10 @@ pub fn grid(region: &Region, p: &GridParams) -> Result<Tiles, OpError> {
             },
         )?)
     };
+    let whole = region
+        .whole_jpeg
+        .clone()
+        .map(|jpeg| Arc::new(WholeJpeg::new(jpeg, &image)));
     Ok(Tiles {
         tiles: vec![Tile {
             x: region.i,
@@ -188,6 +192,7 @@ pub fn grid(region: &Region, p: &GridParams) -> Result<Tiles, OpError> {
             oy: 0,
         }],
         tissue_fraction: region.tissue_fraction,
+        whole,
     })
 }
 
@@ -227,6 +232,7 @@ pub fn tissue(input: &Tiles, p: &TissueParams) -> Result<Tiles, OpError> {
     Ok(Tiles {
         tiles,
         tissue_fraction: input.tissue_fraction,
+        whole: input.whole.clone(),
     })
 }
 
@@ -275,26 +281,8 @@ pub fn subtiles(input: &Tiles, p: &SubtileParams) -> Result<Tiles, OpError> {
     Ok(Tiles {
         tiles: out,
         tissue_fraction: input.tissue_fraction,
+        whole: input.whole.clone(),
     })
-}
-
-/// `encode_tiles`: every tile as JPEG.
-pub fn encode(input: &Tiles, p: &TileEncodeParams) -> Result<Vec<EncodedTile>, OpError> {
-    use rayon::prelude::*;
-    input
-        .tiles
-        .par_iter()
-        .map(|t| {
-            Ok(EncodedTile {
-                x: t.x,
-                y: t.y,
-                size: t.size,
-                bytes: Arc::new(super::encode::encode_jpeg_region(
-                    &t.image, t.ox, t.oy, t.size, t.size, &p.jpeg,
-                )?),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -312,6 +300,7 @@ mod tests {
                 oy: 0,
             }],
             tissue_fraction: None,
+            whole: None,
         }
     }
 
@@ -398,7 +387,8 @@ mod tests {
             },
         )
         .unwrap();
-        for (t, e) in kids.tiles.iter().zip(&enc) {
+        assert_eq!(enc.encoding, Encoding::Pixels);
+        for (t, e) in kids.tiles.iter().zip(&enc.tiles) {
             let copy = image::imageops::crop_imm(&*t.image, t.ox, t.oy, t.size, t.size).to_image();
             assert_eq!(
                 t.statistic(Filter::Lanczos3),

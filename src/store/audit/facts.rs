@@ -26,6 +26,8 @@ pub struct TileFacts {
     pub y: u32,
     /// False when the unit's last build stopped part-way.
     pub complete: bool,
+    /// How the unit's tiles were encoded (`pixels` or `crop`).
+    pub encoding: String,
 }
 
 /// One recorded output file and everything recorded about how it was made.
@@ -99,7 +101,7 @@ const TILE_SQL: &str = "SELECT d.path, f.name, c.name, u.input, sd.root,
     CASE sd.path WHEN '' THEN f.name ELSE sd.path || '/' || f.name END, r.source_hash,
     t.ino, t.size, t.mtime_ns, t.content_hash, u.sink, p.hash, pv.recipe_hash, pv.tool_version,
     NULL, u.built_at, u.build, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
-    u.id, u.i, u.j, u.size, t.x, t.y, u.complete, u.out_dir
+    u.id, u.i, u.j, u.size, t.x, t.y, u.complete, u.out_dir, u.encoding
     FROM tiles t JOIN units u ON u.id = t.unit JOIN out_dirs d ON d.id = u.out_dir {source}
     JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov
     JOIN reads r ON r.id = u.read";
@@ -129,6 +131,7 @@ fn facts(
             x: r.get::<_, i64>(27)? as u32,
             y: r.get::<_, i64>(28)? as u32,
             complete: r.get::<_, i64>(29)? != 0,
+            encoding: r.get(31)?,
         })
     } else {
         None

@@ -220,6 +220,7 @@ impl Enc {
         self.u32(u.size);
         self.hash(&u.pipeline_hash);
         self.read(&u.read);
+        self.str(&u.encoding);
         self.maker(&u.maker);
         self.u8(match u.kept {
             None => 0,
@@ -488,6 +489,7 @@ impl<'a> Dec<'a> {
         let size = self.u32()?;
         let pipeline_hash = self.hash()?;
         let read = self.read()?;
+        let encoding = self.str()?;
         let maker = self.maker()?;
         let kept = match self.u8()? {
             0 => None,
@@ -519,6 +521,7 @@ impl<'a> Dec<'a> {
             size,
             pipeline_hash,
             read,
+            encoding,
             maker,
             kept,
             complete,
@@ -646,6 +649,7 @@ mod tests {
                 size: 384,
                 pipeline_hash: h(8),
                 read: read(),
+                encoding: "crop".into(),
                 maker: maker(),
                 kept: Some(false),
                 complete: false,
@@ -668,6 +672,7 @@ mod tests {
                 size: 96,
                 pipeline_hash: h(9),
                 read: read(),
+                encoding: "pixels".into(),
                 maker: maker(),
                 kept: None,
                 complete: true,
