@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::report::model::{Build, SheetTotal, Summary};
+use crate::report::model::{Build, OtherLibraries, SheetTotal, Summary};
 use crate::report::{self, text, Detail};
 
 use super::{CmdResult, Context, EXIT_FAILURES};
@@ -27,6 +27,7 @@ struct Json<'a> {
     sheets: &'a [SheetTotal],
     collections: Vec<JsonCollection<'a>>,
     problems: Vec<JsonProblem<'a>>,
+    other_libraries: &'a [OtherLibraries],
 }
 
 #[derive(Serialize)]
@@ -90,6 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                     error: &p.error,
                 })
                 .collect(),
+            other_libraries: &report.other_libraries,
         };
         println!("{}", serde_json::to_string(&json)?);
     } else {

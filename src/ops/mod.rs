@@ -10,6 +10,7 @@ pub mod crop;
 pub mod decode;
 pub mod encode;
 pub mod expr;
+pub mod libraries;
 pub mod pool;
 pub mod probe;
 pub mod resize;

@@ -29,6 +29,22 @@ pub struct Report {
     pub orphans: Vec<Orphan>,
     /// Recipes that could not be used (they are not in `collections`).
     pub problems: Vec<RecipeProblem>,
+    /// Outputs made with library versions other than the ones this cpia
+    /// runs with (library versions are recorded, not keyed: such outputs
+    /// are not rebuilt by themselves).
+    pub other_libraries: Vec<OtherLibraries>,
+}
+
+/// Outputs of a collection made with other library versions.
+#[derive(Clone, Debug, Serialize)]
+pub struct OtherLibraries {
+    pub collection: String,
+    pub outputs: u64,
+    /// The versions recorded with them (None: built before cpia recorded
+    /// library versions).
+    pub libraries: Option<String>,
+    /// What differs from now, library by library (`openslide 3.4.0 → 3.4.1`).
+    pub differences: Vec<String>,
 }
 
 /// The latest build of the build log.

@@ -99,6 +99,7 @@ pub fn status(r: &Report) -> String {
         let first = p.error.lines().next().unwrap_or("");
         let _ = writeln!(s, "error: {}: {first}", p.recipe);
     }
+    other_libraries(&mut s, &r.other_libraries);
 
     s.push_str("\nimages per published sheet\n");
     let mut rows = vec![vec![
@@ -192,6 +193,22 @@ pub fn status(r: &Report) -> String {
         );
     }
     s
+}
+
+/// A note per collection with outputs made by other library versions.
+fn other_libraries(s: &mut String, found: &[OtherLibraries]) {
+    for o in found {
+        let what = match &o.libraries {
+            None => "library versions not recorded (built before cpia recorded them)".to_string(),
+            Some(_) => format!("other library versions ({})", o.differences.join(", ")),
+        };
+        let _ = writeln!(
+            s,
+            "note: {}: {} output(s) made with {what}; they are kept (versions are recorded, not in keys: docs/state.md); `cpia why FILE` shows them",
+            o.collection,
+            count(o.outputs)
+        );
+    }
 }
 
 /// `cpia list`: per collection a line (name, kind, source, images,

@@ -72,7 +72,8 @@ pub fn build(
         Settled::Running(subs, s) => return Ok(Outcome::Busy(subs, s)),
         Settled::Done(s) => s,
     };
-    let prepared = driver::prepare(ws, state, planner, selection, flags)?;
+    let clock = driver::output_clock(ws);
+    let prepared = driver::prepare(ws, state, planner, selection, flags, clock)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }

@@ -15,7 +15,8 @@
 /// First bytes of every journal file.
 pub const MAGIC: [u8; 8] = *b"CPIAJRN\0";
 /// Bump when the layout changes; a reader refuses other versions.
-pub const VERSION: u32 = 1;
+/// 2: a maker carries the versions of the libraries that made the pixels.
+pub const VERSION: u32 = 2;
 /// Size of the file header.
 pub const HEADER_LEN: usize = 32;
 /// Size of a record's frame before its payload.
