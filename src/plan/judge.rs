@@ -178,6 +178,9 @@ pub fn roi(
     plan
 }
 
+/// The recorded tiles `(x, y)` of a unit (read from the state on demand).
+pub type PreviousTiles<'a> = dyn FnMut(&UnitRow) -> Result<Vec<(u32, u32)>, StateError> + 'a;
+
 /// The detailed plan of a slide.
 pub fn wsi(
     cx: &Context<'_>,
@@ -185,7 +188,7 @@ pub fn wsi(
     planned: Result<(Vec<PlannedUnit>, PlannedQc), String>,
     recorded_units: Vec<UnitRow>,
     recorded_outputs: Vec<OutputRow>,
-    previous_tiles: &mut dyn FnMut(&UnitRow) -> Result<Vec<(u32, u32)>, StateError>,
+    previous_tiles: &mut PreviousTiles<'_>,
 ) -> Result<InputPlan, StateError> {
     let mut plan = InputPlan::default();
     let (units, qc) = match planned {

@@ -233,18 +233,20 @@ pub fn file_stat(m: &std::fs::Metadata) -> FileStat {
     }
 }
 
-/// Margin for a file server's clock behind this machine's: source folders
-/// cannot be written, so their filesystem's own clock cannot be read (as
-/// the output folder's is), and this machine's stands in for it.
-const CLOCK_SLACK_NS: i64 = 100_000_000;
-
 /// How long after a file's last change a stat of it can still hide a
-/// second change (ns): the timestamps' granularity — 50 ms (a coarse
-/// kernel clock ticks every 1–10 ms), or 2 s when both are whole seconds
-/// (a filesystem that keeps seconds only) — plus [`CLOCK_SLACK_NS`].
+/// second change (ns): 50 ms (a coarse kernel clock ticks every 1–10 ms),
+/// or 2 s when both timestamps are whole seconds (a filesystem that keeps
+/// seconds only). Source folders cannot be written, so their filesystem's
+/// own clock cannot be read (as the output folder's is): this machine's
+/// stands in for it, which assumes a file server's clock within ~40 ms of
+/// this machine's (what NTP keeps) — the 50 ms cover a tick and that.
 pub fn racy_window(s: &FileStat) -> i64 {
     let coarse = s.mtime_ns % 1_000_000_000 == 0 && s.ctime_ns % 1_000_000_000 == 0;
-    CLOCK_SLACK_NS + if coarse { 2_000_000_000 } else { 50_000_000 }
+    if coarse {
+        2_000_000_000
+    } else {
+        50_000_000
+    }
 }
 
 /// Whether a stat read at or after `now_ns` (this machine's clock) is too
