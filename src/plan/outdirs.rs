@@ -141,12 +141,7 @@ pub fn racy(id: &DirIdentity, now_ns: i64) -> bool {
 /// change (ns): 50 ms (a coarse kernel clock ticks every 1–10 ms), or 2 s
 /// when its timestamps are whole seconds.
 pub fn racy_window(id: &DirIdentity) -> i64 {
-    let coarse = id.mtime_ns % 1_000_000_000 == 0 && id.ctime_ns % 1_000_000_000 == 0;
-    if coarse {
-        2_000_000_000
-    } else {
-        50_000_000
-    }
+    super::sources::timestamp_window(id.mtime_ns, id.ctime_ns)
 }
 
 /// Checks the output folders of `collections` under `root`. `clock` is the

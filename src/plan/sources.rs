@@ -233,20 +233,27 @@ pub fn file_stat(m: &std::fs::Metadata) -> FileStat {
     }
 }
 
-/// How long after a file's last change a stat of it can still hide a
-/// second change (ns): 50 ms (a coarse kernel clock ticks every 1–10 ms),
-/// or 2 s when both timestamps are whole seconds (a filesystem that keeps
-/// seconds only). Source folders cannot be written, so their filesystem's
-/// own clock cannot be read (as the output folder's is): this machine's
-/// stands in for it, which assumes a file server's clock within ~40 ms of
-/// this machine's (what NTP keeps) — the 50 ms cover a tick and that.
-pub fn racy_window(s: &FileStat) -> i64 {
-    let coarse = s.mtime_ns % 1_000_000_000 == 0 && s.ctime_ns % 1_000_000_000 == 0;
+/// How long after the last change of a file or folder with these
+/// timestamps (ns) a stat of it can still hide a second change: 50 ms (a
+/// coarse kernel clock ticks every 1–10 ms), or 2 s when both are whole
+/// seconds (a filesystem that keeps seconds only). Shared by source files
+/// (here) and output folders ([`super::outdirs::racy_window`]).
+pub fn timestamp_window(mtime_ns: i64, ctime_ns: i64) -> i64 {
+    let coarse = mtime_ns % 1_000_000_000 == 0 && ctime_ns % 1_000_000_000 == 0;
     if coarse {
         2_000_000_000
     } else {
         50_000_000
     }
+}
+
+/// A source file's racy window ([`timestamp_window`]). Source folders
+/// cannot be written, so their filesystem's own clock cannot be read (as
+/// the output folder's is): this machine's stands in for it, which assumes
+/// a file server's clock within ~40 ms of this machine's (what NTP keeps) —
+/// the 50 ms cover a tick and that.
+pub fn racy_window(s: &FileStat) -> i64 {
+    timestamp_window(s.mtime_ns, s.ctime_ns)
 }
 
 /// Whether a stat read at or after `now_ns` (this machine's clock) is too
