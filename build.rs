@@ -1,4 +1,4 @@
-//! Two generated files in `$OUT_DIR`:
+//! Three generated files in `$OUT_DIR`:
 //!
 //! - `catalog_files.rs`: the shipped recipes compiled into the binary: every
 //!   `.toml` under `recipes/` becomes an entry of a sorted list of (path
@@ -11,12 +11,33 @@
 //!   the numbering of `mi_option_e` may change with any mimalloc version, so a
 //!   hand-written number would silently set another option after an update.
 //!   An option missing from the header fails the build, naming it.
+//! - `pixel_libraries.rs` (read by `src/ops/libraries.rs`): the versions of
+//!   the crates that decode, resize and encode pixels, from `Cargo.lock`, and
+//!   the version of the libjpeg-turbo that turbojpeg-sys built, from its
+//!   `jconfig.h`. Read from the files the build uses, so a dependency update
+//!   cannot leave the recorded versions behind.
 
 use std::path::{Path, PathBuf};
+
+/// The crates whose versions can change output pixels or bytes: decoders,
+/// the resizer, the JPEG and PNG codecs, the OpenSlide binding. Lossless
+/// decompressors (inflate, LZW) are not listed: they either return the
+/// stored bytes or fail.
+const PIXEL_CRATES: &[&str] = &[
+    "fast_image_resize",
+    "image",
+    "openslide-rs",
+    "png",
+    "tiff",
+    "turbojpeg",
+    "turbojpeg-sys",
+    "zune-jpeg",
+];
 
 fn main() {
     catalog();
     mimalloc_options();
+    pixel_libraries();
 }
 
 /// `catalog_files.rs` (see the module documentation).
@@ -142,4 +163,78 @@ fn option_numbers(header: &str) -> Option<Vec<(String, i64)>> {
         next = value + 1;
     }
     Some(values)
+}
+
+/// Writes `pixel_libraries.rs`: `CRATES` ((name, versions) per crate of
+/// [`PIXEL_CRATES`]: every version `Cargo.lock` holds, joined by `+`;
+/// "unknown" without a lock file) and `LIBJPEG_TURBO`.
+fn pixel_libraries() {
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let lock = manifest.join("Cargo.lock");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let packages: Vec<(String, String)> = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("package")?.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.get("name")?.as_str()?.to_string(),
+                p.get("version")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let mut out = String::from(
+        "/// (crate, its versions in Cargo.lock) of the crates that make pixels.\n\
+         pub const CRATES: &[(&str, &str)] = &[\n",
+    );
+    for krate in PIXEL_CRATES {
+        let mut versions: Vec<&str> = packages
+            .iter()
+            .filter(|(n, _)| n == krate)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        versions.sort_unstable();
+        let versions = if versions.is_empty() {
+            "unknown".to_string()
+        } else {
+            versions.join("+")
+        };
+        out.push_str(&format!("    ({krate:?}, {versions:?}),\n"));
+    }
+    out.push_str("];\n");
+    out.push_str(&format!(
+        "/// The libjpeg-turbo turbojpeg-sys built (its `LIBJPEG_TURBO_VERSION`).\n\
+         pub const LIBJPEG_TURBO: &str = {:?};\n",
+        libjpeg_turbo_version()
+    ));
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("pixel_libraries.rs");
+    std::fs::write(dest, out).expect("writing pixel_libraries.rs");
+}
+
+/// `LIBJPEG_TURBO_VERSION` from the `jconfig.h` in turbojpeg-sys's include
+/// paths (`DEP_TURBOJPEG_INCLUDE`, given to direct dependents of a `links`
+/// crate), or "unknown".
+fn libjpeg_turbo_version() -> String {
+    println!("cargo:rerun-if-env-changed=DEP_TURBOJPEG_INCLUDE");
+    let includes = std::env::var("DEP_TURBOJPEG_INCLUDE").unwrap_or_default();
+    for dir in includes.split(',').filter(|d| !d.is_empty()) {
+        let header = Path::new(dir).join("jconfig.h");
+        let Ok(text) = std::fs::read_to_string(&header) else {
+            continue;
+        };
+        println!("cargo:rerun-if-changed={}", header.display());
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("#define") && words.next() == Some("LIBJPEG_TURBO_VERSION") {
+                if let Some(v) = words.next() {
+                    return v.to_string();
+                }
+            }
+        }
+    }
+    "unknown".to_string()
 }

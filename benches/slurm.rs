@@ -69,6 +69,7 @@ fn slide_results(input: i64, slide: u64, fp: i64, build: i64) -> (Vec<JobResult>
     let maker = Maker {
         recipe_hash: hex("recipe", 0),
         tool_version: "cpia 0.1.0".into(),
+        libraries: cpia::plan::libraries::of_kind(cpia::recipe::Kind::Wsi).to_string(),
     };
     let read = ReadFacts {
         source_hash: source_hash.clone(),

@@ -259,3 +259,175 @@ fn a_wsi_noop_reads_no_tile_and_a_deleted_tile_is_rebuilt() {
     assert_eq!(counts(&j), (0, built, 0, 0));
     assert_eq!(c("output_dirs_verified"), 0);
 }
+
+/// Runs `cpia build --json` paused at `point` (`CPIA_DEBUG_PAUSE`): `during`
+/// runs while the build waits there, then the build goes on. Returns its
+/// summary. Fails if the build ends without reaching the point.
+fn paused_build(ws: &Ws, point: &str, during: impl FnOnce()) -> serde_json::Value {
+    let flag = ws.path("pause.flag");
+    let mut child = ws
+        .command(&["build", "--json"])
+        .env("CPIA_DEBUG_PAUSE", format!("{point}:{}", flag.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A condition, not a time: the build says it has reached the point.
+    while !flag.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the build ended ({status}) without pausing at `{point}`: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    during();
+    std::fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Collection A's JPEG quality changed: the next build rewrites A's outputs
+/// (folder `M/A`) and nothing of B's (`M/B`).
+fn change_quality_of_a(ws: &Ws) {
+    ws.write(
+        "recipes/a.toml",
+        &format!(
+            "{}\n[[steps]]\nid = \"encode\"\nquality = 90\n",
+            common::recipe("A", "A")
+        ),
+    );
+}
+
+#[test]
+fn an_output_deleted_while_a_build_runs_elsewhere_is_not_vouched_for() {
+    // The case: a build busy in other folders (here A's, there the
+    // WSI tiles) while a file of a folder it does not write is deleted.
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.build(&[]);
+    change_quality_of_a(&ws);
+    let victim = ws.path("dataset/M/B/skimage_ihc.jpg");
+    let good = std::fs::read(&victim).unwrap();
+    let a = common::IMAGES_A.len() as u64;
+    let j = paused_build(&ws, "planned", || std::fs::remove_file(&victim).unwrap());
+    assert_eq!(counts(&j), (a, N - a, 0, 0), "{j}");
+    assert!(!victim.exists());
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(
+        counts(&j),
+        (1, N - 1, 0, 0),
+        "the deletion made during the last build was vouched for: {j}"
+    );
+    assert_eq!(c("output_dirs_verified"), 1, "{j}");
+    assert_eq!(std::fs::read(&victim).unwrap(), good);
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N, 0, 0), "{j}");
+    assert_eq!(c("output_dirs_verified"), 0);
+}
+
+#[test]
+fn an_output_deleted_while_a_build_writes_its_folder_is_not_vouched_for() {
+    // The build's own writes move the folder's identity too: the deletion
+    // of a file it has just written must not hide among them.
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.build(&[]);
+    change_quality_of_a(&ws);
+    let victim = ws.path("dataset/M/A/histolab_tcga-lung-rgb.jpg");
+    let a = common::IMAGES_A.len() as u64;
+    let j = paused_build(&ws, "executed", || {
+        assert!(victim.is_file());
+        std::fs::remove_file(&victim).unwrap()
+    });
+    assert_eq!(counts(&j), (a, N - a, 0, 0), "{j}");
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (1, N - 1, 0, 0), "{j}");
+    assert_eq!(c("output_dirs_verified"), 1, "{j}");
+    assert!(victim.is_file());
+    // Without interference the folders a build wrote are confirmed at its
+    // end (one more `readdir`), so the next no-op reads none.
+    ws.write("recipes/a.toml", &common::recipe("A", "A"));
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (a, N - a, 0, 0), "{j}");
+    assert_eq!(c("output_dirs_reverified"), 1, "{j}");
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N, 0, 0), "{j}");
+    assert_eq!(c("output_dirs_verified"), 0);
+    assert_eq!(c("output_dirs_reverified"), 0);
+}
+
+#[test]
+fn a_source_rewritten_in_place_with_its_old_size_and_mtime_is_rebuilt() {
+    // `cp -p`, `rsync -t --inplace`, `unzip -o` of a re-released archive:
+    // other bytes, same inode, size and mtime. Only the ctime moves.
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    let src = ws.path("sources/B/fixed.tif");
+    let img = image::open(td.join("roi/skimage_ihc.png"))
+        .unwrap()
+        .to_rgb8();
+    // Uncompressed TIFF: its size depends on the dimensions only.
+    let tiff = |img: &image::RgbImage| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Tiff).unwrap();
+        out.into_inner()
+    };
+    std::fs::write(&src, tiff(&img)).unwrap();
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j), (N + 1, 0, 0, 0), "{j}");
+    let output = ws.path("dataset/M/B/fixed.jpg");
+    let first = std::fs::read(&output).unwrap();
+
+    let before = std::fs::metadata(&src).unwrap();
+    let mut other = img.clone();
+    for p in other.pixels_mut() {
+        p.0 = [255 - p.0[0], 255 - p.0[1], 255 - p.0[2]];
+    }
+    let bytes = tiff(&other);
+    assert_eq!(bytes.len() as u64, before.len(), "not the same size");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+        f.write_all(&bytes).unwrap();
+        // `touch -d` back to the old mtime (utimensat).
+        f.set_modified(before.modified().unwrap()).unwrap();
+    }
+    let after = std::fs::metadata(&src).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (
+            after.dev(),
+            after.ino(),
+            after.len(),
+            after.mtime(),
+            after.mtime_nsec()
+        ),
+        (
+            before.dev(),
+            before.ino(),
+            before.len(),
+            before.mtime(),
+            before.mtime_nsec()
+        ),
+        "the rewrite must keep what the stat index used to trust"
+    );
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(
+        counts(&j),
+        (1, N, 0, 0),
+        "a source rewritten in place was trusted on its old stat: {j}"
+    );
+    assert_eq!(c("hashed_sources"), 1);
+    assert_ne!(std::fs::read(&output).unwrap(), first);
+    let (j, c) = counted(&ws, &[]);
+    assert_eq!(counts(&j), (0, N + 1, 0, 0), "{j}");
+    assert_eq!(c("hashed_sources"), 0);
+}

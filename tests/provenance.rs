@@ -826,3 +826,114 @@ fn metadata_class_and_mpp_origin_edits_update_the_records_without_rebuilding() {
         "made by the first build still"
     );
 }
+
+#[test]
+fn library_versions_are_recorded_shown_by_why_and_counted_by_status_not_keyed() {
+    let td = require_testdata!();
+    let ws = Ws::two_collections(&td);
+    ws.build(&[]);
+    let path = "M/A/histolab_tcga-lung-rgb.jpg";
+    let why = json_of(&ws.cpia(&["why", path, "--json"]));
+    let libs = &why["libraries"];
+    let now = libs["now"].as_str().unwrap().to_string();
+    assert_eq!(libs["recorded"], now.as_str(), "{why}");
+    assert!(
+        now.contains("libjpeg-turbo ") && now.contains("png "),
+        "{now}"
+    );
+    assert_eq!(libs["differences"], serde_json::json!([]));
+    let status = stdout(&ws.cpia(&["status"]));
+    assert!(!status.contains("library versions"), "{status}");
+
+    // As if A had been built by a cpia with another png, and B before
+    // library versions were recorded at all.
+    let db = state(&ws);
+    let png = now
+        .split(", ")
+        .find(|p| p.starts_with("png "))
+        .unwrap()
+        .to_string();
+    let a_prov: i64 = db
+        .query_row(
+            "SELECT DISTINCT o.prov FROM outputs o JOIN inputs i ON i.id = o.input
+               JOIN collections c ON c.id = i.collection WHERE c.name = 'A'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    db.execute(
+        "INSERT INTO libraries (versions) VALUES (?1)",
+        [now.replace(&png, "png 0.0.1")],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE provenance SET libraries = last_insert_rowid() WHERE id = ?1",
+        [a_prov],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE outputs SET prov = (SELECT max(id) + 1 FROM provenance)
+          WHERE input IN (SELECT i.id FROM inputs i JOIN collections c ON c.id = i.collection
+                           WHERE c.name = 'B')",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO provenance (id, recipe_hash, tool_version, libraries)
+         SELECT max(id) + 1, 'old', 'cpia 0.0.9', NULL FROM provenance",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let difference = format!("png 0.0.1 → {}", &png[4..]);
+    let why = json_of(&ws.cpia(&["why", path, "--json"]));
+    assert_eq!(
+        why["libraries"]["differences"],
+        serde_json::json!([difference])
+    );
+    let text = stdout(&ws.cpia(&["why", path]));
+    assert!(text.contains(&difference), "{text}");
+    let status = stdout(&ws.cpia(&["status"]));
+    let a = common::IMAGES_A.len();
+    let b = common::IMAGES_B.len();
+    assert!(
+        status.contains(&format!(
+            "note: A: {a} output(s) made with other library versions ({difference})"
+        )),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!(
+            "note: B: {b} output(s) made with library versions not recorded"
+        )),
+        "{status}"
+    );
+    let j = json_of(&ws.cpia(&["status", "--json"]));
+    let other = j["other_libraries"].as_array().unwrap();
+    assert_eq!(other.len(), 2, "{j}");
+    assert_eq!(other[0]["collection"], "A");
+    assert_eq!(other[0]["outputs"], a as u64);
+    assert_eq!(other[1]["libraries"], serde_json::Value::Null);
+
+    // Recorded, not keyed: nothing is rebuilt. A metadata-only edit updates
+    // the records' recipe hash but keeps the versions that made the pixels.
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j).0, 0, "{j}");
+    let recipe = ws.path("recipes/a.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(
+        &recipe,
+        text.replace("kind = \"roi\"", "kind = \"roi\"\nlicence = \"CC0-1.0\""),
+    )
+    .unwrap();
+    let (j, _) = ws.build(&[]);
+    assert_eq!(counts(&j).0, 0, "{j}");
+    let after = json_of(&ws.cpia(&["why", path, "--json"]));
+    assert_ne!(after["recipe"]["hash"], why["recipe"]["hash"], "{after}");
+    assert_eq!(
+        after["libraries"]["differences"],
+        serde_json::json!([difference]),
+        "a metadata update claimed the new libraries made the old pixels"
+    );
+}

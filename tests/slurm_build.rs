@@ -649,3 +649,63 @@ fn ctrl_c_on_a_waiting_coordinator_cancels_the_array() {
     assert_eq!(counts(&next).0 + built, counts(local).0, "{json}\n{next}");
     assert_eq!(&files(&root), local_files);
 }
+
+#[test]
+fn an_output_deleted_while_a_slurm_build_is_merged_is_not_vouched_for() {
+    // The window of a Slurm build is long (its plan is finished when its
+    // tasks are merged, maybe days later); changes made in it, in folders
+    // the build writes or not, must not be recorded as the build's.
+    require_slurm!();
+    let Some(t) = demo() else { return };
+    let (_d, root) = workspace(t);
+    let (_, out) = build(&root, &["--executor", "slurm", "--shards", "2", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recipe = root.join("recipes/wsi-demo.toml");
+    let mut text = std::fs::read_to_string(&recipe).unwrap();
+    text.push_str("\n[[steps]]\nid = \"write_S\"\nquality = 90\n");
+    std::fs::write(&recipe, text).unwrap();
+    let untouched = root.join("dataset/S/P_vivax/vivax-002.jpg");
+    let rewritten = std::fs::read_dir(root.join("dataset/S/WSI-demo-96"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let flag = root.join("pause.flag");
+    let mut child = cpia(&root)
+        .args([
+            "build",
+            "--json",
+            "--executor",
+            "slurm",
+            "--shards",
+            "2",
+            "--wait",
+        ])
+        .env("CPIA_DEBUG_PAUSE", format!("merged:{}", flag.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the coordinator to pause after merging", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the coordinator ended ({status}) without pausing");
+        }
+        flag.exists()
+    });
+    assert!(rewritten.is_file(), "the S tile was not rewritten yet");
+    std::fs::remove_file(&untouched).unwrap();
+    std::fs::remove_file(&rewritten).unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (json, out) = build(&root, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        counts(&json).0 >= 2,
+        "the deletions were vouched for: {json}"
+    );
+    assert!(untouched.is_file() && rewritten.is_file(), "{json}");
+    let (json, _) = build(&root, &[]);
+    assert_eq!(counts(&json).0, 0, "{json}");
+    records_match_files(&root);
+}

@@ -153,12 +153,7 @@ pub fn load(dir: &Path, file: &str) -> Arc<CollectionSpec> {
 }
 
 pub fn stat(m: &std::fs::Metadata) -> FileStat {
-    FileStat {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.len(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-    }
+    cpia::plan::sources::file_stat(m)
 }
 
 /// Creates an output file (empty, of pseudo-random bytes, or a link to a
@@ -306,6 +301,7 @@ pub fn maker(spec: &CollectionSpec) -> Maker {
     Maker {
         recipe_hash: spec.recipe.hash.clone(),
         tool_version: cpia::plan::TOOL_VERSION.to_string(),
+        libraries: cpia::plan::libraries::of_kind(spec.recipe.collection.kind).to_string(),
     }
 }
 
@@ -327,7 +323,7 @@ pub fn wsi_collection(
     let src_dir = state.src_dir_id(&format!("W{k}"), "").unwrap();
     let fp = state.fingerprint_id(&spec.fingerprint).unwrap();
     for p in &spec.pipelines {
-        state.pipeline_id(&p.hash, &p.to_json()).unwrap();
+        state.pipeline_id(&p.hash, &p.to_json().unwrap()).unwrap();
     }
     let wsi = spec.wsi.as_ref().expect("a WSI spec");
     let meta = SlideMeta {
@@ -497,7 +493,7 @@ pub fn roi_collection(
     let root = dir.join(format!("src/{root_name}"));
     let fp = state.fingerprint_id(&spec.fingerprint).unwrap();
     for p in &spec.pipelines {
-        state.pipeline_id(&p.hash, &p.to_json()).unwrap();
+        state.pipeline_id(&p.hash, &p.to_json().unwrap()).unwrap();
     }
     let mut first = None;
     let mut done = 0;

@@ -251,9 +251,15 @@ fn debug_counters(hashed_before: u64) {
         );
         let (dirs, outputs) = crate::plan::outdirs::counters();
         eprintln!("debug: output_dirs_verified={dirs} output_records_checked={outputs}");
+        let (dirs, outputs) = crate::plan::outdirs::reverified();
+        eprintln!("debug: output_dirs_reverified={dirs} output_records_rechecked={outputs}");
         eprintln!(
             "debug: source_folders_read={}",
             crate::plan::inputs::folders_read()
+        );
+        eprintln!(
+            "debug: racy_sources_rehashed={}",
+            crate::plan::inputs::racy_rehashed()
         );
         eprintln!(
             "debug: hashed_sources={}",

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::report::model::{Build, Report, SheetTotal, Summary};
+use crate::report::model::{Build, OtherLibraries, Report, SheetTotal, Summary};
 use crate::report::text;
 
 use super::{CmdResult, Context};
@@ -28,6 +28,7 @@ struct Json<'a> {
     collections: Vec<JsonCollection<'a>>,
     problems: Vec<JsonProblem<'a>>,
     exports: &'a [crate::report::model::ExportReport],
+    other_libraries: &'a [OtherLibraries],
 }
 
 #[derive(Serialize)]
@@ -94,5 +95,6 @@ fn json(report: &Report) -> serde_json::Result<String> {
             })
             .collect(),
         exports: &report.exports,
+        other_libraries: &report.other_libraries,
     })
 }

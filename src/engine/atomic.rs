@@ -370,6 +370,20 @@ impl OutputDir {
         Ok(st.st_mtime * 1_000_000_000 + st.st_mtime_nsec)
     }
 
+    /// The clock of the filesystem of output folder `root` (see
+    /// [`OutputDir::fs_now`]), read without preparing the folder for a
+    /// build (nothing is cleared): for the check that precedes planning.
+    pub fn clock(root: &std::path::Path) -> io::Result<i64> {
+        let root = Dir::root(root)?;
+        let tmp = tmp_folder(&root, TMP_DIR)?;
+        let name = format!("{}-clock.now", std::process::id());
+        tmp.create_file(&name)?;
+        let st = tmp.stat(&name);
+        let _ = tmp.unlink(&name, false);
+        let st = st?;
+        Ok(st.st_mtime * 1_000_000_000 + st.st_mtime_nsec)
+    }
+
     /// Removes the temporary folders of cluster tasks (a task killed or
     /// cancelled leaves its own behind): only for the coordinator, once no
     /// task of its build runs.

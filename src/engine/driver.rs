@@ -12,7 +12,10 @@
 //!    stops the whole build before anything is done.
 //! 5. Each plan is executed ([`super::Engine::run`]); then the identity of
 //!    every output folder that is known to match the records is recorded,
-//!    so the next build can trust it without reading it.
+//!    so the next build can trust it without reading it: the identity that
+//!    vouched for it at step 2 if it did not move since, otherwise one read
+//!    now and confirmed by one more `readdir` against the records (a change
+//!    made by someone else during the build is never vouched for).
 
 use std::collections::HashSet;
 
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::plan::outdirs::{self, DirCheck, Mode};
 use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, Unplanned};
 use crate::provenance::manifest::NewFile;
-use crate::store::{Event, State};
+use crate::store::{DirIdentity, Event, State};
 use crate::workspace::Workspace;
 
 use super::atomic::{OutputDir, Streamed};
@@ -70,7 +73,9 @@ pub struct Prepared {
 }
 
 /// Plans the selected collections (phase 1–4 above); what planning could
-/// not read of a source listing goes to `notes` as it is found.
+/// not read of a source listing goes to `notes` as it is found. `clock`: the
+/// output filesystem's clock read before anything is looked at
+/// ([`output_clock`]; `None` for a dry run, which records no identity).
 pub fn prepare(
     ws: &Workspace,
     state: &mut State,
@@ -78,6 +83,7 @@ pub fn prepare(
     selection: &Selection,
     flags: Flags,
     notes: Notes,
+    clock: Option<i64>,
 ) -> Result<Prepared, EngineError> {
     let catalog = planner.catalog(ws, selection);
     let mut ids = Vec::new();
@@ -105,7 +111,7 @@ pub fn prepare(
     } else {
         Mode::Identity
     };
-    let dirs = outdirs::check(state, &ws.output, &all, mode)?;
+    let dirs = outdirs::check(state, &ws.output, &all, mode, clock)?;
     let mut prepared = Prepared {
         catalog,
         dirs,
@@ -190,6 +196,13 @@ fn tell_warnings(p: &CollectionPlan, notes: Notes) {
     }
 }
 
+/// The output filesystem's clock now (ns), read before a build looks at its
+/// output folders; `None` when it cannot be read (then no folder verified
+/// at the start vouches for itself at the end: it is compared again).
+pub fn output_clock(ws: &Workspace) -> Option<i64> {
+    super::atomic::OutputDir::clock(&ws.output).ok()
+}
+
 /// What a build did, or why it did nothing.
 pub enum Outcome {
     /// Refused by the mass-removal guard: nothing was done.
@@ -207,13 +220,15 @@ pub fn build(
     flags: Flags,
     notes: Notes,
 ) -> Result<Outcome, EngineError> {
-    let prepared = prepare(ws, state, planner, selection, flags, notes)?;
+    let clock = output_clock(ws);
+    let prepared = prepare(ws, state, planner, selection, flags, notes, clock)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
     let mut run = Run::start(ws, state, planner, &prepared, opts)?;
     let removes = prepared.removes;
     let watched = watched(&prepared.dirs);
+    super::debug::pause("planned");
     prepared.for_each(ws, state, notes, |state, p| {
         if let Some(u) = &p.unplanned {
             return note_unplanned(state, p, u, flags, &mut run.summary);
@@ -222,6 +237,7 @@ pub fn build(
         run.summary.merge(s);
         Ok(())
     })?;
+    super::debug::pause("executed");
     Ok(Outcome::Done(run.finish(ws, state, &watched, removes)?))
 }
 
@@ -340,6 +356,12 @@ pub struct Watched {
     pub path: String,
     /// Inputs with damaged files in it.
     pub damaged_inputs: Vec<i64>,
+    /// The identity that vouched for the folder when it was checked
+    /// ([`outdirs::CheckedDir::vouched`]); `None`: none did, so the end of
+    /// the build compares it with its records before recording it. (Absent
+    /// from plans written before it existed: then `None`.)
+    #[serde(default)]
+    pub seen: Option<DirIdentity>,
 }
 
 /// The folders of a check, as [`Run::finish`] needs them.
@@ -353,6 +375,7 @@ pub fn watched(dirs: &DirCheck) -> Vec<Watched> {
                 id: c.dir.id,
                 path: c.dir.path.clone(),
                 damaged_inputs,
+                seen: c.seen.filter(|_| c.vouched),
             }
         })
         .collect()
@@ -392,81 +415,108 @@ pub fn note_unplanned(
 
 /// Records the identity of every checked output folder that now matches
 /// its records: not one where a write or removal failed, nor one whose
-/// damaged inputs are still incomplete. Folders this build created are
-/// recorded too. A racy identity (too recent for the clock's granularity)
-/// is waited out once, then recorded if it did not move.
+/// damaged inputs are still incomplete, nor any after `--fail-fast` stopped
+/// the build. Folders this build created are recorded too.
+///
+/// An identity vouches only for what was seen after it was read. So each
+/// folder's identity is read now, out of the racy window ([`settled`]); if
+/// it is the one that vouched for the folder when the build started
+/// ([`Watched::seen`]), nothing happened in it; otherwise (the build wrote or
+/// removed something there, or someone else did) it is compared with the
+/// records once more ([`outdirs::verify_now`]: one `readdir`), and recorded
+/// only if nothing is missing or replaced.
 fn record_dir_identities(
     ws: &Workspace,
     state: &mut State,
     engine: &Engine,
     checked: &[Watched],
 ) -> Result<(), EngineError> {
-    let Ok(mut now) = engine.output().fs_now() else {
-        return Ok(());
-    };
+    let wanted = identity_candidates(state, engine, checked)?;
+    for (id, path, seen, now) in settled(ws, engine, wanted) {
+        let keep = match now {
+            None => None,
+            Some(i) if seen == Some(i) => Some(i),
+            Some(i) => outdirs::verify_now(state, &ws.output, id, &path)?.then_some(i),
+        };
+        state.set_dir_identity(id, keep)?;
+    }
+    Ok(())
+}
+
+/// A folder whose identity may be recorded: (id, path, the identity that
+/// vouched for it when the build started).
+type Candidate = (i64, String, Option<DirIdentity>);
+
+/// The folders whose identity may be recorded; the others' identities are
+/// forgotten here.
+fn identity_candidates(
+    state: &mut State,
+    engine: &Engine,
+    checked: &[Watched],
+) -> Result<Vec<Candidate>, EngineError> {
     let incomplete = engine.incomplete();
     let dirty = engine.dirty_dirs();
     let mut known: HashSet<&str> = HashSet::new();
-    let mut wanted: Vec<(i64, String)> = Vec::new();
+    let mut wanted = Vec::new();
     for c in checked {
         known.insert(c.path.as_str());
         let unrepaired = c.damaged_inputs.iter().any(|i| incomplete.contains(i));
         if dirty.contains(&c.path) || unrepaired || engine.stopped() {
             state.set_dir_identity(c.id, None)?;
         } else {
-            wanted.push((c.id, c.path.clone()));
+            wanted.push((c.id, c.path.clone(), c.seen));
         }
     }
-    // Folders first written by this build.
+    // Folders first written by this build (or left without an identity).
     for (id, path) in state.out_dirs_without_identity()? {
         if !known.contains(path.as_str()) && !dirty.contains(&path) && !engine.stopped() {
-            wanted.push((id, path));
+            wanted.push((id, path, None));
         }
     }
-    let mut racy = Vec::new();
-    for (id, path) in wanted {
-        match outdirs::identity(&ws.output.join(&path)) {
-            Some(i) if outdirs::racy(&i, now) => racy.push((id, path, i)),
-            Some(i) => state.set_dir_identity(id, Some(i))?,
-            None => state.set_dir_identity(id, None)?,
-        }
-    }
-    if racy.is_empty() {
-        return Ok(());
-    }
-    // Wait until the newest of them has left the window, then look again.
-    // The filesystem's clock is itself coarse (a new file's mtime may lag
-    // real time by a tick), so look up to three times.
-    for _ in 0..3 {
-        let wait = racy
-            .iter()
-            .map(|(_, _, i)| outdirs::racy_window(i) - (now - i.mtime_ns.max(i.ctime_ns)))
-            .max()
-            .unwrap_or(0)
-            .clamp(0, 2_000_000_000)
-            + 15_000_000;
-        std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
-        if let Ok(n) = engine.output().fs_now() {
-            now = n;
-        }
-        let mut still = Vec::new();
-        for (id, path, before) in racy {
+    Ok(wanted)
+}
+
+/// Each folder's identity, read out of the racy window (the output
+/// filesystem's clock read before it shows its newest timestamp older than
+/// the clock's granularity), waiting the window out up to three times;
+/// `None` for a folder that is missing or still changing.
+fn settled(
+    ws: &Workspace,
+    engine: &Engine,
+    mut pending: Vec<Candidate>,
+) -> Vec<(i64, String, Option<DirIdentity>, Option<DirIdentity>)> {
+    let mut done = Vec::new();
+    for round in 0..4 {
+        let Ok(now) = engine.output().fs_now() else {
+            break;
+        };
+        let mut racy = Vec::new();
+        let mut wait = 0i64;
+        for (id, path, seen) in pending {
             match outdirs::identity(&ws.output.join(&path)) {
-                Some(after) if after != before => state.set_dir_identity(id, None)?,
-                None => state.set_dir_identity(id, None)?,
-                Some(_) if outdirs::racy(&before, now) => still.push((id, path, before)),
-                Some(_) => state.set_dir_identity(id, Some(before))?,
+                Some(i) if outdirs::racy(&i, now) => {
+                    let age = now - i.mtime_ns.max(i.ctime_ns);
+                    wait = wait.max(outdirs::racy_window(&i) - age);
+                    racy.push((id, path, seen));
+                }
+                i => done.push((id, path, seen, i)),
             }
         }
-        racy = still;
-        if racy.is_empty() {
+        pending = racy;
+        if pending.is_empty() || round == 3 {
             break;
         }
+        // The filesystem's clock is itself coarse (a new file's mtime may
+        // lag real time by a tick): a little more than the window.
+        let wait = wait.clamp(0, 2_000_000_000) + 15_000_000;
+        std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
     }
-    for (id, _, _) in racy {
-        state.set_dir_identity(id, None)?;
-    }
-    Ok(())
+    done.extend(
+        pending
+            .into_iter()
+            .map(|(id, path, seen)| (id, path, seen, None)),
+    );
+    done
 }
 
 /// The plans of a dry run, collection by collection (`cpia plan`).
@@ -479,7 +529,7 @@ pub fn dry_run(
     notes: Notes,
     mut f: impl FnMut(&State, &CollectionPlan),
 ) -> Result<(Catalog, Vec<MassRemoval>), EngineError> {
-    let prepared = prepare(ws, state, planner, selection, flags, notes)?;
+    let prepared = prepare(ws, state, planner, selection, flags, notes, None)?;
     let mass = prepared.mass_removals.clone();
     let catalog = prepared.catalog.clone();
     prepared.for_each(ws, state, notes, |state, p| {

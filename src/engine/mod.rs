@@ -23,6 +23,7 @@ pub mod atomic;
 pub mod budget;
 pub mod cluster;
 pub mod confined;
+pub mod debug;
 pub mod driver;
 pub mod estimate;
 pub mod evaluate;
@@ -317,6 +318,7 @@ impl Engine {
         let maker = plan.spec.as_ref().map(|s| Maker {
             recipe_hash: s.recipe.hash.clone(),
             tool_version: TOOL_VERSION.to_string(),
+            libraries: crate::plan::libraries::of_kind(s.recipe.collection.kind).to_string(),
         });
         let ctx = JobContext {
             out: &self.out,
@@ -565,6 +567,7 @@ impl<'r> JobContext<'r> {
         self.maker.cloned().unwrap_or_else(|| Maker {
             recipe_hash: String::new(),
             tool_version: TOOL_VERSION.to_string(),
+            libraries: String::new(),
         })
     }
 }

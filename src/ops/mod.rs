@@ -11,6 +11,7 @@ pub mod decode;
 pub mod encode;
 pub mod expr;
 pub mod jpeg_crop;
+pub mod libraries;
 pub mod pool;
 pub mod probe;
 pub mod resize;

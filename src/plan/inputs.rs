@@ -3,9 +3,10 @@
 //!
 //! | the source file | the input's record | result |
 //! |---|---|---|
-//! | stat equals the stat index's (device, inode, size, mtime ns) | complete under the current plan fingerprint, no damaged output | **up to date as a whole**: its recorded output count is added, nothing else is read |
+//! | stat equals the stat index's (device, inode, size, mtime and ctime ns) | complete under the current plan fingerprint, no damaged output | **up to date as a whole**: its recorded output count is added, nothing else is read |
 //! | stat equals | anything else (new input, fingerprint moved, incomplete, damaged) | detailed plan, hash from the index |
 //! | stat differs or file new | — | hashed; a different hash makes its inputs incomplete; detailed plan |
+//! | … and changed within the timestamps' granularity before the walk ([`super::sources::racy`]) | — | hashed again once that window has passed; recorded as vouching for nothing (hashed again next time) unless both hashes and stats agree, and its folder is read row by row next time |
 //! | cannot be hashed | — | a problem of the input; its outputs are kept |
 //! | gone, or no longer accepted by `[inputs]` | recorded | removed with its outputs |
 //!
@@ -21,16 +22,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::expand::Input;
-use super::sources::{hash_file, FoundFile};
+use super::sources::{self, hash_file, FoundFile};
 use crate::slide::SlideMeta;
-use crate::store::{FileStat, State, StateError};
+use crate::store::{FileStat, State, StateError, UNKNOWN_CTIME};
 
 static FOLDERS_READ: AtomicU64 = AtomicU64::new(0);
+static RACY_REHASHED: AtomicU64 = AtomicU64::new(0);
 
 /// Source folders whose rows this process read (not skipped on their
 /// digest), for `CPIA_DEBUG_COUNTERS`: 0 on a no-op.
 pub fn folders_read() -> u64 {
     FOLDERS_READ.load(Ordering::Relaxed)
+}
+
+/// Source files hashed a second time because their stat was racy, for
+/// `CPIA_DEBUG_COUNTERS`.
+pub fn racy_rehashed() -> u64 {
+    RACY_REHASHED.load(Ordering::Relaxed)
 }
 
 /// An input that needs a detailed plan.
@@ -97,6 +105,10 @@ pub struct Collection<'a> {
     /// The current plan fingerprint's id.
     pub fp: i64,
     pub wsi: bool,
+    /// This machine's clock before the walk ([`sources::now_ns`]): a stat
+    /// of a file changed within its racy window of it vouches for nothing
+    /// until confirmed.
+    pub scanned_at: i64,
 }
 
 /// Sorts the collection's inputs: up to date as a whole, to plan in detail,
@@ -206,15 +218,14 @@ pub fn classify(
         }
     }
     // New or changed files: hashed in parallel, recorded in one transaction.
-    /// (source folder, file, its input if recorded, content hash).
-    type Hashed = (i64, FoundFile, Option<i64>, Result<String, String>);
-    let hashed: Vec<Hashed> = to_hash
+    let mut hashed: Vec<Hashed> = to_hash
         .into_par_iter()
         .map(|(dir, f, input)| {
             let h = hash_file(&f.abs);
             (dir, f, input, h)
         })
         .collect();
+    confirm_racy(&mut hashed, c.scanned_at);
     let ok: Vec<(i64, &str, FileStat, &str)> = hashed
         .iter()
         .filter_map(|(dir, f, _, h)| {
@@ -231,6 +242,9 @@ pub fn classify(
                 if let Some((_, input)) = ids.next() {
                     if let Some(folder) = folder_of.get(dir) {
                         out.folders[*folder].inputs.push(input);
+                        if f.stat.ctime_ns == UNKNOWN_CTIME {
+                            out.folders[*folder].ok = false;
+                        }
                     }
                     out.detail.push(detail(c, input, f, h.clone()));
                 }
@@ -256,6 +270,49 @@ pub fn classify(
     out.detail.sort_by(|a, b| a.input.rel.cmp(&b.input.rel));
     out.gone.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
+}
+
+/// (source folder, file, its input if recorded, content hash).
+type Hashed = (i64, FoundFile, Option<i64>, Result<String, String>);
+
+/// Confirms the hashes of files whose stat was racy when the walk began:
+/// once their window has passed, each is stat'ed and hashed again. A file
+/// whose stat and hash both held is recorded as it is; any other keeps the
+/// newer hash with its ctime [`UNKNOWN_CTIME`], so it is hashed again by
+/// the next walk. Waits at most once, for the newest of them (≤ 2 s).
+fn confirm_racy(hashed: &mut [Hashed], scanned_at: i64) {
+    let racy: Vec<usize> = (0..hashed.len())
+        .filter(|&i| hashed[i].3.is_ok() && sources::racy(&hashed[i].1.stat, scanned_at))
+        .collect();
+    let settles = |s: &FileStat| s.mtime_ns.max(s.ctime_ns) + sources::racy_window(s);
+    let Some(until) = racy.iter().map(|&i| settles(&hashed[i].1.stat)).max() else {
+        return;
+    };
+    let wait = (until - sources::now_ns()).clamp(0, 2_000_000_000);
+    std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+    let now = sources::now_ns();
+    let again: Vec<(usize, Option<Result<String, String>>)> = racy
+        .par_iter()
+        .map(|&i| {
+            let f = &hashed[i].1;
+            // A stat from a clock ahead of this machine's cannot settle yet.
+            let same = settles(&f.stat) <= now
+                && std::fs::metadata(&f.abs).is_ok_and(|m| sources::file_stat(&m) == f.stat);
+            RACY_REHASHED.fetch_add(u64::from(same), Ordering::Relaxed);
+            (i, same.then(|| sources::content_hash(&f.abs)))
+        })
+        .collect();
+    for (i, second) in again {
+        let entry = &mut hashed[i];
+        match second {
+            Some(Ok(h)) if entry.3.as_ref() == Ok(&h) => {}
+            Some(Ok(h)) => {
+                entry.3 = Ok(h);
+                entry.1.stat.ctime_ns = UNKNOWN_CTIME;
+            }
+            _ => entry.1.stat.ctime_ns = UNKNOWN_CTIME,
+        }
+    }
 }
 
 /// A recorded file of folder `dir` that the walk did not find (or did not
@@ -301,12 +358,13 @@ fn note_slide(names: &mut HashMap<String, Vec<String>>, rel: &str) {
 /// The digest of a folder's accepted files: their names and stats, in order.
 fn digest(files: &[FoundFile]) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"cpia-source-folder-1");
+    h.update(b"cpia-source-folder-2");
     for f in files {
         let name = split(&f.rel).1;
         h.update(&(name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
-        for v in [f.stat.dev, f.stat.ino, f.stat.size, f.stat.mtime_ns as u64] {
+        let s = &f.stat;
+        for v in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64] {
             h.update(&v.to_le_bytes());
         }
     }
@@ -348,4 +406,57 @@ fn attach_slide_meta(state: &mut State, detail: &mut [Detail]) -> Result<(), Sta
         detail[i].slide = Some(meta.map(Arc::new));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(dir: &Path, name: &str) -> FoundFile {
+        let abs = dir.join(name);
+        let m = std::fs::metadata(&abs).unwrap();
+        FoundFile {
+            rel: name.to_string(),
+            abs,
+            stat: sources::file_stat(&m),
+        }
+    }
+
+    #[test]
+    fn racy_stats_vouch_only_once_a_second_hash_confirms_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["same", "changed", "moved"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let hash = |name: &str| sources::content_hash(&dir.path().join(name)).unwrap();
+        let mut moved = found(dir.path(), "moved");
+        moved.stat.mtime_ns -= 1; // its stat moved since the walk
+        let mut hashed: Vec<Hashed> = vec![
+            (1, found(dir.path(), "same"), None, Ok(hash("same"))),
+            // What the first read saw is not what is there now: a change
+            // in the same tick, invisible to the stat.
+            (1, found(dir.path(), "changed"), None, Ok(hash("same"))),
+            (1, moved, None, Ok(hash("moved"))),
+        ];
+        let newest = hashed
+            .iter()
+            .map(|h| h.1.stat.mtime_ns.max(h.1.stat.ctime_ns) + sources::racy_window(&h.1.stat))
+            .max()
+            .unwrap();
+        // Just written: every stat is racy.
+        confirm_racy(&mut hashed, sources::now_ns());
+        assert!(sources::now_ns() >= newest, "the window was not waited out");
+        assert_ne!(hashed[0].1.stat.ctime_ns, UNKNOWN_CTIME, "confirmed");
+        assert_eq!(hashed[0].3, Ok(hash("same")));
+        assert_eq!(hashed[1].1.stat.ctime_ns, UNKNOWN_CTIME);
+        assert_eq!(hashed[1].3, Ok(hash("changed")), "the newer bytes");
+        assert_eq!(hashed[2].1.stat.ctime_ns, UNKNOWN_CTIME);
+
+        // A stat out of its window is not looked at again (a hash that no
+        // longer matches the file is left as it is: it was not re-read).
+        let mut old = vec![(1, found(dir.path(), "changed"), None, Ok(hash("same")))];
+        confirm_racy(&mut old, sources::now_ns() + 10_000_000_000);
+        assert_ne!(old[0].1.stat.ctime_ns, UNKNOWN_CTIME);
+        assert_eq!(old[0].3, Ok(hash("same")));
+    }
 }

@@ -19,7 +19,7 @@ use super::actions::{BuildAction, InputPlan, Problem, QcAction, Removal, UnitAct
 use super::expand::{tile_name, CollectionSpec, Input, PlannedOutput, PlannedQc, PlannedUnit};
 use super::key::{output_key, qc_key, unit_key, Pipeline};
 use super::outdirs::Damage;
-use crate::store::{Event, FailureRecord, Maker, OutputRow, Owner, ReadFacts, UnitRow};
+use crate::store::{Event, FailureRecord, Maker, OutputRow, Owner, ReadFacts, StateError, UnitRow};
 
 /// What the judge needs to know beyond the input itself.
 pub struct Context<'a> {
@@ -136,11 +136,12 @@ pub fn roi(
                 Some(why) => vec![why.to_string()],
                 None => {
                     plan.up_to_date += 1;
-                    if r.class != p.class || r.maker != *cx.maker {
+                    let maker = cx.maker.keeping_libraries_of(&r.maker);
+                    if r.class != p.class || r.maker != maker {
                         plan.updates.push(Event::OutputMeta {
                             id: r.id,
                             class: p.class.clone(),
-                            maker: cx.maker.clone(),
+                            maker,
                         });
                     }
                     continue;
@@ -177,6 +178,9 @@ pub fn roi(
     plan
 }
 
+/// The recorded tiles `(x, y)` of a unit (read from the state on demand).
+pub type PreviousTiles<'a> = dyn FnMut(&UnitRow) -> Result<Vec<(u32, u32)>, StateError> + 'a;
+
 /// The detailed plan of a slide.
 pub fn wsi(
     cx: &Context<'_>,
@@ -184,8 +188,8 @@ pub fn wsi(
     planned: Result<(Vec<PlannedUnit>, PlannedQc), String>,
     recorded_units: Vec<UnitRow>,
     recorded_outputs: Vec<OutputRow>,
-    previous_tiles: &mut dyn FnMut(&UnitRow) -> Vec<(u32, u32)>,
-) -> InputPlan {
+    previous_tiles: &mut PreviousTiles<'_>,
+) -> Result<InputPlan, StateError> {
     let mut plan = InputPlan::default();
     let (units, qc) = match planned {
         Ok(p) => p,
@@ -196,7 +200,7 @@ pub fn wsi(
                 input_id: Some(input.id),
                 outputs: 1,
             });
-            return plan;
+            return Ok(plan);
         }
     };
     let slide = crate::slide::slide_name(&input.rel);
@@ -236,10 +240,11 @@ pub fn wsi(
                     None => {
                         plan.up_to_date += r.outputs;
                         let read = read_facts(input, &u, &r.read.reader);
-                        if r.maker != *cx.maker || r.read != read {
+                        let maker = cx.maker.keeping_libraries_of(&r.maker);
+                        if r.maker != maker || r.read != read {
                             plan.updates.push(Event::UnitMeta {
                                 id: r.id,
-                                maker: cx.maker.clone(),
+                                maker,
                                 read,
                             });
                         }
@@ -252,20 +257,19 @@ pub fn wsi(
         if let Some(f) = cx.failure(&u.cell_id()) {
             reasons.push(format!("previous attempt failed: {}", first_line(&f.error)));
         }
-        let previous = rec
-            .map(|r| {
-                previous_tiles(r)
-                    .into_iter()
-                    .map(|(x, y)| {
-                        (
-                            format!("{}/{}", r.dir, tile_name(slide, r.size, x, y)),
-                            x,
-                            y,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let previous = match rec {
+            Some(r) => previous_tiles(r)?
+                .into_iter()
+                .map(|(x, y)| {
+                    (
+                        format!("{}/{}", r.dir, tile_name(slide, r.size, x, y)),
+                        x,
+                        y,
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         plan.units.push(UnitAction {
             input: input.clone(),
             unit: u,
@@ -279,7 +283,7 @@ pub fn wsi(
         if planned_cells.contains(&(r.sink.clone(), r.cell)) {
             continue;
         }
-        let files = previous_tiles(r)
+        let files = previous_tiles(r)?
             .into_iter()
             .map(|(x, y)| {
                 (
@@ -313,11 +317,12 @@ pub fn wsi(
             }
             None => {
                 plan.up_to_date += 1;
-                if r.maker != *cx.maker {
+                let maker = cx.maker.keeping_libraries_of(&r.maker);
+                if r.maker != maker {
                     plan.updates.push(Event::OutputMeta {
                         id: r.id,
                         class: None,
-                        maker: cx.maker.clone(),
+                        maker,
                     });
                 }
                 Vec::new()
@@ -342,7 +347,7 @@ pub fn wsi(
             });
         }
     }
-    plan
+    Ok(plan)
 }
 
 /// The key a unit was built under, from its recorded ingredients.

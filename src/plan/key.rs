@@ -35,9 +35,16 @@
 //! Deliberately **not** in the key: absolute paths, times, the machine, step
 //! ids (renaming a step changes no pixel), collection metadata, the output's
 //! name, sub-dataset, scale and class (they say *where* the file goes — its
-//! identity in the state — not what its bytes are), and cpia's own version
+//! identity in the state — not what its bytes are), cpia's own version
 //! (a release that changes no operator must not rebuild 21 million images;
-//! operator versions carry that meaning instead).
+//! operator versions carry that meaning instead), and the versions of the
+//! other libraries that make pixels:
+//!
+//! | not keyed | instead |
+//! |---|---|
+//! | the system libopenslide (`openslide_get_version`) | recorded with every WSI output ([`super::libraries`]); `cpia status` counts outputs another OpenSlide made; the direct reader (bit-exact with OpenSlide 3.4.1) is not used beside another version. Keying it would rebuild ~148 M tiles on an `apt upgrade` that changes no pixel |
+//! | the decoders, the resizer, the PNG encoder (image, png, tiff, zune-jpeg, fast_image_resize) | recorded with every output; `tests/golden.rs` fails when an update changes an operator's bytes, asking for that operator's version (keyed) to be bumped |
+//! | libjpeg-turbo | keyed through [`crate::ops::ENCODER`] (checked against the library built) |
 
 use serde::{Deserialize, Serialize};
 
@@ -110,9 +117,11 @@ impl Pipeline {
         }
     }
 
-    /// The JSON stored in the state's `pipelines` table.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    /// The JSON stored in the state's `pipelines` table; the error names the
+    /// pipeline (an empty description would make its outputs unexplainable).
+    pub fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string(self)
+            .map_err(|e| format!("cannot describe pipeline {}: {e}", self.hash))
     }
 }
 

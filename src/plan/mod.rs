@@ -21,6 +21,7 @@ pub mod explain;
 pub mod inputs;
 pub mod judge;
 pub mod key;
+pub mod libraries;
 pub mod outdirs;
 pub mod query;
 pub mod sources;
@@ -357,6 +358,7 @@ pub fn plan_collection(
             return Ok(plan);
         }
     };
+    let scanned_at = sources::now_ns();
     let found = match sources::scan(&root, &recipe.inputs) {
         Ok((files, problems)) => {
             plan.warnings = problems;
@@ -374,7 +376,13 @@ pub fn plan_collection(
     let fp = state.fingerprint_id(&spec.fingerprint)?;
     plan.fp = Some(fp);
     for p in &spec.pipelines {
-        plan.pipelines.push((p.hash.clone(), p.to_json()));
+        match p.to_json() {
+            Ok(json) => plan.pipelines.push((p.hash.clone(), json)),
+            Err(e) => {
+                plan.unplanned = Some(Unplanned::Error(e));
+                return Ok(plan);
+            }
+        }
     }
     let wsi = recipe.collection.kind == Kind::Wsi;
     let damaged_ids: Vec<i64> = dirs.damage.keys().copied().collect();
@@ -393,6 +401,7 @@ pub fn plan_collection(
             root: &root,
             fp,
             wsi,
+            scanned_at,
         },
         found,
         &|input| dirs.damage.contains_key(&input),
@@ -427,20 +436,24 @@ pub fn plan_collection(
     let maker = Maker {
         recipe_hash: recipe.hash.clone(),
         tool_version: TOOL_VERSION.to_string(),
+        libraries: libraries::of_kind(recipe.collection.kind).to_string(),
     };
     // Explanations compare with the pipeline an output was built with.
+    // A description that does not parse explains less; a state that cannot
+    // be read fails the plan (`read_error`, checked after each input).
     let pipeline_cache: std::cell::RefCell<HashMap<String, Option<key::Pipeline>>> =
         Default::default();
+    let read_error: std::cell::RefCell<Option<StateError>> = Default::default();
     let old = |hash: &str| -> Option<key::Pipeline> {
         pipeline_cache
             .borrow_mut()
             .entry(hash.to_string())
-            .or_insert_with(|| {
-                state
-                    .pipeline(hash)
-                    .ok()
-                    .flatten()
-                    .and_then(|j| serde_json::from_str(&j).ok())
+            .or_insert_with(|| match state.pipeline(hash) {
+                Ok(json) => json.and_then(|j| serde_json::from_str(&j).ok()),
+                Err(e) => {
+                    read_error.borrow_mut().get_or_insert(e);
+                    None
+                }
             })
             .clone()
     };
@@ -453,23 +466,17 @@ pub fn plan_collection(
         maker: &maker,
         old_pipeline: &old,
     };
+    let check_reads = || read_error.borrow_mut().take().map_or(Ok(()), Err);
     let mut plans: Vec<(Arc<Input>, InputPlan)> = Vec::new();
     if wsi {
         for d in &classified.detail {
             let input = &d.input;
-            let same = &classified.slide_names[crate::slide::slide_name(&input.rel)];
-            let planned = if same.len() > 1 {
-                Err(format!(
-                    "slides {} have the same name up to the first dot, so their tiles would have the same names; rename one",
-                    same.join(" and ")
-                ))
-            } else {
-                match &d.slide {
+            let planned =
+                unique_slide_name(&classified, &input.rel).and_then(|()| match &d.slide {
                     Some(Ok(meta)) => expand::expand_wsi(spec, &input.rel, &input.hash, meta),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err("slide metadata missing".into()),
-                }
-            };
+                });
             let units = state.units_of_input(input.id)?;
             let outputs = state.outputs_of_input(input.id)?;
             let failures = state.failures_of(input.id)?;
@@ -478,13 +485,15 @@ pub fn plan_collection(
                 failures: &failures,
                 ..judging
             };
-            let mut tiles = |u: &crate::store::UnitRow| -> Vec<(u32, u32)> {
-                state
-                    .tiles_of_unit(u.id)
-                    .map(|t| t.into_iter().map(|t| (t.x, t.y)).collect())
-                    .unwrap_or_default()
+            let mut tiles = |u: &crate::store::UnitRow| -> Result<Vec<(u32, u32)>, StateError> {
+                Ok(state
+                    .tiles_of_unit(u.id)?
+                    .into_iter()
+                    .map(|t| (t.x, t.y))
+                    .collect())
             };
-            let p = judge::wsi(&cx, input, planned, units, outputs, &mut tiles);
+            let p = judge::wsi(&cx, input, planned, units, outputs, &mut tiles)?;
+            check_reads()?;
             plans.push((input.clone(), p));
         }
     } else {
@@ -529,6 +538,7 @@ pub fn plan_collection(
                 ..judging
             };
             let p = judge::roi(&cx, input, e, recorded, &claims);
+            check_reads()?;
             plans.push((input.clone(), p));
         }
     }
@@ -555,6 +565,22 @@ pub fn plan_collection(
     }
     plan.builds.sort_by_key(|a| a.output.path());
     Ok(plan)
+}
+
+/// `Ok` when no other slide of the collection has `rel`'s slide name (their
+/// tiles would have the same names); otherwise the problem, naming them.
+fn unique_slide_name(classified: &inputs::Classified, rel: &str) -> Result<(), String> {
+    let name = crate::slide::slide_name(rel);
+    match classified.slide_names.get(name) {
+        Some(same) if same.len() > 1 => Err(format!(
+            "slides {} have the same name up to the first dot, so their tiles would have the same names; rename one",
+            same.join(" and ")
+        )),
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "internal error: slide name `{name}` is missing from the collection's listing, so a slide of the same name cannot be ruled out; please report it"
+        )),
+    }
 }
 
 /// The plan of a collection that no recipe defines any more: every output

@@ -18,6 +18,13 @@
 //! recorded change leaves them equal. An identity is therefore recorded only
 //! once the folder's timestamps are older than the clock's granularity
 //! ([`racy`]; git's "racily clean" rule).
+//!
+//! An identity vouches only for what was seen *after* it was read: the
+//! identity read when a build starts ([`CheckedDir::vouched`]) or one read
+//! at its end, before one more `readdir` compares the folder with the records
+//! the build left ([`verify_now`]). So a file deleted by someone else while a
+//! build runs — in a folder the build writes or in one it does not — is never
+//! recorded as present (engine/driver.rs, `record_dir_identities`).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -32,13 +39,25 @@ use crate::store::{DirEntryRecord, DirIdentity, Event, OutDir, Owner, State, Sta
 
 static VERIFIED_DIRS: AtomicU64 = AtomicU64::new(0);
 static CHECKED_OUTPUTS: AtomicU64 = AtomicU64::new(0);
+static REVERIFIED_DIRS: AtomicU64 = AtomicU64::new(0);
+static REVERIFIED_OUTPUTS: AtomicU64 = AtomicU64::new(0);
 
-/// (output folders verified, recorded outputs compared) by this process, for
-/// `CPIA_DEBUG_COUNTERS`: a no-op verifies no folder.
+/// (output folders verified, recorded outputs compared) by this process's
+/// checks before planning, for `CPIA_DEBUG_COUNTERS`: a no-op verifies no
+/// folder.
 pub fn counters() -> (u64, u64) {
     (
         VERIFIED_DIRS.load(Ordering::Relaxed),
         CHECKED_OUTPUTS.load(Ordering::Relaxed),
+    )
+}
+
+/// (output folders verified, records compared) again at the end of a build
+/// ([`verify_now`]), for `CPIA_DEBUG_COUNTERS`.
+pub fn reverified() -> (u64, u64) {
+    (
+        REVERIFIED_DIRS.load(Ordering::Relaxed),
+        REVERIFIED_OUTPUTS.load(Ordering::Relaxed),
     )
 }
 
@@ -67,6 +86,11 @@ pub struct CheckedDir {
     pub dir: OutDir,
     /// Its identity when it was checked (`None`: missing or not a folder).
     pub seen: Option<DirIdentity>,
+    /// Whether `seen` vouches for the folder as checked: it equals the
+    /// recorded identity (trusted), or it was read out of the racy window
+    /// (before the `readdir` that verified the folder). Then, if the folder
+    /// still has this identity when the build ends, nothing happened in it.
+    pub vouched: bool,
     /// Whether it was compared with its records (its identity had moved).
     pub verified: bool,
     /// Inputs with damaged files in it.
@@ -117,38 +141,85 @@ pub fn racy(id: &DirIdentity, now_ns: i64) -> bool {
 /// change (ns): 50 ms (a coarse kernel clock ticks every 1–10 ms), or 2 s
 /// when its timestamps are whole seconds.
 pub fn racy_window(id: &DirIdentity) -> i64 {
-    let coarse = id.mtime_ns % 1_000_000_000 == 0 && id.ctime_ns % 1_000_000_000 == 0;
-    if coarse {
-        2_000_000_000
-    } else {
-        50_000_000
-    }
+    super::sources::timestamp_window(id.mtime_ns, id.ctime_ns)
 }
 
-/// Checks the output folders of `collections` under `root`.
+/// Checks the output folders of `collections` under `root`. `clock` is the
+/// output filesystem's clock read before the check (`None`: unknown, as in
+/// `cpia plan`): a verified folder's identity vouches for it only if it was
+/// already out of the racy window then.
 pub fn check(
     state: &State,
     root: &Path,
     collections: &[i64],
     mode: Mode,
+    clock: Option<i64>,
 ) -> Result<DirCheck, StateError> {
     let mut result = DirCheck::default();
     for dir in state.out_dirs_of(collections)? {
         let seen = identity(&root.join(&dir.path));
-        let trusted = mode == Mode::Identity && seen.is_some() && seen == dir.identity;
+        let same = seen.is_some() && seen == dir.identity;
+        let trusted = mode == Mode::Identity && same;
+        let settled = match (seen, clock) {
+            (Some(s), Some(now)) => !racy(&s, now),
+            _ => false,
+        };
         let mut checked = CheckedDir {
             dir,
             seen,
+            vouched: same || settled,
             verified: !trusted,
             damaged_inputs: HashSet::new(),
         };
         if !trusted {
             VERIFIED_DIRS.fetch_add(1, Ordering::Relaxed);
-            verify(state, root, &mut checked, mode, &mut result)?;
+            verify(
+                state,
+                root,
+                &mut checked,
+                mode,
+                &mut result,
+                &CHECKED_OUTPUTS,
+            )?;
         }
         result.dirs.push(checked);
     }
     Ok(result)
+}
+
+/// Compares output folder `dir` (id and path) with its records now, as a
+/// build's end does for a folder whose identity moved during the build: one
+/// `readdir`, no per-file `stat`. True when every recorded file is there,
+/// under its name, with its inode. The caller reads the identity it records
+/// *before* this call, out of the racy window, so whatever happens after the
+/// `readdir` moves the folder's identity again.
+pub fn verify_now(state: &State, root: &Path, id: i64, path: &str) -> Result<bool, StateError> {
+    REVERIFIED_DIRS.fetch_add(1, Ordering::Relaxed);
+    let seen = identity(&root.join(path));
+    if seen.is_none() {
+        return Ok(false);
+    }
+    let mut checked = CheckedDir {
+        dir: OutDir {
+            id,
+            path: path.to_string(),
+            identity: None,
+        },
+        seen,
+        vouched: false,
+        verified: true,
+        damaged_inputs: HashSet::new(),
+    };
+    let mut found = DirCheck::default();
+    verify(
+        state,
+        root,
+        &mut checked,
+        Mode::Identity,
+        &mut found,
+        &REVERIFIED_OUTPUTS,
+    )?;
+    Ok(found.damage.is_empty())
 }
 
 /// What `readdir` says of one name.
@@ -158,13 +229,15 @@ struct Listed {
     regular: bool,
 }
 
-/// Compares one folder with its records.
+/// Compares one folder with its records (`counted`: the debug counter of
+/// records compared).
 fn verify(
     state: &State,
     root: &Path,
     checked: &mut CheckedDir,
     mode: Mode,
     result: &mut DirCheck,
+    counted: &AtomicU64,
 ) -> Result<(), StateError> {
     let folder = root.join(&checked.dir.path);
     // Names are kept as keyed 64-bit hashes: a 4-million-entry folder costs
@@ -193,7 +266,7 @@ fn verify(
     }
     let mut batch: Vec<DirEntryRecord> = Vec::new();
     let mut flush = |batch: &mut Vec<DirEntryRecord>, result: &mut DirCheck| {
-        CHECKED_OUTPUTS.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counted.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let found: Vec<(usize, Finding)> = batch
             .par_iter()
             .enumerate()

@@ -1,9 +1,19 @@
 //! Listing source roots (with each file's stat) and hashing files.
 //!
 //! Which files are read is decided in [`super::inputs`]: a file whose
-//! (device, inode, size, mtime in ns) equal the stat index's entry is not
-//! read again; any other file is hashed, and if its bytes turn out unchanged
-//! (a `touch`) nothing downstream is rebuilt — the early cutoff.
+//! (device, inode, size, mtime, ctime in ns) equal the stat index's entry is
+//! not read again; any other file is hashed, and if its bytes turn out
+//! unchanged (a `touch`) nothing downstream is rebuilt — the early cutoff.
+//!
+//! The ctime is what makes the stat a proof: a user, `cp -p`, `rsync -t` or
+//! an archive tool can set the mtime back, but every change to a file moves
+//! its ctime to the current time, which nobody can set. Timestamps are
+//! coarse, though (a jiffy, or a second on some file servers), so a stat
+//! read within that granularity of the file's last change could be equal
+//! to the stat after a second change in the same tick: such a *racy* stat
+//! ([`racy`]) is confirmed by hashing the file again once the window has
+//! passed, or else not trusted (git's "racily clean" rule, as for output
+//! folders in [`super::outdirs`]).
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -203,18 +213,60 @@ pub fn scan(root: &Path, spec: &InputSpec) -> Result<(Vec<FoundFile>, Vec<String
             files.push(FoundFile {
                 rel: child,
                 abs: e.path(),
-                stat: FileStat {
-                    dev: m.dev(),
-                    ino: m.ino(),
-                    size: m.len(),
-                    mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                },
+                stat: file_stat(&m),
             });
         }
         // Pushed in reverse, so the first folder by name is walked next.
         stack.extend(folders.into_iter().rev());
     }
     Ok((files, problems))
+}
+
+/// The stat index's view of a file's metadata.
+pub fn file_stat(m: &std::fs::Metadata) -> FileStat {
+    FileStat {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.len(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    }
+}
+
+/// How long after the last change of a file or folder with these
+/// timestamps (ns) a stat of it can still hide a second change: 50 ms (a
+/// coarse kernel clock ticks every 1–10 ms), or 2 s when both are whole
+/// seconds (a filesystem that keeps seconds only). Shared by source files
+/// (here) and output folders ([`super::outdirs::racy_window`]).
+pub fn timestamp_window(mtime_ns: i64, ctime_ns: i64) -> i64 {
+    let coarse = mtime_ns % 1_000_000_000 == 0 && ctime_ns % 1_000_000_000 == 0;
+    if coarse {
+        2_000_000_000
+    } else {
+        50_000_000
+    }
+}
+
+/// A source file's racy window ([`timestamp_window`]). Source folders
+/// cannot be written, so their filesystem's own clock cannot be read (as
+/// the output folder's is): this machine's stands in for it, which assumes
+/// a file server's clock within ~40 ms of this machine's (what NTP keeps) —
+/// the 50 ms cover a tick and that.
+pub fn racy_window(s: &FileStat) -> i64 {
+    timestamp_window(s.mtime_ns, s.ctime_ns)
+}
+
+/// Whether a stat read at or after `now_ns` (this machine's clock) is too
+/// close to the file's last change to vouch for its bytes later.
+pub fn racy(s: &FileStat, now_ns: i64) -> bool {
+    now_ns - s.mtime_ns.max(s.ctime_ns) < racy_window(s)
+}
+
+/// This machine's clock, in ns since the epoch (0 if it is before 1970).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// blake3 of a file's content, hex. Large files (whole slides) are mapped and

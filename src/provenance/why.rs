@@ -66,6 +66,24 @@ pub fn find(state: &State, path: &str) -> Result<Option<OutputFacts>, StateError
         .find(|f| f.name == name))
 }
 
+/// The library versions that made `f`'s pixels, those this cpia runs with
+/// (for the kind of output it is), and what differs.
+fn libraries(f: &OutputFacts) -> Value {
+    // Slide reads are recorded for WSI tiles and QC pictures only.
+    let kind = if f.read.is_some() {
+        crate::recipe::Kind::Wsi
+    } else {
+        crate::recipe::Kind::Roi
+    };
+    let now = crate::plan::libraries::of_kind(kind);
+    let recorded = (!f.maker.libraries.is_empty()).then_some(f.maker.libraries.as_str());
+    json!({
+        "recorded": recorded,
+        "now": now,
+        "differences": crate::plan::libraries::differences(recorded.unwrap_or(""), now),
+    })
+}
+
 /// The `--json` object for output `f` (the keys of docs/cli.md `cpia why`).
 pub fn explain(state: &State, f: &OutputFacts) -> Result<Value, StateError> {
     let mut pipelines = Pipelines::default();
@@ -123,6 +141,7 @@ pub fn explain(state: &State, f: &OutputFacts) -> Result<Value, StateError> {
         "pipeline_hash": f.pipeline_hash,
         "sink": f.sink,
         "tool_version": f.maker.tool_version,
+        "libraries": libraries(f),
         "build": {
             "id": f.build,
             "started": build.as_ref().map(|b| b.started),
@@ -249,6 +268,21 @@ pub fn render(v: &Value) -> String {
         }
     }
     line("encoder", s(&v["encoder"]));
+    let libs = &v["libraries"];
+    line(
+        "libraries",
+        libs["recorded"]
+            .as_str()
+            .unwrap_or("not recorded (built before cpia recorded library versions)")
+            .to_string(),
+    );
+    if let Some(d) = libs["differences"].as_array().filter(|d| !d.is_empty()) {
+        let d: Vec<String> = d.iter().map(s).collect();
+        line(
+            "  now",
+            format!("this cpia runs with other versions: {}", d.join(", ")),
+        );
+    }
     let b = &v["build"];
     line(
         "made by",

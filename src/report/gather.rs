@@ -36,6 +36,27 @@ pub struct Detail {
     pub samples: bool,
 }
 
+/// Outputs made with other library versions, with what differs from the
+/// versions this cpia records for the collection's kind.
+fn other_libraries(found: &[(String, String, u64)], cols: &[Collection]) -> Vec<OtherLibraries> {
+    found
+        .iter()
+        .map(|(collection, recorded, outputs)| {
+            let kind = cols
+                .iter()
+                .find(|c| c.meta.name == *collection)
+                .map_or(Kind::Roi, |c| c.meta.kind);
+            let now = crate::plan::libraries::of_kind(kind);
+            OtherLibraries {
+                collection: collection.clone(),
+                outputs: *outputs,
+                libraries: (!recorded.is_empty()).then(|| recorded.clone()),
+                differences: crate::plan::libraries::differences(recorded, now),
+            }
+        })
+        .collect()
+}
+
 /// The report of `ws` from `state` (None: nothing has been built yet).
 pub fn gather(ws: &Workspace, state: Option<&State>, detail: Detail) -> Result<Report, StateError> {
     let cols = collections(ws);
@@ -121,6 +142,7 @@ pub fn gather(ws: &Workspace, state: Option<&State>, detail: Detail) -> Result<R
             .into_iter()
             .map(|(recipe, error)| RecipeProblem { recipe, error })
             .collect(),
+        other_libraries: other_libraries(&facts.other_libraries, &cols.list),
     })
 }
 
@@ -136,13 +158,21 @@ struct Facts {
     /// collection → (slide, origin, mpp)
     reads: HashMap<String, Vec<(String, String, f64)>>,
     last_build: Option<crate::store::summary::BuildRow>,
+    /// (collection, recorded library versions, outputs) of outputs made
+    /// with other versions than this cpia's.
+    other_libraries: Vec<(String, String, u64)>,
 }
 
 impl Facts {
     fn read(s: &State, cols: &[Collection]) -> Result<Facts, StateError> {
+        let current = [
+            crate::plan::libraries::of_kind(Kind::Roi),
+            crate::plan::libraries::of_kind(Kind::Wsi),
+        ];
         let mut f = Facts {
             folders: s.folder_counts()?,
             last_build: s.last_build()?,
+            other_libraries: s.outputs_by_other_libraries(&current)?,
             ..Facts::default()
         };
         for c in s.input_counts()? {

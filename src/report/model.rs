@@ -31,6 +31,10 @@ pub struct Report {
     pub problems: Vec<RecipeProblem>,
     /// The exports recorded in the state (docs/export.md).
     pub exports: Vec<ExportReport>,
+    /// Outputs made with library versions other than the ones this cpia
+    /// runs with (library versions are recorded, not keyed: such outputs
+    /// are not rebuilt by themselves).
+    pub other_libraries: Vec<OtherLibraries>,
 }
 
 /// One export as recorded.
@@ -47,6 +51,18 @@ pub struct ExportReport {
     pub pending: u64,
     /// When it was last brought up to date (s).
     pub updated_at: i64,
+}
+
+/// Outputs of a collection made with other library versions.
+#[derive(Clone, Debug, Serialize)]
+pub struct OtherLibraries {
+    pub collection: String,
+    pub outputs: u64,
+    /// The versions recorded with them (None: built before cpia recorded
+    /// library versions).
+    pub libraries: Option<String>,
+    /// What differs from now, library by library (`openslide 3.4.0 → 3.4.1`).
+    pub differences: Vec<String>,
 }
 
 /// The latest build of the build log.

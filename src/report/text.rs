@@ -130,6 +130,7 @@ fn status_lines(s: &mut String, r: &Report) {
             e.shards
         );
     }
+    other_libraries(s, &r.other_libraries);
 }
 
 /// Images per published sheet beside the published counts, with the total.
@@ -232,6 +233,22 @@ fn collection_notes(s: &mut String, r: &Report) {
             "note: collection {} has {} images but no recipe (the next full build removes them)",
             o.collection,
             count(o.images)
+        );
+    }
+}
+
+/// A note per collection with outputs made by other library versions.
+fn other_libraries(s: &mut String, found: &[OtherLibraries]) {
+    for o in found {
+        let what = match &o.libraries {
+            None => "library versions not recorded (built before cpia recorded them)".to_string(),
+            Some(_) => format!("other library versions ({})", o.differences.join(", ")),
+        };
+        let _ = writeln!(
+            s,
+            "note: {}: {} output(s) made with {what}; they are kept (versions are recorded, not in keys: docs/state.md); `cpia why FILE` shows them",
+            o.collection,
+            count(o.outputs)
         );
     }
 }

@@ -145,24 +145,7 @@ impl Slide {
     /// Opens `path` for reading regions; the error says why in words.
     pub fn open(path: &Path) -> Result<Slide, String> {
         let (osr, meta) = Slide::open_openslide(path)?;
-        // The direct reader must agree with OpenSlide on the levels, or it
-        // is not used at all.
-        let (direct, direct_problem) = match direct::DirectSlide::open(path) {
-            Ok(Some(d)) => {
-                let same = d.levels().len() == meta.levels.len()
-                    && d.levels()
-                        .iter()
-                        .zip(&meta.levels)
-                        .all(|(&(w, h), l)| w == l.width && h == l.height);
-                if same {
-                    (Some(d), None)
-                } else {
-                    (None, Some("its levels differ from OpenSlide's".to_string()))
-                }
-            }
-            Ok(None) => (None, Some("not a tiled JPEG TIFF it handles".to_string())),
-            Err(e) => (None, Some(e)),
-        };
+        let (direct, direct_problem) = direct_reader(path, &meta, openslide_version());
         Ok(Slide {
             osr,
             direct,
@@ -387,6 +370,56 @@ pub fn slide_name(rel: &str) -> &str {
     file.split('.').next().unwrap_or(file)
 }
 
+/// The OpenSlide release whose pixels the direct reader reproduces bit for
+/// bit (its module documentation says how).
+pub const DIRECT_READER_OPENSLIDE: &str = "3.4.1";
+
+/// The version of the libopenslide this process runs with (its
+/// `openslide_get_version`), or "unknown".
+pub fn openslide_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        openslide_rs::OpenSlide::version().unwrap_or_else(|_| "unknown".to_string())
+    })
+}
+
+/// The direct reader for the slide at `path`, or why it is not used: beside
+/// an OpenSlide other than [`DIRECT_READER_OPENSLIDE`] (`openslide` is the
+/// one running), or when it does not agree with OpenSlide on the levels,
+/// every region is read through OpenSlide (and recorded as read by it).
+fn direct_reader(
+    path: &Path,
+    meta: &SlideMeta,
+    openslide: &str,
+) -> (Option<direct::DirectSlide>, Option<String>) {
+    if openslide != DIRECT_READER_OPENSLIDE {
+        return (
+            None,
+            Some(format!(
+                "OpenSlide {openslide} runs here, and the direct reader reproduces OpenSlide {DIRECT_READER_OPENSLIDE}'s pixels only"
+            )),
+        );
+    }
+    // The direct reader must agree with OpenSlide on the levels, or it is
+    // not used at all.
+    match direct::DirectSlide::open(path) {
+        Ok(Some(d)) => {
+            let same = d.levels().len() == meta.levels.len()
+                && d.levels()
+                    .iter()
+                    .zip(&meta.levels)
+                    .all(|(&(w, h), l)| w == l.width && h == l.height);
+            if same {
+                (Some(d), None)
+            } else {
+                (None, Some("its levels differ from OpenSlide's".to_string()))
+            }
+        }
+        Ok(None) => (None, Some("not a tiled JPEG TIFF it handles".to_string())),
+        Err(e) => (None, Some(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,5 +462,30 @@ mod tests {
         assert!((scale - 2967.0 / 256.0).abs() < 0.1, "{scale}");
         let e = Slide::open(&td.join("../roi/skimage_ihc.png")).unwrap_err();
         assert!(e.contains("OpenSlide cannot open it"), "{e}");
+    }
+
+    #[test]
+    fn the_direct_reader_is_used_only_beside_the_openslide_it_reproduces() {
+        let td = std::env::var_os("CPIA_TESTDATA")
+            .map(|p| std::path::PathBuf::from(p).join("wsi"))
+            .or_else(testdata);
+        let Some(td) = td.filter(|p| p.is_dir()) else {
+            eprintln!("SKIPPED: shared/testdata/wsi not found (set CPIA_TESTDATA)");
+            return;
+        };
+        let path = td.join("CMU-1-Small-Region.svs");
+        let meta = Slide::probe(&path).unwrap();
+        let (direct, why) = direct_reader(&path, &meta, DIRECT_READER_OPENSLIDE);
+        assert!(direct.is_some(), "{why:?}");
+        let (direct, why) = direct_reader(&path, &meta, "4.0.0");
+        assert!(direct.is_none());
+        let why = why.unwrap();
+        assert!(
+            why.contains("OpenSlide 4.0.0") && why.contains("3.4.1"),
+            "{why}"
+        );
+        // This process runs beside the OpenSlide the reader reproduces (CI's
+        // Debian 12); anything else must be seen, not silently read around.
+        assert_eq!(openslide_version(), DIRECT_READER_OPENSLIDE);
     }
 }

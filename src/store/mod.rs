@@ -32,6 +32,7 @@ pub use events::Event;
 pub use records::{
     DirEntryRecord, DirIdentity, FailureRecord, FileStat, Maker, OutDir, OutputRecord, OutputRow,
     Owner, ReadFacts, RecordedFile, RecordedInput, TileRecord, UnitRecord, UnitRow, WrittenFile,
+    UNKNOWN_CTIME,
 };
 pub use state::{Opened, State, StateError};
 

@@ -14,9 +14,10 @@ use super::state::{blob_hex, State, StateError};
 const OUTPUT_COLUMNS: &str =
     "o.id, o.input, d.path, o.name, o.sink, p.hash, o.source_hash, o.class,
     pv.recipe_hash, pv.tool_version, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
-    o.ino, o.size, o.mtime_ns, o.content_hash, o.built_at, o.build";
+    o.ino, o.size, o.mtime_ns, o.content_hash, o.built_at, o.build, coalesce(l.versions, '')";
 const OUTPUT_JOINS: &str = "FROM outputs o JOIN out_dirs d ON d.id = o.out_dir
     JOIN pipelines p ON p.id = o.pipeline JOIN provenance pv ON pv.id = o.prov
+    LEFT JOIN libraries l ON l.id = pv.libraries
     LEFT JOIN reads r ON r.id = o.read";
 
 fn output_row(r: &Row<'_>) -> rusqlite::Result<OutputRow> {
@@ -33,6 +34,7 @@ fn output_row(r: &Row<'_>) -> rusqlite::Result<OutputRow> {
         maker: Maker {
             recipe_hash: r.get(8)?,
             tool_version: r.get(9)?,
+            libraries: r.get(21)?,
         },
         read: match read_hash {
             Some(h) => Some(ReadFacts {
@@ -57,10 +59,10 @@ fn output_row(r: &Row<'_>) -> rusqlite::Result<OutputRow> {
 
 const UNIT_COLUMNS: &str = "u.id, u.input, u.sink, u.i, u.j, d.path, u.size, p.hash,
     r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader, pv.recipe_hash, pv.tool_version,
-    u.outputs, u.kept, u.complete, u.built_at, u.build, u.encoding";
+    u.outputs, u.kept, u.complete, u.built_at, u.build, u.encoding, coalesce(l.versions, '')";
 const UNIT_JOINS: &str = "FROM units u JOIN out_dirs d ON d.id = u.out_dir
     JOIN pipelines p ON p.id = u.pipeline JOIN reads r ON r.id = u.read
-    JOIN provenance pv ON pv.id = u.prov";
+    JOIN provenance pv ON pv.id = u.prov LEFT JOIN libraries l ON l.id = pv.libraries";
 
 fn unit_row(r: &Row<'_>) -> rusqlite::Result<UnitRow> {
     Ok(UnitRow {
@@ -81,6 +83,7 @@ fn unit_row(r: &Row<'_>) -> rusqlite::Result<UnitRow> {
         maker: Maker {
             recipe_hash: r.get(13)?,
             tool_version: r.get(14)?,
+            libraries: r.get(21)?,
         },
         outputs: r.get::<_, i64>(15)? as u64,
         kept: r.get::<_, Option<i64>>(16)?.map(|k| k != 0),

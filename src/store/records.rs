@@ -1,15 +1,25 @@
 //! The rows of the state database, as plain structs. Hashes are hex strings
 //! here (blobs in the database).
 
-/// What identifies a file's bytes without reading them: if all four are
-/// unchanged, the recorded content hash is trusted.
+/// What identifies a file's bytes without reading them: if all five are
+/// unchanged, the recorded content hash is trusted. The ctime is the one a
+/// user cannot set (`touch -d`, `cp -p`, `rsync -t` and archive tools set
+/// the mtime; every write and every such reset moves the ctime to now).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FileStat {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i64,
+    /// [`UNKNOWN_CTIME`] in a record that must not vouch for the file (a
+    /// state from before ctimes were recorded, or a file still changing
+    /// when it was hashed): it equals no real stat, so the file is hashed.
+    pub ctime_ns: i64,
 }
+
+/// The ctime of a stat index entry that vouches for nothing (stored as
+/// NULL).
+pub const UNKNOWN_CTIME: i64 = i64::MIN;
 
 /// A source file as the stat index remembers it, with the collection's
 /// input record for it, if there is one.
@@ -59,11 +69,27 @@ pub struct ReadFacts {
     pub reader: String,
 }
 
-/// Who built something: the recipe version and the tool (`provenance`).
+/// Who built something: the recipe version, the tool, and the versions of
+/// the libraries that made its pixels (`provenance`, `libraries`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Maker {
     pub recipe_hash: String,
     pub tool_version: String,
+    /// `name version` pairs, `, `-separated (`plan::libraries`); empty when
+    /// not known (records from before cpia recorded them).
+    pub libraries: String,
+}
+
+impl Maker {
+    /// This maker, with the libraries of `made`: an update of a record whose
+    /// pixels are not rebuilt (a metadata edit) keeps the libraries that
+    /// made them.
+    pub fn keeping_libraries_of(&self, made: &Maker) -> Maker {
+        Maker {
+            libraries: made.libraries.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 /// A named output file (an ROI output or a slide's QC picture) to record.
@@ -188,7 +214,7 @@ pub struct FailureRecord {
 
 /// The identity of an output folder: if it is unchanged, no entry of the
 /// folder was added, removed, renamed or replaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirIdentity {
     pub dev: u64,
     pub ino: u64,

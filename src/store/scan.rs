@@ -7,7 +7,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::records::{FileStat, RecordedFile, RecordedInput};
+use super::records::{FileStat, RecordedFile, RecordedInput, UNKNOWN_CTIME};
 use super::state::{blob_hex, hex_blob, State, StateError};
 
 impl State {
@@ -59,7 +59,8 @@ impl State {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT f.name, f.id, f.dev, f.ino, f.size, f.mtime_ns, f.hash, i.id, i.fp, i.outputs
+                "SELECT f.name, f.id, f.dev, f.ino, f.size, f.mtime_ns, f.hash, i.id, i.fp, i.outputs,
+                        f.ctime_ns
                    FROM files f LEFT JOIN inputs i ON i.file = f.id AND i.collection = ?2
                   WHERE f.src_dir = ?1 ORDER BY f.name",
             )
@@ -75,6 +76,7 @@ impl State {
                         ino: r.get::<_, i64>(3)? as u64,
                         size: r.get::<_, i64>(4)? as u64,
                         mtime_ns: r.get(5)?,
+                        ctime_ns: r.get::<_, Option<i64>>(10)?.unwrap_or(UNKNOWN_CTIME),
                     },
                     hash: blob_hex(&r.get::<_, Vec<u8>>(6)?),
                     input: match input_id {
@@ -94,7 +96,9 @@ impl State {
 
     /// Records files just hashed (new or changed) and makes each an input of
     /// `collection`; a file whose bytes changed makes every input of it
-    /// incomplete. Returns (file id, input id) per entry, in order.
+    /// incomplete. A stat whose ctime is [`UNKNOWN_CTIME`] is stored as NULL
+    /// (the next walk hashes the file again). Returns (file id, input id)
+    /// per entry, in order.
     pub fn record_files(
         &mut self,
         collection: i64,
@@ -105,11 +109,11 @@ impl State {
         }
         self.transaction("updating the stat index", |tx| {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO files (src_dir, name, id, dev, ino, size, mtime_ns, hash)
-                 VALUES (?1, ?2, (SELECT coalesce(max(id), 0) + 1 FROM files), ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO files (src_dir, name, id, dev, ino, size, mtime_ns, hash, ctime_ns)
+                 VALUES (?1, ?2, (SELECT coalesce(max(id), 0) + 1 FROM files), ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (src_dir, name) DO UPDATE SET
                    dev = excluded.dev, ino = excluded.ino, size = excluded.size,
-                   mtime_ns = excluded.mtime_ns, hash = excluded.hash",
+                   mtime_ns = excluded.mtime_ns, hash = excluded.hash, ctime_ns = excluded.ctime_ns",
             )?;
             let mut file_id =
                 tx.prepare_cached("SELECT id FROM files WHERE src_dir = ?1 AND name = ?2")?;
@@ -135,7 +139,8 @@ impl State {
                     s.ino as i64,
                     s.size as i64,
                     s.mtime_ns,
-                    blob
+                    blob,
+                    (s.ctime_ns != UNKNOWN_CTIME).then_some(s.ctime_ns)
                 ])?;
                 let f: i64 = file_id.query_row(params![dir, name], |r| r.get(0))?;
                 if old.is_some_and(|o| o != blob) {

@@ -11,7 +11,7 @@
 /// The schema this cpia writes. Bump it with every change to a table, index,
 /// view or trigger, and add the step to [`super::version::MIGRATIONS`]:
 /// what an older or newer state means is [`super::version`]'s table.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Tables, indexes and views (idempotent).
 pub const SCHEMA: &str = r#"
@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS src_dirs (
 CREATE TABLE IF NOT EXISTS files (
     src_dir INTEGER NOT NULL, name TEXT NOT NULL, id INTEGER NOT NULL,
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    hash BLOB NOT NULL,
+    hash BLOB NOT NULL, ctime_ns INTEGER,
     PRIMARY KEY (src_dir, name)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS files_by_id ON files(id);
@@ -42,9 +42,11 @@ CREATE TABLE IF NOT EXISTS folders (
 CREATE TABLE IF NOT EXISTS pipelines (
     id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, description TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS libraries (id INTEGER PRIMARY KEY, versions TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS provenance (
     id INTEGER PRIMARY KEY, recipe_hash TEXT NOT NULL, tool_version TEXT NOT NULL,
-    UNIQUE (recipe_hash, tool_version)
+    libraries INTEGER,
+    UNIQUE (recipe_hash, tool_version, libraries)
 );
 CREATE TABLE IF NOT EXISTS reads (
     id INTEGER PRIMARY KEY, source_hash BLOB NOT NULL, read_size INTEGER NOT NULL,
@@ -106,29 +108,32 @@ CREATE VIEW IF NOT EXISTS output_records AS
          pv.recipe_hash, pv.tool_version,
          substr(od.path, instr(od.path, '/') + 1) AS sub_dataset,
          substr(od.path, 1, instr(od.path, '/') - 1) AS scale,
-         o.class, o.built_at, o.build, CASE o.sink WHEN 'qc' THEN 'qc' ELSE '' END AS unit, o.sink
+         o.class, o.built_at, o.build, CASE o.sink WHEN 'qc' THEN 'qc' ELSE '' END AS unit, o.sink,
+         l.versions AS libraries
     FROM outputs o JOIN out_dirs od ON od.id = o.out_dir JOIN input_records ir ON ir.input = o.input
     JOIN pipelines p ON p.id = o.pipeline JOIN provenance pv ON pv.id = o.prov
+    LEFT JOIN libraries l ON l.id = pv.libraries
   UNION ALL
   SELECT od.path || '/' || s.slide || '-' || u.size || '-' || t.x || '-' || t.y || '.jpg',
          ir.collection, lower(hex(t.content_hash)), t.size, t.mtime_ns, t.ino, ir.source_root,
          ir.source_rel, lower(hex(r.source_hash)), p.hash, pv.recipe_hash, pv.tool_version,
          substr(od.path, instr(od.path, '/') + 1), substr(od.path, 1, instr(od.path, '/') - 1),
-         NULL, u.built_at, u.build, u.i || ',' || u.j, u.sink
+         NULL, u.built_at, u.build, u.i || ',' || u.j, u.sink, l.versions
     FROM tiles t JOIN units u ON u.id = t.unit JOIN out_dirs od ON od.id = u.out_dir
     JOIN input_records ir ON ir.input = u.input
     JOIN (SELECT i.id AS input, CASE WHEN instr(f.name, '.') > 0
                  THEN substr(f.name, 1, instr(f.name, '.') - 1) ELSE f.name END AS slide
             FROM inputs i JOIN files f ON f.id = i.file) s ON s.input = u.input
     JOIN reads r ON r.id = u.read JOIN pipelines p ON p.id = u.pipeline
-    JOIN provenance pv ON pv.id = u.prov;
+    JOIN provenance pv ON pv.id = u.prov LEFT JOIN libraries l ON l.id = pv.libraries;
 CREATE VIEW IF NOT EXISTS unit_records AS
   SELECT ir.collection, ir.source_root, ir.source_rel, lower(hex(r.source_hash)) AS source_hash,
          u.i || ',' || u.j AS unit, u.sink, p.hash AS pipeline_hash, u.outputs, u.kept,
          r.read_size, r.mpp, r.mpp_origin, r.reader, pv.recipe_hash, pv.tool_version,
-         u.built_at, u.build, u.complete, u.encoding
+         u.built_at, u.build, u.complete, u.encoding, l.versions AS libraries
     FROM units u JOIN input_records ir ON ir.input = u.input JOIN reads r ON r.id = u.read
-    JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov;
+    JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov
+    LEFT JOIN libraries l ON l.id = pv.libraries;
 
 -- ---- provenance (issue 10): recipe archive, build records, manifests ----
 -- Recipe file texts by blake3 of their bytes; the files of each recipe

@@ -154,7 +154,7 @@ impl std::error::Error for StateError {}
 pub(super) struct Interned {
     pub collections: HashMap<String, i64>,
     pub pipelines: HashMap<String, i64>,
-    pub makers: HashMap<(String, String), i64>,
+    pub makers: HashMap<super::Maker, i64>,
     pub fingerprints: HashMap<String, i64>,
     pub out_dirs: HashMap<String, i64>,
     pub src_dirs: HashMap<(String, String), i64>,
@@ -428,19 +428,28 @@ impl State {
             .map_err(self.err("reading a pipeline"))
     }
 
-    /// The id of a (recipe hash, tool version) pair.
+    /// The id of a (recipe hash, tool version, library versions) triple.
     pub(super) fn maker_id(&mut self, m: &super::Maker) -> Result<i64, StateError> {
-        let k = (m.recipe_hash.clone(), m.tool_version.clone());
-        if let Some(&id) = self.interned.makers.get(&k) {
+        if let Some(&id) = self.interned.makers.get(m) {
             return Ok(id);
         }
+        let libraries: Option<i64> = if m.libraries.is_empty() {
+            None
+        } else {
+            Some(self.upsert_id(
+                "SELECT id FROM libraries WHERE versions = ?1",
+                "INSERT INTO libraries (versions) VALUES (?1)",
+                &[&m.libraries],
+                "recording library versions",
+            )?)
+        };
         let id = self.upsert_id(
-            "SELECT id FROM provenance WHERE recipe_hash = ?1 AND tool_version = ?2",
-            "INSERT INTO provenance (recipe_hash, tool_version) VALUES (?1, ?2)",
-            &[&m.recipe_hash, &m.tool_version],
+            "SELECT id FROM provenance WHERE recipe_hash = ?1 AND tool_version = ?2 AND libraries IS ?3",
+            "INSERT INTO provenance (recipe_hash, tool_version, libraries) VALUES (?1, ?2, ?3)",
+            &[&m.recipe_hash, &m.tool_version, &libraries],
             "recording provenance",
         )?;
-        self.interned.makers.insert(k, id);
+        self.interned.makers.insert(m.clone(), id);
         Ok(id)
     }
 

@@ -195,6 +195,66 @@ impl State {
         Ok(out)
     }
 
+    /// Outputs made with library versions other than `current` (the sets
+    /// this cpia records, one per kind of collection): (collection, the
+    /// recorded versions — empty when not recorded —, outputs). Reads the
+    /// small `provenance` table first, and rows of `outputs` and `units` (a
+    /// row per ROI output or WSI unit, never per tile) only when some
+    /// provenance names other versions.
+    pub fn outputs_by_other_libraries(
+        &self,
+        current: &[&str],
+    ) -> Result<Vec<(String, String, u64)>, StateError> {
+        let what = "counting outputs by library versions";
+        let other: HashMap<i64, String> = self
+            .rows(
+                "SELECT pv.id, coalesce(l.versions, '') FROM provenance pv
+                   LEFT JOIN libraries l ON l.id = pv.libraries",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                what,
+            )?
+            .into_iter()
+            .filter(|(_, v)| !current.contains(&v.as_str()))
+            .collect();
+        if other.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = other.keys().map(i64::to_string).collect();
+        let ids = ids.join(",");
+        let mut counts: HashMap<(String, String), u64> = HashMap::new();
+        for (collection, prov, n) in self.rows(
+            &format!(
+                "SELECT c.name, o.prov, count(*) FROM outputs o JOIN inputs i ON i.id = o.input
+                   JOIN collections c ON c.id = i.collection WHERE o.prov IN ({ids})
+                  GROUP BY c.name, o.prov
+                 UNION ALL
+                 SELECT c.name, u.prov, sum(u.outputs) FROM units u JOIN inputs i ON i.id = u.input
+                   JOIN collections c ON c.id = i.collection WHERE u.prov IN ({ids})
+                  GROUP BY c.name, u.prov"
+            ),
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+            what,
+        )? {
+            let libraries = other.get(&prov).cloned().unwrap_or_default();
+            *counts.entry((collection, libraries)).or_default() += n as u64;
+        }
+        let mut out: Vec<(String, String, u64)> = counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|((c, l), n)| (c, l, n))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Inputs per collection and plan fingerprint (hex; None: incomplete).
     pub fn input_counts(&self) -> Result<Vec<InputCount>, StateError> {
         self.rows(

@@ -23,6 +23,7 @@ fn one_input(st: &mut State) -> i64 {
         ino: 2,
         size: 3,
         mtime_ns: 4,
+        ctime_ns: 5,
     };
     st.record_files(c, &[(d, "x.png", stat, H1)]).unwrap()[0].1
 }
@@ -31,6 +32,7 @@ fn maker() -> Maker {
     Maker {
         recipe_hash: "r1".into(),
         tool_version: "cpia test".into(),
+        libraries: "libjpeg-turbo 3.1.0, png 0.18.1".into(),
     }
 }
 
@@ -182,6 +184,7 @@ fn inputs_are_complete_until_their_bytes_change_or_they_fail() {
         ino: 2,
         size: 3,
         mtime_ns: 99,
+        ctime_ns: 100,
     };
     st.record_files(c, &[(d, "x.png", touched, H1)]).unwrap();
     assert_eq!(rec(&st).fp, Some(fp));
@@ -459,23 +462,24 @@ fn a_foreign_sqlite_database_is_not_taken_for_an_empty_state() {
 }
 
 #[test]
-fn a_schema_4_state_gains_the_exports_tables_and_keeps_its_rows() {
+fn an_older_state_gains_the_exports_tables_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.sqlite");
     {
-        // A state as schema 4 made it: its tables, no export objects.
+        // A state as schema 3 made it: no export objects.
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(crate::store::schema::SCHEMA).unwrap();
+        c.execute_batch(include_str!("testdata/schema-v3.sql"))
+            .unwrap();
         c.execute("INSERT INTO collections (name) VALUES ('old')", [])
             .unwrap();
-        c.pragma_update(None, "user_version", 4).unwrap();
+        c.pragma_update(None, "user_version", 3).unwrap();
     }
     let e = State::open_read_only(&path)
         .err()
         .expect("a read-only open migrated");
-    assert!(e.to_string().contains("schema 4"), "{e}");
+    assert!(e.to_string().contains("schema 3"), "{e}");
     let s = State::open(&path).unwrap();
-    assert_eq!(s.opened(), &crate::store::Opened::Migrated { from: 4 });
+    assert_eq!(s.opened(), &crate::store::Opened::Migrated { from: 3 });
     assert_eq!(s.collections().unwrap().len(), 1, "the migration lost rows");
     let objects: i64 = s
         .conn
@@ -487,4 +491,85 @@ fn a_schema_4_state_gains_the_exports_tables_and_keeps_its_rows() {
         .unwrap();
     // 5 tables, 1 index, 8 triggers.
     assert_eq!(objects, 14);
+}
+
+#[test]
+fn a_state_of_schema_3_is_migrated_with_every_row_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("testdata/schema-v3.sql"))
+            .unwrap();
+        c.execute_batch(&format!(
+            "INSERT INTO collections VALUES (1, 'C');
+             INSERT INTO src_dirs VALUES (1, 'R', 'a');
+             INSERT INTO files (src_dir, name, id, dev, ino, size, mtime_ns, hash)
+                  VALUES (1, 'x.png', 1, 1, 2, 3, 4, X'{H1}');
+             INSERT INTO fingerprints VALUES (1, X'{H3}');
+             INSERT INTO inputs (id, collection, file, fp, outputs) VALUES (1, 1, 1, 1, 1);
+             INSERT INTO pipelines VALUES (1, 'p1', '{{}}');
+             INSERT INTO provenance VALUES (1, 'r1', 'cpia 0.1.0');
+             INSERT INTO out_dirs (id, path) VALUES (1, 'M/C');
+             INSERT INTO outputs (id, out_dir, name, input, sink, pipeline, source_hash, class,
+                                  prov, read, ino, size, mtime_ns, content_hash, built_at, build)
+                  VALUES (1, 1, 'x.jpg', 1, 'encode', 1, X'{H1}', NULL, 1, NULL, 7, 10, 11,
+                          X'{H2}', 5, 1);"
+        ))
+        .unwrap();
+        c.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let mut s = State::open(&path).unwrap();
+    assert_eq!(s.opened(), &Opened::Migrated { from: 3 });
+    // The stat index entry is kept, but vouches for nothing: the file is
+    // hashed again (its ctime was never recorded).
+    let d = s.src_dir_id("R", "a").unwrap();
+    let files = s.files_in(d, 1).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].hash, H1);
+    assert_eq!(files[0].stat.ctime_ns, UNKNOWN_CTIME);
+    assert_eq!(files[0].input.unwrap().fp, Some(1), "completeness kept");
+    // The output keeps its provenance; its libraries are not known.
+    let outs = s.outputs_of_input(1).unwrap();
+    assert_eq!(outs.len(), 1);
+    assert_eq!(
+        (
+            outs[0].maker.recipe_hash.as_str(),
+            outs[0].maker.libraries.as_str()
+        ),
+        ("r1", "")
+    );
+    // New records name their libraries; the old one is unchanged.
+    s.record(&[Event::Output(Box::new(output(1, "y.jpg")))])
+        .unwrap();
+    let outs = s.outputs_of_input(1).unwrap();
+    let libs = |name: &str| {
+        outs.iter()
+            .find(|o| o.name == name)
+            .unwrap()
+            .maker
+            .libraries
+            .clone()
+    };
+    assert_eq!(libs("x.jpg"), "");
+    assert_eq!(libs("y.jpg"), maker().libraries);
+    drop(s);
+    // The views were made again, with the new column.
+    let s = State::open_read_only(&path).unwrap().unwrap();
+    assert!(s.integrity_check().unwrap().is_empty());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(String, Option<String>)> = c
+        .prepare("SELECT path, libraries FROM output_records ORDER BY path")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("M/C/x.jpg".to_string(), None),
+            ("M/C/y.jpg".to_string(), Some(maker().libraries))
+        ]
+    );
 }

@@ -14,6 +14,12 @@
 //! Why read-only commands never migrate: they may run on a read-only
 //! workspace, or beside a build of another version.
 //!
+//! | version | what it added |
+//! |---|---|
+//! | 3 | the oldest migratable schema |
+//! | 4 | `files.ctime_ns` (source files are trusted on their ctime too) |
+//! | 5 | `libraries` and `provenance.libraries` (the library versions that made each output) |
+//!
 //! Every change to a table, index, view or trigger bumps [`SCHEMA_VERSION`]
 //! and appends a step to [`MIGRATIONS`] (additive changes are steps too, so
 //! a read-only open never meets a state without the objects it queries).
@@ -48,6 +54,32 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     from: 4,
     what: "the exports' tables and triggers (export/)",
     sql: EXPORT_SCHEMA,
+}, Migration {
+    from: 5,
+    what: "source files' ctimes in the stat index; every source is hashed once more by the next build (nothing is rebuilt unless its bytes changed)",
+    // NULL: not known, which vouches for nothing (`UNKNOWN_CTIME`): the next
+    // walk hashes each file again and records its ctime. Trusting the old
+    // entries on (dev, inode, size, mtime) would pass exactly the in-place
+    // rewrites the ctime is there to catch.
+    sql: "ALTER TABLE files ADD COLUMN ctime_ns INTEGER;",
+}, Migration {
+    from: 6,
+    what: "the library versions that made each output (`libraries`, `provenance.libraries`; unknown for outputs built before)",
+    // `provenance`'s uniqueness gains a column: the table is rebuilt (ids
+    // kept, so every output keeps its record), and the views that read it
+    // are dropped first and created again by the schema after the migration.
+    sql: "DROP VIEW IF EXISTS output_records;
+          DROP VIEW IF EXISTS unit_records;
+          CREATE TABLE libraries (id INTEGER PRIMARY KEY, versions TEXT NOT NULL UNIQUE);
+          CREATE TABLE provenance_v7 (
+              id INTEGER PRIMARY KEY, recipe_hash TEXT NOT NULL, tool_version TEXT NOT NULL,
+              libraries INTEGER,
+              UNIQUE (recipe_hash, tool_version, libraries)
+          );
+          INSERT INTO provenance_v7 (id, recipe_hash, tool_version)
+               SELECT id, recipe_hash, tool_version FROM provenance;
+          DROP TABLE provenance;
+          ALTER TABLE provenance_v7 RENAME TO provenance;",
 }];
 
 /// What opening a state of `version` means for this cpia.

@@ -263,6 +263,7 @@ pub fn finish_plan(
     run.summary.add(&tally);
     run.record_identities = merging.from_start && manifest.is_some();
     let watched = manifest.map(|m| m.watched).unwrap_or_default();
+    crate::engine::debug::pause("merged");
     let mut summary = run.finish(ws, state, &watched, false)?;
     if sub.job.is_some() {
         summary.slurm.push(report);
@@ -284,7 +285,23 @@ fn task_outcome(
     log: &std::path::Path,
     tally: &mut Tally,
 ) -> Result<(), EngineError> {
-    let inputs = ShardReader::inputs(&paths.plan, t).unwrap_or_default();
+    let task = format!("Slurm task {job}_{t} (shard {t} of plan {})", paths.id);
+    let inputs = match ShardReader::inputs(&paths.plan, t) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            // What it left undone stays incomplete in the state either way;
+            // the summary must not say it did everything.
+            tally.failures.push(Failure {
+                input: task,
+                error: format!(
+                    "{}: cannot read its shard of the plan to count what it left undone ({e}); the next build makes what has no result; log: {}",
+                    ts.state,
+                    log.display()
+                ),
+            });
+            return Ok(());
+        }
+    };
     let ids: Vec<i64> = inputs.iter().map(|&(id, _)| id).collect();
     let open = state.unfinished_inputs(&ids)?;
     let unsuccessful = ts.state.is_finished() && !ts.state.is_success();
@@ -313,7 +330,7 @@ fn task_outcome(
         )
     };
     tally.failures.push(Failure {
-        input: format!("Slurm task {job}_{t} (shard {t} of plan {})", paths.id),
+        input: task,
         error: format!("{how}: {undone}; log: {}", log.display()),
     });
     tally.failed += outputs;

@@ -180,6 +180,7 @@ mod tests {
             maker: Maker {
                 recipe_hash: "r".into(),
                 tool_version: "t".into(),
+                libraries: "l".into(),
             },
             kept,
             complete: true,

@@ -75,7 +75,8 @@ pub fn build(
         Settled::Running(subs, s) => return Ok(Outcome::Busy(subs, s)),
         Settled::Done(s) => s,
     };
-    let prepared = driver::prepare(ws, state, planner, selection, flags, notes)?;
+    let clock = driver::output_clock(ws);
+    let prepared = driver::prepare(ws, state, planner, selection, flags, notes, clock)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }

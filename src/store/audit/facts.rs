@@ -92,18 +92,20 @@ const OUTPUT_SQL: &str = "SELECT d.path, o.name, c.name, o.input, sd.root,
     CASE sd.path WHEN '' THEN f.name ELSE sd.path || '/' || f.name END, o.source_hash,
     o.ino, o.size, o.mtime_ns, o.content_hash, o.sink, p.hash, pv.recipe_hash, pv.tool_version,
     o.class, o.built_at, o.build, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
-    o.id, o.out_dir
+    o.id, o.out_dir, NULL, NULL, NULL, NULL, NULL, NULL, NULL, coalesce(l.versions, '')
     FROM outputs o JOIN out_dirs d ON d.id = o.out_dir {source}
     JOIN pipelines p ON p.id = o.pipeline JOIN provenance pv ON pv.id = o.prov
+    LEFT JOIN libraries l ON l.id = pv.libraries
     LEFT JOIN reads r ON r.id = o.read";
 
 const TILE_SQL: &str = "SELECT d.path, f.name, c.name, u.input, sd.root,
     CASE sd.path WHEN '' THEN f.name ELSE sd.path || '/' || f.name END, r.source_hash,
     t.ino, t.size, t.mtime_ns, t.content_hash, u.sink, p.hash, pv.recipe_hash, pv.tool_version,
     NULL, u.built_at, u.build, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
-    u.id, u.i, u.j, u.size, t.x, t.y, u.complete, u.out_dir, u.encoding
+    u.id, u.i, u.j, u.size, t.x, t.y, u.complete, u.out_dir, u.encoding, coalesce(l.versions, '')
     FROM tiles t JOIN units u ON u.id = t.unit JOIN out_dirs d ON d.id = u.out_dir {source}
     JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov
+    LEFT JOIN libraries l ON l.id = pv.libraries
     JOIN reads r ON r.id = u.read";
 
 /// Builds the row of either query; `tile_name(file, size, x, y)` names tiles.
@@ -166,6 +168,7 @@ fn facts(
         maker: Maker {
             recipe_hash: r.get(13)?,
             tool_version: r.get(14)?,
+            libraries: r.get(32)?,
         },
         class: r.get(15)?,
         built_at: r.get(16)?,

@@ -246,6 +246,7 @@ impl Enc {
     fn maker(&mut self, m: &Maker) {
         self.hash(&m.recipe_hash);
         self.str(&m.tool_version);
+        self.str(&m.libraries);
     }
 
     fn read(&mut self, r: &ReadFacts) {
@@ -536,6 +537,7 @@ impl<'a> Dec<'a> {
         Ok(Maker {
             recipe_hash: self.hash()?,
             tool_version: self.str()?,
+            libraries: self.str()?,
         })
     }
 
@@ -571,6 +573,7 @@ mod tests {
         Maker {
             recipe_hash: h(1),
             tool_version: "cpia 0.1.0".into(),
+            libraries: "openslide 3.4.1, libjpeg-turbo 3.1.0".into(),
         }
     }
 

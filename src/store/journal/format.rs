@@ -14,9 +14,10 @@
 
 /// First bytes of every journal file.
 pub const MAGIC: [u8; 8] = *b"CPIAJRN\0";
-/// Bump when the layout changes; a reader refuses other versions (2: a
-/// unit records how its tiles were encoded).
-pub const VERSION: u32 = 2;
+/// Bump when the layout changes; a reader refuses other versions.
+/// 2: a unit records how its tiles were encoded. 3: a maker carries the
+/// versions of the libraries that made the pixels.
+pub const VERSION: u32 = 3;
 /// Size of the file header.
 pub const HEADER_LEN: usize = 32;
 /// Size of a record's frame before its payload.

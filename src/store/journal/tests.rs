@@ -566,6 +566,7 @@ fn bench_merge_throughput() {
                             maker: Maker {
                                 recipe_hash: o.recipe_hash,
                                 tool_version: o.tool_version,
+                                libraries: String::new(),
                             },
                             read: None,
                             file: WrittenFile {
