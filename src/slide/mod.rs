@@ -376,9 +376,9 @@ pub fn slide_name(rel: &str) -> &str {
 mod tests {
     use super::*;
 
+    /// The shared slides, or `None` after [`crate::need::missing`].
     fn testdata() -> Option<std::path::PathBuf> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/wsi");
-        p.is_dir().then_some(p)
+        crate::need::testdata().map(|d| d.join("wsi"))
     }
 
     #[test]
@@ -400,10 +400,7 @@ mod tests {
 
     #[test]
     fn real_slides_open_with_their_metadata() {
-        let Some(td) = testdata() else {
-            eprintln!("SKIPPED: shared/testdata/wsi not found");
-            return;
-        };
+        let Some(td) = testdata() else { return };
         let s = Slide::open(&td.join("CMU-1-Small-Region.svs")).unwrap();
         assert_eq!((s.meta.width, s.meta.height), (2220, 2967));
         assert_eq!(s.meta.properties["openslide.mpp-x"], "0.499");
