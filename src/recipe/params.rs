@@ -17,11 +17,12 @@ use crate::ops::{
 };
 
 /// Operator names as written in `op = "..."`.
-pub(crate) const OPERATORS: [&str; 8] = [
+pub(crate) const OPERATORS: [&str; 9] = [
     "decode",
     "crop",
     "resize",
     "encode_jpeg",
+    "jpeg_round_trip",
     "wsi_grid",
     "tissue",
     "subtiles",
@@ -319,6 +320,23 @@ impl<'a> Params<'a> {
 
 /// Types the operator `op` of a step with its parameters; None (with
 /// problems reported) if the name or any parameter is wrong.
+/// The parameters of `encode_jpeg` and `jpeg_round_trip`: `quality` and
+/// `subsampling`, Pillow's defaults.
+fn jpeg_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> JpegParams {
+    r.check_keys(&JPEG_KEYS, p);
+    let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
+    JpegParams {
+        quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
+        subsampling: r.choice(
+            "subsampling",
+            Subsampling::S420,
+            parse_subsampling,
+            &SUBSAMPLINGS,
+            p,
+        ),
+    }
+}
+
 pub(crate) fn operator(
     op: &Sp<String>,
     params: &[RawParam],
@@ -383,20 +401,8 @@ pub(crate) fn operator(
                 filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
             })
         }
-        "encode_jpeg" => {
-            r.check_keys(&JPEG_KEYS, p);
-            let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
-            Operator::EncodeJpeg(JpegParams {
-                quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
-                subsampling: r.choice(
-                    "subsampling",
-                    Subsampling::S420,
-                    parse_subsampling,
-                    &SUBSAMPLINGS,
-                    p,
-                ),
-            })
-        }
+        "encode_jpeg" => Operator::EncodeJpeg(jpeg_params(&mut r, p)),
+        "jpeg_round_trip" => Operator::JpegRoundTrip(jpeg_params(&mut r, p)),
         "wsi_grid" => {
             r.check_keys(&GRID_KEYS, p);
             Operator::WsiGrid(GridParams {
