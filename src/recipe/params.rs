@@ -318,12 +318,15 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Types the operator `op` of a step with its parameters; None (with
-/// problems reported) if the name or any parameter is wrong.
 /// The parameters of `encode_jpeg` and `jpeg_round_trip`: `quality` and
-/// `subsampling`, Pillow's defaults.
+/// `subsampling`, Pillow's defaults, and no other key.
 fn jpeg_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> JpegParams {
     r.check_keys(&JPEG_KEYS, p);
+    jpeg_settings(r, p)
+}
+
+/// `quality` and `subsampling` of a JPEG-encoding operator.
+fn jpeg_settings(r: &mut Params<'_>, p: &mut Vec<Problem>) -> JpegParams {
     let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
     JpegParams {
         quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
@@ -337,6 +340,8 @@ fn jpeg_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> JpegParams {
     }
 }
 
+/// Types the operator `op` of a step with its parameters; None (with
+/// problems reported) if the name or any parameter is wrong.
 pub(crate) fn operator(
     op: &Sp<String>,
     params: &[RawParam],
@@ -465,7 +470,7 @@ pub(crate) fn operator(
         }
         "encode_tiles" => {
             r.check_keys(&TILE_ENCODE_KEYS, p);
-            let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
+            let jpeg = jpeg_settings(&mut r, p);
             let scale = r.choice("scale", "", parse_scale, &SCALES, p);
             if r.get("scale").is_none() {
                 p.push(
@@ -478,16 +483,7 @@ pub(crate) fn operator(
                 r.ok = false;
             }
             Operator::EncodeTiles(TileEncodeParams {
-                jpeg: JpegParams {
-                    quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
-                    subsampling: r.choice(
-                        "subsampling",
-                        Subsampling::S420,
-                        parse_subsampling,
-                        &SUBSAMPLINGS,
-                        p,
-                    ),
-                },
+                jpeg,
                 scale: scale.to_string(),
             })
         }
