@@ -1,9 +1,11 @@
 //! cpia: a declarative, incremental build system for standardized,
 //! multi-scale pathology pre-training datasets (the CPIA standard).
 //!
-//! Data flows one way: [`recipe`] → [`plan`] → [`engine`] → [`ops`] →
-//! [`store`]. See `ARCHITECTURE.md` for the code map and the invariants each
-//! layer keeps.
+//! Data flows one way: a [`recipe`] is checked; [`plan`] compares it and the
+//! sources with the [`store`] into actions; the [`engine`] runs them with the
+//! pure operators of [`ops`] and records the results in the [`store`]. A
+//! module uses only the layers below it, as `ARCHITECTURE.md`'s layer table
+//! says (checked by `tests/layers.rs`, with its code map and invariants).
 
 pub mod catalog;
 pub mod civil_time;
@@ -26,10 +28,10 @@ pub mod workspace;
 // too, so unit and integration tests follow one rule.
 #[cfg(test)]
 #[path = "../tests/common/need.rs"]
-pub(crate) mod need;
+mod need;
 #[cfg(test)]
 #[path = "../tests/common/python.rs"]
-pub(crate) mod python;
+mod python;
 /// The library itself, under the name tests/common/need.rs uses for it.
 #[cfg(test)]
 use crate as lib;

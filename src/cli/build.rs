@@ -90,7 +90,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         );
     }
     let ws = ctx.workspace()?;
-    let _lock = ws.lock(!args.no_wait)?;
+    let _lock = super::lock_workspace(&ws, !args.no_wait)?;
     let mut state = super::open_state_for_writing(&ws.state_path())?;
     warn_untracked(&ws, &state);
     let hashed = crate::plan::sources::hashed_count();
@@ -140,7 +140,7 @@ fn execute_slurm(
     config.sbatch_args.extend(args.sbatch_args.iter().cloned());
     config.validate()?;
     if args.attach {
-        let summary = submit::attach(ws, state, args.json)?;
+        let summary = submit::attach(ws, state, args.json, &super::print_note)?;
         return report(ws, &summary, args.json);
     }
     let cluster = Cluster {
@@ -149,7 +149,15 @@ fn execute_slurm(
         quiet: args.json,
         fail_fast: args.fail_fast,
     };
-    match submit::build(ws, state, planner, selection, flags, &cluster)? {
+    match submit::build(
+        ws,
+        state,
+        planner,
+        selection,
+        flags,
+        &cluster,
+        &super::print_note,
+    )? {
         submit::Outcome::Refused(mass) => Ok(refuse(&mass)),
         submit::Outcome::Busy(subs, summary) => {
             still_running(&subs, "`cpia build --executor slurm --wait` waits for it, then builds the rest; `--attach` only waits");
@@ -195,7 +203,7 @@ pub fn execute(
     // A Slurm build merged late (its coordinator did not wait, or was
     // killed) is merged before anything newer is recorded; one still
     // running would write beside this build.
-    let mut summary = match finish::settle(ws, state, false, json)? {
+    let mut summary = match finish::settle(ws, state, false, json, &super::print_note)? {
         Settled::Running(subs, _) => {
             eprint!("error: ");
             still_running(
@@ -206,7 +214,15 @@ pub fn execute(
         }
         Settled::Done(s) => s,
     };
-    match driver::build(ws, state, planner, selection, opts, flags)? {
+    match driver::build(
+        ws,
+        state,
+        planner,
+        selection,
+        opts,
+        flags,
+        &super::print_note,
+    )? {
         Outcome::Refused(mass) => return Ok(refuse(&mass)),
         Outcome::Done(s) => summary.merge(s),
     };
@@ -251,7 +267,7 @@ fn warn_untracked(ws: &Workspace, state: &State) {
     }
     // Temporaries and the manifests (derived from the state, rewritten for a
     // new one) are not outputs.
-    let tmp = ws.output.join(crate::engine::atomic::TMP_DIR);
+    let tmp = ws.output.join(crate::workspace::TMP_DIR);
     let manifests = ws.output.join(crate::provenance::manifest::DIR);
     let n = walkdir::WalkDir::new(&ws.output)
         .into_iter()

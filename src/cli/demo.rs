@@ -267,7 +267,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         sources: vec![],
     };
     let ws = ctx.workspace()?;
-    let _lock = ws.lock(true)?;
+    let _lock = super::lock_workspace(&ws, true)?;
     let mut state = super::open_state_for_writing(&ws.state_path())?;
     let mut planner = crate::plan::Planner::new();
     planner.refresh_recipes(&ws);

@@ -73,8 +73,14 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         write!(out, "{{\"actions\":[")?;
     }
     let mut io_error: Option<std::io::Error> = None;
-    let (catalog, mass) =
-        driver::dry_run(&ws, &mut state, &planner, &selection, flags, |state, p| {
+    let (catalog, mass) = driver::dry_run(
+        &ws,
+        &mut state,
+        &planner,
+        &selection,
+        flags,
+        &super::print_note,
+        |state, p| {
             let r = if args.json {
                 json_actions(&mut out, p, &mut first)
             } else {
@@ -84,7 +90,8 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 io_error.get_or_insert(e);
             }
             tally(&mut totals, state, p);
-        })?;
+        },
+    )?;
     if let Some(e) = io_error {
         return Err(e.into());
     }

@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
-    let _lock = ws.lock(!args.no_wait)?;
+    let _lock = super::lock_workspace(&ws, !args.no_wait)?;
     let state = open_state(&ws)?;
     if args.state {
         let problems = state.integrity_check()?;

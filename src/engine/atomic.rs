@@ -35,9 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::confined::Dir;
-
-/// Name of the temporary folder inside the output root.
-pub const TMP_DIR: &str = ".cpia-tmp";
+use crate::workspace::TMP_DIR;
 
 /// Writes files under one output root.
 pub struct OutputDir {

@@ -467,7 +467,7 @@ fn unrecorded_elsewhere(
     report: &mut dyn FnMut(Finding) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let skip = |rel: &str| {
-        rel == crate::engine::atomic::TMP_DIR || rel == manifest::DIR || folders.contains(rel)
+        rel == crate::workspace::TMP_DIR || rel == manifest::DIR || folders.contains(rel)
     };
     // Folders still to list, relative to `output` ("" is `output`).
     let mut stack = vec![String::new()];

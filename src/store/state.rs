@@ -20,8 +20,6 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use super::schema::{SCHEMA, SCHEMA_VERSION};
 use super::version::{compat, steps_from, Compat};
 
-pub use super::events::Event;
-
 /// A failure of the state database: which file, what was being done, and
 /// what SQLite said; its message says what the user can do about it.
 #[derive(Debug)]
