@@ -60,14 +60,28 @@ apt_install "the system libraries of cpia's Rust crates" \
 # Chromium: tests/report.rs opens `cpia report`'s page in a real headless browser.
 apt_install "the report's browser test, tests/report.rs" chromium
 
-# Python packages, one per line: pip name, import name, what needs it.
+# Python packages, one per line: pip name, module, what needs it. The module
+# must import; `find:NAME` only needs to be installed (wids imports torch,
+# which the tests replace with a stand-in: tests/export.rs).
 # (Add a line for a new one; nothing else here needs to change.)
 python_packages=(
   "pillow           PIL        the Pillow parity tests (src/ops) and the WSI reference"
   "openslide-python openslide  the WSI reference, tests/reference/cpia_wsi_reference.py"
   "pyarrow          pyarrow    the Parquet manifests' reader, tests/provenance.rs"
   "prov             prov       the PROV-JSON export's reader, tests/provenance.rs"
+  "webdataset       webdataset the WebDataset exports' reader, tests/export.rs"
+  "wids             find:wids  the exports' wids index reader, tests/export.rs"
+  "mlcroissant      mlcroissant the Croissant metadata reader, tests/export.rs"
 )
+
+# Whether python3 has module $1 (`find:NAME`: installed; else: imports);
+# prints the error if not.
+has_module() {
+  case "$1" in
+    find:*) python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('${1#find:}') is None)" 2>&1 ;;
+    *) python3 -c "import $1" 2>&1 >/dev/null ;;
+  esac
+}
 
 if ! command -v python3 >/dev/null 2>&1; then
   apt_install "the tests' Python reference and readers" python3 python3-pip
@@ -75,7 +89,7 @@ fi
 missing=()
 for line in "${python_packages[@]}"; do
   read -r pip_name module _ <<<"$line"
-  python3 -c "import $module" >/dev/null 2>&1 || missing+=("$pip_name")
+  has_module "$module" >/dev/null || missing+=("$pip_name")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Python packages ${missing[*]}"
@@ -85,6 +99,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 for line in "${python_packages[@]}"; do
   read -r pip_name module why <<<"$line"
-  err=$(python3 -c "import $module" 2>&1 >/dev/null) \
-    || fail "python3 cannot import $module (pip package $pip_name, for $why): ${err##*$'\n'}"
+  err=$(has_module "$module") \
+    || fail "python3 lacks $module (pip package $pip_name, for $why): ${err##*$'\n'}"
 done

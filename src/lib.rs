@@ -12,6 +12,7 @@ pub mod civil_time;
 pub mod cli;
 pub mod engine;
 pub mod executor;
+pub mod export;
 pub mod fixture;
 pub mod ops;
 pub mod plan;

@@ -12,6 +12,9 @@
 //!
 //! [executor.slurm]          # `cpia build --executor slurm` (docs/cluster.md)
 //! partition = "cpu"
+//!
+//! [export.pretrain]         # training-ready exports (docs/export.md)
+//! format = "webdataset"
 //! ```
 //! A source root is resolved, strongest first, from `--source NAME=PATH`, the
 //! environment variable `CPIA_SOURCE_<NAME>` (name upper-cased, every
@@ -48,6 +51,8 @@ struct ConfigFile {
     sources: BTreeMap<String, PathBuf>,
     #[serde(default)]
     executor: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    export: BTreeMap<String, toml::Value>,
 }
 
 /// A located, parsed workspace.
@@ -67,6 +72,9 @@ pub struct Workspace {
     pub sources: BTreeMap<String, PathBuf>,
     /// `[executor.slurm]`: sbatch options and shards of Slurm builds.
     pub slurm: SlurmConfig,
+    /// `[export.NAME]` tables as written: the export layer reads them
+    /// (`crate::export::definition`), so that a bad one stops only exports.
+    pub exports: BTreeMap<String, toml::Value>,
 }
 
 /// Errors of finding or reading a workspace.
@@ -165,6 +173,7 @@ impl Workspace {
             max_memory,
             sources,
             slurm,
+            exports: cfg.export,
             root,
         })
     }

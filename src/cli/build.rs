@@ -226,7 +226,49 @@ pub fn execute(
         Outcome::Refused(mass) => return Ok(refuse(&mass)),
         Outcome::Done(s) => summary.merge(s),
     };
-    report(ws, &summary, json)
+    let exports = exports(ws, state, opts.jobs, &mut summary)?;
+    report_with(ws, &summary, json, &exports)
+}
+
+/// Brings the declared exports up to date after the images (and removes
+/// those no longer declared); their failures join the build's.
+fn exports(
+    ws: &Workspace,
+    state: &mut State,
+    jobs: usize,
+    summary: &mut Summary,
+) -> Result<Vec<crate::export::sync::Done>, Box<dyn std::error::Error>> {
+    use crate::export::sync::{self, Done};
+    if crate::engine::interrupt::requested()
+        || (ws.exports.is_empty() && !state.exports()?.iter().any(|e| e.declared))
+    {
+        return Ok(Vec::new());
+    }
+    let out = crate::engine::atomic::OutputDir::open(&ws.output)?;
+    let opts = crate::export::update::Options {
+        jobs,
+        reshard: false,
+    };
+    let done = sync::all_declared(ws, state, &out, &opts)?;
+    out.finish();
+    for d in &done {
+        let failures: Vec<(String, String)> = match d {
+            Done::Failed(n, e) => vec![(n.clone(), e.to_string())],
+            Done::Updated(o) => o
+                .failures
+                .iter()
+                .map(|f| (o.name.clone(), f.clone()))
+                .collect(),
+            Done::Removed(..) => Vec::new(),
+        };
+        for (name, error) in failures {
+            summary.failures.push(crate::engine::summary::Failure {
+                input: format!("export {name}"),
+                error,
+            });
+        }
+    }
+    Ok(done)
 }
 
 /// The mass-removal guard's refusal.
@@ -247,9 +289,24 @@ fn refuse(mass: &[MassRemoval]) -> i32 {
 
 /// Prints the summary (`--json`: one object on stdout); the exit code.
 fn report(ws: &Workspace, summary: &Summary, json: bool) -> CmdResult {
+    report_with(ws, summary, json, &[])
+}
+
+/// [`report`], with what the exports did (`exports` in the JSON object).
+fn report_with(
+    ws: &Workspace,
+    summary: &Summary,
+    json: bool,
+    exports: &[crate::export::sync::Done],
+) -> CmdResult {
     if json {
-        println!("{}", serde_json::to_string(&summary)?);
+        let mut v = serde_json::to_value(summary)?;
+        if !exports.is_empty() {
+            v["exports"] = serde_json::Value::Array(super::export::to_json(exports));
+        }
+        println!("{}", serde_json::to_string(&v)?);
     } else {
+        super::export::print_lines(exports);
         eprintln!("{}", summary.render());
         if summary.built > 0 || summary.removed > 0 {
             eprintln!("dataset: {}", ws.output.display());
@@ -269,9 +326,10 @@ fn warn_untracked(ws: &Workspace, state: &State) {
     // new one) are not outputs.
     let tmp = ws.output.join(crate::workspace::TMP_DIR);
     let manifests = ws.output.join(crate::provenance::manifest::DIR);
+    let exports = ws.output.join(crate::export::DIR);
     let n = walkdir::WalkDir::new(&ws.output)
         .into_iter()
-        .filter_entry(|e| e.path() != tmp && e.path() != manifests)
+        .filter_entry(|e| e.path() != tmp && e.path() != manifests && e.path() != exports)
         .flatten()
         .filter(|e| e.file_type().is_file())
         .count();

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod demo;
+mod export;
 mod init;
 mod lineage;
 mod list;
@@ -66,6 +67,8 @@ enum Command {
     Demo(demo::Args),
     /// Keep planning and building as recipes and sources change.
     Watch(watch::Args),
+    /// Bring training-ready exports (WebDataset, ImageFolder) up to date, or make one.
+    Export(export::Args),
     /// Show how an output was made: source, recipe, steps, tool, build, region.
     Why(why::Args),
     /// Compare the output folder with the record (exit 1 on any mismatch).
@@ -108,6 +111,7 @@ pub fn main() -> i32 {
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
         Command::Why(a) => why::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),

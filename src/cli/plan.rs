@@ -73,6 +73,16 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         write!(out, "{{\"actions\":[")?;
     }
     let mut io_error: Option<std::io::Error> = None;
+    let exports = match (args.explain && !args.json, ws.exports.is_empty()) {
+        (true, false) => match crate::export::explain::Explainer::new(&ws, &state) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                totals.problems.push(("exports".into(), e.to_string()));
+                None
+            }
+        },
+        _ => None,
+    };
     let (catalog, mass) = driver::dry_run(
         &ws,
         &mut state,
@@ -84,7 +94,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             let r = if args.json {
                 json_actions(&mut out, p, &mut first)
             } else {
-                human_actions(&mut out, p, args.explain)
+                human_actions(&mut out, p, args.explain, exports.as_ref())
             };
             if let Err(e) = r {
                 io_error.get_or_insert(e);
@@ -128,6 +138,11 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         }
         for n in &totals.notes {
             writeln!(out, "{n}")?;
+        }
+        if let Some(e) = &exports {
+            for line in e.summary(&state)? {
+                writeln!(out, "{line}")?;
+            }
         }
         writeln!(
             out,
@@ -235,7 +250,12 @@ fn json_actions(out: &mut impl Write, p: &CollectionPlan, first: &mut bool) -> s
     Ok(())
 }
 
-fn human_actions(out: &mut impl Write, p: &CollectionPlan, explain: bool) -> std::io::Result<()> {
+fn human_actions(
+    out: &mut impl Write,
+    p: &CollectionPlan,
+    explain: bool,
+    exports: Option<&crate::export::explain::Explainer>,
+) -> std::io::Result<()> {
     for (action, output, source, reasons) in actions(p) {
         if action == "build" {
             writeln!(out, "build  {output}  <- {source}")?;
@@ -245,6 +265,12 @@ fn human_actions(out: &mut impl Write, p: &CollectionPlan, explain: bool) -> std
         if explain {
             for r in reasons {
                 writeln!(out, "         because {r}")?;
+            }
+            for line in exports
+                .map(|e| e.shards_of(&p.name, &output))
+                .unwrap_or_default()
+            {
+                writeln!(out, "         then {line}")?;
             }
         }
     }

@@ -27,6 +27,7 @@ struct Json<'a> {
     sheets: &'a [SheetTotal],
     collections: Vec<JsonCollection<'a>>,
     problems: Vec<JsonProblem<'a>>,
+    exports: &'a [crate::report::model::ExportReport],
 }
 
 #[derive(Serialize)]
@@ -92,5 +93,6 @@ fn json(report: &Report) -> serde_json::Result<String> {
                 error: &p.error,
             })
             .collect(),
+        exports: &report.exports,
     })
 }

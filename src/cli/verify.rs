@@ -77,7 +77,14 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             first = false;
             Ok(())
         };
-        let stats = verify::verify(&state, &ws.output, &opts, &mut report)?;
+        let mut stats = verify::verify(&state, &ws.output, &opts, &mut report)?;
+        if opts.collections.is_empty() {
+            let e = crate::export::verify::verify(&state, &ws.output, opts.deep, &mut report)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            stats.files += e.files;
+            stats.hashed += e.hashed;
+            stats.findings += e.findings;
+        }
         if args.json {
             let s = serde_json::to_string(&stats).unwrap_or_default();
             writeln!(out, "\n],\"clean\":{},\"stats\":{s}}}", stats.findings == 0)?;

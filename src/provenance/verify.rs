@@ -27,6 +27,10 @@ use super::Error;
 use crate::store::audit::manifests::PartFile;
 use crate::store::State;
 
+/// The exports' folder (`crate::export::DIR`, a layer above this one,
+/// which verifies it); skipped when listing unrecorded files.
+pub const EXPORT_DIR: &str = "export";
+
 /// Records checked per parallel batch.
 const BATCH: usize = 8192;
 
@@ -466,8 +470,12 @@ fn unrecorded_elsewhere(
     folders: &HashSet<&str>,
     report: &mut dyn FnMut(Finding) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    // `export/` belongs to the export layer, which verifies it (`export::verify`).
     let skip = |rel: &str| {
-        rel == crate::workspace::TMP_DIR || rel == manifest::DIR || folders.contains(rel)
+        rel == crate::workspace::TMP_DIR
+            || rel == manifest::DIR
+            || rel == EXPORT_DIR
+            || folders.contains(rel)
     };
     // Folders still to list, relative to `output` ("" is `output`).
     let mut stack = vec![String::new()];

@@ -40,7 +40,31 @@ pub fn render(r: &Report, link: &str) -> String {
     sub_datasets(&mut s, r);
     unclaimed(&mut s, r);
     samples(&mut s, r, link);
+    exports(&mut s, r);
     s
+}
+
+/// The exports recorded in the state.
+fn exports(s: &mut String, r: &Report) {
+    if r.exports.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Exports\n\n| export | format | samples | shards | bytes | not written yet |\n|---|---|---:|---:|---:|---:|"
+    );
+    for e in &r.exports {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&e.name),
+            e.format,
+            e.samples,
+            e.shards,
+            e.bytes,
+            e.pending
+        );
+    }
 }
 
 /// The title, the workspace, when and by what the report was made, and the

@@ -110,6 +110,26 @@ fn status_lines(s: &mut String, r: &Report) {
         let first = p.error.lines().next().unwrap_or("");
         let _ = writeln!(s, "error: {}: {first}", p.recipe);
     }
+    for e in &r.exports {
+        let state = if e.pending == 0 {
+            "up to date".to_string()
+        } else {
+            format!("{} change(s) not written yet", e.pending)
+        };
+        let _ = writeln!(
+            s,
+            "export     {} ({}{}): {} samples in {} shard(s), {state}",
+            e.name,
+            e.format,
+            if e.declared {
+                ""
+            } else {
+                ", made by `cpia export --format`"
+            },
+            count(e.samples),
+            e.shards
+        );
+    }
 }
 
 /// Images per published sheet beside the published counts, with the total.
