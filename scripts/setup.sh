@@ -1,65 +1,107 @@
 #!/usr/bin/env bash
-# Installs what cpia needs on Debian 12 if it is missing, as root (or with sudo):
-# system libraries for the Rust crates, and Pillow + openslide-python for the
-# Python reference implementation the parity tests and benchmarks compare with,
-# and Chromium for the report's browser test.
+# Installs what cpia and its tests need on Debian 12 if it is missing, as
+# root (or with sudo), and fails — exit 1, naming the package — when it cannot:
+# a test run on a machine that lacks something the tests need must not start
+# (scripts/test.sh runs this first; tests/common/need.rs is the other half).
+#
+#   scripts/setup.sh           everything: building, and the tests
+#   scripts/setup.sh --build   only what building cpia needs (the demo)
+#
 # Safe to run again: it installs nothing that is already there. (The Slurm
 # packages for the Slurm tests are installed by scripts/slurm-up.sh, which
 # scripts/test.sh runs.)
 set -euo pipefail
 
-pkgs=(pkg-config libclang-dev cmake nasm libopenslide-dev)
+build_only=0
+case "${1:-}" in
+  --build) build_only=1 ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--build]" >&2; exit 2 ;;
+esac
+
+fail() {
+  echo "setup: error: $*" >&2
+  exit 1
+}
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=0
+
+# Installs the Debian packages given that are not installed yet; fails naming
+# them if apt cannot. $1: what they are for.
+apt_install() {
+  local why=$1
+  shift
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "setup: installing ${missing[*]} ($why)"
+  if [ $apt_updated -eq 0 ]; then
+    $SUDO apt-get update -qq || fail "apt-get update failed; cannot install ${missing[*]} ($why)"
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || fail "cannot install ${missing[*]} ($why)"
+}
+
+command -v cargo >/dev/null 2>&1 \
+  || fail "cargo not found: install a Rust toolchain (rustup) first"
+
+apt_install "the system libraries of cpia's Rust crates" \
+  pkg-config libclang-dev cmake nasm libopenslide-dev
+
+[ $build_only -eq 1 ] && exit 0
+
+# ---- what the tests need ------------------------------------------------------
+
+# Chromium: tests/report.rs opens `cpia report`'s page in a real headless browser.
+apt_install "the report's browser test, tests/report.rs" chromium
+
+# Python packages, one per line: pip name, module, what needs it. The module
+# must import; `find:NAME` only needs to be installed (wids imports torch,
+# which the tests replace with a stand-in: tests/export.rs).
+# (Add a line for a new one; nothing else here needs to change.)
+python_packages=(
+  "pillow           PIL        the Pillow parity tests (src/ops) and the WSI reference"
+  "openslide-python openslide  the WSI reference, tests/reference/cpia_wsi_reference.py"
+  "pyarrow          pyarrow    the Parquet manifests' reader, tests/provenance.rs"
+  "prov             prov       the PROV-JSON export's reader, tests/provenance.rs"
+  "webdataset       webdataset the WebDataset exports' reader, tests/export.rs"
+  "wids             find:wids  the exports' wids index reader, tests/export.rs"
+  "mlcroissant      mlcroissant the Croissant metadata reader, tests/export.rs"
+  "datasets         datasets   Hugging Face's reader of the Parquet image shards, tests/parquet_file.rs"
+  "polars           polars     polars' reader of the Parquet image shards, tests/parquet_file.rs"
+  "tiffslide        tiffslide  the WSI benchmark's peer, benches/tiffslide_wsi.py"
+)
+
+# Whether python3 has module $1 (`find:NAME`: installed; else: imports);
+# prints the error if not.
+has_module() {
+  case "$1" in
+    find:*) python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('${1#find:}') is None)" 2>&1 ;;
+    *) python3 -c "import $1" 2>&1 >/dev/null ;;
+  esac
+}
+
+if ! command -v python3 >/dev/null 2>&1; then
+  apt_install "the tests' Python reference and readers" python3 python3-pip
+fi
 missing=()
-for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+for line in "${python_packages[@]}"; do
+  read -r pip_name module _ <<<"$line"
+  has_module "$module" >/dev/null || missing+=("$pip_name")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  echo "setup: installing Python packages ${missing[*]}"
+  python3 -m pip install --quiet "${missing[@]}" \
+    || fail "pip cannot install ${missing[*]} (on Debian's own python3, pip refuses by default:" \
+            "use a virtual environment, or PIP_BREAK_SYSTEM_PACKAGES=1 on a machine that is only for this)"
 fi
-
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import PIL, openslide" >/dev/null 2>&1; then
-  echo "setup: installing Pillow and openslide-python (the Python reference of the standard)"
-  python3 -m pip install --quiet pillow openslide-python \
-    || echo "setup: warning: Pillow/openslide-python not installed; the comparisons with them will be skipped"
-fi
-
-# Chromium, for the test that opens `cpia report`'s page in a real headless
-# browser (tests/report.rs; without it that check prints SKIPPED).
-if ! dpkg -s chromium >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "setup: installing chromium (the report's browser test)"
-  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
-    || echo "setup: warning: chromium not installed; the report's browser test will be skipped"
-fi
-
-# Provenance tests (tests/provenance.rs): pyarrow reads the Parquet manifests,
-# the W3C `prov` package loads the PROV-JSON export.
-# The WSI benchmark's peer (benches/tiffslide_wsi.py).
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import tiffslide" >/dev/null 2>&1; then
-  python3 -m pip install --quiet tiffslide || echo "setup: warning: tiffslide not installed; the bench's peer will be skipped"
-fi
-
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import pyarrow, prov" >/dev/null 2>&1; then
-  echo "setup: installing pyarrow and prov (readers of the manifests and of the PROV-JSON export)"
-  python3 -m pip install --quiet pyarrow prov \
-    || echo "setup: warning: pyarrow/prov not installed; the checks that use them will be skipped"
-fi
-command -v python3 >/dev/null && ! python3 -c "import datasets, polars" 2>/dev/null && python3 -m pip install --quiet datasets polars  # tests/parquet_file.rs: Hugging Face datasets and polars read the Parquet image shards
-
-# Export tests (tests/export.rs): the real readers of the exports —
-# webdataset and wids (shards and index), mlcroissant (Croissant metadata).
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import webdataset, mlcroissant; import importlib.util as u; assert u.find_spec('wids')" >/dev/null 2>&1; then
-  echo "setup: installing webdataset, wids and mlcroissant (readers of the exports)"
-  python3 -m pip install --quiet webdataset wids mlcroissant \
-    || echo "setup: warning: webdataset/wids/mlcroissant not installed; the export tests fail in CI without them"
-fi
-
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo not found: install a Rust toolchain (rustup) first" >&2
-  exit 1
-fi
+for line in "${python_packages[@]}"; do
+  read -r pip_name module why <<<"$line"
+  err=$(has_module "$module") \
+    || fail "python3 lacks $module (pip package $pip_name, for $why): ${err##*$'\n'}"
+done

@@ -23,3 +23,17 @@ pub mod report;
 pub mod slide;
 pub mod store;
 pub mod workspace;
+
+// Test support shared with the integration tests (tests/common): what a test
+// needs from the machine and what a missing need means (`need`), and python3
+// as the reference implementation (`python`). One copy of each, compiled here
+// too, so unit and integration tests follow one rule.
+#[cfg(test)]
+#[path = "../tests/common/need.rs"]
+mod need;
+#[cfg(test)]
+#[path = "../tests/common/python.rs"]
+mod python;
+/// The library itself, under the name tests/common/need.rs uses for it.
+#[cfg(test)]
+use crate as lib;

@@ -4,131 +4,15 @@
 //! lands in the right scale, sub-dataset, class and name, while the non-inputs
 //! beside them do not; every WSI recipe builds a generated slide at all four
 //! scales; and what is built is named and scaled as the published CPIA tables
-//! say (../shared/cpia, when present).
+//! say (shared/cpia: a need of the tests, tests/common/need.rs).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::trees::{plant, trees, Images, Tree, APPLE_DOUBLE};
 use common::{counts, stderr, stdout, Ws};
-
-// ---- the tree table ---------------------------------------------------------
-
-/// One collection's synthetic source tree.
-struct Tree {
-    collection: String,
-    /// Source root name; the tree goes in `sources/<root>/`.
-    root: String,
-    /// (path under the root, where it must land; None = not an input).
-    files: Vec<(String, Option<Expect>)>,
-}
-
-/// Where an input lands.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Expect {
-    /// `<scale>/<sub-dataset>/<name>.jpg`
-    output: String,
-    class: Option<String>,
-}
-
-fn trees() -> Vec<Tree> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/catalog_trees.txt");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut out: Vec<Tree> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let at = || format!("{}:{}", path.display(), n + 1);
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(head) = line.strip_prefix("== ") {
-            let (collection, root) = head
-                .rsplit_once(" @ ")
-                .unwrap_or_else(|| panic!("{}", at()));
-            out.push(Tree {
-                collection: collection.to_string(),
-                root: root.to_string(),
-                files: vec![],
-            });
-            continue;
-        }
-        let (file, to) = line
-            .split_once(" => ")
-            .unwrap_or_else(|| panic!("{}", at()));
-        let expect =
-            (to != "-").then(
-                || match to.strip_suffix(']').and_then(|t| t.rsplit_once(" [")) {
-                    Some((output, class)) => Expect {
-                        output: format!("{output}.jpg"),
-                        class: Some(class.to_string()),
-                    },
-                    None => Expect {
-                        output: format!("{to}.jpg"),
-                        class: None,
-                    },
-                },
-            );
-        let tree = out
-            .last_mut()
-            .unwrap_or_else(|| panic!("{}: file before `==`", at()));
-        tree.files.push((file.to_string(), expect));
-    }
-    out
-}
-
-// ---- synthetic images from the real ones ------------------------------------
-
-/// Small crops of the real ROI test images, re-encoded in the format a file's
-/// suffix names.
-struct Images(Vec<image::RgbImage>);
-
-impl Images {
-    fn load(td: &Path) -> Images {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(td.join("roi"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        let thumbs = names
-            .iter()
-            .map(|p| {
-                let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                img.thumbnail(160, 160).to_rgb8()
-            })
-            .collect();
-        Images(thumbs)
-    }
-
-    /// Image number `i`: a crop of a real image, 64–96 px wide, 48–72 px high.
-    fn bytes(&self, i: usize, suffix: &str) -> Vec<u8> {
-        let src = &self.0[i % self.0.len()];
-        let (w, h) = (64 + 16 * (i as u32 % 3), 48 + 12 * (i as u32 % 3));
-        let (w, h) = (w.min(src.width()), h.min(src.height()));
-        let crop =
-            image::imageops::crop_imm(src, (src.width() - w) / 2, (src.height() - h) / 2, w, h)
-                .to_image();
-        let format = match suffix.to_ascii_lowercase().as_str() {
-            "png" => image::ImageFormat::Png,
-            "jpg" | "jpeg" => image::ImageFormat::Jpeg,
-            "tif" | "tiff" => image::ImageFormat::Tiff,
-            "bmp" => image::ImageFormat::Bmp,
-            other => panic!("no encoder for .{other}"),
-        };
-        let mut out = std::io::Cursor::new(Vec::new());
-        crop.write_to(&mut out, format).unwrap();
-        out.into_inner()
-    }
-}
-
-/// The start of an AppleDouble file (`._x.png`: macOS metadata, not an image).
-const APPLE_DOUBLE: &[u8] = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ";
-
-fn is_image(path: &str) -> Option<&str> {
-    let ext = path.rsplit_once('.')?.1;
-    ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
-        .contains(&ext.to_ascii_lowercase().as_str())
-        .then_some(ext)
-}
 
 // ---- workspaces --------------------------------------------------------------
 
@@ -175,14 +59,6 @@ fn images_under(root: &Path) -> BTreeSet<String> {
 }
 
 // ---- the published tables ----------------------------------------------------
-
-/// `../shared/cpia` (or `$CPIA_TABLES`), holding the published CPIA tables.
-fn tables() -> Option<PathBuf> {
-    let dir = std::env::var_os("CPIA_TABLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cpia"));
-    dir.join("catalog-counts.csv").is_file().then_some(dir)
-}
 
 /// The rows of a CSV file with a header, as maps (quoted fields may hold commas).
 fn csv(path: &Path) -> Vec<BTreeMap<String, String>> {
@@ -435,42 +311,8 @@ fn every_roi_recipe_lands_every_file_where_its_collection_says() {
     }
 
     let ws = catalog_ws();
-    let images = Images::load(&td);
-    // (collection, path under its root) -> where it lands.
-    let mut expected: BTreeMap<String, (String, String, Option<String>)> = BTreeMap::new();
-    for (i, (t, (file, expect))) in trees
-        .iter()
-        .flat_map(|t| t.files.iter().map(move |f| (t, f)))
-        .enumerate()
-    {
-        let rel = format!("sources/{}/{file}", t.root);
-        match is_image(file) {
-            Some(ext) => ws.write_bytes(&rel, &images.bytes(i, ext)),
-            None => ws.write(&rel, "not an image\n"),
-        }
-        if let Some(e) = expect {
-            let prev = expected.insert(
-                e.output.clone(),
-                (t.collection.clone(), file.clone(), e.class.clone()),
-            );
-            assert!(prev.is_none(), "{} expected twice", e.output);
-        }
-    }
-    // A README at every root; beside the first input a .DS_Store and the
-    // AppleDouble file macOS writes on foreign disks (`._<name>`, same suffix).
-    for t in &trees {
-        ws.write(
-            &format!("sources/{}/README.txt", t.root),
-            "About this collection.\n",
-        );
-        let first = &t.files.iter().find(|(_, e)| e.is_some()).unwrap().0;
-        let (dir, name) = first.rsplit_once('/').unwrap_or(("", first));
-        ws.write_bytes(
-            &format!("sources/{}/{dir}/.DS_Store", t.root),
-            b"\0\0\0\x01Bud1",
-        );
-        ws.write_bytes(&format!("sources/{}/{dir}/._{name}", t.root), APPLE_DOUBLE);
-    }
+    let all: Vec<&Tree> = trees.iter().collect();
+    let expected = plant(&ws, &all, &Images::load(&td));
 
     let mut args: Vec<&str> = vec!["-j", "2"];
     args.extend(names.iter().map(String::as_str));
@@ -523,8 +365,7 @@ fn every_roi_recipe_lands_every_file_where_its_collection_says() {
     }
 
     // What was built is what the published tables list, row by row.
-    let Some(dir) = tables() else {
-        eprintln!("SKIPPED (tables part): ../shared/cpia not found (set CPIA_TABLES)");
+    let Some(dir) = common::need::part(common::need::tables) else {
         return;
     };
     let got: BTreeSet<(String, String)> = expected
@@ -645,8 +486,7 @@ fn every_wsi_recipe_builds_a_generated_slide_at_all_four_scales() {
         );
     }
 
-    let Some(dir) = tables() else {
-        eprintln!("SKIPPED (tables part): ../shared/cpia not found (set CPIA_TABLES)");
+    let Some(dir) = common::need::part(common::need::tables) else {
         return;
     };
     same_rows(&folders, &published(&dir, "WSIs"));
@@ -654,8 +494,7 @@ fn every_wsi_recipe_builds_a_generated_slide_at_all_four_scales() {
 
 #[test]
 fn the_catalog_is_the_published_collection_tables() {
-    let Some(dir) = tables() else {
-        eprintln!("SKIPPED: ../shared/cpia not found (set CPIA_TABLES)");
+    let Some(dir) = common::need::tables() else {
         return;
     };
     let recipes: BTreeMap<String, cpia::recipe::Recipe> = cpia::catalog::recipes()

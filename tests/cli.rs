@@ -43,12 +43,12 @@ fn the_demo_builds_and_rebuilds_nothing() {
     let _td = require_testdata!();
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["demo"])
-        .arg(&demo)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = common::process::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpia"))
+            .args(["demo"])
+            .arg(&demo)
+            .current_dir(dir.path()),
+    );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("standardized dataset:"), "{text}");
@@ -68,12 +68,71 @@ fn the_demo_builds_and_rebuilds_nothing() {
             .unwrap_or(0);
         assert!(n > 0, "demo wrote nothing into {dir}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["build", "--json"])
-        .current_dir(&demo)
-        .output()
-        .unwrap();
+    let out = common::process::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpia"))
+            .args(["build", "--json"])
+            .current_dir(&demo),
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["built"], 0, "{j}");
     assert_eq!(j["failed"], 0, "{j}");
+}
+
+/// `cpia check FOLDER` checks the recipes in the folder — the `.toml` files
+/// directly in it, not the templates beneath — from anywhere, as `cpia
+/// check` does in the workspace; an empty folder, a broken recipe and two
+/// recipes of one collection are errors.
+#[test]
+fn check_on_a_folder_checks_the_recipes_in_it() {
+    let ws = Ws::empty();
+    let out = ws.cpia(&["init", "w"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let oks =
+        |o: &std::process::Output| stdout(o).lines().filter(|l| l.starts_with("ok: ")).count();
+    // In the workspace, as the README says, and from outside it.
+    let inside =
+        common::process::output(ws.command(&["check", "recipes/"]).current_dir(ws.path("w")));
+    assert!(inside.status.success(), "{}", stderr(&inside));
+    assert_eq!(oks(&inside), 103, "{}", stdout(&inside));
+    assert!(
+        !stdout(&inside).contains("templates/"),
+        "{}",
+        stdout(&inside)
+    );
+    let outside = ws.cpia(&["check", "w/recipes"]);
+    assert!(outside.status.success(), "{}", stderr(&outside));
+    assert_eq!(oks(&outside), 103);
+    assert!(stdout(&outside).contains("ok: w/recipes/breakhis.toml (BreakHis)"));
+    // The same recipes `cpia check` reads in the workspace.
+    let plain = common::process::output(ws.command(&["check"]).current_dir(ws.path("w")));
+    assert_eq!(oks(&plain), 103, "{}", stderr(&plain));
+
+    // A folder with no recipe: an error naming it.
+    std::fs::create_dir_all(ws.path("empty")).unwrap();
+    let out = ws.cpia(&["check", "empty"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("empty: no recipe in this folder"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A broken recipe and a second recipe of one collection, beside good ones.
+    ws.write("mine/a.toml", &common::recipe("A", "A"));
+    ws.write(
+        "mine/b.toml",
+        "[collection]\nname = \"B\"\nkind = \"roi\"\n[[steps]]\nid = \"d\"\nop = \"decoed\"\n",
+    );
+    ws.write("mine/c.toml", &common::recipe("A", "A"));
+    ws.write("mine/templates/centre.toml", common::TEMPLATE);
+    let out = ws.cpia(&["check", "mine"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("mine/b.toml:6:"), "{err}");
+    assert!(err.contains("decoed"), "{err}");
+    assert!(
+        err.contains("mine/a.toml and mine/c.toml both name collection `A`"),
+        "{err}"
+    );
+    assert_eq!(oks(&out), 2, "{}", stdout(&out));
 }

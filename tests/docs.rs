@@ -112,12 +112,12 @@ fn the_example_recipes_check() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .arg("check")
-        .args(&files)
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = common::process::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpia"))
+            .arg("check")
+            .args(&files)
+            .current_dir(repo()),
+    );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
         stdout(&out)

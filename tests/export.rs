@@ -3,7 +3,7 @@
 //! verified, explained, surviving SIGKILL; ImageFolder trees; keys that
 //! need escaping; the CPIA-Mini sampling rule. Real images of
 //! `shared/testdata`; real Python packages (scripts/setup.sh installs them;
-//! in CI a missing one is a failure, elsewhere a printed SKIPPED).
+//! in CI a missing one is a failure, elsewhere a counted skip: tests/common/need.rs).
 
 mod common;
 
@@ -13,7 +13,8 @@ use std::process::{Command, Output};
 
 use common::{stderr, stdout, Ws};
 
-/// Whether python3 has every module; in CI a missing one fails the test.
+/// Whether python3 has every module; in CI a missing one fails the test
+/// (tests/common/need.rs).
 fn need_python(modules: &[&str]) -> bool {
     for m in modules {
         let mut c = Command::new("python3");
@@ -23,12 +24,15 @@ fn need_python(modules: &[&str]) -> bool {
         }
         let ok = c.output().is_ok_and(|o| o.status.success());
         if !ok {
-            if std::env::var_os("CI").is_some() {
-                panic!("python3 module `{m}` is missing (scripts/setup.sh installs it)");
-            }
-            eprintln!(
-                "SKIPPED (part): python3 with `{m}` not found (scripts/setup.sh installs it)"
-            );
+            // The tests' one rule (tests/common/need.rs): in CI
+            // (CPIA_TEST_STRICT=1) a failure naming the module, else a
+            // counted skip of this part.
+            common::need::part(|| {
+                common::need::missing(
+                    &format!("python3 module `{m}`"),
+                    "scripts/setup.sh installs it",
+                )
+            });
             return false;
         }
     }

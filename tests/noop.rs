@@ -14,11 +14,7 @@ const N: u64 = (common::IMAGES_A.len() + common::IMAGES_B.len()) as u64;
 fn counted(ws: &Ws, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> u64) {
     let mut all = vec!["build", "--json"];
     all.extend_from_slice(args);
-    let out = ws
-        .command(&all)
-        .env("CPIA_DEBUG_COUNTERS", "1")
-        .output()
-        .unwrap();
+    let out = common::process::output(ws.command(&all).env("CPIA_DEBUG_COUNTERS", "1"));
     assert!(
         out.status.code().is_some_and(|c| c <= 1),
         "{}",

@@ -13,25 +13,6 @@ use std::process::Command;
 
 use cpia::parquet_file::{Column, Kind, Options, Value, Writer};
 
-/// Whether `python3` imports every one of `modules`. Missing outside CI: the
-/// test prints why it skips; in CI (`CI` set) that is a failure.
-fn python_with(modules: &[&str]) -> bool {
-    let script = format!("import {}", modules.join(", "));
-    let ok = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = format!(
-            "python3 with {} not found (scripts/setup.sh installs them)",
-            modules.join(", ")
-        );
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
-}
-
 /// One sample: a real picture, encoded as cpia encodes outputs, and the
 /// metadata an export would carry.
 struct Sample {
@@ -171,7 +152,7 @@ print(json.dumps(seen))
 #[test]
 fn image_shards_load_in_datasets_polars_and_pyarrow() {
     let td = require_testdata!();
-    if !python_with(&["datasets", "polars", "pyarrow", "PIL"]) {
+    if !common::need::python(&["datasets", "polars", "pyarrow", "PIL"]) {
         return;
     }
     let samples = samples(&td);

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::{counts, stderr, stdout, Ws};
 
@@ -31,17 +31,10 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Whether python3 has `module`, for the part of a test that needs it (a
+/// missing need: a skip of that part, or in CI a failure).
 fn python_has(module: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED (part): python3 with `{module}` not found (scripts/setup.sh installs it)"
-        );
-    }
-    ok
+    common::need::part(|| common::need::python(&[module]))
 }
 
 /// An output's record as the manifests carry it: (blake3, bytes, source,
@@ -116,13 +109,10 @@ fn parquet_manifests(ws: &Ws) -> BTreeMap<String, (Row, String)> {
     let script = "import json, sys, pyarrow.parquet as pq\n\
                   t = pq.read_table(sys.argv[1])\n\
                   print(json.dumps(t.to_pylist()))";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(ws.path("dataset/manifests/parquet"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pyarrow: {}", stderr(&out));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = ws.path("dataset/manifests/parquet");
+    let out = common::python::run(&["pyarrow"], script, &[dir.as_os_str()], &[])
+        .expect("pyarrow, found a moment ago");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
     let mut m = BTreeMap::new();
     for r in rows {
         let s = |k: &str| {
@@ -563,17 +553,15 @@ fn lineage_prov_json_loads_in_prov_with_an_entity_per_output() {
                   ents = [e for e in d.get_records(pm.ProvEntity) if any(str(v) == 'cpia:Output' for v in e.get_attribute(t))]\n\
                   gen = list(d.get_records(pm.ProvGeneration))\n\
                   print(len(ents), len(gen), len(list(d.get_records(pm.ProvAgent))))";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(ws.path("lineage.json"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "prov: {}", stderr(&out));
-    let n: Vec<usize> = stdout(&out)
+    let lineage = ws.path("lineage.json");
+    let out = common::python::run(&["prov"], script, &[lineage.as_os_str()], &[])
+        .expect("prov, found a moment ago");
+    let text = String::from_utf8_lossy(&out);
+    let n: Vec<usize> = text
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
-    assert_eq!(n, vec![outputs.len(), outputs.len(), 1], "{}", stdout(&out));
+    assert_eq!(n, vec![outputs.len(), outputs.len(), 1], "{text}");
 }
 
 // ---- WSI -----------------------------------------------------------------

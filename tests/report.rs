@@ -349,8 +349,8 @@ fn the_report_opens_in_chromium_and_shows_the_builds_counts() {
         "links relative to the report: {md}"
     );
 
-    let Some(chromium) = cdp::chromium() else {
-        eprintln!("SKIPPED: chromium not installed (scripts/setup.sh installs Debian's chromium); the page was not rendered");
+    // The rendering in a real browser: a part of this test that needs Chromium.
+    let Some(chromium) = common::need::part(common::need::chromium) else {
         return;
     };
     // The output folder copied elsewhere: the page must not need the workspace.
@@ -528,8 +528,7 @@ fn copy_tree(from: &Path, to: &Path) {
 /// `console.error` and an uncaught exception gives three errors.
 #[test]
 fn the_browser_check_sees_page_errors() {
-    let Some(chromium) = cdp::chromium() else {
-        eprintln!("SKIPPED: chromium not installed (scripts/setup.sh installs Debian's chromium)");
+    let Some(chromium) = common::need::chromium() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -321,11 +321,7 @@ fn the_stat_index_forgets_deleted_files_and_shared_roots_are_not_rehashed() {
     let (_, out) = ws.build(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rows(&ws), N as i64);
-    let again = ws
-        .command(&["build"])
-        .env("CPIA_DEBUG_COUNTERS", "1")
-        .output()
-        .unwrap();
+    let again = common::process::output(ws.command(&["build"]).env("CPIA_DEBUG_COUNTERS", "1"));
     assert!(
         stderr(&again).contains("debug: hashed_sources=0"),
         "{}",

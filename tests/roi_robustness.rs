@@ -5,8 +5,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
+use common::process;
 use common::{counts, stderr, Ws};
 
 /// A workspace with `n` distinct real sources (copies of one 1000×1000 image
@@ -27,14 +27,6 @@ fn many_sources(td: &std::path::Path, n: usize) -> Ws {
     ws
 }
 
-fn jpg_count(root: &std::path::Path) -> usize {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
-        .count()
-}
-
 #[test]
 fn sigkill_then_rebuild_equals_an_uninterrupted_build() {
     let td = require_testdata!();
@@ -48,18 +40,11 @@ fn sigkill_then_rebuild_equals_an_uninterrupted_build() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
     let dataset = killed.path("dataset");
-    while jpg_count(&dataset) < 5 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "build never started writing"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
+    // Frozen once 5 outputs are in place, killed while frozen: what is on
+    // disk at the kill is what was counted.
+    let at_kill = process::signal_after_outputs(&mut child, &dataset, 5, libc::SIGKILL);
     child.wait().unwrap();
-    let at_kill = jpg_count(&dataset);
     assert!(
         at_kill < N,
         "the build finished before it could be killed ({at_kill} outputs)"
@@ -111,8 +96,8 @@ fn concurrent_builds_wait_for_each_other() {
     };
     let a = spawn();
     let b = spawn();
-    let a = a.wait_with_output().unwrap();
-    let b = b.wait_with_output().unwrap();
+    let a = process::wait(a, "the first of two concurrent builds");
+    let b = process::wait(b, "the second of two concurrent builds");
     assert!(a.status.success(), "{}", stderr(&a));
     assert!(b.status.success(), "{}", stderr(&b));
     let ja: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
@@ -137,18 +122,14 @@ fn no_wait_refuses_while_locked() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while jpg_count(&ws.path("dataset")) < 1 {
-        assert!(start.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // The build, frozen after its first output, holds the lock for certain.
+    let (paused, _) = process::pause_after_outputs(&mut child, &ws.path("dataset"), 1);
     let out = ws.cpia(&["build", "--no-wait"]);
-    let finished_first = child.try_wait().unwrap().is_some();
-    child.wait().unwrap();
-    if !finished_first {
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-        assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
-    }
+    drop(paused);
+    let first = process::wait(child, "the build holding the lock");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
 }
 
 fn check_error(ws: &Ws, name: &str, text: &str, line: usize, needles: &[&str]) {
@@ -241,20 +222,33 @@ fn lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
     rx
 }
 
-/// Collects lines up to and including the next `debug: hashed_sources=` line.
+/// Collects the lines of the next cycle, up to and including the line
+/// `watching … for changes`, which `cpia watch` prints when it waits again
+/// (its watches were set up before the cycle's build).
 fn next_cycle(rx: &mpsc::Receiver<String>) -> Vec<String> {
     let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            let done = l.starts_with("debug: hashed_sources=");
-            got.push(l);
-            if done {
-                return got;
+    let limit = process::limit();
+    loop {
+        match rx.recv_timeout(limit) {
+            Ok(l) => {
+                let done =
+                    l.starts_with("watching ") && l.ends_with(" for changes (Ctrl-C to stop)");
+                got.push(l);
+                if done {
+                    return got;
+                }
             }
+            Err(e) => panic!("watch printed no whole cycle ({e}, limit {limit:?}): {got:?}"),
         }
     }
-    panic!("watch printed no cycle within 120 s: {got:?}");
+}
+
+/// The value of the cycle's `debug: hashed_sources=` line.
+fn hashed(cycle: &[String]) -> &str {
+    cycle
+        .iter()
+        .find_map(|l| l.strip_prefix("debug: hashed_sources="))
+        .unwrap_or_else(|| panic!("no hashed_sources line: {cycle:?}"))
 }
 
 struct KillOnDrop(std::process::Child);
@@ -286,16 +280,13 @@ fn watch_rebuilds_a_parameter_edit_without_rehashing_sources() {
             .any(|l| l.starts_with(&format!("built {total}, up to date 0"))),
         "{first:?}"
     );
-    assert!(
-        first.last().unwrap().ends_with(&format!("={total}")),
-        "{first:?}"
-    );
-    // Let the watcher settle before editing.
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hashed(&first), total.to_string(), "{first:?}");
 
+    // Edits are renamed into place, so the watcher never reads half a file
+    // however slowly this test runs.
     let mut text = common::recipe("B", "B");
     text.push_str("\n[[steps]]\nid = \"resize\"\nfilter = \"bilinear\"\n");
-    ws.write("recipes/b.toml", &text);
+    ws.replace("recipes/b.toml", text.as_bytes());
     let cycle = next_cycle(&rx);
     let nb = common::IMAGES_B.len();
     assert!(
@@ -304,30 +295,19 @@ fn watch_rebuilds_a_parameter_edit_without_rehashing_sources() {
             .any(|l| l.starts_with(&format!("built {nb}, up to date {}", total - nb as u64))),
         "{cycle:?}"
     );
-    assert_eq!(
-        cycle.last().unwrap(),
-        "debug: hashed_sources=0",
-        "{cycle:?}"
-    );
+    assert_eq!(hashed(&cycle), "0", "{cycle:?}");
     assert!(
         cycle.iter().any(|l| l.contains("recipes/b.toml")),
         "{cycle:?}"
     );
 
     // A changed source is re-hashed (only it) and rebuilt.
-    std::thread::sleep(Duration::from_millis(300));
-    ws.copy_in(
-        &td,
-        "histolab_tissue-level0-4302-10273-4814-10785.png",
-        "sources/A/histolab_tcga-lung-rgb.png",
-    );
+    let bytes =
+        std::fs::read(td.join("roi/histolab_tissue-level0-4302-10273-4814-10785.png")).unwrap();
+    ws.replace("sources/A/histolab_tcga-lung-rgb.png", &bytes);
     let cycle = next_cycle(&rx);
     assert!(cycle.iter().any(|l| l.starts_with("built 1,")), "{cycle:?}");
-    assert_eq!(
-        cycle.last().unwrap(),
-        "debug: hashed_sources=1",
-        "{cycle:?}"
-    );
+    assert_eq!(hashed(&cycle), "1", "{cycle:?}");
     let _ = child.0.kill();
 }
 

@@ -18,43 +18,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use common::{counts, stderr};
+use common::{counts, process, stderr};
 
 /// The demo workspace (`cpia demo --no-build`) plus a generated 20x slide,
-/// written once per test run; tests work on copies.
-fn template() -> Option<&'static Path> {
-    static T: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    T.get_or_init(|| {
-        common::testdata()?;
+/// written once per test run; tests work on copies. Only called once
+/// [`demo`] found the test data.
+fn template() -> &'static Path {
+    static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &T.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("demo");
-        let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-            .args(["demo", "--no-build"])
-            .arg(&root)
-            .output()
-            .unwrap();
+        let out = process::output(
+            Command::new(env!("CARGO_BIN_EXE_cpia"))
+                .args(["demo", "--no-build"])
+                .arg(&root),
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         let spec = cpia::fixture::SlideSpec::aperio_20x(3, 3, 5);
         let slide =
             cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
         std::fs::copy(slide, root.join("sources/WSI/extra-20x-3x3.svs")).unwrap();
-        Some((dir, root))
+        (dir, root)
     })
-    .as_ref()
-    .map(|(_, p)| p.as_path())
+    .1
 }
 
-/// The template, or `None` after saying why the test is skipped.
+/// The template, or `None` when the test data it is made of is missing (a
+/// skip, or in CI a failure: [`common::need`]).
 fn demo() -> Option<&'static Path> {
-    let t = template();
-    if t.is_none() {
-        eprintln!(
-            "SKIPPED: shared/testdata not found (set CPIA_TESTDATA); the demo needs real images"
-        );
-    }
-    t
+    common::testdata()?;
+    Some(template())
 }
 
 /// A fresh copy of the template, with the test cluster's partition and one
@@ -88,11 +82,7 @@ fn cpia(root: &Path) -> Command {
 
 /// `cpia build --json ARGS` in `root`: the summary and the output.
 fn build(root: &Path, args: &[&str]) -> (serde_json::Value, Output) {
-    let out = cpia(root)
-        .args(["build", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = process::output(cpia(root).args(["build", "--json"]).args(args));
     (summary_of(&out), out)
 }
 
@@ -153,7 +143,7 @@ type Built = (serde_json::Value, BTreeMap<String, Vec<u8>>, Vec<String>);
 fn reference() -> &'static Built {
     static R: OnceLock<(tempfile::TempDir, Built)> = OnceLock::new();
     &R.get_or_init(|| {
-        let (dir, root) = workspace(template().unwrap());
+        let (dir, root) = workspace(template());
         let (json, out) = build(&root, &["-j", "2"]);
         assert!(out.status.success(), "{}", stderr(&out));
         (dir, (json, files(&root), records(&root)))
@@ -232,33 +222,23 @@ impl Coordinator {
 
     /// Waits for it to exit: its output, with every stderr line.
     fn finish(mut self) -> (Output, String) {
-        let out = self.child.wait_with_output().unwrap();
+        let out = process::wait(self.child, "the coordinator");
         self.seen.extend(self.lines.iter());
         (out, self.seen.join("\n"))
     }
 
     /// The id of the job array it submitted.
     fn job(&mut self) -> u64 {
-        let end = Instant::now() + Duration::from_secs(120);
         loop {
-            let left = end.saturating_duration_since(Instant::now());
             let line = self
                 .lines
-                .recv_timeout(left)
+                .recv_timeout(process::limit())
                 .unwrap_or_else(|_| panic!("no job submitted; it said: {:?}", self.seen));
             self.seen.push(line.clone());
             if let Some(rest) = line.strip_prefix("slurm: submitted job ") {
                 return rest.split(' ').next().unwrap().parse().unwrap();
             }
         }
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(180);
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -344,11 +324,11 @@ fn a_four_shard_build_equals_the_local_build_byte_for_byte() {
         count(&root, "SELECT count(*) FROM out_dirs WHERE dev IS NULL"),
         0
     );
-    let out = cpia(&root)
-        .args(["build", "--json", "--executor", "slurm", "--wait"])
-        .env("CPIA_DEBUG_COUNTERS", "1")
-        .output()
-        .unwrap();
+    let out = process::output(
+        cpia(&root)
+            .args(["build", "--json", "--executor", "slurm", "--wait"])
+            .env("CPIA_DEBUG_COUNTERS", "1"),
+    );
     let noop = summary_of(&out);
     assert_eq!(counts(&noop), (0, counts(local).0, 0, 0), "{noop}");
     assert!(noop.get("slurm").is_none(), "nothing submitted: {noop}");
@@ -370,7 +350,7 @@ fn a_cancelled_task_is_named_and_the_next_build_makes_only_what_it_left() {
     let job = c.job();
     // Shard 0 holds the largest input (the demo's 5x4-cell slide): cancel
     // it once it has recorded something, long before it is done.
-    wait_for("shard 0 to record a result", || {
+    process::until(&mut c.child, "shard 0 to record a result", || {
         journal_has_records(&root, 0)
     });
     let scancel = Command::new("scancel")
@@ -378,7 +358,7 @@ fn a_cancelled_task_is_named_and_the_next_build_makes_only_what_it_left() {
         .output()
         .unwrap();
     assert!(scancel.status.success(), "{}", stderr(&scancel));
-    let out = c.child.wait_with_output().unwrap();
+    let out = process::wait(c.child, "the coordinator");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let first = summary_of(&out);
     let failure = first["failures"]
@@ -475,7 +455,7 @@ fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
     // (SIGSTOP through `scontrol suspend`) while the other runs to its end:
     // the coordinator then dies with one task done and one still running.
     let mut held = None;
-    wait_for("a task to hold while the other runs or is done", || {
+    process::wait_for("a task to hold while the other runs or is done", || {
         let s = task_states(job);
         let others_going = |t: u32| {
             s.iter()
@@ -492,7 +472,7 @@ fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
         held.is_some()
     });
     let held = held.unwrap();
-    wait_for("the other task done", || {
+    process::wait_for("the other task done", || {
         task_states(job)
             .iter()
             .any(|(t, st)| *t != held && st == "COMPLETED")
@@ -501,7 +481,7 @@ fn a_coordinator_killed_while_waiting_is_recovered_by_the_next_invocation() {
     c.child.wait().unwrap();
 
     // A local build does not run beside the array.
-    let out = cpia(&root).args(["build", "--json"]).output().unwrap();
+    let out = process::output(cpia(&root).args(["build", "--json"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("still running: job {job}")),
@@ -553,7 +533,7 @@ fn journals_of_a_killed_coordinator_are_merged_before_a_newer_local_build() {
     let job = c.job();
     c.child.kill().unwrap();
     c.child.wait().unwrap();
-    wait_for("the array to end", || {
+    process::wait_for("the array to end", || {
         let s = task_states(job);
         s.len() == 2 && s.values().all(|s| s == "COMPLETED")
     });
@@ -595,7 +575,7 @@ fn without_wait_a_merge_job_merges_and_attach_waits_for_it() {
     // The merge job (afterok) merges on its own once the array is done.
     let merge_job = job["merge_job"].as_u64().unwrap();
     let mut ended = String::new();
-    wait_for("the merge job to end", || {
+    process::wait_for("the merge job to end", || {
         let states = task_states(merge_job);
         ended = states.values().next().cloned().unwrap_or_default();
         // COMPLETING (the epilog still runs) and the like are not an end.
@@ -627,11 +607,12 @@ fn ctrl_c_on_a_waiting_coordinator_cancels_the_array() {
     let (_d, root) = workspace(t);
     let mut c = Coordinator::start(&root, &["--json", "--shards", "2"]);
     let job = c.job();
-    wait_for("shard 0 to record a result", || {
-        journal_has_records(&root, 0)
-    });
-    // SAFETY: sends SIGINT to our own child.
-    unsafe { libc::kill(c.child.id() as libc::pid_t, libc::SIGINT) };
+    process::signal_when(
+        &mut c.child,
+        "shard 0 to record a result",
+        || journal_has_records(&root, 0),
+        libc::SIGINT,
+    );
     let (out, err) = c.finish();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("cancelling job {job}")), "{err}");

@@ -7,37 +7,28 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::{counts, stderr, wsi_recipe, Ws, SMALL_GEOMETRY};
 
+/// Whether python3 has openslide-python and Pillow (a missing need: a skip,
+/// or in CI a failure).
 fn python_reference_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import openslide, PIL"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    common::need::python(&["openslide", "PIL"])
 }
 
-/// Tile names per scale computed by tests/reference/cpia_wsi_reference.py.
+/// Tile names per scale computed by tests/reference/cpia_wsi_reference.py
+/// (only called once [`python_reference_available`] said yes).
 fn reference(slide: &Path, args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cpia_wsi_reference.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(slide)
-        .args(["--names-only", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut all: Vec<&std::ffi::OsStr> = vec![slide.as_os_str()];
+    all.extend(["--names-only", "--json"].map(std::ffi::OsStr::new));
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let out = common::python::run_file(&["openslide", "PIL"], &script, &all)
+        .expect("the Python reference, found a moment ago");
+    let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
     ["XL", "L", "M", "S"]
         .iter()
         .map(|s| {
@@ -100,11 +91,7 @@ fn debug_counter(out: &std::process::Output, name: &str) -> u64 {
 fn build_counted(ws: &Ws, args: &[&str]) -> (serde_json::Value, std::process::Output) {
     let mut all = vec!["build", "--json"];
     all.extend_from_slice(args);
-    let out = ws
-        .command(&all)
-        .env("CPIA_DEBUG_COUNTERS", "1")
-        .output()
-        .unwrap();
+    let out = common::process::output(ws.command(&all).env("CPIA_DEBUG_COUNTERS", "1"));
     let j: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
     (j, out)
@@ -114,7 +101,6 @@ fn build_counted(ws: &Ws, args: &[&str]) -> (serde_json::Value, std::process::Ou
 fn real_slides_match_the_python_reference() {
     let td = require_testdata!();
     if !python_reference_available() {
-        eprintln!("SKIPPED: python3 with openslide-python and Pillow not available (scripts/setup.sh installs them)");
         return;
     }
     let wsi = td.join("wsi");
@@ -377,7 +363,7 @@ fn bad_slides_fail_alone() {
 // ---- Full CPIA geometry on generated slides -------------------------------
 
 fn fixture(spec: &cpia::fixture::SlideSpec) -> Option<PathBuf> {
-    cpia::fixture::testdata_dir()?;
+    common::testdata()?;
     Some(cpia::fixture::cached_fixture(spec, &cpia::fixture::fixture_cache_dir()).expect("fixture"))
 }
 
@@ -391,7 +377,6 @@ fn link_ws(slide: &Path, name: &str, recipe: &str) -> Ws {
 fn generated_slides_match_the_python_reference_at_full_geometry() {
     let _td = require_testdata!();
     if !python_reference_available() {
-        eprintln!("SKIPPED: python3 with openslide-python and Pillow not available");
         return;
     }
     for (spec, name) in [
@@ -455,24 +440,15 @@ fn generated_slide_builds_are_deterministic_and_survive_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let count = |ws: &Ws| {
-        walkdir::WalkDir::new(ws.path("dataset"))
-            .into_iter()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
-            .count()
-    };
-    while count(&killed) < 20 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "the build wrote nothing"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
+    // Frozen once 20 tiles are in place and killed while frozen: the tiles
+    // on disk at the kill are the ones counted.
+    let at_kill = common::process::signal_after_outputs(
+        &mut child,
+        &killed.path("dataset"),
+        20,
+        libc::SIGKILL,
+    );
     child.wait().unwrap();
-    let at_kill = count(&killed);
     let total = reference
         .iter()
         .filter(|(k, _)| k.ends_with(".jpg"))

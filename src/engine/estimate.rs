@@ -102,6 +102,11 @@ pub fn roi(recipe: &Recipe, sinks: &[usize], file_len: u64, header: Option<&Head
                     Some((p.width, p.height)),
                 )
             }
+            (Operator::JpegRoundTrip(p), Some((w, h))) => {
+                // A new image of the same size, and the JPEG it went through.
+                let worst = crate::ops::encode::worst_case_bytes(w, h, p.subsampling);
+                (rgb(w, h), worst, Some((w, h)))
+            }
             (Operator::EncodeJpeg(p), Some((w, h))) => {
                 let worst = crate::ops::encode::worst_case_bytes(w, h, p.subsampling);
                 // The output, and the buffer it is encoded into.

@@ -15,6 +15,7 @@ pub mod libraries;
 pub mod pool;
 pub mod probe;
 pub mod resize;
+pub mod round_trip;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod wsi;
@@ -150,6 +151,7 @@ pub enum Operator {
     Crop(CropParams),
     Resize(ResizeParams),
     EncodeJpeg(JpegParams),
+    JpegRoundTrip(JpegParams),
     WsiGrid(wsi::GridParams),
     Tissue(wsi::TissueParams),
     Subtiles(wsi::SubtileParams),
@@ -342,7 +344,23 @@ fn fmt_f64(v: f64) -> String {
     format!("{v:?}")
 }
 
-static CATALOG: [OpInfo; 4] = [
+/// The parameters of `encode_jpeg` and `jpeg_round_trip`, sorted by name.
+const JPEG_PARAMS: &[ParamInfo] = &[
+    ParamInfo {
+        name: "quality",
+        ty: "integer",
+        default: Some("75"),
+        doc: "JPEG quality, 1 to 100 (libjpeg scale, as Pillow's `quality`).",
+    },
+    ParamInfo {
+        name: "subsampling",
+        ty: "string",
+        default: Some("4:2:0"),
+        doc: "Chroma subsampling: 4:2:0, 4:2:2 or 4:4:4 (420, 422, 444 also accepted).",
+    },
+];
+
+static CATALOG: [OpInfo; 5] = [
     OpInfo {
         name: "decode",
         summary: "Decodes JPEG, PNG, TIFF or BMP bytes (detected from content) to 8-bit RGB; \
@@ -422,20 +440,16 @@ static CATALOG: [OpInfo; 4] = [
         summary: "Encodes baseline JPEG with libjpeg-turbo (deterministic bytes).",
         inputs: IN_IMAGE,
         output: ValueKind::Encoded,
-        params: &[
-            ParamInfo {
-                name: "quality",
-                ty: "integer",
-                default: Some("75"),
-                doc: "JPEG quality, 1 to 100 (libjpeg scale, as Pillow's `quality`).",
-            },
-            ParamInfo {
-                name: "subsampling",
-                ty: "string",
-                default: Some("4:2:0"),
-                doc: "Chroma subsampling: 4:2:0, 4:2:2 or 4:4:4 (420, 422, 444 also accepted).",
-            },
-        ],
+        params: JPEG_PARAMS,
+    },
+    OpInfo {
+        name: "jpeg_round_trip",
+        summary: "Saves the image as a JPEG (as `encode_jpeg`) and reads it back (as `decode`): \
+                  the extra JPEG generation the CPIA reference gave the collections it received \
+                  as PNG or BMP.",
+        inputs: IN_IMAGE,
+        output: ValueKind::Image,
+        params: JPEG_PARAMS,
     },
 ];
 
@@ -452,6 +466,7 @@ impl Operator {
             Operator::Crop(_) => "crop",
             Operator::Resize(_) => "resize",
             Operator::EncodeJpeg(_) => "encode_jpeg",
+            Operator::JpegRoundTrip(_) => "jpeg_round_trip",
             Operator::WsiGrid(_) => "wsi_grid",
             Operator::Tissue(_) => "tissue",
             Operator::Subtiles(_) => "subtiles",
@@ -471,6 +486,7 @@ impl Operator {
             Operator::Crop(_) => 1,
             Operator::Resize(_) => 1,
             Operator::EncodeJpeg(_) => 1,
+            Operator::JpegRoundTrip(_) => 1,
             Operator::WsiGrid(_) => 1,
             Operator::Tissue(_) => 1,
             Operator::Subtiles(_) => 1,
@@ -497,7 +513,7 @@ impl Operator {
                 ("height", p.height.to_string()),
                 ("width", p.width.to_string()),
             ],
-            Operator::EncodeJpeg(p) => vec![
+            Operator::EncodeJpeg(p) | Operator::JpegRoundTrip(p) => vec![
                 ("quality", p.quality.to_string()),
                 ("subsampling", p.subsampling.as_str().to_string()),
             ],
@@ -549,7 +565,10 @@ impl Operator {
     pub fn input_kinds(&self) -> &'static [ValueKind] {
         match self {
             Operator::Decode(_) => IN_BYTES,
-            Operator::Crop(_) | Operator::Resize(_) | Operator::EncodeJpeg(_) => IN_IMAGE,
+            Operator::Crop(_)
+            | Operator::Resize(_)
+            | Operator::EncodeJpeg(_)
+            | Operator::JpegRoundTrip(_) => IN_IMAGE,
             Operator::WsiGrid(_) => IN_REGION,
             Operator::Tissue(_) | Operator::Subtiles(_) | Operator::EncodeTiles(_) => IN_TILES,
         }
@@ -558,7 +577,10 @@ impl Operator {
     /// The kind of the output, so the recipe layer can check edges before running.
     pub fn output_kind(&self) -> ValueKind {
         match self {
-            Operator::Decode(_) | Operator::Crop(_) | Operator::Resize(_) => ValueKind::Image,
+            Operator::Decode(_)
+            | Operator::Crop(_)
+            | Operator::Resize(_)
+            | Operator::JpegRoundTrip(_) => ValueKind::Image,
             Operator::EncodeJpeg(_) => ValueKind::Encoded,
             Operator::WsiGrid(_) | Operator::Tissue(_) | Operator::Subtiles(_) => ValueKind::Tiles,
             Operator::EncodeTiles(_) => ValueKind::EncodedTiles,
@@ -571,7 +593,7 @@ impl Operator {
         match self {
             Operator::Decode(_) | Operator::Crop(_) => Ok(()),
             Operator::Resize(p) => resize::check_params(p),
-            Operator::EncodeJpeg(p) => encode::check_params(p),
+            Operator::EncodeJpeg(p) | Operator::JpegRoundTrip(p) => encode::check_params(p),
             Operator::EncodeTiles(p) => encode::check_params(&p.jpeg),
             Operator::WsiGrid(_) | Operator::Tissue(_) | Operator::Subtiles(_) => Ok(()),
         }
@@ -619,6 +641,9 @@ impl Operator {
             (Operator::EncodeJpeg(p), Value::Image(img)) => {
                 Ok(Value::Encoded(Arc::new(encode::encode_jpeg(img, p)?)))
             }
+            (Operator::JpegRoundTrip(p), Value::Image(img)) => {
+                Ok(Value::Image(Arc::new(round_trip::round_trip(img, p)?)))
+            }
             (Operator::WsiGrid(p), Value::Region(r)) => {
                 Ok(Value::Tiles(Arc::new(wsi::grid(r, p)?)))
             }
@@ -648,6 +673,7 @@ mod tests {
             Operator::Decode(DecodeParams::default()),
             Operator::Crop(CropParams::centre_square()),
             Operator::Resize(ResizeParams::default()),
+            Operator::JpegRoundTrip(JpegParams::default()),
             Operator::EncodeJpeg(JpegParams::default()),
         ]
     }
@@ -747,7 +773,7 @@ mod tests {
                 assert_eq!(canon, v, "{}.{}", op.name(), pi.name);
             }
         }
-        assert_eq!(cat.len(), 4);
+        assert_eq!(cat.len(), 5);
         assert!(ENCODER.contains("libjpeg-turbo"));
     }
 

@@ -195,15 +195,6 @@ mod tests {
     #[test]
     fn pillow_parity_centre_crop_lanczos() {
         let Some(dir) = roi_dir() else { return };
-        let ok = std::process::Command::new("python3")
-            .args(["-c", "import PIL"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            eprintln!("skipped: python3 with Pillow (PIL) is not available");
-            return;
-        }
         for (name, max_bound, mean_bound) in PARITY {
             let path = dir.join(name);
             let script = "import sys\nfrom PIL import Image\n\
@@ -211,20 +202,13 @@ mod tests {
                 w, h = im.size\na = min(w, h)\nl, t = (w - a) // 2, (h - a) // 2\n\
                 im = im.crop((l, t, l + a, t + a)).resize((384, 384), Image.LANCZOS)\n\
                 sys.stdout.buffer.write(im.tobytes())\n";
-            let out = std::process::Command::new("python3")
-                .args(["-c", script])
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let Some(pillow) = crate::python::pillow(script, &[path.as_os_str()], &[]) else {
+                return;
+            };
             let img = decode(&std::fs::read(&path).unwrap()).unwrap();
             let ours = crop(&img, &CropParams::centre_square()).unwrap();
             let ours = resize(&ours, &ResizeParams::default()).unwrap();
-            let (mean, max) = diff(ours.as_raw(), &out.stdout);
+            let (mean, max) = diff(ours.as_raw(), &pillow);
             eprintln!("Pillow parity {name}: max {max}, mean {mean:.4}");
             assert!(
                 max <= *max_bound && mean <= *mean_bound,

@@ -1,33 +1,17 @@
 //! Test helpers shared by the operator tests (compiled only under `cfg(test)`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The shared real test images (`$CPIA_TESTDATA/roi`, else
-/// `../shared/testdata/roi` beside the crate), or `None` (with the reason
-/// printed) when absent.
+/// The shared real test images (`roi/` of the test data), or `None` after
+/// [`crate::need::missing`] (a skip, or in CI a failure).
 pub(crate) fn roi_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("CPIA_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"))
-        .join("roi");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: {} is absent", d.display());
-        None
-    }
+    crate::need::testdata().map(|d| d.join("roi"))
 }
 
-/// Reads one real test image, or `None` (with the reason printed).
+/// Reads one real test image, or `None` after [`crate::need::missing`]; a
+/// file missing from present test data fails the test.
 pub(crate) fn roi_file(name: &str) -> Option<Vec<u8>> {
-    let p = roi_dir()?.join(name);
-    match std::fs::read(&p) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            eprintln!("skipped: cannot read {}: {e}", p.display());
-            None
-        }
-    }
+    crate::need::testdata_file(&format!("roi/{name}"))
 }
 
 /// Mean and max absolute difference of two equally long sample buffers.

@@ -103,7 +103,7 @@ fn unknown_operator_renders_like_rustc() {
     let text = "[collection]\nname = \"X\"\nkind = \"roi\"\n[inputs]\nsource = \"X\"\n[[route]]\nscale = \"M\"\n[[steps]]\nid = \"d\"\nop = \"decode\"\n[[steps]]\nid = \"r\"\nop = \"resise\"\ninput = \"d\"\n";
     let d = single(text, "unknown operator `resise`", "\"resise\"", 0, 0);
     assert_eq!((d.line, d.column), (13, 6));
-    let want = "error: unknown operator `resise`\n  --> recipes/test.toml:13:6\n   |\n13 | op = \"resise\"\n   |      ^^^^^^^^\n   = hint: did you mean `resize`? known operators: decode, crop, resize, encode_jpeg, wsi_grid, tissue, subtiles, encode_tiles\n";
+    let want = "error: unknown operator `resise`\n  --> recipes/test.toml:13:6\n   |\n13 | op = \"resise\"\n   |      ^^^^^^^^\n   = hint: did you mean `resize`? known operators: decode, crop, resize, encode_jpeg, jpeg_round_trip, wsi_grid, tissue, subtiles, encode_tiles\n";
     assert_eq!(d.to_string(), want);
 }
 

@@ -17,11 +17,12 @@ use crate::ops::{
 };
 
 /// Operator names as written in `op = "..."`.
-pub(crate) const OPERATORS: [&str; 8] = [
+pub(crate) const OPERATORS: [&str; 9] = [
     "decode",
     "crop",
     "resize",
     "encode_jpeg",
+    "jpeg_round_trip",
     "wsi_grid",
     "tissue",
     "subtiles",
@@ -317,6 +318,28 @@ impl<'a> Params<'a> {
     }
 }
 
+/// The parameters of `encode_jpeg` and `jpeg_round_trip`: `quality` and
+/// `subsampling`, Pillow's defaults, and no other key.
+fn jpeg_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> JpegParams {
+    r.check_keys(&JPEG_KEYS, p);
+    jpeg_settings(r, p)
+}
+
+/// `quality` and `subsampling` of a JPEG-encoding operator.
+fn jpeg_settings(r: &mut Params<'_>, p: &mut Vec<Problem>) -> JpegParams {
+    let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
+    JpegParams {
+        quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
+        subsampling: r.choice(
+            "subsampling",
+            Subsampling::S420,
+            parse_subsampling,
+            &SUBSAMPLINGS,
+            p,
+        ),
+    }
+}
+
 /// Types the operator `op` of a step with its parameters; None (with
 /// problems reported) if the name or any parameter is wrong.
 pub(crate) fn operator(
@@ -383,20 +406,8 @@ pub(crate) fn operator(
                 filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
             })
         }
-        "encode_jpeg" => {
-            r.check_keys(&JPEG_KEYS, p);
-            let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
-            Operator::EncodeJpeg(JpegParams {
-                quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
-                subsampling: r.choice(
-                    "subsampling",
-                    Subsampling::S420,
-                    parse_subsampling,
-                    &SUBSAMPLINGS,
-                    p,
-                ),
-            })
-        }
+        "encode_jpeg" => Operator::EncodeJpeg(jpeg_params(&mut r, p)),
+        "jpeg_round_trip" => Operator::JpegRoundTrip(jpeg_params(&mut r, p)),
         "wsi_grid" => {
             r.check_keys(&GRID_KEYS, p);
             Operator::WsiGrid(GridParams {
@@ -459,7 +470,7 @@ pub(crate) fn operator(
         }
         "encode_tiles" => {
             r.check_keys(&TILE_ENCODE_KEYS, p);
-            let q = r.int("quality", i64::from(DEFAULT_QUALITY), (1, 100), p);
+            let jpeg = jpeg_settings(&mut r, p);
             let scale = r.choice("scale", "", parse_scale, &SCALES, p);
             if r.get("scale").is_none() {
                 p.push(
@@ -472,16 +483,7 @@ pub(crate) fn operator(
                 r.ok = false;
             }
             Operator::EncodeTiles(TileEncodeParams {
-                jpeg: JpegParams {
-                    quality: u8::try_from(q).unwrap_or(DEFAULT_QUALITY),
-                    subsampling: r.choice(
-                        "subsampling",
-                        Subsampling::S420,
-                        parse_subsampling,
-                        &SUBSAMPLINGS,
-                        p,
-                    ),
-                },
+                jpeg,
                 scale: scale.to_string(),
             })
         }

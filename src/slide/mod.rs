@@ -424,9 +424,9 @@ fn direct_reader(
 mod tests {
     use super::*;
 
+    /// The shared slides, or `None` after [`crate::need::missing`].
     fn testdata() -> Option<std::path::PathBuf> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/wsi");
-        p.is_dir().then_some(p)
+        crate::need::testdata().map(|d| d.join("wsi"))
     }
 
     #[test]
@@ -448,10 +448,7 @@ mod tests {
 
     #[test]
     fn real_slides_open_with_their_metadata() {
-        let Some(td) = testdata() else {
-            eprintln!("SKIPPED: shared/testdata/wsi not found");
-            return;
-        };
+        let Some(td) = testdata() else { return };
         let s = Slide::open(&td.join("CMU-1-Small-Region.svs")).unwrap();
         assert_eq!((s.meta.width, s.meta.height), (2220, 2967));
         assert_eq!(s.meta.properties["openslide.mpp-x"], "0.499");
@@ -466,11 +463,7 @@ mod tests {
 
     #[test]
     fn the_direct_reader_is_used_only_beside_the_openslide_it_reproduces() {
-        let td = std::env::var_os("CPIA_TESTDATA")
-            .map(|p| std::path::PathBuf::from(p).join("wsi"))
-            .or_else(testdata);
-        let Some(td) = td.filter(|p| p.is_dir()) else {
-            eprintln!("SKIPPED: shared/testdata/wsi not found (set CPIA_TESTDATA)");
+        let Some(td) = testdata() else {
             return;
         };
         let path = td.join("CMU-1-Small-Region.svs");

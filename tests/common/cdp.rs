@@ -15,24 +15,12 @@
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// The Chromium binary, if installed (Debian's `chromium`; `CPIA_CHROMIUM`
-/// overrides).
-pub fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CPIA_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-}
 
 /// A running browser with one page.
 pub struct Browser {

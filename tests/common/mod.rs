@@ -7,42 +7,39 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The shared test data folder, if present (`CPIA_TESTDATA` or `../shared/testdata`).
+pub mod need;
+pub mod process;
+pub mod python;
+pub mod trees;
+
+/// The `cpia` library, as need.rs (compiled into the library's unit tests
+/// too, where this is `crate`) reaches it.
+use cpia as lib;
+
+/// The shared test data folder, or `None` after [`need::missing`] (a skip,
+/// or in CI a failure).
 pub fn testdata() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CPIA_TESTDATA") {
-        let p = PathBuf::from(p);
-        return p.join("roi").is_dir().then_some(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata");
-    p.join("roi").is_dir().then_some(p)
+    need::testdata()
 }
 
-/// Returns from the test, saying why, when the real test data is absent.
+/// The shared test data, or returns from the test after [`need::missing`]
+/// (a skip, or in CI a failure naming what is missing).
 #[macro_export]
 macro_rules! require_testdata {
     () => {
-        match common::testdata() {
+        match common::need::testdata() {
             Some(p) => p,
-            None => {
-                eprintln!("SKIPPED: shared/testdata not found (set CPIA_TESTDATA); this test needs real images");
-                return;
-            }
+            None => return,
         }
     };
 }
 
-/// Whether a Slurm test cluster is up: `scripts/test.sh` starts one with
-/// `scripts/slurm-up.sh`, which exports `CPIA_TEST_SLURM=1` and `SLURM_CONF`.
-pub fn slurm_cluster() -> bool {
-    std::env::var("CPIA_TEST_SLURM").as_deref() == Ok("1")
-}
-
-/// Returns from the test, saying why, when no Slurm test cluster is up.
+/// Returns from the test after [`need::missing`] when no Slurm test cluster
+/// is up (`scripts/test.sh` starts one).
 #[macro_export]
 macro_rules! require_slurm {
     () => {
-        if !common::slurm_cluster() {
-            eprintln!("SKIPPED: no Slurm test cluster (run ./scripts/test.sh, or eval \"$(scripts/slurm-up.sh)\" before cargo test)");
+        if !common::need::slurm() {
             return;
         }
     };
@@ -188,14 +185,25 @@ impl Ws {
         std::fs::write(p, bytes).unwrap();
     }
 
+    /// Replaces `rel` whole: written beside it under a temporary name, then
+    /// renamed over it, so a watcher never sees it half-written.
+    pub fn replace(&self, rel: &str, bytes: &[u8]) {
+        let p = self.path(rel);
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let tmp = p.with_file_name(format!(".{name}.partial"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+    }
+
     pub fn copy_in(&self, td: &Path, file: &str, rel: &str) {
         let bytes = std::fs::read(td.join("roi").join(file)).unwrap();
         self.write_bytes(rel, &bytes);
     }
 
-    /// Runs `cpia ARGS` in the workspace.
+    /// Runs `cpia ARGS` in the workspace (killed, failing the test, if it
+    /// hangs: [`process::output`]).
     pub fn cpia(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running cpia")
+        process::output(&mut self.command(args))
     }
 
     /// The command, for tests that need to spawn it.
