@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     }
     let ws = ctx.workspace()?;
     let _lock = ws.lock(!args.no_wait)?;
-    let mut state = super::open_state_for_writing(&ws.state_path())?;
+    let mut state = super::state::for_writing(&ws)?;
     warn_untracked(&ws, &state);
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();
@@ -175,7 +175,7 @@ fn still_running(subs: &[Submitted], what_to_do: &str) {
 fn args_to_options(ws: &Workspace, args: &Args) -> Options {
     let _ = args.keep_going;
     Options {
-        jobs: args.jobs.unwrap_or(ws.jobs).max(1),
+        jobs: super::jobs(args.jobs, ws),
         fail_fast: args.fail_fast,
         progress: !args.json,
         memory: crate::engine::budget::Limit::resolve(args.max_memory, ws),
@@ -232,7 +232,7 @@ fn refuse(mass: &[MassRemoval]) -> i32 {
 /// Prints the summary (`--json`: one object on stdout); the exit code.
 fn report(ws: &Workspace, summary: &Summary, json: bool) -> CmdResult {
     if json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!("{}", summary.render());
         if summary.built > 0 || summary.removed > 0 {

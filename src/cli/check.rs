@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         for path in planner.recipe_paths(&ws) {
             checked += 1;
             match planner.recipe(&path) {
-                Some(Ok(r)) => println!("ok: {} ({})", ws.display(&path), r.collection.name),
+                Some(Ok(r)) => outln!("ok: {} ({})", ws.display(&path), r.collection.name),
                 Some(Err(d)) => {
                     errors += d.0.len();
                     eprintln!("{d}");
@@ -39,9 +39,11 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     } else {
         for path in &args.recipes {
             checked += 1;
-            let mut read = |p: &std::path::Path| std::fs::read_to_string(p);
+            let mut read = |p: &std::path::Path| {
+                crate::regular_file::read_to_string(p, crate::plan::RECIPE_READ_LIMIT)
+            };
             match load_recipe(path, &mut read) {
-                Ok(r) => println!("ok: {} ({})", path.display(), r.collection.name),
+                Ok(r) => outln!("ok: {} ({})", path.display(), r.collection.name),
                 Err(d) => {
                     errors += d.0.len();
                     eprintln!("{d}");

@@ -40,6 +40,7 @@ struct JsonSubDataset<'a> {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
+    super::state::check_read_only(&ws)?;
     let report = report::of_workspace(&ws, Detail::default())?;
     if args.json {
         let json = Json {
@@ -63,12 +64,12 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string(&json)?);
+        outln!("{}", serde_json::to_string(&json)?);
         for p in &report.problems {
             eprintln!("error: {}: {}", p.recipe, p.error);
         }
     } else {
-        print!("{}", text::list(&report));
+        out!("{}", text::list(&report));
     }
     Ok(if report.problems.is_empty() {
         0

@@ -1,6 +1,9 @@
 //! Command-line parsing and dispatch: one file per command; printing and
 //! exit codes live here, nothing else does.
 
+#[macro_use]
+mod out;
+
 mod build;
 mod check;
 mod demo;
@@ -13,11 +16,13 @@ mod output_file;
 mod plan;
 mod query;
 mod report;
+mod state;
 mod status;
 mod verify;
 mod watch;
 mod why;
 mod worker;
+mod workspace_files;
 
 use std::path::PathBuf;
 
@@ -92,7 +97,10 @@ enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     crate::engine::interrupt::install();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     let ctx = Context {
         workspace: cli.workspace,
         sources: cli.sources,
@@ -130,6 +138,7 @@ pub fn main() -> i32 {
             EXIT_ERROR
         }
     };
+    let code = out::finish(code);
     if crate::engine::interrupt::requested() {
         eprintln!(
             "interrupted: what was built before Ctrl-C is in place and recorded (counted above); \
@@ -138,6 +147,29 @@ pub fn main() -> i32 {
         return crate::engine::interrupt::EXIT_INTERRUPTED;
     }
     code
+}
+
+/// What clap says about the command line: help and version on stdout
+/// (through [`out`], so a closed or full stdout cannot panic), usage errors
+/// on stderr; clap's exit code.
+fn usage(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+        out!("{}", e.render());
+        return out::finish(0);
+    }
+    let _ = e.print();
+    e.exit_code()
+}
+
+/// The threads for `-j requested` (default: `jobs` of cpia.toml), capped
+/// at a few per core ([`crate::threads`]); says so when it lowers them.
+fn jobs(requested: Option<usize>, ws: &Workspace) -> usize {
+    let (n, note) = crate::threads::resolve(requested.unwrap_or(ws.jobs));
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    n
 }
 
 /// Options shared by every command.
@@ -166,30 +198,6 @@ impl Context {
         ws.apply_overrides(&self.sources)?;
         Ok(ws)
     }
-}
-
-/// Opens the build state for a command that writes it, and says what
-/// opening did when it did more than open (an older state migrated or set
-/// aside; [`crate::store::version`]).
-fn open_state_for_writing(
-    path: &std::path::Path,
-) -> Result<crate::store::State, crate::store::StateError> {
-    let state = crate::store::State::open(path)?;
-    match state.opened() {
-        crate::store::Opened::Migrated { from } => eprintln!(
-            "note: build state {} migrated from schema {from} to {}",
-            path.display(),
-            crate::store::schema::SCHEMA_VERSION
-        ),
-        crate::store::Opened::SetAside { from, backup } => eprintln!(
-            "note: build state {} had schema {from}, which this cpia cannot migrate: it was moved to {} \
-             and a new state started (every output is rebuilt once; files the old state recorded are not removed)",
-            path.display(),
-            backup.display()
-        ),
-        crate::store::Opened::Existing | crate::store::Opened::Created => {}
-    }
-    Ok(state)
 }
 
 /// Prints debug counters when `CPIA_DEBUG_COUNTERS` is set (used by tests to

@@ -52,6 +52,7 @@ struct JsonProblem<'a> {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
+    super::state::check_read_only(&ws)?;
     let report = report::of_workspace(&ws, Detail::default())?;
     if args.json {
         let json = Json {
@@ -91,9 +92,9 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string(&json)?);
+        outln!("{}", serde_json::to_string(&json)?);
     } else {
-        print!("{}", text::status(&report));
+        out!("{}", text::status(&report));
     }
     Ok(if report.problems.is_empty() {
         0

@@ -71,9 +71,13 @@ pub fn update(
     write: Writer<'_>,
     remove: Remover<'_>,
 ) -> Result<Stats, Error> {
+    // Every error names the file (a full disk says which part it stopped at).
+    let named = |rel: &str, e: io::Error| -> Error {
+        io::Error::new(e.kind(), format!("{}: {e}", output.join(rel).display())).into()
+    };
     if state.meta(META_KEY)?.as_deref() != Some(FORMAT) {
         match std::fs::remove_dir_all(output.join(DIR)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(named(DIR, e)),
             _ => {}
         }
         state.mark_all_manifests_dirty()?;
@@ -137,16 +141,16 @@ pub fn update(
             }
             let (csv, pq) = (csv_path(&dir, part), parquet_path(&dir, part));
             if rows.is_empty() {
-                remove(&csv)?;
-                remove(&pq)?;
+                remove(&csv).map_err(|e| named(&csv, e))?;
+                remove(&pq).map_err(|e| named(&pq, e))?;
                 update.parts.push((part, None));
                 stats.parts_removed += 1;
                 continue;
             }
             let csv_bytes = csv_text(&rows);
             let pq_bytes = parquet_file(&rows);
-            let (cs, cm) = write(&csv, csv_bytes.as_bytes())?;
-            let (ps, pm) = write(&pq, &pq_bytes)?;
+            let (cs, cm) = write(&csv, csv_bytes.as_bytes()).map_err(|e| named(&csv, e))?;
+            let (ps, pm) = write(&pq, &pq_bytes).map_err(|e| named(&pq, e))?;
             update.parts.push((
                 part,
                 Some((
