@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::workspace_files::{plan_writes, Files};
+use super::workspace_files::{plan_writes, FileList, Files};
 use super::{CmdResult, Context};
 
 /// Arguments of `cpia demo`.
@@ -239,7 +239,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
 
 /// Every file of the demo workspace but the generated slide: (path in the
 /// workspace, bytes).
-fn demo_files(td: Option<&Path>) -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::Error>> {
+fn demo_files(td: Option<&Path>) -> Result<FileList, Box<dyn std::error::Error>> {
     let text = |rel: &str, t: &str| (rel.to_string(), t.as_bytes().to_vec());
     let mut files = vec![
         text("cpia.toml", CONFIG),

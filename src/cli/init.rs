@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::recipe::Kind;
 use crate::workspace::CONFIG_FILE;
 
-use super::workspace_files::{plan_writes, Files};
+use super::workspace_files::{plan_writes, FileList, Files};
 use super::{CmdResult, Context, EXIT_ERROR};
 
 /// Arguments of `cpia init`.
@@ -35,7 +35,7 @@ struct Root {
 pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let dir = std::path::absolute(&args.dir)?;
     // (path relative to the workspace folder, bytes), cpia.toml last.
-    let mut files: Vec<(String, Vec<u8>)> = crate::catalog::templates()
+    let mut files: FileList = crate::catalog::templates()
         .map(|(rel, text)| (format!("recipes/{rel}"), text.as_bytes().to_vec()))
         .collect();
     let mut roots: BTreeMap<String, Root> = BTreeMap::new();

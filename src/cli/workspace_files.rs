@@ -25,6 +25,9 @@ use super::output_file::{alive, tmp_name, tmp_pid};
 /// sources); anything larger at a destination is not one of ours.
 const MAX_COMPARED: u64 = 64 << 20;
 
+/// Files to write: (path relative to the workspace folder, bytes).
+pub(super) type FileList = Vec<(String, Vec<u8>)>;
+
 /// What is at a destination now.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Existing {
