@@ -1,7 +1,7 @@
 //! Provenance benchmarks: `cargo bench --bench provenance [-- verify deep manifests]`.
 //!
 //! - `verify`: `cpia verify` (stat mode) over the corpus-scale simulation
-//!   (`benches/provenance/corpus.rs`: 99 % WSI tiles, real recipes, a state
+//!   (`benches/common/`: 99 % WSI tiles, real recipes, a state
 //!   recorded through the library, a real output tree) at 100 k and 1 M
 //!   outputs; median of 5 warm runs; peak RSS. Target: ≤ 3 s at 1 M.
 //! - `deep`: `cpia verify --deep -j 2` against `b3sum --num-threads 2` on the

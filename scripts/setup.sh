@@ -45,6 +45,14 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c "import pyarrow, prov" >/d
     || echo "setup: warning: pyarrow/prov not installed; the checks that use them will be skipped"
 fi
 
+# Export tests (tests/export.rs): the real readers of the exports —
+# webdataset and wids (shards and index), mlcroissant (Croissant metadata).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import webdataset, mlcroissant; import importlib.util as u; assert u.find_spec('wids')" >/dev/null 2>&1; then
+  echo "setup: installing webdataset, wids and mlcroissant (readers of the exports)"
+  python3 -m pip install --quiet webdataset wids mlcroissant \
+    || echo "setup: warning: webdataset/wids/mlcroissant not installed; the export tests fail in CI without them"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1

@@ -1,15 +1,18 @@
 //! cpia: a declarative, incremental build system for standardized,
 //! multi-scale pathology pre-training datasets (the CPIA standard).
 //!
-//! Data flows one way: [`recipe`] → [`plan`] → [`engine`] → [`ops`] →
-//! [`store`]. See `ARCHITECTURE.md` for the code map and the invariants each
-//! layer keeps.
+//! Data flows one way: a [`recipe`] is checked; [`plan`] compares it and the
+//! sources with the [`store`] into actions; the [`engine`] runs them with the
+//! pure operators of [`ops`] and records the results in the [`store`]. A
+//! module uses only the layers below it, as `ARCHITECTURE.md`'s layer table
+//! says (checked by `tests/layers.rs`, with its code map and invariants).
 
 pub mod catalog;
 pub mod civil_time;
 pub mod cli;
 pub mod engine;
 pub mod executor;
+pub mod export;
 pub mod fixture;
 pub mod ops;
 pub mod plan;

@@ -12,6 +12,9 @@
 //!
 //! [executor.slurm]          # `cpia build --executor slurm` (docs/cluster.md)
 //! partition = "cpu"
+//!
+//! [export.pretrain]         # training-ready exports (docs/export.md)
+//! format = "webdataset"
 //! ```
 //! A source root is resolved, strongest first, from `--source NAME=PATH`, the
 //! environment variable `CPIA_SOURCE_<NAME>` (name upper-cased, every
@@ -24,10 +27,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::executor::slurm::SlurmConfig;
+pub mod slurm;
+
+use slurm::SlurmConfig;
 
 /// The file that marks a workspace.
 pub const CONFIG_FILE: &str = "cpia.toml";
+
+/// The folder of temporaries at the root of the output folder: the engine's
+/// atomic writer stages every file there before renaming it into place, and
+/// whatever reads the output folder (`verify`, the check for untracked files)
+/// knows it holds no outputs. Here, below both, because both need the name.
+pub const TMP_DIR: &str = ".cpia-tmp";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +51,8 @@ struct ConfigFile {
     sources: BTreeMap<String, PathBuf>,
     #[serde(default)]
     executor: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    export: BTreeMap<String, toml::Value>,
 }
 
 /// The most `cpia.toml` may hold (it is a few hundred lines).
@@ -62,6 +75,9 @@ pub struct Workspace {
     pub sources: BTreeMap<String, PathBuf>,
     /// `[executor.slurm]`: sbatch options and shards of Slurm builds.
     pub slurm: SlurmConfig,
+    /// `[export.NAME]` tables as written: the export layer reads them
+    /// (`crate::export::definition`), so that a bad one stops only exports.
+    pub exports: BTreeMap<String, toml::Value>,
 }
 
 /// Errors of finding or reading a workspace.
@@ -161,6 +177,7 @@ impl Workspace {
             max_memory,
             sources,
             slurm,
+            exports: cfg.export,
             root,
         })
     }
@@ -391,11 +408,12 @@ impl Workspace {
         }
     }
 
-    /// Takes the workspace lock, waiting (and saying so) if another process
-    /// holds it. The lock is released when the returned guard is dropped, and
-    /// by the OS if the process dies, so a killed build never leaves it stuck.
-    /// Errors name the lock file.
-    pub fn lock(&self, wait: bool) -> io::Result<WorkspaceLock> {
+    /// Takes the workspace lock. If another process holds it: with `wait`,
+    /// tells `waiting` who (for the caller to say so) and waits; without, an
+    /// error naming the holder. The lock is released when the returned guard
+    /// is dropped, and by the OS if the process dies, so a killed build never
+    /// leaves it stuck. Errors name the lock file.
+    pub fn lock(&self, wait: bool, waiting: impl FnOnce(&str)) -> io::Result<WorkspaceLock> {
         let path = self.lock_path();
         let named = |e: io::Error| named_lock_error(&path, e);
         std::fs::create_dir_all(&self.cache).map_err(named)?;
@@ -406,7 +424,7 @@ impl Workspace {
             .truncate(false)
             .open(&path)
             .map_err(named)?;
-        self.acquire(&file, wait)?;
+        self.acquire(&file, wait, waiting)?;
         file.set_len(0).map_err(named)?;
         let _ = write!(file, "pid {}", std::process::id());
         let _ = file.flush();
@@ -418,8 +436,12 @@ impl Workspace {
     /// existing lock file is locked through a read-only descriptor, and with
     /// no lock file at all (nothing was ever built there by a writer) there
     /// is nothing to wait for: `None`.
-    pub fn lock_for_reading(&self, wait: bool) -> io::Result<Option<WorkspaceLock>> {
-        let e = match self.lock(wait) {
+    pub fn lock_for_reading(
+        &self,
+        wait: bool,
+        waiting: impl Fn(&str),
+    ) -> io::Result<Option<WorkspaceLock>> {
+        let e = match self.lock(wait, &waiting) {
             Ok(l) => return Ok(Some(l)),
             Err(e) => e,
         };
@@ -432,7 +454,7 @@ impl Workspace {
         let path = self.lock_path();
         match File::open(&path) {
             Ok(file) => {
-                self.acquire(&file, wait)?;
+                self.acquire(&file, wait, waiting)?;
                 Ok(Some(WorkspaceLock { _file: file }))
             }
             Err(n) if n.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -444,8 +466,9 @@ impl Workspace {
         self.cache.join("lock")
     }
 
-    /// Locks `file`, waiting if `wait` (and saying whose lock it waits for).
-    fn acquire(&self, file: &File, wait: bool) -> io::Result<()> {
+    /// Locks `file`, waiting if `wait` (and telling `waiting` whose lock it
+    /// waits for).
+    fn acquire(&self, file: &File, wait: bool, waiting: impl FnOnce(&str)) -> io::Result<()> {
         let path = self.lock_path();
         match file.try_lock() {
             Ok(()) => Ok(()),
@@ -466,7 +489,7 @@ impl Workspace {
                         ),
                     ));
                 }
-                eprintln!("waiting for the workspace lock held by {who} ...");
+                waiting(&who);
                 file.lock().map_err(|e| named_lock_error(&path, e))
             }
             Err(std::fs::TryLockError::Error(e)) => Err(named_lock_error(&path, e)),

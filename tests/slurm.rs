@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cpia::executor::slurm::{
-    ExitCode, JobId, JobSpec, LogIds, LogPattern, Slurm, SlurmConfig, SlurmError, TaskState,
+    ExitCode, JobId, JobSpec, LogIds, LogPattern, Slurm, SlurmError, TaskState,
 };
 use cpia::store::journal::{self, Cursor, JournalWriter};
+use cpia::workspace::slurm::SlurmConfig;
 
 /// The partition `slurm-up.sh` made, so the `partition` option is exercised.
 fn config() -> SlurmConfig {

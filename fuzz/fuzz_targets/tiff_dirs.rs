@@ -9,5 +9,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    cpia::slide::tiff::fuzz_directories(data);
+    cpia::slide::direct::fuzz_directories(data);
 });

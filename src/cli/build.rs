@@ -90,7 +90,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         );
     }
     let ws = ctx.workspace()?;
-    let _lock = ws.lock(!args.no_wait)?;
+    let _lock = super::lock_workspace(&ws, !args.no_wait)?;
     let mut state = super::state::for_writing(&ws)?;
     warn_untracked(&ws, &state);
     let hashed = crate::plan::sources::hashed_count();
@@ -140,7 +140,7 @@ fn execute_slurm(
     config.sbatch_args.extend(args.sbatch_args.iter().cloned());
     config.validate()?;
     if args.attach {
-        let summary = submit::attach(ws, state, args.json)?;
+        let summary = submit::attach(ws, state, args.json, &super::print_note)?;
         return report(ws, &summary, args.json);
     }
     let cluster = Cluster {
@@ -149,7 +149,15 @@ fn execute_slurm(
         quiet: args.json,
         fail_fast: args.fail_fast,
     };
-    match submit::build(ws, state, planner, selection, flags, &cluster)? {
+    match submit::build(
+        ws,
+        state,
+        planner,
+        selection,
+        flags,
+        &cluster,
+        &super::print_note,
+    )? {
         submit::Outcome::Refused(mass) => Ok(refuse(&mass)),
         submit::Outcome::Busy(subs, summary) => {
             still_running(&subs, "`cpia build --executor slurm --wait` waits for it, then builds the rest; `--attach` only waits");
@@ -195,7 +203,7 @@ pub fn execute(
     // A Slurm build merged late (its coordinator did not wait, or was
     // killed) is merged before anything newer is recorded; one still
     // running would write beside this build.
-    let mut summary = match finish::settle(ws, state, false, json)? {
+    let mut summary = match finish::settle(ws, state, false, json, &super::print_note)? {
         Settled::Running(subs, _) => {
             eprint!("error: ");
             still_running(
@@ -206,11 +214,61 @@ pub fn execute(
         }
         Settled::Done(s) => s,
     };
-    match driver::build(ws, state, planner, selection, opts, flags)? {
+    match driver::build(
+        ws,
+        state,
+        planner,
+        selection,
+        opts,
+        flags,
+        &super::print_note,
+    )? {
         Outcome::Refused(mass) => return Ok(refuse(&mass)),
         Outcome::Done(s) => summary.merge(s),
     };
-    report(ws, &summary, json)
+    let exports = exports(ws, state, opts.jobs, &mut summary)?;
+    report_with(ws, &summary, json, &exports)
+}
+
+/// Brings the declared exports up to date after the images (and removes
+/// those no longer declared); their failures join the build's.
+fn exports(
+    ws: &Workspace,
+    state: &mut State,
+    jobs: usize,
+    summary: &mut Summary,
+) -> Result<Vec<crate::export::sync::Done>, Box<dyn std::error::Error>> {
+    use crate::export::sync::{self, Done};
+    if crate::engine::interrupt::requested()
+        || (ws.exports.is_empty() && !state.exports()?.iter().any(|e| e.declared))
+    {
+        return Ok(Vec::new());
+    }
+    let out = crate::engine::atomic::OutputDir::open(&ws.output)?;
+    let opts = crate::export::update::Options {
+        jobs,
+        reshard: false,
+    };
+    let done = sync::all_declared(ws, state, &out, &opts)?;
+    out.finish();
+    for d in &done {
+        let failures: Vec<(String, String)> = match d {
+            Done::Failed(n, e) => vec![(n.clone(), e.to_string())],
+            Done::Updated(o) => o
+                .failures
+                .iter()
+                .map(|f| (o.name.clone(), f.clone()))
+                .collect(),
+            Done::Removed(..) => Vec::new(),
+        };
+        for (name, error) in failures {
+            summary.failures.push(crate::engine::summary::Failure {
+                input: format!("export {name}"),
+                error,
+            });
+        }
+    }
+    Ok(done)
 }
 
 /// The mass-removal guard's refusal.
@@ -231,9 +289,24 @@ fn refuse(mass: &[MassRemoval]) -> i32 {
 
 /// Prints the summary (`--json`: one object on stdout); the exit code.
 fn report(ws: &Workspace, summary: &Summary, json: bool) -> CmdResult {
+    report_with(ws, summary, json, &[])
+}
+
+/// [`report`], with what the exports did (`exports` in the JSON object).
+fn report_with(
+    ws: &Workspace,
+    summary: &Summary,
+    json: bool,
+    exports: &[crate::export::sync::Done],
+) -> CmdResult {
     if json {
-        outln!("{}", serde_json::to_string(&summary)?);
+        let mut v = serde_json::to_value(summary)?;
+        if !exports.is_empty() {
+            v["exports"] = serde_json::Value::Array(super::export::to_json(exports));
+        }
+        outln!("{}", serde_json::to_string(&v)?);
     } else {
+        super::export::print_lines(exports);
         eprintln!("{}", summary.render());
         if summary.built > 0 || summary.removed > 0 {
             eprintln!("dataset: {}", ws.output.display());
@@ -251,11 +324,12 @@ fn warn_untracked(ws: &Workspace, state: &State) {
     }
     // Temporaries and the manifests (derived from the state, rewritten for a
     // new one) are not outputs.
-    let tmp = ws.output.join(crate::engine::atomic::TMP_DIR);
+    let tmp = ws.output.join(crate::workspace::TMP_DIR);
     let manifests = ws.output.join(crate::provenance::manifest::DIR);
+    let exports = ws.output.join(crate::export::DIR);
     let n = walkdir::WalkDir::new(&ws.output)
         .into_iter()
-        .filter_entry(|e| e.path() != tmp && e.path() != manifests)
+        .filter_entry(|e| e.path() != tmp && e.path() != manifests && e.path() != exports)
         .flatten()
         .filter(|e| e.file_type().is_file())
         .count();

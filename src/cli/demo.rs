@@ -310,7 +310,7 @@ fn build(dir: &Path, jobs: Option<usize>) -> CmdResult {
         sources: vec![],
     };
     let ws = ctx.workspace()?;
-    let _lock = ws.lock(true)?;
+    let _lock = super::lock_workspace(&ws, true)?;
     let mut state = super::state::for_writing(&ws)?;
     let mut planner = crate::plan::Planner::new();
     planner.refresh_recipes(&ws);

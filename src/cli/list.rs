@@ -4,9 +4,10 @@
 
 use serde::Serialize;
 
-use crate::report::{self, text, Detail};
+use crate::report::model::Report;
+use crate::report::text;
 
-use super::{CmdResult, Context, EXIT_FAILURES};
+use super::{CmdResult, Context};
 
 /// Arguments of `cpia list`.
 #[derive(clap::Args, Debug)]
@@ -39,41 +40,30 @@ struct JsonSubDataset<'a> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
-    let ws = ctx.workspace()?;
-    super::state::check_read_only(&ws)?;
-    let report = report::of_workspace(&ws, Detail::default())?;
-    if args.json {
-        let json = Json {
-            collections: report
-                .collections
-                .iter()
-                .map(|c| JsonCollection {
-                    name: &c.name,
-                    kind: &c.kind,
-                    sub_datasets: c
-                        .sub_datasets
-                        .iter()
-                        .map(|s| JsonSubDataset {
-                            name: &s.name,
-                            scale: &s.scale,
-                        })
-                        .collect(),
-                    organs: &c.organs,
-                    source_available: c.source.available,
-                    outputs: c.images,
-                })
-                .collect(),
-        };
-        outln!("{}", serde_json::to_string(&json)?);
-        for p in &report.problems {
-            eprintln!("error: {}: {}", p.recipe, p.error);
-        }
-    } else {
-        out!("{}", text::list(&report));
-    }
-    Ok(if report.problems.is_empty() {
-        0
-    } else {
-        EXIT_FAILURES
+    super::print_report(ctx, args.json, json, text::list)
+}
+
+/// The JSON of `cpia list`.
+fn json(report: &Report) -> serde_json::Result<String> {
+    serde_json::to_string(&Json {
+        collections: report
+            .collections
+            .iter()
+            .map(|c| JsonCollection {
+                name: &c.name,
+                kind: &c.kind,
+                sub_datasets: c
+                    .sub_datasets
+                    .iter()
+                    .map(|s| JsonSubDataset {
+                        name: &s.name,
+                        scale: &s.scale,
+                    })
+                    .collect(),
+                organs: &c.organs,
+                source_available: c.source.available,
+                outputs: c.images,
+            })
+            .collect(),
     })
 }

@@ -7,6 +7,7 @@ mod out;
 mod build;
 mod check;
 mod demo;
+mod export;
 mod init;
 mod lineage;
 mod list;
@@ -71,6 +72,8 @@ enum Command {
     Demo(demo::Args),
     /// Keep planning and building as recipes and sources change.
     Watch(watch::Args),
+    /// Bring training-ready exports (WebDataset, ImageFolder) up to date, or make one.
+    Export(export::Args),
     /// Show how an output was made: source, recipe, steps, tool, build, region.
     Why(why::Args),
     /// Compare the output folder with the record (exit 1 on any mismatch).
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::New(a) => new::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
         Command::Why(a) => why::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),
@@ -124,7 +128,10 @@ pub fn main() -> i32 {
         Command::Worker(a) => worker::run(&ctx, a),
         Command::Fixture { args } => match args.split_first() {
             Some((kind, rest)) if kind == "svs" => crate::fixture::main_like(rest)
-                .map(|()| 0)
+                .map(|summary| {
+                    eprintln!("{summary}");
+                    0
+                })
                 .map_err(|e| e.to_string().into()),
             _ => Err(
                 "usage: cpia fixture svs --out PATH --cells WxH [--mag 20|40] [--seed N]".into(),
@@ -198,6 +205,47 @@ impl Context {
         ws.apply_overrides(&self.sources)?;
         Ok(ws)
     }
+}
+
+/// `list` and `status`: the workspace's report (recipes and state only),
+/// printed as one JSON object on stdout (the command's `view` of it) or as
+/// `text`; the recipes that could not be used also go to stderr with
+/// `--json`, and make the exit code 1.
+fn print_report(
+    ctx: &Context,
+    json: bool,
+    view: impl FnOnce(&crate::report::model::Report) -> serde_json::Result<String>,
+    text: impl FnOnce(&crate::report::model::Report) -> String,
+) -> CmdResult {
+    let ws = ctx.workspace()?;
+    state::check_read_only(&ws)?;
+    let report = crate::report::of_workspace(&ws, crate::report::Detail::default())?;
+    if json {
+        outln!("{}", view(&report)?);
+        for p in &report.problems {
+            eprintln!("error: {}: {}", p.recipe, p.error);
+        }
+    } else {
+        out!("{}", text(&report));
+    }
+    Ok(if report.problems.is_empty() {
+        0
+    } else {
+        EXIT_FAILURES
+    })
+}
+
+/// The engine's notes, rendered as they come: one line each on stderr.
+fn print_note(note: crate::engine::Note) {
+    eprintln!("{note}");
+}
+
+/// Takes the workspace lock for a command that writes; while another process
+/// holds it and `wait` is set, says whom it waits for.
+fn lock_workspace(ws: &Workspace, wait: bool) -> std::io::Result<crate::workspace::WorkspaceLock> {
+    ws.lock(wait, |who| {
+        eprintln!("waiting for the workspace lock held by {who} ...")
+    })
 }
 
 /// Prints debug counters when `CPIA_DEBUG_COUNTERS` is set (used by tests to

@@ -75,26 +75,48 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             io_error = Some(e);
         }
     }
-    let (catalog, mass) =
-        driver::dry_run(&ws, &mut state, &planner, &selection, flags, |state, p| {
+    let exports = match (args.explain && !args.json, ws.exports.is_empty()) {
+        (true, false) => match crate::export::explain::Explainer::new(&ws, &state) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                totals.problems.push(("exports".into(), e.to_string()));
+                None
+            }
+        },
+        _ => None,
+    };
+    let (catalog, mass) = driver::dry_run(
+        &ws,
+        &mut state,
+        &planner,
+        &selection,
+        flags,
+        &super::print_note,
+        |state, p| {
             if io_error.is_none() {
                 let r = if args.json {
                     json_actions(&mut out, p, &mut first)
                 } else {
-                    human_actions(&mut out, p, args.explain)
+                    human_actions(&mut out, p, args.explain, exports.as_ref())
                 };
                 if let Err(e) = r {
                     io_error = Some(e);
                 }
             }
             tally(&mut totals, state, p);
-        })?;
+        },
+    )?;
     for p in &catalog.problems {
         totals.problems.push((p.input.clone(), p.error.clone()));
     }
+    let export_lines = match &exports {
+        Some(e) => e.summary(&state)?,
+        None => Vec::new(),
+    };
     let written = match io_error {
         Some(e) => Err(e),
-        None => write_totals(&mut out, &totals, &mass, args.json).and_then(|()| out.flush()),
+        None => write_totals(&mut out, &totals, &mass, &export_lines, args.json)
+            .and_then(|()| out.flush()),
     };
     drop(out);
     if let Err(e) = written {
@@ -108,12 +130,13 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     })
 }
 
-/// The end of the plan: problems, mass removals, notes and counts (`--json`:
-/// the rest of the object).
+/// The end of the plan: problems, mass removals, notes, the exports'
+/// summary (`--explain`) and counts (`--json`: the rest of the object).
 fn write_totals(
     out: &mut impl Write,
     totals: &Totals,
     mass: &[driver::MassRemoval],
+    export_lines: &[String],
     json: bool,
 ) -> std::io::Result<()> {
     if json {
@@ -146,6 +169,9 @@ fn write_totals(
     }
     for n in &totals.notes {
         writeln!(out, "{n}")?;
+    }
+    for line in export_lines {
+        writeln!(out, "{line}")?;
     }
     writeln!(
         out,
@@ -244,7 +270,12 @@ fn json_actions(out: &mut impl Write, p: &CollectionPlan, first: &mut bool) -> s
     Ok(())
 }
 
-fn human_actions(out: &mut impl Write, p: &CollectionPlan, explain: bool) -> std::io::Result<()> {
+fn human_actions(
+    out: &mut impl Write,
+    p: &CollectionPlan,
+    explain: bool,
+    exports: Option<&crate::export::explain::Explainer>,
+) -> std::io::Result<()> {
     for (action, output, source, reasons) in actions(p) {
         if action == "build" {
             writeln!(out, "build  {output}  <- {source}")?;
@@ -254,6 +285,12 @@ fn human_actions(out: &mut impl Write, p: &CollectionPlan, explain: bool) -> std
         if explain {
             for r in reasons {
                 writeln!(out, "         because {r}")?;
+            }
+            for line in exports
+                .map(|e| e.shards_of(&p.name, &output))
+                .unwrap_or_default()
+            {
+                writeln!(out, "         then {line}")?;
             }
         }
     }

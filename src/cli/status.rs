@@ -5,10 +5,10 @@
 
 use serde::Serialize;
 
-use crate::report::model::{Build, SheetTotal, Summary};
-use crate::report::{self, text, Detail};
+use crate::report::model::{Build, Report, SheetTotal, Summary};
+use crate::report::text;
 
-use super::{CmdResult, Context, EXIT_FAILURES};
+use super::{CmdResult, Context};
 
 /// Arguments of `cpia status`.
 #[derive(clap::Args, Debug)]
@@ -27,6 +27,7 @@ struct Json<'a> {
     sheets: &'a [SheetTotal],
     collections: Vec<JsonCollection<'a>>,
     problems: Vec<JsonProblem<'a>>,
+    exports: &'a [crate::report::model::ExportReport],
 }
 
 #[derive(Serialize)]
@@ -51,54 +52,47 @@ struct JsonProblem<'a> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
-    let ws = ctx.workspace()?;
-    super::state::check_read_only(&ws)?;
-    let report = report::of_workspace(&ws, Detail::default())?;
-    if args.json {
-        let json = Json {
-            workspace: &report.workspace,
-            output: &report.output,
-            last_build: &report.last_build,
-            summary: &report.summary,
-            sheets: &report.sheets,
-            collections: report
-                .collections
-                .iter()
-                .map(|c| JsonCollection {
-                    name: &c.name,
-                    kind: &c.kind,
-                    status: &c.status,
-                    source_available: c.source.available,
-                    inputs: c.inputs,
-                    complete: c.complete,
-                    images: c.images,
-                    qc_pictures: c.qc_pictures,
-                    published: c.published,
-                    failed_inputs: c.failures.inputs,
-                    mpp_fallback_slides: c
-                        .mpp
-                        .iter()
-                        .filter(|o| o.origin != "openslide")
-                        .map(|o| o.slides)
-                        .sum(),
-                })
-                .collect(),
-            problems: report
-                .problems
-                .iter()
-                .map(|p| JsonProblem {
-                    recipe: &p.recipe,
-                    error: &p.error,
-                })
-                .collect(),
-        };
-        outln!("{}", serde_json::to_string(&json)?);
-    } else {
-        out!("{}", text::status(&report));
-    }
-    Ok(if report.problems.is_empty() {
-        0
-    } else {
-        EXIT_FAILURES
+    super::print_report(ctx, args.json, json, text::status)
+}
+
+/// The JSON of `cpia status`.
+fn json(report: &Report) -> serde_json::Result<String> {
+    serde_json::to_string(&Json {
+        workspace: &report.workspace,
+        output: &report.output,
+        last_build: &report.last_build,
+        summary: &report.summary,
+        sheets: &report.sheets,
+        collections: report
+            .collections
+            .iter()
+            .map(|c| JsonCollection {
+                name: &c.name,
+                kind: &c.kind,
+                status: &c.status,
+                source_available: c.source.available,
+                inputs: c.inputs,
+                complete: c.complete,
+                images: c.images,
+                qc_pictures: c.qc_pictures,
+                published: c.published,
+                failed_inputs: c.failures.inputs,
+                mpp_fallback_slides: c
+                    .mpp
+                    .iter()
+                    .filter(|o| o.origin != "openslide")
+                    .map(|o| o.slides)
+                    .sum(),
+            })
+            .collect(),
+        problems: report
+            .problems
+            .iter()
+            .map(|p| JsonProblem {
+                recipe: &p.recipe,
+                error: &p.error,
+            })
+            .collect(),
+        exports: &report.exports,
     })
 }

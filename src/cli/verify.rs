@@ -32,7 +32,9 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
     // Read-only: in a workspace that cannot be written, the lock file is
     // locked read-only (or absent: nothing to wait for).
-    let _lock = ws.lock_for_reading(!args.no_wait)?;
+    let _lock = ws.lock_for_reading(!args.no_wait, |who| {
+        eprintln!("waiting for the workspace lock held by {who} ...")
+    })?;
     let state = open_state(&ws)?;
     if args.state {
         let problems = state.integrity_check()?;
@@ -79,7 +81,14 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             first = false;
             Ok(())
         };
-        let stats = verify::verify(&state, &ws.output, &opts, &mut report)?;
+        let mut stats = verify::verify(&state, &ws.output, &opts, &mut report)?;
+        if opts.collections.is_empty() {
+            let e = crate::export::verify::verify(&state, &ws.output, opts.deep, &mut report)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            stats.files += e.files;
+            stats.hashed += e.hashed;
+            stats.findings += e.findings;
+        }
         if args.json {
             let s = serde_json::to_string(&stats).unwrap_or_default();
             writeln!(out, "\n],\"clean\":{},\"stats\":{s}}}", stats.findings == 0)?;

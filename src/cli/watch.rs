@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         }
         let hashed = crate::plan::sources::hashed_count();
         {
-            let _lock = ws.lock(true)?;
+            let _lock = super::lock_workspace(&ws, true)?;
             let mut state = super::state::for_writing(&ws)?;
             super::build::execute(&ws, &mut state, &planner, &selection, &opts, flags, false)?;
         }

@@ -19,7 +19,47 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
     let state = open_state(&ws)?;
-    let rel = why::resolve(&ws.output, &std::env::current_dir()?, &args.path);
+    let (file, member) = match args.path.rsplit_once(':') {
+        Some((f, m)) if !m.contains('/') || f.ends_with(".tar") || f.ends_with(".parquet") => {
+            (f.to_string(), Some(m.to_string()))
+        }
+        _ => (args.path.clone(), None),
+    };
+    let rel = why::resolve(&ws.output, &std::env::current_dir()?, &file);
+    if crate::export::why::is_export_path(&rel) {
+        let full = match &member {
+            Some(m) => format!("{rel}:{m}"),
+            None => rel.clone(),
+        };
+        let Some(v) = crate::export::why::explain(&state, &full)? else {
+            eprintln!(
+                "error: {full}: no exported sample is recorded there (a shard member is named `export/NAME/NAME-000012.tar:KEY`)"
+            );
+            return Ok(EXIT_FAILURES);
+        };
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let e = &v["export"];
+            outln!(
+                "export      {} ({}), {}",
+                e["name"].as_str().unwrap_or(""),
+                e["format"].as_str().unwrap_or(""),
+                e["file"].as_str().unwrap_or("")
+            );
+            outln!("  key       {}", e["key"].as_str().unwrap_or(""));
+            if let Some(s) = e["shard"].as_u64() {
+                outln!("  shard     {s}");
+            }
+            out!("{}", why::render(&v));
+        }
+        return Ok(0);
+    }
+    let rel = if member.is_some() {
+        why::resolve(&ws.output, &std::env::current_dir()?, &args.path)
+    } else {
+        rel
+    };
     let Some(facts) = why::find(&state, &rel)? else {
         eprintln!(
             "error: {rel}: no output is recorded at this path (relative to the output folder {})",

@@ -26,9 +26,9 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     if args.merge {
         let paths = PlanPaths::of_dir(&ws, &args.plan)
             .ok_or_else(|| format!("{} is not a plan folder", args.plan.display()))?;
-        let _lock = ws.lock(true)?;
+        let _lock = super::lock_workspace(&ws, true)?;
         let mut state = super::state::for_writing(&ws)?;
-        let summary = finish::merge_job(&ws, &mut state, &paths.id)?;
+        let summary = finish::merge_job(&ws, &mut state, &paths.id, &super::print_note)?;
         eprintln!("{}", summary.render());
         return Ok(if summary.ok() { 0 } else { EXIT_FAILURES });
     }
@@ -39,7 +39,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             .and_then(|v| v.trim().parse().ok())
             .ok_or("--shard not given and SLURM_ARRAY_TASK_ID not set: not an array task")?,
     };
-    let summary = worker::run(&ws, &args.plan, shard)?;
+    let summary = worker::run(&ws, &args.plan, shard, &super::print_note)?;
     eprintln!("shard {shard}: {}", summary.render());
     Ok(0)
 }

@@ -35,9 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::confined::Dir;
-
-/// Name of the temporary folder inside the output root.
-pub const TMP_DIR: &str = ".cpia-tmp";
+use crate::workspace::TMP_DIR;
 
 /// Writes files under one output root.
 pub struct OutputDir {
@@ -128,6 +126,81 @@ impl OutputDir {
     pub fn write(&self, rel: &str, bytes: &[u8]) -> io::Result<Written> {
         let staged = self.stage_with(rel, bytes, true)?;
         self.place(staged)
+    }
+
+    /// Writes `rel` atomically and durably from `fill`, which writes the
+    /// file's bytes (a file too large to hold in memory: an export's
+    /// shard). The temporary is fsynced, renamed into place and its folder
+    /// fsynced; if `fill` fails, nothing is left and the old file stays.
+    pub fn write_with<T>(
+        &self,
+        rel: &str,
+        fill: impl FnOnce(&mut std::fs::File) -> io::Result<T>,
+    ) -> io::Result<(Written, T)> {
+        let (dirs, _) = split(rel)?;
+        self.root.walk(dirs, true)?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let staged = Staged {
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.tmp", std::process::id()),
+            rel: rel.to_string(),
+        };
+        let mut f = self.tmp.create_file(&staged.name)?;
+        let value = fill(&mut f)?;
+        f.sync_all()?;
+        drop(f);
+        let written = self.place(staged)?;
+        let folder = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        if !folder.is_empty() {
+            self.sync_dirs([folder])?;
+        }
+        Ok((written, value))
+    }
+
+    /// Opens the file `rel` of the output folder for reading, reaching it
+    /// only through real folders and never following a link.
+    pub fn open_read(&self, rel: &str) -> io::Result<std::fs::File> {
+        let (dirs, file) = split(rel)?;
+        let chain = self.root.walk(dirs, false)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file"))
+        })?;
+        chain.last().unwrap_or(&self.root).open_file(file)
+    }
+
+    /// Makes `to` (relative to the output folder) a hard link to `file`
+    /// — opened with [`OutputDir::open_read`], so only a regular file
+    /// inside the output folder is ever linked — replacing whatever `to`
+    /// was, atomically: the link is made under a temporary name, then
+    /// renamed. `Ok(false)` when the filesystem cannot link (copy instead).
+    pub fn link_file(&self, file: &std::fs::File, to: &str) -> io::Result<bool> {
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing to link to `{to}`: the source is not a regular file"),
+            ));
+        }
+        let (dirs, _) = split(to)?;
+        self.root.walk(dirs, true)?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let staged = Staged {
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.link", std::process::id()),
+            rel: to.to_string(),
+        };
+        match self.tmp.link_fd(file, &staged.name) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::EPERM | libc::EMLINK | libc::ENOTSUP | libc::ENOENT)
+                ) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+        self.place(staged)?;
+        Ok(true)
     }
 
     /// Writes `bytes` under a temporary name for `rel`; [`OutputDir::sync`]

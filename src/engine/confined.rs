@@ -206,6 +206,26 @@ impl Dir {
         Ok(unsafe { std::fs::File::from_raw_fd(fd) })
     }
 
+    /// Makes `name` in this folder a hard link to the open file `file`
+    /// (through `/proc/self/fd`, so the inode linked is the one opened,
+    /// whatever its path became since).
+    pub fn link_fd(&self, file: &std::fs::File, name: &str) -> io::Result<()> {
+        let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let to = cstr(name)?;
+        // SAFETY: valid C strings and descriptors; the result is checked.
+        cvt(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                self.fd.as_raw_fd(),
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        })
+        .map(drop)
+    }
+
     /// Renames `name` of this folder to `to_name` in `to` (replacing a file
     /// or link there, never following it).
     pub fn rename(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {

@@ -23,7 +23,7 @@ use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, U
 use crate::store::{Event, State};
 use crate::workspace::Workspace;
 
-use super::{Engine, EngineError, Failure, Options, Summary};
+use super::{Engine, EngineError, Failure, Note, Notes, Options, Summary};
 
 /// Build actions held in memory across collections before plans are
 /// dropped and re-planned at execution (each action is a few hundred bytes).
@@ -67,13 +67,15 @@ pub struct Prepared {
     removes: bool,
 }
 
-/// Plans the selected collections (phase 1–4 above).
+/// Plans the selected collections (phase 1–4 above); what planning could
+/// not read of a source listing goes to `notes` as it is found.
 pub fn prepare(
     ws: &Workspace,
     state: &mut State,
     planner: &Planner,
     selection: &Selection,
     flags: Flags,
+    notes: Notes,
 ) -> Result<Prepared, EngineError> {
     let catalog = planner.catalog(ws, selection);
     let mut ids = Vec::new();
@@ -113,6 +115,7 @@ pub fn prepare(
     let mut held = 0usize;
     for s in prepared.catalog.selected.clone() {
         let p = plan::plan_collection(ws, state, &s.spec, &prepared.dirs)?;
+        tell_warnings(&p, notes);
         prepared.note(&p);
         let size = p.building() + p.removing();
         if held + size <= HOLD_LIMIT {
@@ -148,11 +151,13 @@ impl Prepared {
     }
 
     /// Calls `f` with every collection plan in turn (planning again those
-    /// that were not held), orphans first: their removals free names.
+    /// that were not held, their warnings to `notes`), orphans first: their
+    /// removals free names.
     pub fn for_each(
         self,
         ws: &Workspace,
         state: &mut State,
+        notes: Notes,
         mut f: impl FnMut(&mut State, &CollectionPlan) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         for p in &self.orphans {
@@ -161,11 +166,25 @@ impl Prepared {
         for pending in self.pending {
             let p = match pending {
                 Pending::Held(p) => *p,
-                Pending::Again(s) => plan::plan_collection(ws, state, &s.spec, &self.dirs)?,
+                Pending::Again(s) => {
+                    let p = plan::plan_collection(ws, state, &s.spec, &self.dirs)?;
+                    tell_warnings(&p, notes);
+                    p
+                }
             };
             f(state, &p)?;
         }
         Ok(())
+    }
+}
+
+/// The parts of a collection's source listing its planning could not read.
+fn tell_warnings(p: &CollectionPlan, notes: Notes) {
+    for w in &p.warnings {
+        notes(Note::SourceListing {
+            collection: p.name.clone(),
+            problem: w.clone(),
+        });
     }
 }
 
@@ -184,15 +203,16 @@ pub fn build(
     selection: &Selection,
     opts: &Options,
     flags: Flags,
+    notes: Notes,
 ) -> Result<Outcome, EngineError> {
-    let prepared = prepare(ws, state, planner, selection, flags)?;
+    let prepared = prepare(ws, state, planner, selection, flags, notes)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
     let mut run = Run::start(ws, state, planner, &prepared, opts)?;
     let removes = prepared.removes;
     let watched = watched(&prepared.dirs);
-    prepared.for_each(ws, state, |state, p| {
+    prepared.for_each(ws, state, notes, |state, p| {
         if let Some(u) = &p.unplanned {
             return note_unplanned(state, p, u, flags, &mut run.summary);
         }
@@ -458,12 +478,13 @@ pub fn dry_run(
     planner: &Planner,
     selection: &Selection,
     flags: Flags,
+    notes: Notes,
     mut f: impl FnMut(&State, &CollectionPlan),
 ) -> Result<(Catalog, Vec<MassRemoval>), EngineError> {
-    let prepared = prepare(ws, state, planner, selection, flags)?;
+    let prepared = prepare(ws, state, planner, selection, flags, notes)?;
     let mass = prepared.mass_removals.clone();
     let catalog = prepared.catalog.clone();
-    prepared.for_each(ws, state, |state, p| {
+    prepared.for_each(ws, state, notes, |state, p| {
         f(state, p);
         Ok(())
     })?;

@@ -27,6 +27,7 @@ pub mod driver;
 pub mod estimate;
 pub mod evaluate;
 pub mod interrupt;
+pub mod note;
 pub mod record;
 mod roi;
 pub mod summary;
@@ -42,6 +43,7 @@ use crate::store::state::now;
 use crate::store::{Event, FailureRecord, Maker, State, StateError};
 
 pub use crate::plan::TOOL_VERSION;
+pub use note::{Note, Notes};
 pub use record::{JobResult, Recorder, Tally};
 pub use summary::{Failure, Summary};
 
@@ -346,7 +348,7 @@ impl Engine {
 
         // QC pictures need every cell's decision recorded first.
         if !plan.qc.is_empty() && !self.stopped() {
-            let mut decisions: HashMap<i64, wsi::Decisions> = HashMap::new();
+            let mut decisions: HashMap<i64, record::Decisions> = HashMap::new();
             for q in &plan.qc {
                 decisions.insert(q.input.id, rec.decisions(q.input.id)?);
             }

@@ -2,15 +2,18 @@
 //! local build, a worker's journal for a Slurm array task — and the thread
 //! that hands results to it in batches ([`record_results`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::store::{Event, State};
 
 use super::summary::Failure;
-use super::wsi::Decisions;
 use super::EngineError;
+
+/// The kept/rejected decision of each recorded cell of one slide, which its
+/// QC picture draws (`wsi.rs`).
+pub type Decisions = HashMap<(u32, u32), bool>;
 
 /// Takes the results of a build's jobs, in the order they finished.
 ///

@@ -25,6 +25,7 @@ use crate::store::state::now;
 use crate::store::{Event, OutputRecord, ReadFacts, TileRecord, UnitRecord, WrittenFile};
 
 use super::atomic::OutputDir;
+use super::record::Decisions;
 use super::{evaluate, failed_job, JobContext, JobResult, Outcome};
 
 /// Longest edge of QC pictures, in pixels.
@@ -523,9 +524,6 @@ pub(super) fn prefetch_thumbnail(q: &QcAction, slides: &SlideCache) -> JobResult
     }
     JobResult::default()
 }
-
-/// The kept/rejected decision of each recorded cell of one slide.
-pub type Decisions = HashMap<(u32, u32), bool>;
 
 /// Draws one slide's QC picture.
 pub(super) fn draw_qc(

@@ -117,6 +117,9 @@ pub struct CollectionPlan {
     /// Source folders read row by row: recorded complete when all their
     /// inputs are.
     pub folders: Vec<inputs::Folder>,
+    /// Parts of the source listing that could not be read (the rest was
+    /// planned), for the caller to tell the user.
+    pub warnings: Vec<String>,
 }
 
 impl CollectionPlan {
@@ -365,9 +368,7 @@ pub fn plan_collection(
     };
     let found = match sources::scan(&root, &recipe.inputs) {
         Ok((files, problems)) => {
-            for p in problems {
-                eprintln!("warning: {name}: {p}");
-            }
+            plan.warnings = problems;
             files
         }
         Err(e) => {
@@ -452,6 +453,15 @@ pub fn plan_collection(
             })
             .clone()
     };
+    // What judging needs beyond the input; each input adds its damage and
+    // its recorded failures.
+    let judging = judge::Context {
+        spec,
+        damage: &[],
+        failures: &[],
+        maker: &maker,
+        old_pipeline: &old,
+    };
     let mut plans: Vec<(Arc<Input>, InputPlan)> = Vec::new();
     if wsi {
         for d in &classified.detail {
@@ -473,11 +483,9 @@ pub fn plan_collection(
             let outputs = state.outputs_of_input(input.id)?;
             let failures = state.failures_of(input.id)?;
             let cx = judge::Context {
-                spec,
                 damage: dirs.of(input.id),
                 failures: &failures,
-                maker: &maker,
-                old_pipeline: &old,
+                ..judging
             };
             let mut tiles = |u: &crate::store::UnitRow| -> Vec<(u32, u32)> {
                 state
@@ -525,11 +533,9 @@ pub fn plan_collection(
                 }
             }
             let cx = judge::Context {
-                spec,
                 damage: dirs.of(input.id),
                 failures: &failures,
-                maker: &maker,
-                old_pipeline: &old,
+                ..judging
             };
             let p = judge::roi(&cx, input, e, recorded, &claims);
             plans.push((input.clone(), p));

@@ -13,6 +13,7 @@
 //! state once per kind of record that names them (seven cursors); memory
 //! holds the small sets of builds, recipe versions and tool versions.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -97,18 +98,17 @@ pub fn write_prov_json(
     collections: &[String],
     out: &mut dyn Write,
 ) -> Result<u64, Error> {
-    let filter = OutputFilter {
-        collections: collections.to_vec(),
-        ..OutputFilter::default()
-    };
-    let each = |f: &mut dyn FnMut(OutputFacts) -> Result<(), Error>| -> Result<(), Error> {
-        let mut err = None;
-        state.for_each_output(
-            &filter,
-            &facts::tile_name,
-            &mut super::stop_at_error(&mut err, f),
-        )?;
-        err.map_or(Ok(()), Err)
+    let mut doc = Doc {
+        state,
+        collections,
+        filter: OutputFilter {
+            collections: collections.to_vec(),
+            ..OutputFilter::default()
+        },
+        recipes: BTreeSet::new(),
+        builds: BTreeSet::new(),
+        tools: BTreeSet::new(),
+        relations: Cell::new(0),
     };
     write!(out, "{{")?;
     let prefix: Map<String, Value> = PREFIXES
@@ -116,16 +116,71 @@ pub fn write_prov_json(
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     write!(out, "\n  \"prefix\": {}", Value::Object(prefix))?;
+    let n = doc.entities(out)?;
+    doc.activities(out)?;
+    doc.agents(out)?;
+    doc.used(out)?;
+    doc.generated_by(out)?;
+    doc.derived_from(out)?;
+    doc.associated_with(out)?;
+    doc.informed_by(out)?;
+    writeln!(out, "\n}}")?;
+    Ok(n)
+}
 
-    // Entities: outputs, then the source versions and recipe versions.
-    let mut recipes = BTreeSet::new();
-    let mut builds = BTreeSet::new();
-    let mut tools = BTreeSet::new();
-    let mut n = 0u64;
-    let mut pipelines = Pipelines::default();
-    {
+/// The document being written: what its sections read, and what the
+/// outputs' pass collected for the later ones.
+struct Doc<'a> {
+    state: &'a State,
+    collections: &'a [String],
+    filter: OutputFilter,
+    /// The recipe versions, builds and tool versions the outputs name (and,
+    /// for tools, the builds).
+    recipes: BTreeSet<String>,
+    builds: BTreeSet<i64>,
+    tools: BTreeSet<String>,
+    /// Relation ids (`_:rN`) given so far.
+    relations: Cell<u64>,
+}
+
+impl Doc<'_> {
+    /// Calls `f` with every selected output, streamed from one cursor.
+    fn each(&self, f: &mut dyn FnMut(OutputFacts) -> Result<(), Error>) -> Result<(), Error> {
+        let mut err = None;
+        self.state.for_each_output(
+            &self.filter,
+            &facts::tile_name,
+            &mut super::stop_at_error(&mut err, f),
+        )?;
+        err.map_or(Ok(()), Err)
+    }
+
+    /// The id of the next relation.
+    fn relation(&self) -> String {
+        self.relations.set(self.relations.get() + 1);
+        format!("_:r{}", self.relations.get())
+    }
+
+    /// Entities: outputs, then the source versions and recipe versions;
+    /// returns the number of outputs.
+    fn entities(&mut self, out: &mut dyn Write) -> Result<u64, Error> {
         let mut s = Section::open(out, "entity", false)?;
-        each(&mut |f| {
+        let n = self.output_entities(&mut s)?;
+        self.source_entities(&mut s)?;
+        self.recipe_entities(&mut s)?;
+        s.close()?;
+        Ok(n)
+    }
+
+    /// One entity per output (with its region, for a tile), noting the
+    /// recipes, builds and tools they name.
+    fn output_entities(&mut self, s: &mut Section<'_>) -> Result<u64, Error> {
+        let (mut recipes, mut builds, mut tools) =
+            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        let mut n = 0u64;
+        let mut pipelines = Pipelines::default();
+        let state = self.state;
+        self.each(&mut |f| {
             n += 1;
             recipes.insert(f.maker.recipe_hash.clone());
             builds.insert(f.build);
@@ -158,29 +213,40 @@ pub fn write_prov_json(
             s.member(&out_id(&f), &v)?;
             Ok(())
         })?;
+        self.recipes = recipes;
+        self.builds = builds;
+        self.tools = tools;
+        Ok(n)
+    }
+
+    /// One entity per version of a source file the selected collections read.
+    fn source_entities(&self, s: &mut Section<'_>) -> Result<(), Error> {
         let mut err: Option<Error> = None;
-        state.for_each_source_version(collections, &mut |root, rel, hash| {
-            let v = json!({
-                "prov:type": "cpia:SourceFile",
-                "prov:label": format!("{root}:{rel}"),
-                "cpia:root": root,
-                "cpia:path": rel,
-                "cpia:blake3": hash,
-            });
-            match s.member(&src_id(root, rel, &hash), &v) {
-                Ok(()) => std::ops::ControlFlow::Continue(()),
-                Err(e) => {
-                    err = Some(e.into());
-                    std::ops::ControlFlow::Break(())
+        self.state
+            .for_each_source_version(self.collections, &mut |root, rel, hash| {
+                let v = json!({
+                    "prov:type": "cpia:SourceFile",
+                    "prov:label": format!("{root}:{rel}"),
+                    "cpia:root": root,
+                    "cpia:path": rel,
+                    "cpia:blake3": hash,
+                });
+                match s.member(&src_id(root, rel, &hash), &v) {
+                    Ok(()) => std::ops::ControlFlow::Continue(()),
+                    Err(e) => {
+                        err = Some(e.into());
+                        std::ops::ControlFlow::Break(())
+                    }
                 }
-            }
-        })?;
-        if let Some(e) = err {
-            return Err(e);
-        }
-        for h in &recipes {
+            })?;
+        err.map_or(Ok(()), Err)
+    }
+
+    /// One entity per recipe version, with its canonical text and files.
+    fn recipe_entities(&self, s: &mut Section<'_>) -> Result<(), Error> {
+        for h in &self.recipes {
             let mut v = json!({"prov:type": "cpia:Recipe", "cpia:hash": h});
-            if let Some(r) = state.recipe_version(h)? {
+            if let Some(r) = self.state.recipe_version(h)? {
                 v["prov:label"] = json!(r.collection);
                 v["cpia:canonical"] = json!(r.canonical);
                 let files: Vec<String> = r.files.iter().map(|(f, _)| f.path.clone()).collect();
@@ -188,25 +254,26 @@ pub fn write_prov_json(
             }
             s.member(&format!("recipe:{h}"), &v)?;
         }
-        s.close()?;
+        Ok(())
     }
 
-    // Activities: builds, and the run of steps that made each output.
-    {
+    /// Activities: builds (noting their tools), and the run of steps that
+    /// made each output.
+    fn activities(&mut self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "activity", false)?;
-        for &b in &builds {
+        for &b in &self.builds {
             let mut v = json!({"prov:type": "cpia:Build"});
-            if let Some(row) = state.build_row(b)? {
+            if let Some(row) = self.state.build_row(b)? {
                 v["prov:startTime"] = json!(super::log::utc(row.started));
                 if let Some(end) = row.finished {
                     v["prov:endTime"] = json!(super::log::utc(end));
                 }
                 v["cpia:command"] = json!(row.command);
-                tools.insert(row.tool_version);
+                self.tools.insert(row.tool_version);
             }
             s.member(&format!("build:{b}"), &v)?;
         }
-        each(&mut |f| {
+        self.each(&mut |f| {
             let v = json!({
                 "prov:type": "cpia:StepRun",
                 "cpia:step": f.sink,
@@ -217,95 +284,102 @@ pub fn write_prov_json(
             Ok(())
         })?;
         s.close()?;
+        Ok(())
     }
-    {
+
+    /// Agents: cpia, per version.
+    fn agents(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "agent", false)?;
-        for t in &tools {
+        for t in &self.tools {
             s.member(
                 &agent_id(t),
                 &json!({"prov:type": "prov:SoftwareAgent", "prov:label": t}),
             )?;
         }
         s.close()?;
+        Ok(())
     }
 
-    // Relations, one kind per section.
-    let mut k = 0u64;
-    let mut next = || {
-        k += 1;
-        format!("_:r{k}")
-    };
-    {
+    /// `used`: each output's run used its source and its recipe.
+    fn used(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "used", false)?;
-        each(&mut |f| {
+        self.each(&mut |f| {
             let run = run_id(&f);
             s.member(
-                &next(),
+                &self.relation(),
                 &json!({"prov:activity": run, "prov:entity": src_id(&f.source_root, &f.source_rel, &f.source_hash)}),
             )?;
             s.member(
-                &next(),
+                &self.relation(),
                 &json!({"prov:activity": run, "prov:entity": format!("recipe:{}", f.maker.recipe_hash)}),
             )?;
             Ok(())
         })?;
         s.close()?;
+        Ok(())
     }
-    {
+
+    /// `wasGeneratedBy`: each output by its run, when it was built.
+    fn generated_by(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "wasGeneratedBy", false)?;
-        each(&mut |f| {
+        self.each(&mut |f| {
             s.member(
-                &next(),
+                &self.relation(),
                 &json!({"prov:entity": out_id(&f), "prov:activity": run_id(&f), "prov:time": super::log::utc(f.built_at)}),
             )?;
             Ok(())
         })?;
         s.close()?;
+        Ok(())
     }
-    {
+
+    /// `wasDerivedFrom`: each output from its source, by its run.
+    fn derived_from(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "wasDerivedFrom", false)?;
-        each(&mut |f| {
+        self.each(&mut |f| {
             s.member(
-                &next(),
+                &self.relation(),
                 &json!({"prov:generatedEntity": out_id(&f), "prov:usedEntity": src_id(&f.source_root, &f.source_rel, &f.source_hash), "prov:activity": run_id(&f)}),
             )?;
             Ok(())
         })?;
         s.close()?;
+        Ok(())
     }
-    {
+
+    /// `wasAssociatedWith`: each build and each run with the cpia that ran it.
+    fn associated_with(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "wasAssociatedWith", false)?;
-        let tool_of_build = |b: i64| -> Result<Option<String>, Error> {
-            Ok(state.build_row(b)?.map(|r| r.tool_version))
-        };
-        for &b in &builds {
-            if let Some(t) = tool_of_build(b)? {
+        for &b in &self.builds {
+            if let Some(t) = self.state.build_row(b)?.map(|r| r.tool_version) {
                 s.member(
-                    &next(),
+                    &self.relation(),
                     &json!({"prov:activity": format!("build:{b}"), "prov:agent": agent_id(&t)}),
                 )?;
             }
         }
-        each(&mut |f| {
+        self.each(&mut |f| {
             s.member(
-                &next(),
+                &self.relation(),
                 &json!({"prov:activity": run_id(&f), "prov:agent": agent_id(&f.maker.tool_version)}),
             )?;
             Ok(())
         })?;
         s.close()?;
+        Ok(())
     }
-    {
+
+    /// `wasInformedBy`: each run by its build.
+    fn informed_by(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut s = Section::open(out, "wasInformedBy", false)?;
-        each(&mut |f| {
+        self.each(&mut |f| {
             s.member(
-                &next(),
+                &self.relation(),
                 &json!({"prov:informed": run_id(&f), "prov:informant": format!("build:{}", f.build)}),
             )?;
             Ok(())
         })?;
         s.close()?;
+        Ok(())
     }
-    writeln!(out, "\n}}")?;
-    Ok(n)
 }

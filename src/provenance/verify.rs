@@ -27,6 +27,10 @@ use super::Error;
 use crate::store::audit::manifests::PartFile;
 use crate::store::State;
 
+/// The exports' folder (`crate::export::DIR`, a layer above this one,
+/// which verifies it); skipped when listing unrecorded files.
+pub const EXPORT_DIR: &str = "export";
+
 /// Records checked per parallel batch.
 const BATCH: usize = 8192;
 
@@ -459,11 +463,13 @@ fn unrecorded_elsewhere(
     folders: &HashSet<&str>,
     report: &mut dyn FnMut(Finding) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    // `cpia report` writes its page beside the dataset by default: not an
-    // unrecorded output.
+    // `export/` belongs to the export layer, which verifies it
+    // (`export::verify`); `cpia report` writes its page beside the dataset
+    // by default: not an unrecorded output.
     let skip = |rel: &str| {
-        rel == crate::engine::atomic::TMP_DIR
+        rel == crate::workspace::TMP_DIR
             || rel == manifest::DIR
+            || rel == EXPORT_DIR
             || folders.contains(rel)
             || matches!(rel, "report.html" | "report.md" | "report.json")
     };

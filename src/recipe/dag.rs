@@ -45,19 +45,46 @@ pub(crate) fn build(
     kind: Kind,
     p: &mut Vec<Problem>,
 ) -> Option<(Vec<Step>, Vec<usize>)> {
-    // What a step without `input` receives: a file's bytes (ROI) or one grid
-    // cell of a slide (WSI).
-    let source = match kind {
-        Kind::Roi => ValueKind::Bytes,
-        Kind::Wsi => ValueKind::Region,
-    };
     let before = p.len();
     let ids: Vec<&str> = drafts.iter().map(|d| d.id.v.as_str()).collect();
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    let resolved = resolve_inputs(drafts, &ids, p);
+    let (graph, nodes) = step_graph(&resolved);
+    if report_cycles(drafts, &ids, &graph, &nodes, p) {
+        return None;
+    }
+    check_value_kinds(drafts, &resolved, kind, p);
+    let consumed: Vec<bool> = nodes
+        .iter()
+        .map(|&n| {
+            graph
+                .neighbors_directed(n, petgraph::Direction::Outgoing)
+                .next()
+                .is_some()
+        })
+        .collect();
+    // Sinks are only meaningful when the edges are right: a wrong or missing
+    // `input` leaves its intended producer unconsumed, which is not a second
+    // mistake.
+    let edges_ok = p.len() == before
+        && resolved.iter().all(Option::is_some)
+        && drafts.iter().all(|d| d.op.is_some());
+    if edges_ok {
+        check_sinks(drafts, &consumed, p);
+    }
+    if p.len() > before || drafts.iter().any(|d| d.op.is_none()) {
+        return None;
+    }
+    let order = stable_toposort(&graph, &nodes);
+    if kind == Kind::Wsi && !tile_sizes_ok(drafts, &resolved, &order, &consumed, p) {
+        return None;
+    }
+    in_order(drafts, &resolved, &order, &consumed)
+}
 
-    // Resolve references.
-    let mut graph: DiGraph<usize, ()> = DiGraph::new();
-    let nodes: Vec<NodeIndex> = (0..drafts.len()).map(|i| graph.add_node(i)).collect();
+/// Each step's inputs as step indices; `None` for a step whose input list
+/// had errors or names an unknown step (reported here, with the known ids).
+fn resolve_inputs(drafts: &[Draft], ids: &[&str], p: &mut Vec<Problem>) -> Vec<Option<Vec<usize>>> {
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
     let mut resolved: Vec<Option<Vec<usize>>> = Vec::with_capacity(drafts.len());
     for d in drafts {
         let Some(refs) = &d.inputs else {
@@ -73,27 +100,44 @@ pub(crate) fn build(
                         &r.loc,
                         format!("unknown input `{}` of step `{}`", r.v, d.id.v),
                     )
-                    .hint(known_hint(&r.v, "step ids", &ids)),
+                    .hint(known_hint(&r.v, "step ids", ids)),
                 ),
             }
         }
         resolved.push((out.len() == refs.len()).then_some(out));
     }
+    resolved
+}
+
+/// The graph of the resolved inputs: a node per step, an edge from each
+/// input to the step that reads it.
+fn step_graph(resolved: &[Option<Vec<usize>>]) -> (DiGraph<usize, ()>, Vec<NodeIndex>) {
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..resolved.len()).map(|i| graph.add_node(i)).collect();
     for (i, r) in resolved.iter().enumerate() {
         for &j in r.iter().flatten() {
             graph.update_edge(nodes[j], nodes[i], ());
         }
     }
+    (graph, nodes)
+}
 
-    // Cycles: one error per strongly connected component. Kahn's order
-    // covers every step exactly when there is none; the components are only
-    // computed otherwise (iteratively: a chain of thousands of steps must not
-    // recurse).
+/// Cycles: one error per strongly connected component; whether there was
+/// one. Kahn's order covers every step exactly when there is none; the
+/// components are only computed otherwise (iteratively: a chain of
+/// thousands of steps must not recurse).
+fn report_cycles(
+    drafts: &[Draft],
+    ids: &[&str],
+    graph: &DiGraph<usize, ()>,
+    nodes: &[NodeIndex],
+    p: &mut Vec<Problem>,
+) -> bool {
     let mut cyclic = false;
-    let mut sccs = if stable_toposort(&graph, &nodes).len() == drafts.len() {
+    let mut sccs = if stable_toposort(graph, nodes).len() == drafts.len() {
         Vec::new()
     } else {
-        kosaraju_scc(&graph)
+        kosaraju_scc(graph)
     };
     sccs.sort_by_key(|scc| scc.iter().map(|n| graph[*n]).min());
     for scc in sccs {
@@ -103,7 +147,7 @@ pub(crate) fn build(
         }
         cyclic = true;
         let start = scc.iter().map(|n| graph[*n]).min().unwrap_or(0);
-        let path = cycle_path(&graph, &nodes, &scc, start);
+        let path = cycle_path(graph, nodes, &scc, start);
         let text: Vec<&str> = path.iter().map(|&i| ids[i]).collect();
         p.push(
             Problem::at(
@@ -113,16 +157,29 @@ pub(crate) fn build(
             .hint("steps form a DAG: a step cannot depend on its own result"),
         );
     }
-    if cyclic {
-        return None;
-    }
+    cyclic
+}
 
-    // Arity and value kinds.
-    let decoders: Vec<&str> = drafts
-        .iter()
-        .filter(|d| matches!(d.op, Some(Operator::Decode(_) | Operator::WsiGrid(_))))
-        .map(|d| d.id.v.as_str())
-        .collect();
+/// Arity and value kinds: each operator takes at most one input, of the kind
+/// it needs.
+fn check_value_kinds(
+    drafts: &[Draft],
+    resolved: &[Option<Vec<usize>>],
+    kind: Kind,
+    p: &mut Vec<Problem>,
+) {
+    let source = Source {
+        kind,
+        value: match kind {
+            Kind::Roi => ValueKind::Bytes,
+            Kind::Wsi => ValueKind::Region,
+        },
+        decoders: drafts
+            .iter()
+            .filter(|d| matches!(d.op, Some(Operator::Decode(_) | Operator::WsiGrid(_))))
+            .map(|d| d.id.v.as_str())
+            .collect(),
+    };
     for (i, d) in drafts.iter().enumerate() {
         let (Some(op), Some(ins)) = (&d.op, &resolved[i]) else {
             continue;
@@ -146,77 +203,85 @@ pub(crate) fn build(
         }
         let (want, _) = signature(op);
         let got = match ins.first() {
-            None => source,
+            None => source.value,
             Some(&j) => match &drafts[j].op {
                 Some(o) => signature(o).1,
                 None => continue,
             },
         };
-        if want == got {
-            continue;
+        if want != got {
+            p.push(source.mismatch(drafts, d, name, ins.first().copied(), want, got));
         }
-        let problem = match ins.first() {
-            None => {
-                let hint = match decoders.first() {
-                    Some(dec) => format!("add `input = \"{dec}\"`"),
-                    None if kind == Kind::Wsi => {
-                        "add a `wsi_grid` step and make it the `input`".to_string()
-                    }
-                    None => "add a `decode` step and make it the `input`".to_string(),
-                };
-                Problem::at(
-                    &d.op_loc,
-                    format!(
-                        "step `{}` ({name}) needs {} but has no `input`, so it would get {}",
-                        d.id.v,
-                        kind_name(want),
-                        kind_name(source)
-                    ),
-                )
-                .hint(hint)
-            }
-            Some(&j) => {
-                let at = d
-                    .inputs
-                    .as_ref()
-                    .and_then(|v| v.first())
-                    .map_or(&d.op_loc, |s| &s.loc);
-                let pr = Problem::at(
-                    at,
-                    format!(
-                        "step `{}` ({name}) needs {} but its input `{}` produces {}",
-                        d.id.v,
-                        kind_name(want),
-                        drafts[j].id.v,
-                        kind_name(got)
-                    ),
-                );
-                if want == source {
-                    pr.hint("remove `input`: a step without `input` reads the source file")
-                } else {
-                    pr
-                }
-            }
-        };
-        p.push(problem);
     }
+}
 
-    // Sinks: what nothing consumes is written, so it must be encoded. Only
-    // meaningful when the edges are right: a wrong or missing `input` leaves
-    // its intended producer unconsumed, which is not a second mistake.
-    let edges_ok = p.len() == before
-        && resolved.iter().all(Option::is_some)
-        && drafts.iter().all(|d| d.op.is_some());
-    let consumed: Vec<bool> = (0..drafts.len())
-        .map(|i| {
-            graph
-                .neighbors_directed(nodes[i], petgraph::Direction::Outgoing)
-                .next()
-                .is_some()
-        })
-        .collect();
+/// What a step without `input` receives — a file's bytes (ROI) or one grid
+/// cell of a slide (WSI) — and the steps that could be its input instead.
+struct Source<'a> {
+    kind: Kind,
+    value: ValueKind,
+    /// `decode` and `wsi_grid` steps, for the hint.
+    decoders: Vec<&'a str>,
+}
+
+impl Source<'_> {
+    /// The problem of step `d` (operator `name`), which needs `want` but
+    /// gets `got` from `input` (a step, or the source when `None`).
+    fn mismatch(
+        &self,
+        drafts: &[Draft],
+        d: &Draft,
+        name: &str,
+        input: Option<usize>,
+        want: ValueKind,
+        got: ValueKind,
+    ) -> Problem {
+        let Some(j) = input else {
+            let hint = match self.decoders.first() {
+                Some(dec) => format!("add `input = \"{dec}\"`"),
+                None if self.kind == Kind::Wsi => {
+                    "add a `wsi_grid` step and make it the `input`".to_string()
+                }
+                None => "add a `decode` step and make it the `input`".to_string(),
+            };
+            return Problem::at(
+                &d.op_loc,
+                format!(
+                    "step `{}` ({name}) needs {} but has no `input`, so it would get {}",
+                    d.id.v,
+                    kind_name(want),
+                    kind_name(self.value)
+                ),
+            )
+            .hint(hint);
+        };
+        let at = d
+            .inputs
+            .as_ref()
+            .and_then(|v| v.first())
+            .map_or(&d.op_loc, |s| &s.loc);
+        let pr = Problem::at(
+            at,
+            format!(
+                "step `{}` ({name}) needs {} but its input `{}` produces {}",
+                d.id.v,
+                kind_name(want),
+                drafts[j].id.v,
+                kind_name(got)
+            ),
+        );
+        if want == self.value {
+            pr.hint("remove `input`: a step without `input` reads the source file")
+        } else {
+            pr
+        }
+    }
+}
+
+/// Sinks: what nothing consumes is written, so it must be encoded.
+fn check_sinks(drafts: &[Draft], consumed: &[bool], p: &mut Vec<Problem>) {
     for (i, d) in drafts.iter().enumerate() {
-        if consumed[i] || !edges_ok {
+        if consumed[i] {
             continue;
         }
         if let Some(op) = &d.op {
@@ -238,20 +303,22 @@ pub(crate) fn build(
             }
         }
     }
+}
 
-    if p.len() > before || drafts.iter().any(|d| d.op.is_none()) {
-        return None;
-    }
-    let order = stable_toposort(&graph, &nodes);
-    if kind == Kind::Wsi && !tile_sizes_ok(drafts, &resolved, &order, &consumed, p) {
-        return None;
-    }
+/// The checked steps in topological `order`, their inputs renumbered to
+/// positions in it, and the sinks' positions, sorted.
+fn in_order(
+    drafts: &[Draft],
+    resolved: &[Option<Vec<usize>>],
+    order: &[usize],
+    consumed: &[bool],
+) -> Option<(Vec<Step>, Vec<usize>)> {
     let mut position = vec![0; drafts.len()];
     for (pos, &i) in order.iter().enumerate() {
         position[i] = pos;
     }
     let mut steps = Vec::with_capacity(drafts.len());
-    for &i in &order {
+    for &i in order {
         let d = &drafts[i];
         steps.push(Step {
             id: d.id.v.clone(),

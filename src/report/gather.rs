@@ -112,6 +112,10 @@ pub fn gather(ws: &Workspace, state: Option<&State>, detail: Detail) -> Result<R
         collections: reports,
         unclaimed,
         orphans,
+        exports: match state {
+            Some(s) => exports(s)?,
+            None => Vec::new(),
+        },
         problems: cols
             .problems
             .into_iter()
@@ -553,6 +557,24 @@ fn breakdowns(cols: &[Collection], reports: &[CollectionReport]) -> Vec<Breakdow
             }
         })
         .collect()
+}
+
+/// The exports recorded in the state, with what they have not written yet.
+fn exports(state: &State) -> Result<Vec<super::model::ExportReport>, StateError> {
+    let mut out = Vec::new();
+    for e in state.exports()? {
+        out.push(super::model::ExportReport {
+            pending: state.export_pending(e.id)? + state.export_stale(e.id)?.len() as u64,
+            name: e.name,
+            format: e.format,
+            declared: e.declared,
+            shards: e.shards,
+            samples: e.samples,
+            bytes: e.bytes,
+            updated_at: e.updated_at,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub fn render(r: &Report, link: &str) -> String {
     status(&mut s, r);
     comparison(&mut s, r);
     collections(&mut s, r, link);
+    exports(&mut s, r);
     s.push_str("</main>\n");
     let _ = write!(
         s,
@@ -49,6 +50,31 @@ pub fn render(r: &Report, link: &str) -> String {
         utc(r.generated_at)
     );
     s
+}
+
+fn exports(s: &mut String, r: &Report) {
+    if r.exports.is_empty() {
+        return;
+    }
+    s.push_str(
+        "<section id=\"exports\"><h2>Exports</h2><table><thead><tr><th>export</th><th>format</th>\
+         <th class=\"num\">samples</th><th class=\"num\">shards</th><th class=\"num\">bytes</th>\
+         <th class=\"num\">not written yet</th></tr></thead><tbody>",
+    );
+    for e in &r.exports {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            html(&e.name),
+            html(&e.format),
+            e.samples,
+            e.shards,
+            e.bytes,
+            e.pending
+        );
+    }
+    s.push_str("</tbody></table></section>\n");
 }
 
 fn header(s: &mut String, r: &Report) {

@@ -27,10 +27,49 @@ fn diff(built: u64, published: Option<u64>) -> String {
 }
 
 /// Renders `r`; `link` is the prefix from the report's folder to the output
-/// folder.
+/// folder. The sections are those of the HTML page, in its order.
 pub fn render(r: &Report, link: &str) -> String {
     let mut s = String::new();
-    let m = &r.summary;
+    header(&mut s, r);
+    summary(&mut s, r);
+    images_per_scale(&mut s, r);
+    breakdowns(&mut s, r);
+    build_status(&mut s, r);
+    failures(&mut s, r);
+    mpp_origins(&mut s, r);
+    sub_datasets(&mut s, r);
+    unclaimed(&mut s, r);
+    samples(&mut s, r, link);
+    exports(&mut s, r);
+    s
+}
+
+/// The exports recorded in the state.
+fn exports(s: &mut String, r: &Report) {
+    if r.exports.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Exports\n\n| export | format | samples | shards | bytes | not written yet |\n|---|---|---:|---:|---:|---:|"
+    );
+    for e in &r.exports {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&e.name),
+            e.format,
+            e.samples,
+            e.shards,
+            e.bytes,
+            e.pending
+        );
+    }
+}
+
+/// The title, the workspace, when and by what the report was made, and the
+/// last build.
+fn header(s: &mut String, r: &Report) {
     let _ = writeln!(s, "# CPIA dataset report\n");
     let _ = writeln!(
         s,
@@ -43,6 +82,11 @@ pub fn render(r: &Report, link: &str) -> String {
     if let Some(b) = &r.last_build {
         let _ = writeln!(s, "Last build {}.", format::build(b));
     }
+}
+
+/// The headline counts, and the recipes that could not be used.
+fn summary(s: &mut String, r: &Report) {
+    let m = &r.summary;
     let _ = writeln!(s, "\n## Summary\n\n| | |\n|---|---:|");
     for (k, v) in [
         ("images built (all scales)", m.images),
@@ -72,7 +116,11 @@ pub fn render(r: &Report, link: &str) -> String {
             cell(&p.error)
         );
     }
+}
 
+/// Images per published sheet beside the published counts (with the
+/// total), then per scale folder.
+fn images_per_scale(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "\n## Images per scale\n\nSheet L of the published tables holds the 3840-px WSI tiles, which cpia writes to `XL/`.\n\n\
@@ -114,7 +162,10 @@ pub fn render(r: &Report, link: &str) -> String {
             t.sub_datasets
         );
     }
+}
 
+/// One table per breakdown (organ, staining, …): collections, built, published.
+fn breakdowns(s: &mut String, r: &Report) {
     for b in &r.breakdowns {
         let _ = writeln!(
             s,
@@ -132,7 +183,10 @@ pub fn render(r: &Report, link: &str) -> String {
             );
         }
     }
+}
 
+/// One row per collection whose source is available, and how many are not.
+fn build_status(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "\n## Build status\n\n| collection | kind | status | inputs | complete | images | published | difference | failed inputs |\n|---|---|---|---:|---:|---:|---:|---:|---:|"
@@ -161,6 +215,10 @@ pub fn render(r: &Report, link: &str) -> String {
         s,
         "\n{unavailable} collection(s) with no source available (not built; not an error)."
     );
+}
+
+/// The shown failures of each collection that has some.
+fn failures(s: &mut String, r: &Report) {
     for c in r.collections.iter().filter(|c| c.failures.inputs > 0) {
         let _ = writeln!(
             s,
@@ -179,6 +237,10 @@ pub fn render(r: &Report, link: &str) -> String {
             );
         }
     }
+}
+
+/// Where the slides' MPP came from, per collection that has slides.
+fn mpp_origins(s: &mut String, r: &Report) {
     let with_mpp: Vec<&CollectionReport> =
         r.collections.iter().filter(|c| !c.mpp.is_empty()).collect();
     if !with_mpp.is_empty() {
@@ -198,7 +260,10 @@ pub fn render(r: &Report, link: &str) -> String {
             }
         }
     }
+}
 
+/// Every sub-dataset a recipe writes, built beside published.
+fn sub_datasets(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "\n## Sub-datasets: built and published\n\n| collection | sub-dataset | scale | sheet | built | published | difference |\n|---|---|---|---|---:|---:|---:|"
@@ -223,6 +288,10 @@ pub fn render(r: &Report, link: &str) -> String {
             );
         }
     }
+}
+
+/// Published sub-datasets that no recipe writes.
+fn unclaimed(s: &mut String, r: &Report) {
     if !r.unclaimed.is_empty() {
         let _ = writeln!(
             s,
@@ -240,7 +309,11 @@ pub fn render(r: &Report, link: &str) -> String {
             );
         }
     }
+}
 
+/// Links to the sampled files and to the QC pictures of the shown slides,
+/// per collection that built something.
+fn samples(s: &mut String, r: &Report, link: &str) {
     let mut first = true;
     for c in r.collections.iter().filter(|c| c.images > 0) {
         if first {
@@ -287,7 +360,6 @@ pub fn render(r: &Report, link: &str) -> String {
             }
         }
     }
-    s
 }
 
 #[cfg(test)]

@@ -29,6 +29,24 @@ pub struct Report {
     pub orphans: Vec<Orphan>,
     /// Recipes that could not be used (they are not in `collections`).
     pub problems: Vec<RecipeProblem>,
+    /// The exports recorded in the state (docs/export.md).
+    pub exports: Vec<ExportReport>,
+}
+
+/// One export as recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportReport {
+    pub name: String,
+    pub format: String,
+    /// Declared in `cpia.toml` (false: made by `cpia export --format`).
+    pub declared: bool,
+    pub shards: u64,
+    pub samples: u64,
+    pub bytes: u64,
+    /// Changed (folder, input) pairs and stale shards not written yet.
+    pub pending: u64,
+    /// When it was last brought up to date (s).
+    pub updated_at: i64,
 }
 
 /// The latest build of the build log.

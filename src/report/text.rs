@@ -42,8 +42,19 @@ fn table(rows: &[Vec<String>], right: &[bool]) -> String {
 
 /// `cpia status`.
 pub fn status(r: &Report) -> String {
-    let m = &r.summary;
     let mut s = String::new();
+    status_lines(&mut s, r);
+    s.push_str("\nimages per published sheet\n");
+    s.push_str(&sheets_table(r));
+    s.push_str(&collections_table(r));
+    collection_notes(&mut s, r);
+    s
+}
+
+/// The summary lines: workspace, output, last build, sources, what was
+/// built, inputs, failures, MPP, recipe errors.
+fn status_lines(s: &mut String, r: &Report) {
+    let m = &r.summary;
     let _ = writeln!(
         s,
         "workspace  {} ({} collections: {} ROI, {} WSI)",
@@ -99,8 +110,30 @@ pub fn status(r: &Report) -> String {
         let first = p.error.lines().next().unwrap_or("");
         let _ = writeln!(s, "error: {}: {first}", p.recipe);
     }
+    for e in &r.exports {
+        let state = if e.pending == 0 {
+            "up to date".to_string()
+        } else {
+            format!("{} change(s) not written yet", e.pending)
+        };
+        let _ = writeln!(
+            s,
+            "export     {} ({}{}): {} samples in {} shard(s), {state}",
+            e.name,
+            e.format,
+            if e.declared {
+                ""
+            } else {
+                ", made by `cpia export --format`"
+            },
+            count(e.samples),
+            e.shards
+        );
+    }
+}
 
-    s.push_str("\nimages per published sheet\n");
+/// Images per published sheet beside the published counts, with the total.
+fn sheets_table(r: &Report) -> String {
     let mut rows = vec![vec![
         "sheet".to_string(),
         "built".into(),
@@ -131,8 +164,12 @@ pub fn status(r: &Report) -> String {
         signed(built as i64 - published as i64),
         percent(built, published),
     ]);
-    s.push_str(&table(&rows, &[false, true, true, true, true]));
+    table(&rows, &[false, true, true, true, true])
+}
 
+/// The collections that have a source or outputs (nothing when none has).
+fn collections_table(r: &Report) -> String {
+    let mut s = String::new();
     let shown: Vec<&CollectionReport> = r
         .collections
         .iter()
@@ -170,6 +207,12 @@ pub fn status(r: &Report) -> String {
             &[false, false, false, true, true, true, true, true, true],
         ));
     }
+    s
+}
+
+/// An error per collection whose source is unusable or missing, a note per
+/// collection that has outputs but no recipe.
+fn collection_notes(s: &mut String, r: &Report) {
     let unusable: Vec<&CollectionReport> = r
         .collections
         .iter()
@@ -191,7 +234,6 @@ pub fn status(r: &Report) -> String {
             count(o.images)
         );
     }
-    s
 }
 
 /// `cpia list`: per collection a line (name, kind, source, images,

@@ -109,6 +109,19 @@ fn not_ours<T>() -> Result<Option<T>, String> {
     Ok(None)
 }
 
+/// The fuzz entry point (`fuzz/`): parses `data` as a whole file and, when it
+/// parses, runs the same checks the reader's `open` does on every directory.
+/// Must never panic, whatever the bytes. It lives here, not in `tiff.rs`,
+/// because it drives both: the parser and this reader's level planning.
+pub fn fuzz_directories(data: &[u8]) {
+    if let Ok(t) = tiff::parse(data) {
+        for d in &t.dirs {
+            let _ = d.is_tiled();
+        }
+        let _ = plan_levels(&t, data);
+    }
+}
+
 /// Decides, from the parsed directories, whether the direct path handles the
 /// file and with which levels. `Ok(None)`: not ours (OpenSlide's job);
 /// `Err`: a TIFF we would handle whose structure is broken.

@@ -589,7 +589,7 @@ fn fuzz_corpus_with_mutations_never_panics() {
     let mut total = 0u64;
     for f in &files {
         let seed = std::fs::read(f).unwrap();
-        tiff::fuzz_directories(&seed);
+        fuzz_directories(&seed);
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed.len() as u64);
         for _ in 0..per_file {
             let mut m = seed.clone();
@@ -623,7 +623,7 @@ fn fuzz_corpus_with_mutations_never_panics() {
                     }
                 }
             }
-            tiff::fuzz_directories(&m);
+            fuzz_directories(&m);
             total += 1;
         }
     }

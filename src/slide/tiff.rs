@@ -6,7 +6,8 @@
 //! is bounded before it is allocated: an array must fit inside the file, the
 //! number of directories and entries is capped and IFD loops are detected, so
 //! a hostile file costs at most its own size in memory. The parser works over
-//! any [`ReadAt`] source, so the fuzz target can drive it from a byte slice.
+//! any [`ReadAt`] source, so the fuzz target
+//! ([`super::direct::fuzz_directories`]) can drive it from a byte slice.
 
 use std::collections::HashSet;
 
@@ -495,18 +496,6 @@ fn apply<R: ReadAt + ?Sized>(
         _ => {}
     }
     Ok(())
-}
-
-/// The fuzz entry point: parses `data` as a whole file and, when it parses,
-/// runs the same checks the reader's `open` does on every directory. Must
-/// never panic, whatever the bytes.
-pub fn fuzz_directories(data: &[u8]) {
-    if let Ok(t) = parse(data) {
-        for d in &t.dirs {
-            let _ = d.is_tiled();
-        }
-        let _ = super::direct::plan_levels(&t, data);
-    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,8 @@ enum Resolved {
     },
 }
 
+/// Applies one event (with the ids [`State::record`] interned for it); each
+/// kind of event is one statement, or one named step below.
 fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<()> {
     match (ev, ids) {
         (
@@ -167,31 +169,7 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
                 maker,
                 read,
             },
-        ) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO outputs (out_dir, name, input, sink, pipeline, source_hash,
-                    class, prov, read, ino, size, mtime_ns, content_hash, built_at, build)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(params![
-                dir,
-                o.name,
-                o.input,
-                o.sink,
-                pipeline,
-                hex_blob(&o.source_hash),
-                o.class,
-                maker,
-                read,
-                o.file.ino as i64,
-                o.file.size as i64,
-                o.file.mtime_ns,
-                hex_blob(&o.file.content_hash),
-                o.built_at,
-                o.build
-            ])?;
-            link_dir(tx, o.input, dir)
-        }
+        ) => put_output(tx, o, dir, pipeline, maker, read),
         (
             Event::Unit(u),
             &Resolved::Unit {
@@ -200,61 +178,7 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
                 maker,
                 read,
             },
-        ) => {
-            tx.prepare_cached(
-                "INSERT INTO units (input, sink, i, j, out_dir, size, pipeline, read, prov, outputs,
-                    kept, complete, built_at, build)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (input, sink, i, j) DO UPDATE SET out_dir = excluded.out_dir,
-                    size = excluded.size, pipeline = excluded.pipeline, read = excluded.read,
-                    prov = excluded.prov, kept = excluded.kept, complete = excluded.complete,
-                    built_at = excluded.built_at, build = excluded.build",
-            )?
-            .execute(params![
-                u.input,
-                u.sink,
-                u.cell.0,
-                u.cell.1,
-                dir,
-                u.size,
-                pipeline,
-                read,
-                maker,
-                u.kept.map(i64::from),
-                u.complete,
-                u.built_at,
-                u.build
-            ])?;
-            let id: i64 = tx
-                .prepare_cached(
-                    "SELECT id FROM units WHERE input = ?1 AND sink = ?2 AND i = ?3 AND j = ?4",
-                )?
-                .query_row(params![u.input, u.sink, u.cell.0, u.cell.1], |r| r.get(0))?;
-            {
-                let mut del =
-                    tx.prepare_cached("DELETE FROM tiles WHERE unit = ?1 AND x = ?2 AND y = ?3")?;
-                for (x, y) in &u.removed_tiles {
-                    del.execute(params![id, x, y])?;
-                }
-                let mut put = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO tiles (unit, x, y, ino, size, mtime_ns, content_hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for t in &u.tiles {
-                    put.execute(params![
-                        id,
-                        t.x,
-                        t.y,
-                        t.file.ino as i64,
-                        t.file.size as i64,
-                        t.file.mtime_ns,
-                        hex_blob(&t.file.content_hash)
-                    ])?;
-                }
-            }
-            count_tiles(tx, id)?;
-            link_dir(tx, u.input, dir)
-        }
+        ) => put_unit(tx, u, dir, pipeline, maker, read),
         (Event::OutputMeta { id, class, .. }, &Resolved::Meta { maker, .. }) => {
             tx.prepare_cached("UPDATE outputs SET class = ?2, prov = ?3 WHERE id = ?1")?
                 .execute(params![id, class, maker])?;
@@ -305,35 +229,8 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
             .execute(params![unit, x, y, *ino as i64, mtime_ns])?;
             Ok(())
         }
-        (Event::InputRemoved { id }, _) => {
-            forget_folder(tx, *id)?;
-            for sql in [
-                "DELETE FROM tiles WHERE unit IN (SELECT id FROM units WHERE input = ?1)",
-                "DELETE FROM units WHERE input = ?1",
-                "DELETE FROM outputs WHERE input = ?1",
-                "DELETE FROM failures WHERE input = ?1",
-                "DELETE FROM inputs WHERE id = ?1",
-            ] {
-                tx.prepare_cached(sql)?.execute([id])?;
-            }
-            Ok(())
-        }
-        (Event::Failed(f), _) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO failures (input, unit, source_hash, error, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                f.input,
-                f.unit,
-                f.source_hash.as_deref().map(hex_blob),
-                f.error,
-                f.at
-            ])?;
-            tx.prepare_cached("UPDATE inputs SET fp = NULL WHERE id = ?1")?
-                .execute([f.input])?;
-            forget_folder(tx, f.input)
-        }
+        (Event::InputRemoved { id }, _) => remove_input(tx, *id),
+        (Event::Failed(f), _) => put_failure(tx, f),
         (Event::Succeeded { input, unit }, _) => {
             tx.prepare_cached("DELETE FROM failures WHERE input = ?1 AND unit IN (?2, '')")?
                 .execute(params![input, unit])?;
@@ -352,29 +249,183 @@ fn apply(tx: &Transaction<'_>, ev: &Event, ids: &Resolved) -> rusqlite::Result<(
                 fp,
             },
             _,
-        ) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO folders (collection, src_dir, digest, fp, inputs, outputs)
+        ) => complete_folder(tx, *collection, *src_dir, digest, *fp),
+        (Event::InputComplete { id, fp }, _) => complete_input(tx, *id, *fp),
+        _ => Ok(()),
+    }
+}
+
+/// A named output's row (replacing any at its path), and its folder linked
+/// to its collection (`dir`, `pipeline`, `maker`, `read`: the ids interned
+/// for it).
+fn put_output(
+    tx: &Transaction<'_>,
+    o: &OutputRecord,
+    dir: i64,
+    pipeline: i64,
+    maker: i64,
+    read: Option<i64>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO outputs (out_dir, name, input, sink, pipeline, source_hash,
+                    class, prov, read, ino, size, mtime_ns, content_hash, built_at, build)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        dir,
+        o.name,
+        o.input,
+        o.sink,
+        pipeline,
+        hex_blob(&o.source_hash),
+        o.class,
+        maker,
+        read,
+        o.file.ino as i64,
+        o.file.size as i64,
+        o.file.mtime_ns,
+        hex_blob(&o.file.content_hash),
+        o.built_at,
+        o.build
+    ])?;
+    link_dir(tx, o.input, dir)
+}
+
+/// A WSI unit's row (updated in place when it exists), its removed and
+/// written tiles, its tile count, and its folder linked to its collection.
+fn put_unit(
+    tx: &Transaction<'_>,
+    u: &UnitRecord,
+    dir: i64,
+    pipeline: i64,
+    maker: i64,
+    read: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO units (input, sink, i, j, out_dir, size, pipeline, read, prov, outputs,
+                    kept, complete, built_at, build)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (input, sink, i, j) DO UPDATE SET out_dir = excluded.out_dir,
+                    size = excluded.size, pipeline = excluded.pipeline, read = excluded.read,
+                    prov = excluded.prov, kept = excluded.kept, complete = excluded.complete,
+                    built_at = excluded.built_at, build = excluded.build",
+    )?
+    .execute(params![
+        u.input,
+        u.sink,
+        u.cell.0,
+        u.cell.1,
+        dir,
+        u.size,
+        pipeline,
+        read,
+        maker,
+        u.kept.map(i64::from),
+        u.complete,
+        u.built_at,
+        u.build
+    ])?;
+    let id: i64 = tx
+        .prepare_cached(
+            "SELECT id FROM units WHERE input = ?1 AND sink = ?2 AND i = ?3 AND j = ?4",
+        )?
+        .query_row(params![u.input, u.sink, u.cell.0, u.cell.1], |r| r.get(0))?;
+    put_tiles(tx, id, u)?;
+    count_tiles(tx, id)?;
+    link_dir(tx, u.input, dir)
+}
+
+/// The tile rows of unit `id`: those it no longer writes deleted, those it
+/// wrote put.
+fn put_tiles(tx: &Transaction<'_>, id: i64, u: &UnitRecord) -> rusqlite::Result<()> {
+    {
+        let mut del =
+            tx.prepare_cached("DELETE FROM tiles WHERE unit = ?1 AND x = ?2 AND y = ?3")?;
+        for (x, y) in &u.removed_tiles {
+            del.execute(params![id, x, y])?;
+        }
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO tiles (unit, x, y, ino, size, mtime_ns, content_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for t in &u.tiles {
+            put.execute(params![
+                id,
+                t.x,
+                t.y,
+                t.file.ino as i64,
+                t.file.size as i64,
+                t.file.mtime_ns,
+                hex_blob(&t.file.content_hash)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// An input and everything recorded of it (its folder is no longer complete).
+fn remove_input(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<()> {
+    forget_folder(tx, id)?;
+    for sql in [
+        "DELETE FROM tiles WHERE unit IN (SELECT id FROM units WHERE input = ?1)",
+        "DELETE FROM units WHERE input = ?1",
+        "DELETE FROM outputs WHERE input = ?1",
+        "DELETE FROM failures WHERE input = ?1",
+        "DELETE FROM inputs WHERE id = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([id])?;
+    }
+    Ok(())
+}
+
+/// A failure's row; its input (and the input's folder) is no longer complete.
+fn put_failure(tx: &Transaction<'_>, f: &FailureRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO failures (input, unit, source_hash, error, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        f.input,
+        f.unit,
+        f.source_hash.as_deref().map(hex_blob),
+        f.error,
+        f.at
+    ])?;
+    tx.prepare_cached("UPDATE inputs SET fp = NULL WHERE id = ?1")?
+        .execute([f.input])?;
+    forget_folder(tx, f.input)
+}
+
+/// A source folder whose every input is complete under `fp`, with its
+/// counts (nothing when one of its inputs is not).
+fn complete_folder(
+    tx: &Transaction<'_>,
+    collection: i64,
+    src_dir: i64,
+    digest: &str,
+    fp: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO folders (collection, src_dir, digest, fp, inputs, outputs)
                  SELECT ?1, ?2, ?3, ?4, count(*), coalesce(sum(i.outputs), 0)
                    FROM files f JOIN inputs i ON i.file = f.id AND i.collection = ?1
                   WHERE f.src_dir = ?2
                  HAVING count(*) > 0 AND count(*) = sum(i.fp IS ?4)",
-            )?
-            .execute(params![collection, src_dir, hex_blob(digest), fp])?;
-            Ok(())
-        }
-        (Event::InputComplete { id, fp }, _) => {
-            tx.prepare_cached(
-                "UPDATE inputs SET fp = ?2,
+    )?
+    .execute(params![collection, src_dir, hex_blob(digest), fp])?;
+    Ok(())
+}
+
+/// An input complete under `fp`, with its output count.
+fn complete_input(tx: &Transaction<'_>, id: i64, fp: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE inputs SET fp = ?2,
                     outputs = (SELECT count(*) FROM outputs WHERE input = ?1)
                             + (SELECT coalesce(sum(outputs), 0) FROM units WHERE input = ?1)
                   WHERE id = ?1",
-            )?
-            .execute(params![id, fp])?;
-            Ok(())
-        }
-        _ => Ok(()),
-    }
+    )?
+    .execute(params![id, fp])?;
+    Ok(())
 }
 
 /// The folder of an input that is no longer complete is not complete either.

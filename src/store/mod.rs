@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod dirs;
 pub mod events;
+pub mod exports;
 pub mod journal;
 pub mod outputs;
 pub mod records;

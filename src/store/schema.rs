@@ -11,10 +11,10 @@
 /// The schema this cpia writes. Bump it with every change to a table, index,
 /// view or trigger, and add the step to [`super::version::MIGRATIONS`]:
 /// what an older or newer state means is [`super::version`]'s table.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Tables, indexes and views (idempotent).
-pub const SCHEMA: &str = "
+pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS collections (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS src_dirs (
@@ -222,4 +222,88 @@ CREATE TABLE IF NOT EXISTS submitted (
     tasks INTEGER NOT NULL, at INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- ---- end of issue 12 part B ----
-";
+"#;
+
+/// The exports' tables and triggers (schema 4, `export/`): also the
+/// migration step from schema 3, so one text defines them.
+pub const EXPORT_SCHEMA: &str = r#"
+-- ---- exports (issue 16): training-ready copies under <output>/export/<name>/ ----
+-- One row per export: its definition (canonical JSON), the digest of
+-- everything its samples' records depend on besides their outputs, and the
+-- shard count fixed when it was first built (or resharded); `sizes`: the
+-- category sizes a sampling rule last used (JSON).
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, format TEXT NOT NULL,
+    declared INTEGER NOT NULL, definition TEXT NOT NULL, digest BLOB NOT NULL,
+    shards INTEGER NOT NULL, samples INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL, sizes TEXT NOT NULL DEFAULT '{}'
+);
+-- Its samples: where each lies (an output row id, or a tile as
+-- -(unit << 32 | x << 16 | y)), its shard and the digest of what it
+-- contributes (its key, bytes and record); `path`: an ImageFolder file.
+CREATE TABLE IF NOT EXISTS export_samples (
+    export INTEGER NOT NULL, out_dir INTEGER NOT NULL, input INTEGER NOT NULL,
+    item INTEGER NOT NULL, shard INTEGER NOT NULL, digest BLOB NOT NULL, path TEXT,
+    PRIMARY KEY (export, out_dir, input, item)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS export_samples_by_shard ON export_samples(export, shard);
+-- The files written: shards (`shard` set) and the index and metadata files.
+CREATE TABLE IF NOT EXISTS export_files (
+    export INTEGER NOT NULL, path TEXT NOT NULL, shard INTEGER, samples INTEGER NOT NULL,
+    digest BLOB NOT NULL, hash BLOB NOT NULL, sha256 BLOB NOT NULL, bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, PRIMARY KEY (export, path)
+) WITHOUT ROWID;
+-- Shards whose samples changed and whose files are not rewritten yet.
+CREATE TABLE IF NOT EXISTS export_stale (
+    export INTEGER NOT NULL, shard INTEGER NOT NULL, PRIMARY KEY (export, shard)
+) WITHOUT ROWID;
+-- (export, output folder, input) whose records changed since the export
+-- last looked: filled by triggers in the transaction of the change, for
+-- every export, as manifest_dirty is for the manifests.
+CREATE TABLE IF NOT EXISTS export_dirty (
+    export INTEGER NOT NULL, out_dir INTEGER NOT NULL, input INTEGER NOT NULL,
+    PRIMARY KEY (export, out_dir, input)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS export_output_replaced BEFORE INSERT ON outputs BEGIN
+    INSERT INTO export_dirty SELECT e.id, o.out_dir, o.input FROM exports e, outputs o
+     WHERE o.out_dir = NEW.out_dir AND o.name = NEW.name AND NOT EXISTS
+       (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = o.out_dir AND d.input = o.input);
+END;
+CREATE TRIGGER IF NOT EXISTS export_output_added AFTER INSERT ON outputs BEGIN
+    INSERT INTO export_dirty SELECT e.id, NEW.out_dir, NEW.input FROM exports e WHERE NOT EXISTS
+       (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = NEW.out_dir AND d.input = NEW.input);
+END;
+CREATE TRIGGER IF NOT EXISTS export_output_changed
+  AFTER UPDATE OF out_dir, name, input, pipeline, source_hash, class, prov, read, size,
+                  content_hash ON outputs BEGIN
+    INSERT INTO export_dirty SELECT e.id, x.o, x.i
+      FROM exports e, (SELECT OLD.out_dir AS o, OLD.input AS i UNION SELECT NEW.out_dir, NEW.input) x
+     WHERE NOT EXISTS (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = x.o AND d.input = x.i);
+END;
+CREATE TRIGGER IF NOT EXISTS export_output_removed AFTER DELETE ON outputs BEGIN
+    INSERT INTO export_dirty SELECT e.id, OLD.out_dir, OLD.input FROM exports e WHERE NOT EXISTS
+       (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = OLD.out_dir AND d.input = OLD.input);
+END;
+CREATE TRIGGER IF NOT EXISTS export_unit_added AFTER INSERT ON units BEGIN
+    INSERT INTO export_dirty SELECT e.id, NEW.out_dir, NEW.input FROM exports e WHERE NOT EXISTS
+       (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = NEW.out_dir AND d.input = NEW.input);
+END;
+CREATE TRIGGER IF NOT EXISTS export_unit_changed
+  AFTER UPDATE OF out_dir, input, size, pipeline, read, prov, outputs, complete, build
+  ON units BEGIN
+    INSERT INTO export_dirty SELECT e.id, x.o, x.i
+      FROM exports e, (SELECT OLD.out_dir AS o, OLD.input AS i UNION SELECT NEW.out_dir, NEW.input) x
+     WHERE NOT EXISTS (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = x.o AND d.input = x.i);
+END;
+CREATE TRIGGER IF NOT EXISTS export_unit_removed AFTER DELETE ON units BEGIN
+    INSERT INTO export_dirty SELECT e.id, OLD.out_dir, OLD.input FROM exports e WHERE NOT EXISTS
+       (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = OLD.out_dir AND d.input = OLD.input);
+END;
+CREATE TRIGGER IF NOT EXISTS export_tile_changed
+  AFTER UPDATE OF size, content_hash ON tiles BEGIN
+    INSERT INTO export_dirty SELECT e.id, u.out_dir, u.input FROM exports e, units u
+     WHERE u.id = NEW.unit AND NOT EXISTS
+       (SELECT 1 FROM export_dirty d WHERE d.export = e.id AND d.out_dir = u.out_dir AND d.input = u.input);
+END;
+-- ---- end of exports ----
+"#;

@@ -17,10 +17,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::schema::{SCHEMA, SCHEMA_VERSION};
+use super::schema::{EXPORT_SCHEMA, SCHEMA, SCHEMA_VERSION};
 use super::version::{compat, steps_from, Compat};
-
-pub use super::events::Event;
 
 /// A failure of the state database: which file, what was being done, and
 /// what SQLite said; its message says what the user can do about it.
@@ -251,6 +249,7 @@ impl State {
         // Every statement is `IF NOT EXISTS`: on a current state this
         // changes nothing; on a new one it creates everything.
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(EXPORT_SCHEMA))
             .map_err(|e| StateError::new(path, "creating the schema", &e))?;
         Ok(State {
             conn,

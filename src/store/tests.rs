@@ -409,3 +409,34 @@ fn a_foreign_sqlite_database_is_not_taken_for_an_empty_state() {
         .unwrap();
     assert_eq!(n, 1, "the foreign database was changed");
 }
+
+#[test]
+fn a_schema_3_state_gains_the_exports_tables_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    {
+        // A state as schema 3 made it: its tables, no export objects.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(crate::store::schema::SCHEMA).unwrap();
+        c.execute("INSERT INTO collections (name) VALUES ('old')", [])
+            .unwrap();
+        c.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let e = State::open_read_only(&path)
+        .err()
+        .expect("a read-only open migrated");
+    assert!(e.to_string().contains("schema 3"), "{e}");
+    let s = State::open(&path).unwrap();
+    assert_eq!(s.opened(), &crate::store::Opened::Migrated { from: 3 });
+    assert_eq!(s.collections().unwrap().len(), 1, "the migration lost rows");
+    let objects: i64 = s
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'export%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // 5 tables, 1 index, 8 triggers.
+    assert_eq!(objects, 14);
+}

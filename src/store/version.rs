@@ -18,7 +18,7 @@
 //! and appends a step to [`MIGRATIONS`] (additive changes are steps too, so
 //! a read-only open never meets a state without the objects it queries).
 
-use super::schema::SCHEMA_VERSION;
+use super::schema::{EXPORT_SCHEMA, SCHEMA_VERSION};
 
 /// The oldest schema a migration path starts from. Older states (schemas 1
 /// and 2, from before the state recorded folders by id) cannot be mapped
@@ -37,7 +37,11 @@ pub struct Migration {
 
 /// The steps from [`OLDEST_MIGRATABLE`] to [`SCHEMA_VERSION`], in order:
 /// `MIGRATIONS[k].from == OLDEST_MIGRATABLE + k` (checked by a test).
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    from: 3,
+    what: "the exports' tables and triggers (export/)",
+    sql: EXPORT_SCHEMA,
+}];
 
 /// What opening a state of `version` means for this cpia.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

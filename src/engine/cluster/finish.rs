@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::driver::Run;
 use crate::engine::summary::{SlurmJob, SlurmTask};
-use crate::engine::{EngineError, Failure, Options, Summary, Tally};
+use crate::engine::{EngineError, Failure, Note, Notes, Options, Summary, Tally};
 use crate::executor::slurm::{JobId, Slurm, TaskState, TaskStatus};
 use crate::store::journal::{self, Batch};
 use crate::store::submitted::Submitted;
@@ -106,7 +106,7 @@ fn look(slurm: &Slurm, job: u64, tasks: u32) -> Result<Vec<TaskStatus>, EngineEr
 }
 
 /// Waits until every task of `sub`'s array has ended, merging journals as
-/// they grow and printing progress (unless `quiet`). The first Ctrl-C (or
+/// they grow and telling `notes` the progress (unless `quiet`). The first Ctrl-C (or
 /// SIGTERM) cancels the array and its merge job and goes on waiting for the
 /// tasks to end; a second stops waiting (an error: the next invocation
 /// merges).
@@ -117,13 +117,14 @@ pub fn wait(
     paths: &PlanPaths,
     merging: &mut Merging,
     quiet: bool,
+    notes: Notes,
 ) -> Result<(), EngineError> {
     let Some(job) = sub.job else {
         return Ok(());
     };
     let signals = interrupt::catch();
     let mut cancelled = false;
-    let mut shown = String::new();
+    let mut shown: Option<Note> = None;
     let start = Instant::now();
     loop {
         let tasks = look(slurm, job, sub.tasks)?;
@@ -137,13 +138,17 @@ pub fn wait(
                 _ => running += 1,
             }
         }
-        let line = format!(
-            "slurm: job {job}: {pending} pending, {running} running, {done} done, {failed} failed; {} outputs recorded",
-            merging.tally.built
-        );
-        if !quiet && line != shown {
-            eprintln!("{line}");
-            shown = line;
+        let progress = Note::Progress {
+            job,
+            pending,
+            running,
+            done,
+            failed,
+            recorded: merging.tally.built,
+        };
+        if !quiet && shown.as_ref() != Some(&progress) {
+            notes(progress.clone());
+            shown = Some(progress);
         }
         if tasks.iter().all(|t| t.state.is_finished()) {
             return Ok(());
@@ -157,7 +162,7 @@ pub fn wait(
                 )));
             }
             if signals.count() == 1 && !cancelled {
-                eprintln!("slurm: cancelling job {job} (Ctrl-C again stops waiting) ...");
+                notes(Note::Cancelling { job });
                 let cancel = |id: u64| {
                     slurm
                         .cancel(JobId(id))
@@ -179,6 +184,7 @@ pub fn wait(
 /// reports each task that failed (state, exit code, log) with the work it
 /// left undone, ends its build (`run`: the coordinator's own; `None`: the
 /// build started by another process), and closes the plan.
+#[allow(clippy::too_many_arguments)]
 pub fn finish_plan(
     ws: &Workspace,
     state: &mut State,
@@ -187,6 +193,7 @@ pub fn finish_plan(
     paths: &PlanPaths,
     mut merging: Merging,
     run: Option<Run>,
+    notes: Notes,
 ) -> Result<Summary, EngineError> {
     let status = match sub.job {
         Some(job) => Some(
@@ -239,10 +246,9 @@ pub fn finish_plan(
                 task_outcome(state, paths, job, t, ts, &log, &mut tally)?;
             }
         }
-        _ => eprintln!(
-            "note: plan {} was never submitted (its coordinator stopped before sbatch answered); its work is planned again",
-            sub.plan
-        ),
+        _ => notes(Note::NeverSubmitted {
+            plan: sub.plan.clone(),
+        }),
     }
     for (what, why) in std::mem::take(&mut merging.damaged) {
         tally.failures.push(Failure {
@@ -334,6 +340,7 @@ pub fn settle(
     state: &mut State,
     wait_for: bool,
     quiet: bool,
+    notes: Notes,
 ) -> Result<Settled, EngineError> {
     let open = state.submitted()?;
     remove_leftovers(ws, &open);
@@ -371,15 +378,17 @@ pub fn settle(
                     continue;
                 }
                 if !quiet {
-                    eprintln!(
-                        "slurm: job {job} of an earlier build (plan {}) is still running; waiting for it",
-                        sub.plan
-                    );
+                    notes(Note::EarlierStillRunning {
+                        job,
+                        plan: sub.plan.clone(),
+                    });
                 }
-                wait(state, &slurm, &sub, &paths, &mut merging, quiet)?;
+                wait(state, &slurm, &sub, &paths, &mut merging, quiet, notes)?;
             }
         }
-        summary.merge(finish_plan(ws, state, &slurm, &sub, &paths, merging, None)?);
+        summary.merge(finish_plan(
+            ws, state, &slurm, &sub, &paths, merging, None, notes,
+        )?);
     }
     Ok(if running.is_empty() {
         Settled::Done(summary)
@@ -389,16 +398,23 @@ pub fn settle(
 }
 
 /// The merge job: finishes plan `id` unless someone did already.
-pub fn merge_job(ws: &Workspace, state: &mut State, id: &str) -> Result<Summary, EngineError> {
+pub fn merge_job(
+    ws: &Workspace,
+    state: &mut State,
+    id: &str,
+    notes: Notes,
+) -> Result<Summary, EngineError> {
     let Some(sub) = state.submitted_plan(id)? else {
-        eprintln!("plan {id} is merged already");
+        notes(Note::AlreadyMerged {
+            plan: id.to_string(),
+        });
         return Ok(Summary::default());
     };
     let slurm = Slurm::from_path();
     let paths = PlanPaths::new(ws, id);
     let mut merging = Merging::begin(state, &paths)?;
-    wait(state, &slurm, &sub, &paths, &mut merging, true)?;
-    finish_plan(ws, state, &slurm, &sub, &paths, merging, None)
+    wait(state, &slurm, &sub, &paths, &mut merging, true, notes)?;
+    finish_plan(ws, state, &slurm, &sub, &paths, merging, None, notes)
 }
 
 /// Deletes plan and journal folders of plans that are not registered any

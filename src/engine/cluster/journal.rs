@@ -13,9 +13,9 @@
 
 use std::collections::HashMap;
 
+use crate::engine::record::Decisions;
 use crate::engine::record::{JobResult, Recorder};
 use crate::engine::summary::Failure;
-use crate::engine::wsi::Decisions;
 use crate::engine::EngineError;
 use crate::store::journal::codec::{Dec, DecodeError, Enc};
 use crate::store::journal::JournalWriter;

@@ -21,13 +21,14 @@ use std::ffi::OsString;
 
 use crate::engine::driver::{self, Flags, MassRemoval, Run};
 use crate::engine::summary::{SlurmJob, SlurmTask};
-use crate::engine::{EngineError, Options, Summary, TOOL_VERSION};
-use crate::executor::slurm::{JobSpec, LogPattern, Slurm, SlurmConfig};
+use crate::engine::{EngineError, Note, Notes, Options, Summary, TOOL_VERSION};
+use crate::executor::slurm::{JobId, JobSpec, LogPattern, Slurm};
 use crate::plan::inputs::Folder;
-use crate::plan::{Planner, Selection};
+use crate::plan::{CollectionPlan, Planner, Selection};
 use crate::store::state::now;
 use crate::store::submitted::Submitted;
 use crate::store::State;
+use crate::workspace::slurm::SlurmConfig;
 use crate::workspace::Workspace;
 
 use super::finish::{self, Merging, Settled};
@@ -59,7 +60,8 @@ pub enum Outcome {
     Done(Summary),
 }
 
-/// Plans, submits and (with `wait`) waits for and merges a Slurm build.
+/// Plans, submits and (with `wait`) waits for and merges a Slurm build;
+/// what it has to say meanwhile goes to `notes`.
 pub fn build(
     ws: &Workspace,
     state: &mut State,
@@ -67,12 +69,13 @@ pub fn build(
     selection: &Selection,
     flags: Flags,
     cluster: &Cluster,
+    notes: Notes,
 ) -> Result<Outcome, EngineError> {
-    let mut summary = match finish::settle(ws, state, cluster.wait, cluster.quiet)? {
+    let mut summary = match finish::settle(ws, state, cluster.wait, cluster.quiet, notes)? {
         Settled::Running(subs, s) => return Ok(Outcome::Busy(subs, s)),
         Settled::Done(s) => s,
     };
-    let prepared = driver::prepare(ws, state, planner, selection, flags)?;
+    let prepared = driver::prepare(ws, state, planner, selection, flags, notes)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
@@ -90,41 +93,11 @@ pub fn build(
     let shards = cluster.config.shards;
     let mut writer = PlanWriter::create(&paths.plan, shards)?;
     let mut sharder = Sharder::new(shards);
-    prepared.for_each(ws, state, |state, p| {
+    prepared.for_each(ws, state, notes, |state, p| {
         if let Some(u) = &p.unplanned {
             return driver::note_unplanned(state, p, u, flags, &mut run.summary);
         }
-        let settled = run.engine.settle(state, p)?;
-        run.summary.merge(settled);
-        let works = shard::inputs_of(state, p)?;
-        let busy: HashSet<i64> = works.iter().map(|w| w.id).collect();
-        let idle: Vec<i64> = p
-            .complete
-            .iter()
-            .copied()
-            .filter(|id| !busy.contains(id))
-            .collect();
-        // A folder with work in a task is complete only once that work is
-        // merged: the next plan that reads it row by row records it.
-        let idle_folders: Vec<Folder> = p
-            .folders
-            .iter()
-            .filter(|f| !f.inputs.iter().any(|i| busy.contains(i)))
-            .cloned()
-            .collect();
-        run.engine
-            .complete(state, p.id, p.fp, &idle, &idle_folders)?;
-        if let (false, Some(spec)) = (works.is_empty(), &p.spec) {
-            let assigned = sharder.assign_all(&works);
-            let line = CollectionLine {
-                name: p.name.clone(),
-                id: p.id,
-                fp: p.fp,
-                fingerprint: spec.fingerprint.clone(),
-            };
-            writer.collection(&line, &works, &assigned)?;
-        }
-        Ok(())
+        shard_collection(state, p, &mut run, &mut sharder, &mut writer)
     })?;
     if removes {
         state.prune_unused()?;
@@ -148,40 +121,26 @@ pub fn build(
         fail_fast: cluster.fail_fast,
         watched: watched.clone(),
     })?;
-    std::fs::create_dir_all(&paths.logs)
-        .map_err(|e| EngineError(format!("creating {}: {e}", paths.logs.display())))?;
-
-    // Registered before sbatch: a coordinator killed after sbatch answered
-    // leaves a plan the next invocation finds (and merges).
-    let mut sub = Submitted {
-        plan: id.clone(),
-        build: run.build,
-        job: None,
-        merge_job: None,
-        tasks,
-        at: now(),
-    };
-    state.add_submitted(&sub)?;
     let slurm = Slurm::from_path();
-    let job = match slurm.submit(&cluster.config, &array_spec(ws, &paths, tasks)?) {
-        Ok(job) => job,
-        Err(e) => {
-            state.close_submitted(&id, &paths.journals)?;
-            paths.remove();
-            return Err(EngineError(format!(
-                "submitting the job array: {e}\n  nothing was built; the plan is dropped"
-            )));
-        }
-    };
-    sub.job = Some(job.0);
-    state.set_submitted_jobs(&id, job.0, None)?;
-    eprintln!(
-        "slurm: submitted job {job} ({tasks} tasks, plan {id}); logs in {}",
-        paths.logs.display()
-    );
+    let (mut sub, job) =
+        submit_array(ws, state, &slurm, &cluster.config, &paths, run.build, tasks)?;
+    notes(Note::Submitted {
+        job: job.0,
+        tasks,
+        plan: id.clone(),
+        logs: paths.logs.clone(),
+    });
     if cluster.wait {
         let mut merging = Merging::begin(state, &paths)?;
-        finish::wait(state, &slurm, &sub, &paths, &mut merging, cluster.quiet)?;
+        finish::wait(
+            state,
+            &slurm,
+            &sub,
+            &paths,
+            &mut merging,
+            cluster.quiet,
+            notes,
+        )?;
         summary.merge(finish::finish_plan(
             ws,
             state,
@@ -190,42 +149,159 @@ pub fn build(
             &paths,
             merging,
             Some(run),
+            notes,
         )?);
         return Ok(Outcome::Done(summary));
     }
+    submit_merge_job(
+        ws,
+        state,
+        &slurm,
+        &cluster.config,
+        &paths,
+        (&mut sub, job),
+        notes,
+    )?;
+    // The build's row stays open: whoever merges the plan closes it.
+    let mut submitted = run.summary;
+    submitted
+        .slurm
+        .push(array_report(&slurm, &sub, job, &paths));
+    summary.merge(submitted);
+    Ok(Outcome::Done(summary))
+}
 
-    // Not waiting: a merge job folds the journals in once every task
-    // succeeded (Slurm cancels it otherwise, and the next invocation merges).
+/// One collection's plan in a Slurm build: its non-job part done now (and
+/// its inputs with nothing left to build marked complete), its jobs, input by
+/// input, assigned to shards and written into the plan.
+fn shard_collection(
+    state: &mut State,
+    p: &CollectionPlan,
+    run: &mut Run,
+    sharder: &mut Sharder,
+    writer: &mut PlanWriter,
+) -> Result<(), EngineError> {
+    let settled = run.engine.settle(state, p)?;
+    run.summary.merge(settled);
+    let works = shard::inputs_of(state, p)?;
+    let busy: HashSet<i64> = works.iter().map(|w| w.id).collect();
+    let idle: Vec<i64> = p
+        .complete
+        .iter()
+        .copied()
+        .filter(|id| !busy.contains(id))
+        .collect();
+    // A folder with work in a task is complete only once that work is
+    // merged: the next plan that reads it row by row records it.
+    let idle_folders: Vec<Folder> = p
+        .folders
+        .iter()
+        .filter(|f| !f.inputs.iter().any(|i| busy.contains(i)))
+        .cloned()
+        .collect();
+    run.engine
+        .complete(state, p.id, p.fp, &idle, &idle_folders)?;
+    if let (false, Some(spec)) = (works.is_empty(), &p.spec) {
+        let assigned = sharder.assign_all(&works);
+        let line = CollectionLine {
+            name: p.name.clone(),
+            id: p.id,
+            fp: p.fp,
+            fingerprint: spec.fingerprint.clone(),
+        };
+        writer.collection(&line, &works, &assigned)?;
+    }
+    Ok(())
+}
+
+/// Registers the written plan in the state and submits its job array of
+/// `tasks` tasks (its row, and the array's id); if `sbatch` fails, the plan
+/// is dropped (nothing was built).
+fn submit_array(
+    ws: &Workspace,
+    state: &mut State,
+    slurm: &Slurm,
+    config: &SlurmConfig,
+    paths: &PlanPaths,
+    build: i64,
+    tasks: u32,
+) -> Result<(Submitted, JobId), EngineError> {
+    std::fs::create_dir_all(&paths.logs)
+        .map_err(|e| EngineError(format!("creating {}: {e}", paths.logs.display())))?;
+
+    // Registered before sbatch: a coordinator killed after sbatch answered
+    // leaves a plan the next invocation finds (and merges).
+    let mut sub = Submitted {
+        plan: paths.id.clone(),
+        build,
+        job: None,
+        merge_job: None,
+        tasks,
+        at: now(),
+    };
+    state.add_submitted(&sub)?;
+    let job = match slurm.submit(config, &array_spec(ws, paths, tasks)?) {
+        Ok(job) => job,
+        Err(e) => {
+            state.close_submitted(&paths.id, &paths.journals)?;
+            paths.remove();
+            return Err(EngineError(format!(
+                "submitting the job array: {e}\n  nothing was built; the plan is dropped"
+            )));
+        }
+    };
+    sub.job = Some(job.0);
+    state.set_submitted_jobs(&paths.id, job.0, None)?;
+    Ok((sub, job))
+}
+
+/// Not waiting: a merge job folds the journals in once every task
+/// succeeded (Slurm cancels it otherwise, and the next invocation merges).
+fn submit_merge_job(
+    ws: &Workspace,
+    state: &mut State,
+    slurm: &Slurm,
+    config: &SlurmConfig,
+    paths: &PlanPaths,
+    (sub, job): (&mut Submitted, JobId),
+    notes: Notes,
+) -> Result<(), EngineError> {
     let merge = JobSpec {
-        name: format!("cpia-merge-{id}"),
+        name: format!("cpia-merge-{}", paths.id),
         tasks: None,
-        command: cpia_command(ws, &paths, &["--merge"])?,
+        command: cpia_command(ws, paths, &["--merge"])?,
         output: LogPattern(paths.merge_log().to_string_lossy().into_owned()),
         after_ok: Some(job),
-        ..array_spec(ws, &paths, tasks)?
+        ..array_spec(ws, paths, sub.tasks)?
     };
     let merge_config = SlurmConfig {
         cpus_per_task: Some(1),
-        ..cluster.config.clone()
+        ..config.clone()
     };
     match slurm.submit(&merge_config, &merge) {
         Ok(m) => {
             sub.merge_job = Some(m.0);
-            state.set_submitted_jobs(&id, job.0, Some(m.0))?;
-            eprintln!("slurm: merge job {m} runs when every task has succeeded");
+            state.set_submitted_jobs(&paths.id, job.0, Some(m.0))?;
+            notes(Note::MergeJobSubmitted { job: m.0 });
         }
-        Err(e) => eprintln!(
-            "warning: submitting the merge job: {e}\n  the next `cpia build` (or `cpia build --executor slurm --attach`) merges the results"
-        ),
+        Err(e) => notes(Note::MergeJobNotSubmitted {
+            error: e.to_string(),
+        }),
     }
+    Ok(())
+}
+
+/// The submitted array as the summary shows it: each task's state as
+/// `squeue` sees it now (`PENDING` until it does).
+fn array_report(slurm: &Slurm, sub: &Submitted, job: JobId, paths: &PlanPaths) -> SlurmJob {
     let states = slurm.queue(job).unwrap_or_default();
     let mut report = SlurmJob {
-        plan: id.clone(),
+        plan: paths.id.clone(),
         job: job.0,
         merge_job: sub.merge_job,
         tasks: Vec::new(),
     };
-    for t in 0..tasks {
+    for t in 0..sub.tasks {
         let state = states
             .iter()
             .find(|s| s.task == Some(t))
@@ -237,20 +313,21 @@ pub fn build(
             log: paths.task_log(t).display().to_string(),
         });
     }
-    // The build's row stays open: whoever merges the plan closes it.
-    let mut submitted = run.summary;
-    submitted.slurm.push(report);
-    summary.merge(submitted);
-    Ok(Outcome::Done(summary))
+    report
 }
 
 /// Waits for the Slurm builds of the workspace that are not merged yet and
 /// merges them (`--attach`).
-pub fn attach(ws: &Workspace, state: &mut State, quiet: bool) -> Result<Summary, EngineError> {
+pub fn attach(
+    ws: &Workspace,
+    state: &mut State,
+    quiet: bool,
+    notes: Notes,
+) -> Result<Summary, EngineError> {
     if state.submitted()?.is_empty() && !quiet {
-        eprintln!("slurm: no Slurm build of this workspace is waiting to be merged");
+        notes(Note::NothingToAttach);
     }
-    match finish::settle(ws, state, true, quiet)? {
+    match finish::settle(ws, state, true, quiet, notes)? {
         Settled::Done(s) | Settled::Running(_, s) => Ok(s),
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::engine::{Engine, EngineError, Options, Summary};
+use crate::engine::{Engine, EngineError, Note, Notes, Options, Summary};
 use crate::plan::expand::{expand_roi, expand_wsi};
 use crate::plan::{
     BuildAction, CollectionPlan, CollectionSpec, Input, Planner, QcAction, Selection, UnitAction,
@@ -39,8 +39,14 @@ pub fn jobs() -> usize {
         .map_or_else(crate::threads::cores, crate::threads::cap)
 }
 
-/// Runs shard `shard` of the plan in `plan_dir`.
-pub fn run(ws: &Workspace, plan_dir: &Path, shard: u32) -> Result<Summary, EngineError> {
+/// Runs shard `shard` of the plan in `plan_dir`; its first note says what
+/// it runs (the first line of the task's log).
+pub fn run(
+    ws: &Workspace,
+    plan_dir: &Path,
+    shard: u32,
+    notes: Notes,
+) -> Result<Summary, EngineError> {
     let paths = PlanPaths::of_dir(ws, plan_dir).ok_or_else(|| {
         EngineError(format!(
             "{} is not a plan folder of this workspace",
@@ -81,13 +87,13 @@ pub fn run(ws: &Workspace, plan_dir: &Path, shard: u32) -> Result<Summary, Engin
         // the node (or the job's cgroup, which Slurm sets from --mem) allows.
         memory: crate::engine::budget::Limit::resolve(None, ws),
     };
-    eprintln!(
-        "cpia worker: plan {}, shard {shard} of {}, -j {}, journal {}",
-        paths.id,
-        manifest.tasks,
-        opts.jobs,
-        writer.path().display()
-    );
+    notes(Note::TaskStarted {
+        plan: paths.id.clone(),
+        shard,
+        tasks: manifest.tasks,
+        jobs: opts.jobs,
+        journal: writer.path().to_path_buf(),
+    });
     let mut engine = Engine::for_task(&ws.output, &tag, &opts, manifest.build)?;
     let mut rec = JournalRecorder::new(writer);
     let mut summary = Summary::default();

@@ -1,7 +1,8 @@
 //! Typed wrappers over Slurm's command-line tools.
 //!
 //! - [`Slurm::submit`]: `sbatch --parsable` of a job or a job array
-//!   ([`JobSpec`]), with the site options of [`SlurmConfig`].
+//!   ([`JobSpec`]), with the site options of
+//!   [`SlurmConfig`](crate::workspace::slurm::SlurmConfig).
 //! - [`Slurm::queue`]: per-task states from `squeue` (fast, from the
 //!   controller's memory; a finished job stays there `MinJobAge`, 300 s by
 //!   default).
@@ -17,7 +18,6 @@
 mod accounting;
 mod cancel;
 mod command;
-pub mod config;
 mod control;
 mod logs;
 mod queue;
@@ -31,7 +31,6 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use command::SlurmError;
-pub use config::{ConfigError, SlurmConfig};
 pub use logs::{LogIds, LogPattern};
 pub use queue::TaskStatus;
 pub use state::{ExitCode, TaskState};

@@ -4,9 +4,9 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
-use super::config::SlurmConfig;
 use super::logs::LogPattern;
 use super::{JobId, Slurm, SlurmError};
+use crate::workspace::slurm::SlurmConfig;
 
 /// What to submit; the site's options come from a [`SlurmConfig`].
 #[derive(Clone, Debug)]

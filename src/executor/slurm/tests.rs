@@ -6,11 +6,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::accounting::parse_sacct;
-use super::config::{check_sbatch_arg, time_seconds};
 use super::control::parse_exit_codes;
 use super::queue::parse_squeue;
 use super::submit::parse_job_id;
 use super::*;
+use crate::workspace::slurm::{check_sbatch_arg, time_seconds, SlurmConfig};
 
 #[test]
 fn squeue_lines_become_task_states() {

@@ -52,6 +52,10 @@ pub struct OutputFacts {
     /// WSI units and QC pictures: how the slide was read.
     pub read: Option<ReadFacts>,
     pub tile: Option<TileFacts>,
+    /// The output folder's id.
+    pub out_dir: i64,
+    /// A named output's row id (0 for a tile).
+    pub id: i64,
 }
 
 impl OutputFacts {
@@ -85,7 +89,8 @@ const SOURCE: &str = "JOIN inputs i ON i.id = {t}.input JOIN collections c ON c.
 const OUTPUT_SQL: &str = "SELECT d.path, o.name, c.name, o.input, sd.root,
     CASE sd.path WHEN '' THEN f.name ELSE sd.path || '/' || f.name END, o.source_hash,
     o.ino, o.size, o.mtime_ns, o.content_hash, o.sink, p.hash, pv.recipe_hash, pv.tool_version,
-    o.class, o.built_at, o.build, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader
+    o.class, o.built_at, o.build, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
+    o.id, o.out_dir
     FROM outputs o JOIN out_dirs d ON d.id = o.out_dir {source}
     JOIN pipelines p ON p.id = o.pipeline JOIN provenance pv ON pv.id = o.prov
     LEFT JOIN reads r ON r.id = o.read";
@@ -94,7 +99,7 @@ const TILE_SQL: &str = "SELECT d.path, f.name, c.name, u.input, sd.root,
     CASE sd.path WHEN '' THEN f.name ELSE sd.path || '/' || f.name END, r.source_hash,
     t.ino, t.size, t.mtime_ns, t.content_hash, u.sink, p.hash, pv.recipe_hash, pv.tool_version,
     NULL, u.built_at, u.build, r.source_hash, r.read_size, r.mpp, r.mpp_origin, r.reader,
-    u.id, u.i, u.j, u.size, t.x, t.y, u.complete
+    u.id, u.i, u.j, u.size, t.x, t.y, u.complete, u.out_dir
     FROM tiles t JOIN units u ON u.id = t.unit JOIN out_dirs d ON d.id = u.out_dir {source}
     JOIN pipelines p ON p.id = u.pipeline JOIN provenance pv ON pv.id = u.prov
     JOIN reads r ON r.id = u.read";
@@ -129,7 +134,14 @@ fn facts(
         None
     };
     let name: String = r.get(1)?;
+    let (id, out_dir) = if tile.is_some() {
+        (0, r.get(30)?)
+    } else {
+        (r.get(23)?, r.get(24)?)
+    };
     Ok(OutputFacts {
+        out_dir,
+        id,
         dir: r.get(0)?,
         name: match &tile {
             Some(t) => tile_name(&name, t.size, t.x, t.y),
@@ -256,6 +268,42 @@ impl State {
                 .optional()
             })
             .map_err(self.err(what))
+    }
+
+    /// The named output (ROI output or QC picture) whose row id is `id`.
+    pub fn output_facts_by_id(&self, id: i64) -> Result<Option<OutputFacts>, StateError> {
+        let sql = format!(
+            "{} WHERE o.id = ?1",
+            OUTPUT_SQL.replace("{source}", &SOURCE.replace("{t}", "o"))
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_row([id], |r| facts(r, false, &|_, _, _, _| String::new()))
+                    .optional()
+            })
+            .map_err(self.err("reading an output record"))
+    }
+
+    /// The tile of unit `unit` at (`x`, `y`).
+    pub fn tile_facts_at(
+        &self,
+        unit: i64,
+        x: u32,
+        y: u32,
+        tile_name: &dyn Fn(&str, u32, u32, u32) -> String,
+    ) -> Result<Option<OutputFacts>, StateError> {
+        let sql = format!(
+            "{} WHERE t.unit = ?1 AND t.x = ?2 AND t.y = ?3",
+            TILE_SQL.replace("{source}", &SOURCE.replace("{t}", "u"))
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_row(params![unit, x, y], |r| facts(r, true, tile_name))
+                    .optional()
+            })
+            .map_err(self.err("reading a tile record"))
     }
 
     /// The tiles of edge `size` at (`x`, `y`) recorded in folder `dir`, of

@@ -12,6 +12,10 @@
 //! ```
 //! Every key is optional; whatever is not set is left to the site's
 //! defaults (and to `SBATCH_*` environment variables).
+//!
+//! Read with the rest of `cpia.toml` (so a typo fails every command, not only
+//! a Slurm build), and used by `executor::slurm` to build `sbatch`'s command
+//! line: it lives here, below both.
 
 /// Array tasks of a build when neither `shards` nor `--shards` says.
 pub const DEFAULT_SHARDS: u32 = 16;

@@ -1,0 +1,301 @@
+//! Export benchmarks: `cargo bench --bench export [-- throughput scale incremental read]`.
+//!
+//! On the corpus-shaped synthetic workspace of `benches/common` (99 % WSI
+//! tiles, real recipes, a state recorded through the library, real files):
+//!
+//! - `throughput`: `cpia export --format webdataset -j 2` against GNU
+//!   `tar -cf` of the same files (a file list in the same order), 20,000
+//!   outputs of 48 KiB, warm cache, alternating, medians of 3: MB/s of image
+//!   bytes. Target: at least tar's.
+//! - `scale`: a whole export of 100 k and 1 M outputs (empty files: the cost
+//!   is per sample), wall time and peak RSS (wait4). Target: RSS ≤ 200 MB and
+//!   flat, time linear.
+//! - `incremental`: 100 shards of 1,000 samples; one output's bytes and
+//!   record changed (as a rebuild changes them); `cpia export` rewrites one
+//!   shard: time against the whole export's.
+//! - `read`: samples/s through the real Python `webdataset` reader from the
+//!   shards, against the same process decoding the loose files with PIL
+//!   (20,000 outputs, real pictures of each scale's size, one process each).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::measured::{median, run, run_program};
+use common::{manifest, Corpus, Shape};
+
+fn base() -> PathBuf {
+    std::env::var_os("CPIA_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest().join("target/bench-export"))
+}
+
+fn corpus(name: &str, outputs: u64, file_bytes: usize, images: bool) -> Corpus {
+    let t = std::time::Instant::now();
+    let c = Corpus::generate(
+        &base().join(name),
+        Shape {
+            wsi_tiles: outputs - outputs / 100,
+            roi_outputs: outputs / 100,
+            files: true,
+            images,
+            file_bytes,
+        },
+    );
+    eprintln!(
+        "generated {name}: {} outputs in {:.0} s",
+        c.outputs,
+        t.elapsed().as_secs_f64()
+    );
+    c
+}
+
+fn done(c: &Corpus) {
+    if std::env::var_os("CPIA_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&c.dir);
+    }
+}
+
+/// The dataset's image files (relative to `dataset/`) and their bytes.
+fn images(c: &Corpus) -> (Vec<String>, u64) {
+    let root = c.dir.join("dataset");
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    for e in walkdir::WalkDir::new(&root)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+    {
+        let rel = e
+            .path()
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let top = rel.split('/').next().unwrap_or("");
+        if e.file_type().is_file() && ["XL", "L", "M", "S"].contains(&top) {
+            bytes += e.metadata().unwrap().len();
+            files.push(rel);
+        }
+    }
+    (files, bytes)
+}
+
+fn export(c: &Corpus, args: &[&str]) -> common::measured::Run {
+    let mut all = vec!["export", "--format", "webdataset", "-j", "2"];
+    all.extend_from_slice(args);
+    let r = run(&c.dir, &all);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    r
+}
+
+fn remove(c: &Corpus) {
+    let r = run(&c.dir, &["export", "--remove", "webdataset"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+fn throughput() {
+    let c = corpus("throughput", 20_000, 48 << 10, false);
+    let (files, bytes) = images(&c);
+    let list = c.dir.join("files.txt");
+    std::fs::write(&list, files.join("\n") + "\n").unwrap();
+    let tar_out = c.dir.join("all.tar");
+    let tar = || {
+        let mut cmd = Command::new("tar");
+        cmd.arg("-cf")
+            .arg(&tar_out)
+            .arg("-C")
+            .arg(c.dir.join("dataset"))
+            .arg("-T")
+            .arg(&list);
+        let r = run_program(&mut cmd, &c.dir);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        std::fs::remove_file(&tar_out).unwrap();
+        r.wall
+    };
+    let ours = || {
+        let w = export(&c, &["--shard-bytes", "256M"]).wall;
+        remove(&c);
+        w
+    };
+    let (_, _) = (tar(), ours());
+    let (mut t, mut o) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        t.push(tar());
+        o.push(ours());
+    }
+    let mb = bytes as f64 / 1e6;
+    let (t, o) = (median(t), median(o));
+    println!(
+        "\nexport throughput, {} files, {:.0} MB (warm cache, 2 cores, median of 3)",
+        files.len(),
+        mb
+    );
+    println!("| tool | wall | MB/s |\n|---|---|---|");
+    println!("| `tar -cf` (GNU) | {t:.2} s | {:.0} |", mb / t);
+    println!("| `cpia export --format webdataset -j 2` (hashes every image, blake3 + SHA-256 of every shard, fsync) | {o:.2} s | {:.0} ({:.2}× tar) |", mb / o, t / o);
+    done(&c);
+}
+
+fn scale() {
+    println!("\nwhole export, corpus-shaped (empty files: the cost per sample), 2 cores");
+    println!("| outputs | wall | per sample | peak RSS |\n|---|---|---|---|");
+    for n in [100_000u64, 1_000_000] {
+        let c = corpus(&format!("scale-{n}"), n, 0, false);
+        let r = export(&c, &["--shard-samples", "10000"]);
+        println!(
+            "| {} | {:.1} s | {:.1} µs | {:.0} MiB |",
+            c.outputs,
+            r.wall,
+            r.wall * 1e6 / c.outputs as f64,
+            r.rss_mib
+        );
+        done(&c);
+    }
+}
+
+fn incremental() {
+    let c = corpus("incremental", 100_000, 2048, false);
+    let whole = export(&c, &["--shard-samples", "1000"]);
+    let shards = |c: &Corpus| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> =
+            std::fs::read_dir(c.dir.join("dataset/export/webdataset"))
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect();
+        v.sort();
+        v
+    };
+    let before = shards(&c);
+    // One output rewritten with other bytes, and its record changed as a
+    // rebuild changes it (the triggers mark its pair for the export).
+    let db = rusqlite::Connection::open(c.dir.join("cache/state.sqlite")).unwrap();
+    let (id, path): (i64, String) = db
+        .query_row(
+            "SELECT o.id, d.path || '/' || o.name FROM outputs o JOIN out_dirs d ON d.id = o.out_dir
+              WHERE o.sink <> 'qc' LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let bytes = common::content(999_999, 2048);
+    let file = c.dir.join("dataset").join(&path);
+    std::fs::write(&file, &bytes).unwrap();
+    db.execute(
+        "UPDATE outputs SET content_hash = ?1, size = ?2 WHERE id = ?3",
+        rusqlite::params![
+            blake3::hash(&bytes).as_bytes().to_vec(),
+            bytes.len() as i64,
+            id
+        ],
+    )
+    .unwrap();
+    drop(db);
+    let one = run(&c.dir, &["export", "webdataset", "--json"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let after = shards(&c);
+    let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    println!(
+        "\nincremental export: {} shards of ~1,000 samples; one output changed",
+        before.len()
+    );
+    println!("| what | wall | shards rewritten | peak RSS |\n|---|---|---|---|");
+    println!(
+        "| whole export | {:.2} s | {} | {:.0} MiB |",
+        whole.wall,
+        before.len(),
+        whole.rss_mib
+    );
+    println!(
+        "| one sample changed | {:.3} s | {changed} | {:.0} MiB |",
+        one.wall, one.rss_mib
+    );
+    assert_eq!(changed, 1, "{}", one.stdout);
+    done(&c);
+}
+
+const READ: &str = r#"
+import sys, time, glob, io
+from PIL import Image
+mode, root = sys.argv[1], sys.argv[2]
+t = time.perf_counter(); n = 0
+if mode == "shards":
+    import webdataset as wds
+    for s in wds.WebDataset(sorted(glob.glob(root + "/*.tar")), shardshuffle=False):
+        Image.open(io.BytesIO(s["jpg"])).load(); n += 1
+else:
+    for line in open(root):
+        Image.open(line.strip()).load(); n += 1
+print(n, time.perf_counter() - t)
+"#;
+
+fn read() {
+    let c = corpus("read", 20_000, 0, true);
+    export(&c, &["--shard-bytes", "256M"]);
+    let (files, _) = images(&c);
+    let list = c.dir.join("loose.txt");
+    let root = c.dir.join("dataset");
+    std::fs::write(
+        &list,
+        files
+            .iter()
+            .map(|f| root.join(f).to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let py = |mode: &str, arg: &Path| -> (f64, f64) {
+        let o = Command::new("python3")
+            .args(["-c", READ, mode])
+            .arg(arg)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s = String::from_utf8_lossy(&o.stdout);
+        let mut it = s.split_whitespace();
+        (
+            it.next().unwrap().parse().unwrap(),
+            it.next().unwrap().parse().unwrap(),
+        )
+    };
+    let shards_dir = c.dir.join("dataset/export/webdataset");
+    let _ = (py("shards", &shards_dir), py("loose", &list));
+    let (n, ts) = py("shards", &shards_dir);
+    let (m, tl) = py("loose", &list);
+    assert_eq!(n, m);
+    println!("\nreading {n} samples, one process, decoding every JPEG (PIL), warm cache");
+    println!("| source | samples/s |\n|---|---|");
+    println!("| WebDataset shards (`webdataset`) | {:.0} |", n / ts);
+    println!("| loose files (PIL `open`) | {:.0} |", m / tl);
+    done(&c);
+}
+
+fn main() {
+    let modes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let all = modes.is_empty();
+    let on = |m: &str| all || modes.iter().any(|x| x == m);
+    if on("throughput") {
+        throughput();
+    }
+    if on("incremental") {
+        incremental();
+    }
+    if on("scale") {
+        scale();
+    }
+    if on("read") {
+        read();
+    }
+}

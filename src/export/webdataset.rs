@@ -1,0 +1,189 @@
+//! WebDataset shards: deterministic ustar tars written with the `tar`
+//! crate.
+//!
+//! Each sample is `<key>.jpg` — the output's bytes, unchanged (checked
+//! against their recorded blake3 as they are read) — then `<key>.json`, its
+//! record ([`super::record`]). Samples come in the shard's stable
+//! pseudo-random order ([`super::key::rank`]). Every header is ustar with
+//! mode 0644, uid and gid 0, empty user and group names, and the fixed mtime
+//! [`MTIME`]; the archive ends with the two zero blocks and nothing else. So
+//! the same samples give the same bytes, whoever writes them and when.
+//!
+//! The `tar` crate writes exactly that: `Header::new_ustar` and
+//! `Builder::append` write the header given, byte for byte (it adds no PAX
+//! or GNU records), and `set_path` splits a long name into ustar's prefix
+//! and name fields — keys are built to fit them ([`super::key`]).
+
+use std::io::{self, Write};
+
+/// The fixed modification time of every member (2000-01-01T00:00:00Z;
+/// GNU tar warns about timestamps of 0).
+pub const MTIME: u64 = 946_684_800;
+
+/// Bump when the bytes written for the same samples change.
+pub const VERSION: &str = "1";
+
+/// One sample as a shard holds it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub key: String,
+    pub rank: u64,
+    /// The output's path relative to the output folder.
+    pub source: String,
+    /// The blake3 (hex) its bytes must have.
+    pub blake3: String,
+    pub record: Vec<u8>,
+}
+
+/// A writer that hashes (blake3 and SHA-256) and counts what passes through it.
+pub struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+/// What a written file is: blake3 and SHA-256 (hex) and length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sums {
+    pub blake3: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    pub fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hasher: blake3::Hasher::new(),
+            sha: <sha2::Sha256 as sha2::Digest>::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The sums of everything written, and the inner writer.
+    pub fn finish(self) -> (Sums, W) {
+        let sha = sha2::Digest::finalize(self.sha);
+        let sums = Sums {
+            blake3: self.hasher.finalize().to_hex().to_string(),
+            sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
+            bytes: self.bytes,
+        };
+        (sums, self.inner)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        sha2::Digest::update(&mut self.sha, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn header(path: &str, size: u64) -> io::Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path)?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(h)
+}
+
+/// Writes the shard of `members` (already in shard order) to `out`;
+/// `read(source)` gives an output's bytes. Returns the shard's sums. An output whose bytes do not match its record stops the
+/// shard with an error naming it.
+pub fn write_shard(
+    out: impl Write,
+    members: &[Member],
+    read: &dyn Fn(&str) -> io::Result<Vec<u8>>,
+) -> io::Result<Sums> {
+    let mut b = tar::Builder::new(Hashing::new(io::BufWriter::with_capacity(1 << 20, out)));
+    for m in members {
+        let bytes =
+            read(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
+        let found = blake3::hash(&bytes).to_hex();
+        if found.as_str() != m.blake3 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: its bytes (blake3 {found}) are not the ones recorded ({}): it changed since it was built; \
+                     `cpia build --check-outputs` rebuilds it",
+                    m.source, m.blake3
+                ),
+            ));
+        }
+        b.append(
+            &header(&format!("{}.jpg", m.key), bytes.len() as u64)?,
+            &bytes[..],
+        )?;
+        b.append(
+            &header(&format!("{}.json", m.key), m.record.len() as u64)?,
+            &m.record[..],
+        )?;
+    }
+    let w = b.into_inner()?;
+    let (sums, mut inner) = w.finish();
+    inner.flush()?;
+    Ok(sums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members() -> Vec<Member> {
+        vec![Member {
+            key: "M/sub/a".into(),
+            rank: 1,
+            source: "M/sub/a.jpg".into(),
+            blake3: blake3::hash(b"jpeg").to_hex().to_string(),
+            record: b"{}\n".to_vec(),
+        }]
+    }
+
+    #[test]
+    fn a_shard_is_the_same_bytes_every_time_and_plain_ustar() {
+        let read = |_: &str| Ok(b"jpeg".to_vec());
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let sa = write_shard(&mut a, &members(), &read).unwrap();
+        let sb = write_shard(&mut b, &members(), &read).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+        assert_eq!(sa.bytes as usize, a.len());
+        assert_eq!(sa.blake3, blake3::hash(&a).to_hex().as_str());
+        // Two members of one block each plus data, and the two end blocks.
+        assert_eq!(a.len(), 512 * 6);
+        assert_eq!(&a[257..263], b"ustar\0");
+        let mut ar = tar::Archive::new(&a[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                assert_eq!(e.header().mode().unwrap(), 0o644);
+                assert_eq!(e.header().mtime().unwrap(), MTIME);
+                assert_eq!(e.header().uid().unwrap(), 0);
+                e.path().unwrap().to_string_lossy().into_owned()
+            })
+            .collect();
+        assert_eq!(names, ["M/sub/a.jpg", "M/sub/a.json"]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_the_recorded_ones_stop_the_shard() {
+        let read = |_: &str| Ok(b"other".to_vec());
+        let e = write_shard(Vec::new(), &members(), &read).unwrap_err();
+        assert!(e.to_string().contains("M/sub/a.jpg: its bytes"), "{e}");
+    }
+}
