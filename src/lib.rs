@@ -19,9 +19,11 @@ pub mod parquet_file;
 pub mod plan;
 pub mod provenance;
 pub mod recipe;
+pub mod regular_file;
 pub mod report;
 pub mod slide;
 pub mod store;
+pub mod threads;
 pub mod workspace;
 
 // Test support shared with the integration tests (tests/common): what a test

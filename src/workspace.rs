@@ -55,6 +55,9 @@ struct ConfigFile {
     export: BTreeMap<String, toml::Value>,
 }
 
+/// The most `cpia.toml` may hold (it is a few hundred lines).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// A located, parsed workspace.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -134,8 +137,9 @@ impl Workspace {
     pub fn open(root: &Path) -> Result<Workspace, WorkspaceError> {
         let root = absolute(root);
         let path = root.join(CONFIG_FILE);
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| WorkspaceError::Read(path.clone(), e))?;
+        // Never blocks on a FIFO, never reads a device without end.
+        let text = crate::regular_file::read_to_string(&path, MAX_CONFIG_BYTES)
+            .map_err(|e| WorkspaceError::Read(path.clone(), e))?;
         let cfg: ConfigFile = toml::from_str(&text)
             .map_err(|e| WorkspaceError::Parse(path.clone(), e.to_string()))?;
         let max_memory = match &cfg.max_memory {
@@ -245,6 +249,31 @@ impl Workspace {
                 config.display()
             ));
         }
+        if output.starts_with(&cache) || cache.starts_with(&output) {
+            return err(format!(
+                "the output folder {} and the cache folder {} overlap (`output` and `cache` in {}): \
+                 the dataset and the build state need folders of their own",
+                self.output.display(),
+                self.cache.display(),
+                config.display()
+            ));
+        }
+        let recipes = real_path(&self.recipes_dir());
+        for (what, key, path, real) in [
+            ("output", "output", &self.output, &output),
+            ("cache", "cache", &self.cache, &cache),
+        ] {
+            if real.starts_with(&recipes) || recipes.starts_with(real) {
+                return err(format!(
+                    "the {what} folder {} and the recipes folder {} overlap (`{key}` in {}): \
+                     give the {what} a folder of its own, such as the default \"{}\"",
+                    path.display(),
+                    self.recipes_dir().display(),
+                    config.display(),
+                    if what == "output" { "dataset" } else { "cache" }
+                ));
+            }
+        }
         for (label, path) in self.all_source_roots() {
             let src = real_path(&path);
             let shown = format!("{label} ({})", path.display());
@@ -270,6 +299,46 @@ impl Workspace {
             }
         }
         Ok(())
+    }
+
+    /// What of this workspace the file `path` would overwrite, if it is one
+    /// of the files a command's `-o` must never replace: `cpia.toml`,
+    /// anything in the cache folder (the build state, the lock), in
+    /// `recipes/`, in a source root, or in the output folder below its top
+    /// (outputs, manifests, temporaries; files directly in it, such as
+    /// `report.html`, are not cpia's). Paths are compared resolved.
+    pub fn owner_of(&self, path: &Path) -> Option<String> {
+        let p = real_path(path);
+        if p == real_path(&self.root.join(CONFIG_FILE)) {
+            return Some(format!("the workspace's {CONFIG_FILE}"));
+        }
+        let inside = |dir: &Path| p.starts_with(real_path(dir));
+        if inside(&self.cache) {
+            return Some(format!(
+                "inside the cache folder {} (the build state and the lock)",
+                self.cache.display()
+            ));
+        }
+        if inside(&self.recipes_dir()) {
+            return Some(format!(
+                "inside the recipes folder {}",
+                self.recipes_dir().display()
+            ));
+        }
+        for (label, root) in self.all_source_roots() {
+            if inside(&root) {
+                return Some(format!("inside {label} ({})", root.display()));
+            }
+        }
+        let output = real_path(&self.output);
+        if p.starts_with(&output) && p.parent() != Some(output.as_path()) {
+            return Some(format!(
+                "inside the output folder {}, whose sub-folders hold the dataset (a file directly in it, \
+                 such as report.html, is fine)",
+                self.output.display()
+            ));
+        }
+        None
     }
 
     /// Every source root a recipe could name: `[sources]` (with overrides
@@ -343,18 +412,66 @@ impl Workspace {
     /// tells `waiting` who (for the caller to say so) and waits; without, an
     /// error naming the holder. The lock is released when the returned guard
     /// is dropped, and by the OS if the process dies, so a killed build never
-    /// leaves it stuck.
+    /// leaves it stuck. Errors name the lock file.
     pub fn lock(&self, wait: bool, waiting: impl FnOnce(&str)) -> io::Result<WorkspaceLock> {
-        std::fs::create_dir_all(&self.cache)?;
-        let path = self.cache.join("lock");
+        let path = self.lock_path();
+        let named = |e: io::Error| named_lock_error(&path, e);
+        std::fs::create_dir_all(&self.cache).map_err(named)?;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .open(&path)
+            .map_err(named)?;
+        self.acquire(&file, wait, waiting)?;
+        file.set_len(0).map_err(named)?;
+        let _ = write!(file, "pid {}", std::process::id());
+        let _ = file.flush();
+        Ok(WorkspaceLock { _file: file })
+    }
+
+    /// The lock for a command that only reads (`verify`): as [`Self::lock`]
+    /// where the cache folder can be written; in a read-only workspace the
+    /// existing lock file is locked through a read-only descriptor, and with
+    /// no lock file at all (nothing was ever built there by a writer) there
+    /// is nothing to wait for: `None`.
+    pub fn lock_for_reading(
+        &self,
+        wait: bool,
+        waiting: impl Fn(&str),
+    ) -> io::Result<Option<WorkspaceLock>> {
+        let e = match self.lock(wait, &waiting) {
+            Ok(l) => return Ok(Some(l)),
+            Err(e) => e,
+        };
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+        ) {
+            return Err(e);
+        }
+        let path = self.lock_path();
+        match File::open(&path) {
+            Ok(file) => {
+                self.acquire(&file, wait, waiting)?;
+                Ok(Some(WorkspaceLock { _file: file }))
+            }
+            Err(n) if n.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(n) => Err(named_lock_error(&path, n)),
+        }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.cache.join("lock")
+    }
+
+    /// Locks `file`, waiting if `wait` (and telling `waiting` whose lock it
+    /// waits for).
+    fn acquire(&self, file: &File, wait: bool, waiting: impl FnOnce(&str)) -> io::Result<()> {
+        let path = self.lock_path();
         match file.try_lock() {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
                 let holder = holder.trim();
@@ -373,15 +490,19 @@ impl Workspace {
                     ));
                 }
                 waiting(&who);
-                file.lock()?;
+                file.lock().map_err(|e| named_lock_error(&path, e))
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::Error(e)) => Err(named_lock_error(&path, e)),
         }
-        file.set_len(0)?;
-        let _ = write!(file, "pid {}", std::process::id());
-        let _ = file.flush();
-        Ok(WorkspaceLock { _file: file })
     }
+}
+
+/// An error of taking the lock at `path`, naming it.
+fn named_lock_error(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("cannot take the workspace lock {}: {e}", path.display()),
+    )
 }
 
 /// Holds the workspace lock while alive.
@@ -418,7 +539,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a size such as \"16G\" or \"512M\""))?;
     let bytes = v * scale as f64;
-    if !bytes.is_finite() || bytes < MIN_MEMORY as f64 || bytes > u64::MAX as f64 {
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "`{text}` is more bytes than any machine has (at most {}T)",
+            u64::MAX >> 40
+        ));
+    }
+    if bytes < MIN_MEMORY as f64 {
         return Err(format!(
             "`{text}` is less than 1M, too little to build anything"
         ));
@@ -535,6 +662,27 @@ mod tests {
         assert!(ws_with("output = \"src2\"\n[sources]\nA = \"src\"\n")
             .check_layout()
             .is_ok());
+        // The recipes folder, and output and cache in each other.
+        for toml in [
+            "output = \"recipes\"\n",
+            "cache = \"recipes\"\n",
+            "output = \"recipes/out\"\n",
+            "cache = \".\"\noutput = \"x\"\n",
+        ] {
+            let e = ws_with(toml).check_layout().unwrap_err().to_string();
+            assert!(e.contains("overlap") || e.contains("itself"), "{toml}: {e}");
+        }
+        for toml in [
+            "output = \"cache\"\n",
+            "cache = \"dataset/c\"\n",
+            "output = \"a\"\ncache = \"a\"\n",
+        ] {
+            let e = ws_with(toml).check_layout().unwrap_err().to_string();
+            assert!(
+                e.contains("output folder") && e.contains("cache folder"),
+                "{toml}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -546,6 +694,10 @@ mod tests {
         assert_eq!(parse_size("2097152"), Ok(2 << 20));
         for bad in ["lots", "0", "12Q", "", "-1G", "100K"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        for huge in ["99999999999999999999999", "20000000T"] {
+            let e = parse_size(huge).unwrap_err();
+            assert!(e.contains("more bytes than"), "{huge}: {e}");
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "max_memory = \"2G\"\n").unwrap();

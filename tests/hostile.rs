@@ -1225,3 +1225,1219 @@ fn a_missing_state_with_a_full_output_folder_says_how_many_files_it_does_not_rec
         stderr(&out)
     );
 }
+
+// ---------------------------------------------------------------------------
+// 8. Hostile use, second pass (issue 19): files outside the dataset, silent
+// corruption, hangs, panics on stdout, errors that say what and where.
+//
+// Permission tests run the child `cpia` as an unprivileged user: as root
+// (CI), chmod denies nothing, so the child runs as uid/gid 65534 (nobody)
+// from a copy of the binary that user can execute; as another user, as
+// that user.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The cpia binary at a path every user can execute (a hard link or copy
+/// beside the system's temporary files; CI's checkout may be private).
+fn public_binary() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = Path::new(env!("CARGO_BIN_EXE_cpia"));
+        let stamp = std::fs::metadata(exe).unwrap().modified().unwrap();
+        let key = blake3::hash(format!("{} {stamp:?}", exe.display()).as_bytes()).to_hex();
+        let dir = Path::new("/tmp").join(format!("cpia-hostile-bin-{}", &key[..16]));
+        let bin = dir.join("cpia");
+        if !bin.is_file() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let tmp = dir.join(format!("cpia.{}", std::process::id()));
+            if std::fs::hard_link(exe, &tmp).is_err() {
+                std::fs::copy(exe, &tmp).unwrap();
+            }
+            std::fs::rename(&tmp, &bin).unwrap();
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    })
+    .clone()
+}
+
+/// `cpia ARGS` in `ws`, run as the unprivileged user.
+fn unprivileged(ws: &Ws, args: &[&str]) -> Command {
+    let mut c = Command::new(public_binary());
+    c.args(args).current_dir(ws.root());
+    c.env_remove("CPIA_DEBUG_COUNTERS");
+    if is_root() {
+        // SAFETY: setgroups/setgid/setuid are async-signal-safe and touch
+        // only the child.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(NOBODY) != 0
+                    || libc::setuid(NOBODY) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    c
+}
+
+/// A workspace in /tmp (reachable by the unprivileged user), like `roi_ws`.
+fn public_roi_ws() -> Ws {
+    let ws = Ws {
+        dir: tempfile::tempdir_in("/tmp").unwrap(),
+    };
+    std::fs::set_permissions(ws.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws.write("cpia.toml", "[sources]\nP = \"src\"\n");
+    ws.write("recipes/templates/centre.toml", common::TEMPLATE);
+    ws.write("recipes/p.toml", &recipe_p());
+    std::fs::create_dir_all(ws.path("src")).unwrap();
+    ws
+}
+
+/// Gives the tree at `root` to the unprivileged user (as root; otherwise
+/// it is the user's already).
+fn give_to_unprivileged(root: &Path) {
+    if !is_root() {
+        return;
+    }
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        std::os::unix::fs::lchown(e.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A workspace in /tmp of the unprivileged user with the real images
+/// `files` (test data name, path in the workspace), built by that user.
+fn built_by_unprivileged(td: &Path, files: &[(&str, &str)]) -> Ws {
+    let ws = public_roi_ws();
+    for (name, rel) in files {
+        ws.copy_in(td, name, rel);
+    }
+    give_to_unprivileged(ws.root());
+    let (j, out) = unprivileged_build(&ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (files.len() as u64, 0, 0, 0));
+    ws
+}
+
+/// `build --json` as the unprivileged user.
+fn unprivileged_build(ws: &Ws) -> (serde_json::Value, Output) {
+    let out = unprivileged(ws, &["build", "--json"]).output().unwrap();
+    let j = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", stderr(&out)));
+    (j, out)
+}
+
+/// Makes a FIFO at `p`.
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; the result is checked.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+fn is_fifo(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// A workspace with two real images in P, built once.
+fn built_roi(td: &Path) -> Ws {
+    let ws = roi_ws();
+    ws.copy_in(td, "skimage_ihc.png", "src/a.png");
+    ws.copy_in(td, "histolab_tcga-lung-rgb.png", "src/b.png");
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (2, 0, 0, 0));
+    ws
+}
+
+// D1 -------------------------------------------------------------------------
+
+#[test]
+fn output_flags_write_through_devices_and_fifos_and_never_create_folders() {
+    use std::os::unix::fs::FileTypeExt;
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    // A character device given directly, and through a link: written
+    // through, never replaced (as root the rename replaced /dev/null). As
+    // root the device is a private node of the null device, so a failure
+    // of this test cannot replace the machine's /dev/null; a user other
+    // than root cannot replace /dev/null, and uses it.
+    let null = if is_root() {
+        let node = ws.path("null");
+        let c = std::ffi::CString::new(node.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; the result is checked.
+        let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+        assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+        node
+    } else {
+        std::path::PathBuf::from("/dev/null")
+    };
+    std::os::unix::fs::symlink(&null, ws.path("to-null")).unwrap();
+    let null_arg = null.to_str().unwrap();
+    for args in [
+        &["lineage", "-o", null_arg][..],
+        &["report", "-o", null_arg, "--format", "md"],
+        &["lineage", "-o", "to-null"],
+    ] {
+        let out = ws.cpia(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(std::fs::symlink_metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        assert_eq!(std::fs::read_link(ws.path("to-null")).unwrap(), null);
+    }
+    // A FIFO: its reader gets the whole export; it stays a FIFO.
+    let fifo = ws.path("export.fifo");
+    mkfifo(&fifo);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = common::process::output(&mut ws.command(&["lineage", "-o", "export.fifo"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert!(got["entity"].is_object(), "PROV-JSON through the FIFO");
+    assert!(is_fifo(&fifo));
+    // A folder that does not exist is an error naming it, not created.
+    for args in [
+        &["lineage", "-o", "missing/sub/x.json"][..],
+        &["report", "-o", "missing/r.html"],
+    ] {
+        let out = ws.cpia(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+        assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+    }
+    assert!(!ws.path("missing").exists());
+    // A folder as the file: refused.
+    std::fs::create_dir(ws.path("adir")).unwrap();
+    let out = ws.cpia(&["lineage", "-o", "adir"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a folder"), "{}", stderr(&out));
+}
+
+// D4 -------------------------------------------------------------------------
+
+#[test]
+fn output_flags_refuse_the_workspaces_own_files() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    std::os::unix::fs::symlink(ws.path("cache/state.sqlite"), ws.path("innocent.json")).unwrap();
+    let targets = [
+        ("cache/state.sqlite", "cache folder"),
+        ("cpia.toml", "cpia.toml"),
+        ("recipes/p.toml", "recipes folder"),
+        ("src/a.png", "source root `P`"),
+        ("dataset/M/P/a.jpg", "output folder"),
+        ("dataset/manifests/new.json", "output folder"),
+        ("innocent.json", "cache folder"),
+    ];
+    let bytes = |rel: &str| std::fs::read(ws.path(rel)).ok();
+    for (target, what) in targets {
+        let before = bytes(target);
+        for cmd in ["lineage", "report"] {
+            let out = ws.cpia(&[cmd, "-o", target]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{cmd} -o {target}: {err}");
+            assert!(
+                err.contains("refusing to write") && err.contains(what),
+                "{err}"
+            );
+            assert_eq!(bytes(target), before, "{cmd} -o {target} changed it");
+        }
+    }
+    // Everything still works, and nothing was damaged.
+    let out = ws.cpia(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.cpia(&["verify"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // Beside the dataset, and elsewhere, `-o` is the usual overwrite.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mine = elsewhere.path().join("mine.json");
+    std::fs::write(&mine, "old").unwrap();
+    let out = ws.cpia(&["lineage", "-o", mine.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&mine).unwrap().starts_with('{'));
+    let out = ws.cpia(&["report", "-o", "dataset/report.md"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+// U7 -------------------------------------------------------------------------
+
+#[test]
+fn temporaries_of_killed_writers_are_cleared_and_an_interrupted_init_completes() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    // What SIGKILL during `lineage -o out.json` leaves: a temporary of a
+    // process that no longer runs (no pid is that large).
+    let stale = ws.path(".out.json.cpia-999999999.tmp");
+    std::fs::write(&stale, "{\"half").unwrap();
+    let out = ws.cpia(&["lineage", "-o", "out.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stale.exists(), "the dead writer's temporary is removed");
+    assert!(ws.path("out.json").is_file());
+
+    // What SIGKILL during `init` leaves: some recipes written (each file
+    // is whole: written under a temporary name and renamed), a temporary,
+    // no cpia.toml. The next init completes it.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("ws");
+    let out = ws.cpia(&["init", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = digest(&target);
+    std::fs::remove_file(target.join("cpia.toml")).unwrap();
+    let mut removed = Vec::new();
+    for e in std::fs::read_dir(target.join("recipes")).unwrap().flatten() {
+        if e.path().is_file() && removed.len() < 40 {
+            std::fs::remove_file(e.path()).unwrap();
+            removed.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    // The half-written temporary of the file it was writing when killed.
+    let stale = target.join(format!("recipes/.{}.cpia-999999999.tmp", removed[0]));
+    std::fs::write(&stale, "[collection").unwrap();
+    let out = ws.cpia(&["init", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(digest(&target), full, "the interrupted init is completed");
+    // A file init writes, changed by the user: refused, saying what to do.
+    std::fs::remove_file(target.join("cpia.toml")).unwrap();
+    let first = std::fs::read_dir(target.join("recipes"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_file())
+        .unwrap()
+        .path();
+    std::fs::write(&first, "# mine\n").unwrap();
+    let out = ws.cpia(&["init", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&first.display().to_string()) && err.contains("remove what it left"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), "# mine\n");
+}
+
+// D2 -------------------------------------------------------------------------
+
+#[test]
+fn demo_never_overwrites_the_users_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let mine = [
+        "cpia.toml",
+        "recipes/breakhis.toml",
+        "sources/P_vivax/vivax-001.png",
+    ];
+    for (i, rel) in mine.iter().enumerate() {
+        let p = demo.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("the user's file {i}\n")).unwrap();
+    }
+    let before = digest(&demo);
+    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
+        .args(["demo", demo.to_str().unwrap(), "--no-build"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cpia.toml") && err.contains("does not overwrite"),
+        "{err}"
+    );
+    assert_eq!(digest(&demo), before, "nothing written, nothing replaced");
+    // Only a source image of the user's is in the way: refused as well.
+    std::fs::remove_file(demo.join("cpia.toml")).unwrap();
+    std::fs::remove_file(demo.join("recipes/breakhis.toml")).unwrap();
+    let before = digest(&demo);
+    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
+        .args(["demo", demo.to_str().unwrap(), "--no-build"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vivax-001.png"), "{err}");
+    assert_eq!(digest(&demo), before);
+}
+
+// D5 -------------------------------------------------------------------------
+
+#[test]
+fn init_demo_and_new_never_write_through_a_link_inside_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let cpia = |args: &[&str], cwd: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_cpia"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    // init: recipes/templates is a link out of the workspace.
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("recipes")).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("recipes/templates")).unwrap();
+    let out = cpia(&["init", ws.to_str().unwrap(), "--empty"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    // demo: a source folder is a link.
+    let demo = dir.path().join("demo");
+    std::fs::create_dir_all(demo.join("sources")).unwrap();
+    std::os::unix::fs::symlink(&outside, demo.join("sources/P_vivax")).unwrap();
+    let out = cpia(&["demo", demo.to_str().unwrap(), "--no-build"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert!(!demo.join("cpia.toml").exists(), "nothing written");
+    // new: a dangling link where the recipe goes.
+    let ws2 = dir.path().join("ws2");
+    let out = cpia(&["init", ws2.to_str().unwrap(), "--empty"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::os::unix::fs::symlink(outside.join("planted.toml"), ws2.join("recipes/mine.toml"))
+        .unwrap();
+    let out = cpia(&["new", "mine"], &ws2);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Nothing at all was written outside.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+// D3 -------------------------------------------------------------------------
+
+/// Checkpoints the state, sets its schema version to `v`, and returns its bytes.
+fn stamp_state(ws: &Ws, v: i64) -> Vec<u8> {
+    let path = ws.path("cache/state.sqlite");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    db.pragma_update(None, "user_version", v).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(db);
+    std::fs::read(&path).unwrap()
+}
+
+/// Whether the state (with its WAL) still holds exactly `bytes`.
+fn state_is(ws: &Ws, bytes: &[u8]) -> bool {
+    let wal = std::fs::metadata(ws.path("cache/state.sqlite-wal")).map_or(0, |m| m.len());
+    wal == 0 && std::fs::read(ws.path("cache/state.sqlite")).unwrap() == bytes
+}
+
+#[test]
+fn a_state_of_a_newer_cpia_is_refused_unchanged_by_every_command() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let current = cpia::store::schema::SCHEMA_VERSION;
+    let newer = current + 1;
+    let bytes = stamp_state(&ws, newer);
+    std::fs::create_dir_all(ws.path("cache/plans/p1")).unwrap();
+    let commands: &[&[&str]] = &[
+        &["build"],
+        &["build", "--executor", "slurm"],
+        &["plan"],
+        &["watch"],
+        &["worker", "--plan", "cache/plans/p1", "--merge"],
+        &["verify"],
+        &["verify", "--state"],
+        &["why", "dataset/M/P/a.jpg"],
+        &["log"],
+        &["query", "--failed"],
+        &["lineage"],
+        &["status"],
+        &["list"],
+        &["report"],
+    ];
+    for args in commands {
+        let out = common::process::output(&mut ws.command(args));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("schema {newer}")) && err.contains(&format!("schema {current}")),
+            "{args:?} names both versions: {err}"
+        );
+        assert!(state_is(&ws, &bytes), "{args:?} changed the state");
+    }
+    assert!(ws.path("dataset/M/P/a.jpg").is_file());
+
+    // An older state that cannot be migrated: read-only commands refuse it
+    // unchanged; a build sets it aside whole, says where, and removes nothing.
+    let bytes = stamp_state(&ws, 1);
+    for args in [
+        &["status"][..],
+        &["why", "dataset/M/P/a.jpg"],
+        &["verify"],
+        &["log"],
+    ] {
+        let out = ws.cpia(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(state_is(&ws, &bytes), "{args:?} changed the state");
+    }
+    std::fs::remove_file(ws.path("src/b.png")).unwrap();
+    let (j, out) = ws.build(&[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("state.sqlite.schema-1.bak"),
+        "says where: {err}"
+    );
+    assert_eq!(
+        std::fs::read(ws.path("cache/state.sqlite.schema-1.bak")).unwrap(),
+        bytes
+    );
+    assert_eq!(j["removed"], 0, "{j}");
+    assert!(ws.path("dataset/M/P/b.jpg").is_file());
+}
+
+// U1 -------------------------------------------------------------------------
+
+/// Makes the tree at `root` read-only for the unprivileged user.
+fn make_read_only(root: &Path) {
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        if e.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if e.file_type().is_dir() { 0o555 } else { 0o444 };
+        set_mode(e.path(), mode);
+    }
+}
+
+#[test]
+fn a_read_only_workspace_can_be_inspected_and_writing_commands_name_the_path() {
+    let td = require_testdata!();
+    let ws = built_by_unprivileged(
+        &td,
+        &[
+            ("skimage_ihc.png", "src/a.png"),
+            ("histolab_tcga-lung-rgb.png", "src/b.png"),
+        ],
+    );
+    // As root the workspace goes back to root: nobody may only read it.
+    if is_root() {
+        for e in walkdir::WalkDir::new(ws.root()) {
+            std::os::unix::fs::lchown(e.unwrap().path(), Some(0), Some(0)).unwrap();
+        }
+    }
+    make_read_only(ws.root());
+    let state = std::fs::read(ws.path("cache/state.sqlite")).unwrap();
+    let elsewhere = tempfile::tempdir_in("/tmp").unwrap();
+    set_mode(elsewhere.path(), 0o777);
+    let report = elsewhere.path().join("r.html");
+    let report = report.to_str().unwrap();
+    for args in [
+        &["status"][..],
+        &["list"],
+        &["why", "dataset/M/P/a.jpg"],
+        &["log"],
+        &["query", "--failed"],
+        &["lineage"],
+        &["verify"],
+        &["verify", "--state"],
+        &["report", "-o", report],
+    ] {
+        let out = unprivileged(&ws, args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let root = ws.root().canonicalize().unwrap().display().to_string();
+    for args in [&["build"][..], &["plan"], &["report"]] {
+        let out = unprivileged(&ws, args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&root), "{args:?} names the path: {err}");
+    }
+    assert_eq!(std::fs::read(ws.path("cache/state.sqlite")).unwrap(), state);
+    // Writable again, for the temporary folder's removal.
+    for e in walkdir::WalkDir::new(ws.root()).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            set_mode(e.path(), 0o755);
+        }
+    }
+}
+
+// S3 -------------------------------------------------------------------------
+
+#[test]
+fn an_unreadable_source_folder_keeps_its_outputs_and_fails_the_build() {
+    let td = require_testdata!();
+    let ws = built_by_unprivileged(
+        &td,
+        &[
+            ("skimage_ihc.png", "src/TUM/a.png"),
+            ("histolab_tcga-lung-rgb.png", "src/STR/b.png"),
+        ],
+    );
+    // No permission at all (000), and listable but not searchable (r--).
+    for mode in [0o000, 0o444] {
+        set_mode(&ws.path("src/TUM"), mode);
+        let (j, out) = unprivileged_build(&ws);
+        assert_eq!(out.status.code(), Some(1), "{mode:o}: {}", stderr(&out));
+        assert_eq!(j["removed"], 0, "{mode:o}: {j}");
+        let error = failure_of(&j, "TUM/a.png").unwrap_or_else(|| panic!("{mode:o}: {j}"));
+        assert!(error.contains("outputs are kept"), "{error}");
+        assert!(ws.path("dataset/M/P/a.jpg").is_file());
+    }
+    set_mode(&ws.path("src/TUM"), 0o755);
+    let (j, out) = unprivileged_build(&ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (0, 2, 0, 0));
+}
+
+// S1, S2 ---------------------------------------------------------------------
+
+/// `bytes` (a little-endian classic TIFF) with `edit` applied to each
+/// entry of its first directory: (tag, type, count, value) → new entry.
+fn edit_first_ifd(
+    bytes: &mut [u8],
+    edit: impl Fn(u16, u16, u32, u32, &mut [u8]) -> Option<[u8; 12]>,
+) {
+    assert_eq!(&bytes[..4], b"II*\0", "a little-endian classic TIFF");
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let ifd = u32_at(bytes, 4) as usize;
+    for i in 0..u16_at(bytes, ifd) as usize {
+        let e = ifd + 2 + 12 * i;
+        let (tag, typ, count, value) = (
+            u16_at(bytes, e),
+            u16_at(bytes, e + 2),
+            u32_at(bytes, e + 4),
+            u32_at(bytes, e + 8),
+        );
+        if let Some(new) = edit(tag, typ, count, value, bytes) {
+            bytes[e..e + 12].copy_from_slice(&new);
+        }
+    }
+}
+
+/// The real slide with `edit` applied, in a WSI workspace on the scaled
+/// CPIA geometry.
+fn damaged_slide_ws(
+    td: &Path,
+    edit: impl Fn(u16, u16, u32, u32, &mut [u8]) -> Option<[u8; 12]>,
+) -> Ws {
+    let ws = wsi_ws(td, common::SMALL_GEOMETRY);
+    let mut bytes = std::fs::read(ws.path("src/slide.svs")).unwrap();
+    edit_first_ifd(&mut bytes, edit);
+    ws.write_bytes("src/slide.svs", &bytes);
+    ws
+}
+
+#[test]
+fn a_level0_tile_without_data_fails_its_cells_instead_of_becoming_black() {
+    let td = require_testdata!();
+    // TileByteCount 0 for tiles 44 and 65 of the 10×13 level-0 grid.
+    let ws = damaged_slide_ws(&td, |tag, _, count, value, b| {
+        if tag == 325 {
+            assert!(count > 65);
+            for k in [44usize, 65] {
+                let at = value as usize + 4 * k;
+                b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        None
+    });
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failures = j["failures"].to_string();
+    assert!(
+        failures.contains("could not be read") && failures.contains("cell"),
+        "{j}"
+    );
+    // The cells elsewhere are built; a rebuild tries the damaged ones again.
+    assert!(j["built"].as_u64().unwrap() > 0, "{j}");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(j["built"], 0, "{j}");
+}
+
+#[test]
+fn a_level0_with_corrupt_tile_geometry_is_an_error_not_glass() {
+    let td = require_testdata!();
+    let ws = damaged_slide_ws(&td, |tag, _, _, _, _| {
+        (tag == 322).then(|| {
+            let mut e = [0u8; 12];
+            e[..2].copy_from_slice(&322u16.to_le_bytes());
+            e[2..4].copy_from_slice(&4u16.to_le_bytes());
+            e[4..8].copy_from_slice(&1u32.to_le_bytes());
+            e[8..].copy_from_slice(&(1u32 << 31).to_le_bytes());
+            e
+        })
+    });
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        j["failures"].to_string().contains("could not be read"),
+        "{j}"
+    );
+    let status = ws.cpia(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let w = &s["collections"][0];
+    assert_eq!(
+        w["complete"], 0,
+        "a slide that cannot be read is not complete: {s}"
+    );
+}
+
+// S4 -------------------------------------------------------------------------
+
+#[test]
+fn implausibly_small_mpp_headers_are_refused_naming_the_value() {
+    let td = require_testdata!();
+    for mpp in ["1e-300", "0.0001"] {
+        let ws = wsi_ws(&td, common::SMALL_GEOMETRY);
+        let bytes = std::fs::read(ws.path("src/slide.svs")).unwrap();
+        let from = b"MPP = 0.4990";
+        let to = format!("MPP = {mpp:<6}");
+        assert_eq!(to.len(), from.len());
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i..].starts_with(from) {
+                out.extend_from_slice(to.as_bytes());
+                i += from.len();
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        ws.write_bytes("src/slide.svs", &out);
+        let (j, out) = ws.build(&[]);
+        assert_eq!(out.status.code(), Some(1), "{mpp}: {}", stderr(&out));
+        let error = failure_of(&j, "slide.svs").unwrap_or_else(|| panic!("{mpp}: {j}"));
+        assert!(error.contains("below 0.01"), "{mpp}: {error}");
+        assert_eq!(j["built"], 0, "{mpp}: not even a QC picture: {j}");
+    }
+}
+
+// H1, O1 ---------------------------------------------------------------------
+
+#[test]
+fn sources_replaced_by_a_fifo_or_a_device_after_planning_fail_without_hanging() {
+    let td = require_testdata!();
+    const N: usize = 150;
+    let ws = many(&td, N);
+    let mut child = ws
+        .command(&["build", "-j", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::process::until(&mut child, "5 outputs", || {
+        jpgs(&ws.path("dataset")) >= 5
+    });
+    // Planned as images; now a FIFO with no writer and a link to /dev/zero.
+    let fifo = ws.path(&format!("src/img{:04}.png", N - 2));
+    let zero = ws.path(&format!("src/img{:04}.png", N - 1));
+    std::fs::remove_file(&fifo).unwrap();
+    mkfifo(&fifo);
+    std::fs::remove_file(&zero).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    // A hang on the FIFO or an endless read of the device: the watchdog
+    // kills the build and fails the test.
+    let out = common::process::wait(child, "a build over a FIFO and /dev/zero");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = failure_of(&j, &format!("img{:04}.png", N - 2)).unwrap_or_else(|| panic!("{j}"));
+    assert!(f.contains("FIFO"), "{f}");
+    let z = failure_of(&j, &format!("img{:04}.png", N - 1)).unwrap_or_else(|| panic!("{j}"));
+    assert!(z.contains("character device"), "{z}");
+    assert_eq!(j["built"], (N - 2) as u64, "{j}");
+}
+
+// H2 -------------------------------------------------------------------------
+
+/// Runs `cmd` and samples its thread count until it ends: (output, most
+/// threads seen). A child that exceeds `bound` threads is killed at once
+/// (uncapped, `-j 100000` would run for minutes).
+fn peak_threads(mut cmd: Command, bound: usize) -> (Output, usize) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let status = format!("/proc/{pid}/status");
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let mut peak = 0;
+    while !waiter.is_finished() {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(n) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+            {
+                peak = peak.max(n);
+            }
+        }
+        if peak > bound {
+            // SAFETY: kill(2) on our own child (not yet reaped: the waiter
+            // thread reaps it after this).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    (waiter.join().unwrap(), peak)
+}
+
+#[test]
+fn parallel_jobs_are_capped_at_a_few_per_core_whatever_is_asked() {
+    let td = require_testdata!();
+    let ws = many(&td, 6);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The worker pool, the admission lanes and the I/O threads of the cap,
+    // the global pool, the recorder and the main thread.
+    let bound = 3 * cpia::threads::max() + 16 + cores + 16;
+    let note = "parallel jobs is more than";
+    let (out, peak) = peak_threads(ws.command(&["build", "-j", "100000"]), bound);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        peak <= bound,
+        "{peak} threads for -j 100000 (bound {bound})"
+    );
+    assert_eq!(err.matches(note).count(), 1, "said once: {err}");
+    // `jobs` in cpia.toml, and verify's -j.
+    ws.write("cpia.toml", "jobs = 99999999999\n[sources]\nP = \"src\"\n");
+    ws.copy_in(&td, "skimage_ihc.png", "src/zz.png");
+    let (out, peak) = peak_threads(ws.command(&["build"]), bound);
+    assert!(peak <= bound, "{peak} threads for jobs = 99999999999");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches(note).count(), 1);
+    let (out, peak) = peak_threads(ws.command(&["verify", "-j", "100000"]), bound);
+    assert!(peak <= bound, "{peak} threads for verify -j 100000");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+// P1 -------------------------------------------------------------------------
+
+/// A pipe whose reader is already gone.
+fn closed_pipe() -> Stdio {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills `fds`; we own both ends and close the reader.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        Stdio::from(std::os::fd::OwnedFd::from_raw_fd(fds[1]))
+    }
+}
+
+#[test]
+fn a_closed_or_full_stdout_never_panics_any_command() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let init_dir = |n: &str| elsewhere.path().join(n).display().to_string();
+    let (i1, i2) = (init_dir("i1"), init_dir("i2"));
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["build", "--json"],
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["check"],
+        vec!["list"],
+        vec!["list", "--json"],
+        vec!["why", "dataset/M/P/a.jpg"],
+        vec!["why", "--json", "dataset/M/P/a.jpg"],
+        vec!["plan"],
+        vec!["plan", "--json"],
+        vec!["log"],
+        vec!["log", "--json"],
+        vec!["query", "--built-by", "1"],
+        vec!["verify", "--json"],
+        vec!["verify", "--state", "--json"],
+        vec!["lineage"],
+        vec!["report", "-o", "-"],
+        vec!["--help"],
+        vec!["--version"],
+        vec!["build", "--help"],
+    ];
+    let panicked = |o: &Output| o.status.code() == Some(101) || stderr(o).contains("panicked");
+    for args in &commands {
+        // A full disk: said, and exit 2 (the output was lost).
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = ws.command(args).stdout(full).output().unwrap();
+        assert!(!panicked(&out), "{args:?} > /dev/full: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} > /dev/full: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("writing to standard output"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        // The reader went away: quiet, the command's own exit code.
+        let out = ws.command(args).stdout(closed_pipe()).output().unwrap();
+        assert!(!panicked(&out), "{args:?} | (closed): {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?} | (closed): {}",
+            stderr(&out)
+        );
+    }
+    // Commands that write files and then say so on stdout.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = ws.command(&["init", &i1]).stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = ws
+        .command(&["init", &i2])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = ws
+        .command(&["new", "fresh"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert!(!panicked(&out) && out.status.success(), "{}", stderr(&out));
+    // The builds above were recorded.
+    let log = ws.cpia(&["log", "--json"]);
+    assert!(stdout(&log).lines().count() >= 3, "{}", stdout(&log));
+}
+
+// U2 -------------------------------------------------------------------------
+
+#[test]
+fn verify_after_a_plan_and_before_any_build_is_clean() {
+    let td = require_testdata!();
+    let ws = roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    let out = ws.cpia(&["plan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !ws.path("dataset").exists(),
+        "a plan writes no output folder"
+    );
+    let out = ws.cpia(&["verify"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "", "no finding");
+    let out = ws.cpia(&["verify", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["clean"], true, "{j}");
+}
+
+// U3 -------------------------------------------------------------------------
+
+#[test]
+fn an_output_folder_that_cannot_be_written_is_named_with_the_right_advice() {
+    let td = require_testdata!();
+    let ws = public_roi_ws();
+    ws.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    std::fs::create_dir(ws.path("dataset")).unwrap();
+    give_to_unprivileged(ws.root());
+    // The output folder is not the user's to write (as chattr +i or a
+    // read-only mount make it).
+    set_mode(&ws.path("dataset"), 0o555);
+    let out = unprivileged(&ws, &["build"]).output().unwrap();
+    set_mode(&ws.path("dataset"), 0o755);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let at = ws.root().canonicalize().unwrap().join("dataset");
+    assert!(
+        err.contains(&at.display().to_string()),
+        "names the folder: {err}"
+    );
+    assert!(err.contains("cannot be written"), "{err}");
+    assert!(!err.contains("remove it"), "wrong advice: {err}");
+}
+
+// U4 -------------------------------------------------------------------------
+
+/// Runs `script` (sh) in a private mount namespace, where it may mount a
+/// small tmpfs (as root directly; otherwise in a user namespace).
+fn in_mount_namespace(script: &str, envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("unshare");
+    if is_root() {
+        c.args(["--mount", "--propagation", "private"]);
+    } else {
+        c.args(["--user", "--map-root-user", "--mount"]);
+    }
+    c.args(["sh", "-ec", script]);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("unshare (util-linux) runs")
+}
+
+#[test]
+fn a_full_cache_disk_and_a_folder_for_the_state_are_said_as_such() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    stamp_state(&ws, cpia::store::schema::SCHEMA_VERSION);
+    let copy = ws.path("state-copy.sqlite");
+    std::fs::copy(ws.path("cache/state.sqlite"), &copy).unwrap();
+    // The cache on a 1 MiB filesystem, filled up.
+    let out = in_mount_namespace(
+        r#"mount -t tmpfs -o size=1m tmpfs "$WS/cache"
+           cp "$STATE" "$WS/cache/state.sqlite"
+           dd if=/dev/zero of="$WS/cache/fill" bs=4k 2>/dev/null || true
+           cd "$WS" && "$CPIA" build"#,
+        &[
+            ("WS", ws.root().to_str().unwrap()),
+            ("CPIA", env!("CARGO_BIN_EXE_cpia")),
+            ("STATE", copy.to_str().unwrap()),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is full"), "says the disk is full: {err}");
+    assert!(err.contains("cache/state.sqlite"), "{err}");
+    // A folder where the state file should be.
+    std::fs::rename(ws.path("cache/state.sqlite"), ws.path("state.bak")).unwrap();
+    std::fs::create_dir(ws.path("cache/state.sqlite")).unwrap();
+    for cmd in ["build", "status"] {
+        let out = ws.cpia(&[cmd]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("it is a folder") && !err.contains("permissions"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+// U5 -------------------------------------------------------------------------
+
+#[test]
+fn a_memory_size_too_large_for_any_machine_says_so() {
+    let ws = roi_ws();
+    let out = ws.cpia(&["build", "--max-memory", "99999999999999999999999"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("more bytes than") && !err.contains("less than"),
+        "{err}"
+    );
+    ws.write(
+        "cpia.toml",
+        "max_memory = \"99999999999999999999999\"\n[sources]\nP = \"src\"\n",
+    );
+    let out = ws.cpia(&["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("more bytes than") && err.contains("cpia.toml"),
+        "{err}"
+    );
+}
+
+// U6 -------------------------------------------------------------------------
+
+#[test]
+fn recipes_that_are_not_text_files_say_what_they_are() {
+    let ws = roi_ws();
+    let run = |args: &[&str]| common::process::output(&mut ws.command(args));
+    let extend = |target: &str| {
+        ws.write(
+            "recipes/p.toml",
+            &recipe_p().replace("templates/centre.toml", target),
+        );
+    };
+    // `extends` to a FIFO (never opened blocking) and to a folder.
+    mkfifo(&ws.path("recipes/templates/fifo.toml"));
+    std::fs::create_dir(ws.path("recipes/templates/dir.toml")).unwrap();
+    for (target, what) in [
+        ("templates/fifo.toml", "FIFO"),
+        ("templates/dir.toml", "a folder"),
+    ] {
+        extend(target);
+        let out = run(&["check"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{target}: {err}");
+        assert!(
+            err.contains(what) && !err.contains("no such file"),
+            "{target}: {err}"
+        );
+    }
+    // A path out of recipes/ is shown as it resolves.
+    extend("../../../../../../../../etc/passwd");
+    let err = stderr(&run(&["check"]));
+    assert!(
+        err.contains("`/etc/passwd`") && !err.contains("`/.."),
+        "{err}"
+    );
+    // A recipe that is not UTF-8, and one that is a FIFO: named, with why.
+    extend("templates/centre.toml");
+    ws.write_bytes("recipes/q.toml", b"[collection]\nname = \"Q\xff\"\n");
+    mkfifo(&ws.path("recipes/r.toml"));
+    let out = run(&["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("q.toml") && err.contains("not UTF-8"), "{err}");
+    assert!(err.contains("r.toml") && err.contains("FIFO"), "{err}");
+    let out = run(&["check", "recipes/r.toml"]);
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    let out = run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+// U8 -------------------------------------------------------------------------
+
+#[test]
+fn a_manifest_that_cannot_be_written_is_named() {
+    let td = require_testdata!();
+    let ws = built_by_unprivileged(&td, &[("skimage_ihc.png", "src/a.png")]);
+    // The manifests folder is not the user's any more (as a full disk, the
+    // write fails); a new input makes its part stale.
+    let manifests = ws.path("dataset/manifests");
+    std::fs::remove_dir_all(&manifests).unwrap();
+    std::fs::create_dir(&manifests).unwrap();
+    set_mode(&manifests, 0o555);
+    ws.copy_in(&td, "histolab_tcga-lung-rgb.png", "src/b.png");
+    give_to_unprivileged(&ws.path("src"));
+    let (j, out) = unprivileged_build(&ws);
+    set_mode(&manifests, 0o755);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let error = failure_of(&j, "manifests").unwrap_or_else(|| panic!("{j}"));
+    let at = ws.root().canonicalize().unwrap().join("dataset/manifests/");
+    assert!(
+        error.contains(&at.display().to_string())
+            && (error.contains(".csv") || error.contains(".parquet")),
+        "names the file: {error}"
+    );
+}
+
+// U9 -------------------------------------------------------------------------
+
+#[test]
+fn two_workspaces_cannot_share_one_cache() {
+    let td = require_testdata!();
+    let first = built_roi(&td);
+    let second = roi_ws();
+    second.copy_in(&td, "skimage_ihc.png", "src/a.png");
+    let cache = first.path("cache");
+    second.write(
+        "cpia.toml",
+        &format!("cache = \"{}\"\n[sources]\nP = \"src\"\n", cache.display()),
+    );
+    let state = stamp_state(&first, cpia::store::schema::SCHEMA_VERSION);
+    let named = |err: &str| {
+        err.contains(&first.root().canonicalize().unwrap().display().to_string())
+            && err.contains("cpia.toml")
+            && err.contains("share")
+    };
+    for args in [
+        &["build"][..],
+        &["plan"],
+        &["verify"],
+        &["status"],
+        &["log"],
+    ] {
+        let out = second.cpia(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(named(&err), "{args:?}: {err}");
+        assert!(state_is(&first, &state), "{args:?} changed the state");
+    }
+    assert!(!second.path("dataset").exists());
+    // The first workspace is untouched.
+    let (j, out) = first.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(counts(&j), (0, 2, 0, 0));
+    // A workspace moved elsewhere (its cache with it) takes its state over.
+    let moved = tempfile::tempdir().unwrap();
+    let to = moved.path().join("ws");
+    std::fs::rename(first.root(), &to).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
+        .args(["build", "--json"])
+        .current_dir(&to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no longer uses it"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::rename(&to, first.root()).unwrap();
+}
+
+// U10 ------------------------------------------------------------------------
+
+#[test]
+fn output_or_cache_in_the_recipes_folder_or_in_each_other_is_refused() {
+    let ws = roi_ws();
+    for toml in [
+        "output = \"recipes\"",
+        "output = \"cache\"",
+        "cache = \"recipes\"",
+        "output = \"recipes/out\"",
+        "cache = \"dataset/state\"",
+    ] {
+        ws.write("cpia.toml", &format!("{toml}\n[sources]\nP = \"src\"\n"));
+        let before = digest(&ws.path("recipes"));
+        for cmd in ["build", "check", "plan"] {
+            let out = ws.cpia(&[cmd]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{toml} {cmd}: {err}");
+            assert!(err.contains("overlap"), "{toml} {cmd}: {err}");
+        }
+        assert_eq!(digest(&ws.path("recipes")), before, "{toml}");
+        assert!(!ws.path("cache/state.sqlite").exists(), "{toml}");
+    }
+}
+
+// Issue 17: the demo anywhere -------------------------------------------------
+
+#[test]
+fn the_demo_builds_from_a_binary_and_a_folder_outside_the_checkout() {
+    // The binary copied out of the checkout, run from a folder with no
+    // shared/testdata above it and no CPIA_TESTDATA: the synthetic fallback.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin/cpia");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cpia"), &bin).unwrap();
+    let cwd = dir.path().join("elsewhere");
+    std::fs::create_dir(&cwd).unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["demo", "d", "-j", "2"])
+        .current_dir(&cwd)
+        .env_remove("CPIA_TESTDATA");
+    let out = common::process::output(&mut cmd);
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{so}{se}");
+    assert!(so.contains("generating synthetic"), "{so}");
+    let dataset = cwd.join("d/dataset");
+    assert!(jpgs(&dataset.join("S/P_vivax")) > 0, "ROI images: {so}");
+    let wsi_tiles: usize = std::fs::read_dir(dataset.join("XL"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("WSI-demo"))
+        .map(|e| jpgs(&e.path()))
+        .sum();
+    assert!(wsi_tiles > 0, "the generated slide yields XL tiles: {so}");
+    let verify = Command::new(&bin)
+        .args(["verify"])
+        .current_dir(cwd.join("d"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}

@@ -334,6 +334,8 @@ fn the_report_opens_in_chromium_and_shows_the_builds_counts() {
     let j = json(&out);
     assert_eq!(j["summary"]["images"].as_u64(), Some(images));
     assert_eq!(j["sheets"].as_array().unwrap().len(), 3);
+    // `-o` creates no folder (issue 19, D1): the user's folder exists.
+    std::fs::create_dir_all(ws.path("elsewhere")).unwrap();
     let out = ws.cpia(&["report", "-o", "elsewhere/r.md"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let md = std::fs::read_to_string(ws.path("elsewhere/r.md")).unwrap();

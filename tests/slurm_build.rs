@@ -667,7 +667,7 @@ fn an_output_deleted_while_a_slurm_build_is_merged_is_not_vouched_for() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the coordinator to pause after merging", || {
+    process::wait_for("the coordinator to pause after merging", || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the coordinator ended ({status}) without pausing");
         }

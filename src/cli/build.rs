@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     }
     let ws = ctx.workspace()?;
     let _lock = super::lock_workspace(&ws, !args.no_wait)?;
-    let mut state = super::open_state_for_writing(&ws.state_path())?;
+    let mut state = super::state::for_writing(&ws)?;
     warn_untracked(&ws, &state);
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();
@@ -183,7 +183,7 @@ fn still_running(subs: &[Submitted], what_to_do: &str) {
 fn args_to_options(ws: &Workspace, args: &Args) -> Options {
     let _ = args.keep_going;
     Options {
-        jobs: args.jobs.unwrap_or(ws.jobs).max(1),
+        jobs: super::jobs(args.jobs, ws),
         fail_fast: args.fail_fast,
         progress: !args.json,
         memory: crate::engine::budget::Limit::resolve(args.max_memory, ws),
@@ -304,7 +304,7 @@ fn report_with(
         if !exports.is_empty() {
             v["exports"] = serde_json::Value::Array(super::export::to_json(exports));
         }
-        println!("{}", serde_json::to_string(&v)?);
+        outln!("{}", serde_json::to_string(&v)?);
     } else {
         super::export::print_lines(exports);
         eprintln!("{}", summary.render());

@@ -26,7 +26,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         for path in planner.recipe_paths(&ws) {
             checked += 1;
             match planner.recipe(&path) {
-                Some(Ok(r)) => println!("ok: {} ({})", ws.display(&path), r.collection.name),
+                Some(Ok(r)) => outln!("ok: {} ({})", ws.display(&path), r.collection.name),
                 Some(Err(d)) => {
                     errors += d.0.len();
                     eprintln!("{d}");
@@ -58,10 +58,11 @@ fn check_paths(args: &[PathBuf]) -> (usize, usize) {
     let mut names: BTreeMap<(usize, String), PathBuf> = BTreeMap::new();
     for (path, folder) in recipe_files(args, &mut errors) {
         checked += 1;
-        let mut read = |p: &Path| std::fs::read_to_string(p);
+        let mut read =
+            |p: &Path| crate::regular_file::read_to_string(p, crate::plan::RECIPE_READ_LIMIT);
         match load_recipe(&path, &mut read) {
             Ok(r) => {
-                println!("ok: {} ({})", path.display(), r.collection.name);
+                outln!("ok: {} ({})", path.display(), r.collection.name);
                 let Some(folder) = folder else { continue };
                 let name = r.collection.name;
                 if let Some(first) = names.get(&(folder, name.clone())) {

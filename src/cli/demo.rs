@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::workspace_files::{plan_writes, FileList, Files};
 use super::{CmdResult, Context};
 
 /// Arguments of `cpia demo`.
@@ -203,76 +204,118 @@ const FILES: &[(&str, &str)] = &[
 
 pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let dir = std::path::absolute(&args.dir)?;
-    write_if_changed(&dir.join("cpia.toml"), CONFIG.as_bytes())?;
-    write_if_changed(
-        &dir.join("recipes/templates/roi-centre-square.toml"),
-        crate::recipe::skeleton::ROI_CENTRE_SQUARE_TEMPLATE.as_bytes(),
-    )?;
-    write_if_changed(&dir.join("recipes/breakhis.toml"), BREAKHIS.as_bytes())?;
-    write_if_changed(&dir.join("recipes/nct-crc-he.toml"), NCT.as_bytes())?;
-    write_if_changed(&dir.join("recipes/p-vivax.toml"), VIVAX.as_bytes())?;
-    write_if_changed(
-        &dir.join("recipes/templates/cpia-wsi.toml"),
-        crate::recipe::skeleton::CPIA_WSI_TEMPLATE.as_bytes(),
-    )?;
-    write_if_changed(&dir.join("recipes/wsi-demo.toml"), WSI_RECIPE.as_bytes())?;
-    match find_testdata() {
+    let td = find_testdata();
+    match &td {
+        Some(td) => outln!("demo sources: real images from {}", td.display()),
+        None => outln!(
+            "demo sources: shared/testdata not found (set CPIA_TESTDATA); generating synthetic tissue-like images"
+        ),
+    }
+    let files = demo_files(td.as_deref())?;
+    let root = Files::open(&dir)?;
+    // A file that already holds the demo's bytes (an earlier demo) is kept;
+    // anything else there is the user's, and nothing is written.
+    let todo = match plan_writes(&root, &files) {
+        Ok(todo) => todo,
+        Err(why) => {
+            eprintln!(
+                "error: {why}; the demo does not overwrite it (move it away, or write the demo \
+                 into another folder: `cpia demo DIR`)"
+            );
+            return Ok(super::EXIT_ERROR);
+        }
+    };
+    for (rel, bytes) in todo {
+        root.write(rel, bytes)?;
+    }
+    generate_slide(&root, td.as_deref())?;
+    outln!("demo workspace: {}", dir.display());
+    if args.no_build {
+        outln!("build it with: cpia --workspace {} build", dir.display());
+        return Ok(0);
+    }
+    build(&dir, args.jobs)
+}
+
+/// Every file of the demo workspace but the generated slide: (path in the
+/// workspace, bytes).
+fn demo_files(td: Option<&Path>) -> Result<FileList, Box<dyn std::error::Error>> {
+    let text = |rel: &str, t: &str| (rel.to_string(), t.as_bytes().to_vec());
+    let mut files = vec![
+        text("cpia.toml", CONFIG),
+        text(
+            "recipes/templates/roi-centre-square.toml",
+            crate::recipe::skeleton::ROI_CENTRE_SQUARE_TEMPLATE,
+        ),
+        text("recipes/breakhis.toml", BREAKHIS),
+        text("recipes/nct-crc-he.toml", NCT),
+        text("recipes/p-vivax.toml", VIVAX),
+        text(
+            "recipes/templates/cpia-wsi.toml",
+            crate::recipe::skeleton::CPIA_WSI_TEMPLATE,
+        ),
+        text("recipes/wsi-demo.toml", WSI_RECIPE),
+    ];
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
+    match td {
         Some(td) => {
-            println!("demo sources: real images from {}", td.display());
             for (dest, src) in FILES {
-                let bytes = std::fs::read(td.join("roi").join(src))
-                    .map_err(|e| format!("{}: {e}", td.join("roi").join(src).display()))?;
-                write_if_changed(&dir.join("sources").join(dest), &bytes)?;
+                files.push((format!("sources/{dest}"), read(td.join("roi").join(src))?));
             }
             for s in SLIDES {
-                let bytes = std::fs::read(td.join("wsi").join(s))
-                    .map_err(|e| format!("{}: {e}", td.join("wsi").join(s).display()))?;
-                write_if_changed(&dir.join("sources/WSI").join(s), &bytes)?;
+                files.push((format!("sources/WSI/{s}"), read(td.join("wsi").join(s))?));
             }
         }
         None => {
-            println!(
-                "demo sources: shared/testdata not found (set CPIA_TESTDATA); generating synthetic tissue-like images"
-            );
             for (i, (dest, _)) in FILES.iter().enumerate() {
-                let bytes = synthetic_image(i as u32, dest)?;
-                write_if_changed(&dir.join("sources").join(dest), &bytes)?;
+                files.push((format!("sources/{dest}"), synthetic_image(i as u32, dest)?));
             }
         }
     }
-    let generated = dir.join("sources/WSI").join(GENERATED);
-    if !generated.is_file() {
-        println!("demo sources: generating {GENERATED} (a 20x slide of real tissue, about 100 MB)");
-        std::fs::create_dir_all(dir.join("sources/WSI"))?;
-        let tissue = match find_testdata() {
-            Some(td) => crate::fixture::load_tissue(&td.join(crate::fixture::TISSUE_SLIDE))?,
-            None => {
-                let img = image::load_from_memory(&synthetic_image(7, "tissue.png")?)?.to_rgb8();
-                crate::fixture::Tissue::from_rgb(img.width(), img.height(), 0.499, img.into_raw())?
-            }
-        };
-        crate::fixture::write_svs(
-            &crate::fixture::SlideSpec::aperio_20x(5, 4, 1),
-            &tissue,
-            &generated,
-        )?;
+    Ok(files)
+}
+
+/// Generates the demo's 20× slide from real tissue (or, without the test
+/// data, from synthetic tissue large enough for its blocks), unless there.
+fn generate_slide(root: &Files, td: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
+    // Through real folders only (a link on the way is refused).
+    root.make_folder("sources/WSI")?;
+    let generated = root.at(&format!("sources/WSI/{GENERATED}"));
+    if std::fs::symlink_metadata(&generated).is_ok() {
+        return Ok(());
     }
-    println!("demo workspace: {}", dir.display());
-    if args.no_build {
-        println!("build it with: cpia --workspace {} build", dir.display());
-        return Ok(0);
-    }
+    outln!("demo sources: generating {GENERATED} (a 20x slide of real tissue, about 100 MB)");
+    let tissue = match td {
+        Some(td) => crate::fixture::load_tissue(&td.join(crate::fixture::TISSUE_SLIDE))?,
+        None => {
+            let img = synthetic_rgb(SYNTHETIC_TISSUE, SYNTHETIC_TISSUE, 7);
+            crate::fixture::Tissue::from_rgb(img.width(), img.height(), 0.499, img.into_raw())?
+        }
+    };
+    crate::fixture::write_svs(
+        &crate::fixture::SlideSpec::aperio_20x(5, 4, 1),
+        &tissue,
+        &generated,
+    )?;
+    Ok(())
+}
+
+/// Side of the synthetic tissue: the 20× slide's blocks are 960 px.
+const SYNTHETIC_TISSUE: u32 = 2048;
+
+/// Builds the demo workspace in `dir`.
+fn build(dir: &Path, jobs: Option<usize>) -> CmdResult {
     let ctx = Context {
-        workspace: Some(dir.clone()),
+        workspace: Some(dir.to_path_buf()),
         sources: vec![],
     };
     let ws = ctx.workspace()?;
     let _lock = super::lock_workspace(&ws, true)?;
-    let mut state = super::open_state_for_writing(&ws.state_path())?;
+    let mut state = super::state::for_writing(&ws)?;
     let mut planner = crate::plan::Planner::new();
     planner.refresh_recipes(&ws);
     let opts = crate::engine::Options {
-        jobs: args.jobs.unwrap_or(ws.jobs).max(1),
+        jobs: super::jobs(jobs, &ws),
         fail_fast: false,
         progress: true,
         memory: crate::engine::budget::Limit::resolve(None, &ws),
@@ -291,7 +334,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         .flatten()
         .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "jpg"))
         .count();
-    println!(
+    outln!(
         "standardized dataset: {} ({count} images)",
         ws.output.display()
     );
@@ -318,20 +361,9 @@ pub fn find_testdata() -> Option<PathBuf> {
         .find(|p| p.join("roi").is_dir())
 }
 
-fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if std::fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, bytes)
-}
-
-/// A deterministic pink/purple texture with a few nuclei-like blobs, encoded
-/// in the format the destination's suffix names.
-fn synthetic_image(seed: u32, dest: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let (w, h) = (300 + (seed % 3) * 100, 260 + (seed % 4) * 60);
+/// A deterministic pink/purple texture with nuclei-like blobs (about one
+/// per 4,400 pixels), `w`×`h`.
+fn synthetic_rgb(w: u32, h: u32, seed: u32) -> image::RgbImage {
     let mut rng = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     let mut next = move || {
         rng ^= rng << 13;
@@ -339,27 +371,36 @@ fn synthetic_image(seed: u32, dest: &str) -> Result<Vec<u8>, Box<dyn std::error:
         rng ^= rng << 5;
         rng
     };
-    let blobs: Vec<(i64, i64, i64)> = (0..40)
-        .map(|_| {
-            (
-                i64::from(next() % w),
-                i64::from(next() % h),
-                i64::from(4 + next() % 9),
-            )
-        })
-        .collect();
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let (x, y) = (i64::from(x), i64::from(y));
-        let nucleus = blobs
-            .iter()
-            .any(|&(bx, by, r)| (x - bx).pow(2) + (y - by).pow(2) < r * r);
-        let t = ((x * 7 + y * 13) % 23) as u8;
-        if nucleus {
-            image::Rgb([90 + t, 50 + t, 140 + t])
-        } else {
-            image::Rgb([225 - t, 160 + t, 200 - t])
-        }
+    let shade = |x: u32, y: u32| ((u64::from(x) * 7 + u64::from(y) * 13) % 23) as u8;
+    let mut img = image::RgbImage::from_fn(w, h, |x, y| {
+        let t = shade(x, y);
+        image::Rgb([225 - t, 160 + t, 200 - t])
     });
+    let blobs = (u64::from(w) * u64::from(h) / 4400).max(40);
+    for _ in 0..blobs {
+        let (bx, by, r) = (
+            i64::from(next() % w),
+            i64::from(next() % h),
+            i64::from(4 + next() % 9),
+        );
+        // Each blob painted over its bounding box only.
+        for y in (by - r).max(0)..(by + r).min(i64::from(h)) {
+            for x in (bx - r).max(0)..(bx + r).min(i64::from(w)) {
+                if (x - bx).pow(2) + (y - by).pow(2) < r * r {
+                    let t = shade(x as u32, y as u32);
+                    img.put_pixel(x as u32, y as u32, image::Rgb([90 + t, 50 + t, 140 + t]));
+                }
+            }
+        }
+    }
+    img
+}
+
+/// A synthetic image ([`synthetic_rgb`]) sized by `seed`, encoded in the
+/// format the destination's suffix names.
+fn synthetic_image(seed: u32, dest: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let (w, h) = (300 + (seed % 3) * 100, 260 + (seed % 4) * 60);
+    let img = synthetic_rgb(w, h, seed);
     let format = if dest.ends_with(".tif") {
         image::ImageFormat::Tiff
     } else {

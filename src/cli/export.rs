@@ -92,7 +92,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         return dry_run(ctx, &args, adhoc);
     }
     let _lock = super::lock_workspace(&ws, !args.no_wait)?;
-    let mut state = super::open_state_for_writing(&ws.state_path())?;
+    let mut state = super::state::for_writing(&ws)?;
     if !state.submitted()?.is_empty() {
         eprintln!("error: a Slurm build of this workspace is not merged yet; `cpia build --executor slurm --attach` merges it, then export");
         return Ok(EXIT_ERROR);
@@ -156,7 +156,7 @@ pub(super) fn print(done: &[Done], json: bool) -> i32 {
         Done::Removed(..) => false,
     });
     if json {
-        println!("{}", serde_json::json!({ "exports": to_json(done) }));
+        outln!("{}", serde_json::json!({ "exports": to_json(done) }));
     } else {
         print_lines(done);
     }
@@ -197,6 +197,7 @@ pub(super) fn to_json(done: &[Done]) -> Vec<serde_json::Value> {
 
 fn dry_run(ctx: &Context, args: &Args, adhoc: Option<Definition>) -> CmdResult {
     let ws = ctx.workspace()?;
+    super::state::check_read_only(&ws)?;
     let state = crate::store::State::open_read_only(&ws.state_path())?;
     let defs: Vec<Definition> = match adhoc {
         Some(d) => vec![d],
@@ -221,7 +222,7 @@ fn dry_run(ctx: &Context, args: &Args, adhoc: Option<Definition>) -> CmdResult {
         all.push(dryrun::dry_run(state.as_ref(), d, &meta)?);
     }
     if args.json {
-        println!("{}", serde_json::to_string(&all)?);
+        outln!("{}", serde_json::to_string(&all)?);
         return Ok(0);
     }
     for r in &all {
@@ -231,13 +232,21 @@ fn dry_run(ctx: &Context, args: &Args, adhoc: Option<Definition>) -> CmdResult {
 }
 
 fn print_dry_run(r: &dryrun::DryRun) {
-    println!(
+    outln!(
         "export {} ({}): would hold {} sample(s) in {} shard(s) from what is built",
-        r.name, r.format, r.built.total, r.shards
+        r.name,
+        r.format,
+        r.built.total,
+        r.shards
     );
-    println!(
+    outln!(
         "  {:<40} {:>5} {:>12} {:>12}   {:>12} {:>12}",
-        "category", "scale", "built", "kept", "published", "kept"
+        "category",
+        "scale",
+        "built",
+        "kept",
+        "published",
+        "kept"
     );
     let mut keys: Vec<(&str, &str)> = r
         .built
@@ -258,9 +267,10 @@ fn print_dry_run(r: &dryrun::DryRun) {
     for k in keys {
         let (bs, bk) = find(&r.built.rows, k);
         let (ps, pk) = find(&r.published.rows, k);
-        println!(
+        outln!(
             "  {:<40} {:>5} {bs:>12} {bk:>12}   {ps:>12} {pk:>12}",
-            k.0, k.1
+            k.0,
+            k.1
         );
     }
     for (label, c) in [("built", &r.built), ("published", &r.published)] {
@@ -269,7 +279,7 @@ fn print_dry_run(r: &dryrun::DryRun) {
             .iter()
             .map(|(s, n)| format!("{s} {n}"))
             .collect();
-        println!("  total ({label}): {} ({})", c.total, per.join(", "));
+        outln!("  total ({label}): {} ({})", c.total, per.join(", "));
     }
     if !r.tolerance.is_empty() {
         let t: Vec<String> = r
@@ -277,10 +287,10 @@ fn print_dry_run(r: &dryrun::DryRun) {
             .iter()
             .map(|(s, x)| format!("{s} ±{x:.0}"))
             .collect();
-        println!(
+        outln!(
             "  tolerance per category (|count − kept| ≤ 4·√quota + 1): {}",
             t.join(", ")
         );
     }
-    println!("  licences: {}", r.licence_note);
+    outln!("  licences: {}", r.licence_note);
 }

@@ -3,11 +3,12 @@
 //! catalog (from [`crate::catalog`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::recipe::Kind;
 use crate::workspace::CONFIG_FILE;
 
+use super::workspace_files::{plan_writes, FileList, Files};
 use super::{CmdResult, Context, EXIT_ERROR};
 
 /// Arguments of `cpia init`.
@@ -33,8 +34,9 @@ struct Root {
 
 pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let dir = std::path::absolute(&args.dir)?;
-    let mut files: Vec<(PathBuf, String)> = crate::catalog::templates()
-        .map(|(rel, text)| (crate::catalog::workspace_path(&dir, rel), text.to_string()))
+    // (path relative to the workspace folder, bytes), cpia.toml last.
+    let mut files: FileList = crate::catalog::templates()
+        .map(|(rel, text)| (format!("recipes/{rel}"), text.as_bytes().to_vec()))
         .collect();
     let mut roots: BTreeMap<String, Root> = BTreeMap::new();
     if !args.empty {
@@ -49,7 +51,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
                 })
                 .readers
                 .push((r.collection.name.clone(), rel.to_string(), r.collection.url));
-            files.push((crate::catalog::workspace_path(&dir, rel), text.to_string()));
+            files.push((format!("recipes/{rel}"), text.as_bytes().to_vec()));
         }
     }
     let catalog = if args.empty {
@@ -57,9 +59,8 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     } else {
         Some(args.catalog.as_str())
     };
-    files.push((dir.join(CONFIG_FILE), config_text(catalog, &roots)));
-
-    if dir.join(CONFIG_FILE).exists() {
+    let config = config_text(catalog, &roots);
+    if std::fs::symlink_metadata(dir.join(CONFIG_FILE)).is_ok() {
         eprintln!(
             "error: {} already exists: {} is a workspace; not overwriting it",
             dir.join(CONFIG_FILE).display(),
@@ -67,56 +68,42 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         );
         return Ok(EXIT_ERROR);
     }
-    let existing: Vec<&Path> = files
-        .iter()
-        .map(|(p, _)| p.as_path())
-        .filter(|p| p.exists())
-        .collect();
-    if let Some(first) = existing.first() {
-        eprintln!(
-            "error: {} already exists{}; not overwriting it (init writes nothing into a folder that has any of its files)",
-            first.display(),
-            match existing.len() {
-                1 => String::new(),
-                n => format!(" (and {} more of the files init writes)", n - 1),
-            }
-        );
-        return Ok(EXIT_ERROR);
+    files.push((CONFIG_FILE.to_string(), config.into_bytes()));
+    let root = Files::open(&dir)?;
+    // Files that already hold what init writes are what an interrupted init
+    // left: kept, and the rest written. Anything else is the user's.
+    let todo = match plan_writes(&root, &files) {
+        Ok(todo) => todo,
+        Err(why) => {
+            eprintln!(
+                "error: {why}; init writes nothing over or through what is already there (if an \
+                 earlier init was interrupted, remove what it left, e.g. {}, and run it again)",
+                root.at("recipes").display()
+            );
+            return Ok(EXIT_ERROR);
+        }
+    };
+    // In list order, so cpia.toml comes last: a folder is a workspace only
+    // once its recipes are in place.
+    for (rel, bytes) in todo {
+        root.write(rel, bytes)?;
     }
-    write_all(&files)?;
     let recipes = files.len() - 1 - crate::catalog::templates().count();
-    println!(
+    outln!(
         "wrote a workspace in {}: {CONFIG_FILE} ({} source roots), recipes/ ({recipes} recipes, {} templates)",
         dir.display(),
         roots.len(),
         crate::catalog::templates().count()
     );
     if args.empty {
-        println!("next: `cpia new NAME` writes a recipe; add its source root to [sources] in {CONFIG_FILE}");
+        outln!("next: `cpia new NAME` writes a recipe; add its source root to [sources] in {CONFIG_FILE}");
     } else {
-        println!(
+        outln!(
             "next: put each collection's download in its folder under sources/ (or change its path in {CONFIG_FILE}),"
         );
-        println!("      then `cpia check` and `cpia build NAME...` for the collections you have");
+        outln!("      then `cpia check` and `cpia build NAME...` for the collections you have");
     }
     Ok(0)
-}
-
-/// Writes every file through a temporary file and a rename, `cpia.toml`
-/// last (the list ends with it), so a folder is a workspace only once its
-/// recipes are in place. On an error, the files already written are removed.
-fn write_all(files: &[(PathBuf, String)]) -> Result<(), Box<dyn std::error::Error>> {
-    let mut written: Vec<&Path> = Vec::new();
-    for (path, text) in files {
-        if let Err(e) = super::output_file::write_bytes(path, text.as_bytes()) {
-            for p in written.iter().rev() {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(format!("{}: {e}", path.display()).into());
-        }
-        written.push(path);
-    }
-    Ok(())
 }
 
 /// The text of `cpia.toml`: defaults, then one commented `[sources]` entry

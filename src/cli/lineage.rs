@@ -20,22 +20,25 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
-    let state = open_state(&ws)?;
     let _ = &args.format;
-    let Some(path) = &args.output else {
+    let target = match &args.output {
+        Some(path) => Some(super::output_file::check(path, &ws)?),
+        None => None,
+    };
+    let state = open_state(&ws)?;
+    let Some(target) = target else {
         return with_stdout(|out| {
             lineage::write_prov_json(&state, &args.collections, out).map(|_| 0)
         });
     };
-    let result =
-        super::output_file::write_with(path, |f| -> Result<u64, Box<dyn std::error::Error>> {
-            Ok(lineage::write_prov_json(&state, &args.collections, f)?)
-        });
+    let result = target.write_with(|f| -> Result<u64, Box<dyn std::error::Error>> {
+        Ok(lineage::write_prov_json(&state, &args.collections, f)?)
+    });
     match result {
         Ok(n) => {
-            eprintln!("wrote {} ({n} outputs)", path.display());
+            eprintln!("wrote {} ({n} outputs)", target.path().display());
             Ok(0)
         }
-        Err(e) => Err(format!("{}: {e}", path.display()).into()),
+        Err(e) => Err(format!("{}: {e}", target.path().display()).into()),
     }
 }

@@ -26,9 +26,9 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             return Ok(EXIT_FAILURES);
         };
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&log::recipe_json(&v))?);
+            outln!("{}", serde_json::to_string_pretty(&log::recipe_json(&v))?);
         } else {
-            print!("{}", log::render_recipe(&v));
+            out!("{}", log::render_recipe(&v));
         }
         return Ok(0);
     }

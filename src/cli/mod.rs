@@ -1,6 +1,9 @@
 //! Command-line parsing and dispatch: one file per command; printing and
 //! exit codes live here, nothing else does.
 
+#[macro_use]
+mod out;
+
 mod build;
 mod check;
 mod demo;
@@ -14,11 +17,13 @@ mod output_file;
 mod plan;
 mod query;
 mod report;
+mod state;
 mod status;
 mod verify;
 mod watch;
 mod why;
 mod worker;
+mod workspace_files;
 
 use std::path::PathBuf;
 
@@ -95,7 +100,10 @@ enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     crate::engine::interrupt::install();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     let ctx = Context {
         workspace: cli.workspace,
         sources: cli.sources,
@@ -137,6 +145,7 @@ pub fn main() -> i32 {
             EXIT_ERROR
         }
     };
+    let code = out::finish(code);
     if crate::engine::interrupt::requested() {
         eprintln!(
             "interrupted: what was built before Ctrl-C is in place and recorded (counted above); \
@@ -145,6 +154,29 @@ pub fn main() -> i32 {
         return crate::engine::interrupt::EXIT_INTERRUPTED;
     }
     code
+}
+
+/// What clap says about the command line: help and version on stdout
+/// (through [`out`], so a closed or full stdout cannot panic), usage errors
+/// on stderr; clap's exit code.
+fn usage(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+        out!("{}", e.render());
+        return out::finish(0);
+    }
+    let _ = e.print();
+    e.exit_code()
+}
+
+/// The threads for `-j requested` (default: `jobs` of cpia.toml), capped
+/// at a few per core ([`crate::threads`]); says so when it lowers them.
+fn jobs(requested: Option<usize>, ws: &Workspace) -> usize {
+    let (n, note) = crate::threads::resolve(requested.unwrap_or(ws.jobs));
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    n
 }
 
 /// Options shared by every command.
@@ -186,14 +218,15 @@ fn print_report(
     text: impl FnOnce(&crate::report::model::Report) -> String,
 ) -> CmdResult {
     let ws = ctx.workspace()?;
+    state::check_read_only(&ws)?;
     let report = crate::report::of_workspace(&ws, crate::report::Detail::default())?;
     if json {
-        println!("{}", view(&report)?);
+        outln!("{}", view(&report)?);
         for p in &report.problems {
             eprintln!("error: {}: {}", p.recipe, p.error);
         }
     } else {
-        print!("{}", text(&report));
+        out!("{}", text(&report));
     }
     Ok(if report.problems.is_empty() {
         0
@@ -213,30 +246,6 @@ fn lock_workspace(ws: &Workspace, wait: bool) -> std::io::Result<crate::workspac
     ws.lock(wait, |who| {
         eprintln!("waiting for the workspace lock held by {who} ...")
     })
-}
-
-/// Opens the build state for a command that writes it, and says what
-/// opening did when it did more than open (an older state migrated or set
-/// aside; [`crate::store::version`]).
-fn open_state_for_writing(
-    path: &std::path::Path,
-) -> Result<crate::store::State, crate::store::StateError> {
-    let state = crate::store::State::open(path)?;
-    match state.opened() {
-        crate::store::Opened::Migrated { from } => eprintln!(
-            "note: build state {} migrated from schema {from} to {}",
-            path.display(),
-            crate::store::schema::SCHEMA_VERSION
-        ),
-        crate::store::Opened::SetAside { from, backup } => eprintln!(
-            "note: build state {} had schema {from}, which this cpia cannot migrate: it was moved to {} \
-             and a new state started (every output is rebuilt once; files the old state recorded are not removed)",
-            path.display(),
-            backup.display()
-        ),
-        crate::store::Opened::Existing | crate::store::Opened::Created => {}
-    }
-    Ok(state)
 }
 
 /// Prints debug counters when `CPIA_DEBUG_COUNTERS` is set (used by tests to

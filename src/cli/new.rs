@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::recipe::Kind;
 
+use super::workspace_files::{Existing, Files};
 use super::{CmdResult, Context, EXIT_ERROR};
 
 /// Arguments of `cpia new`.
@@ -18,8 +19,8 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     // A recipe outside a workspace is read by nothing: say how to make one.
-    let dir: PathBuf = match ctx.find_workspace() {
-        Ok(ws) => ws.recipes_dir(),
+    let root: PathBuf = match ctx.find_workspace() {
+        Ok(ws) => ws.root,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(EXIT_ERROR);
@@ -37,20 +38,26 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     } else {
         Kind::Roi
     };
-    let path = dir.join(format!("{}.toml", args.name));
-    if path.exists() {
-        eprintln!(
-            "error: {} already exists; not overwriting it",
-            path.display()
-        );
-        return Ok(EXIT_ERROR);
+    let rel = format!("recipes/{}.toml", args.name);
+    let text = crate::recipe::skeleton::new_recipe_text(&args.name, kind);
+    // Through real folders only, and never over anything already there.
+    let files = Files::open(&root)?;
+    match files.existing(&rel, text.as_bytes())? {
+        Existing::Absent => {}
+        Existing::Same => {
+            eprintln!(
+                "error: {} already exists; not overwriting it",
+                files.at(&rel).display()
+            );
+            return Ok(EXIT_ERROR);
+        }
+        Existing::Other(why) => {
+            eprintln!("error: {why}; not overwriting it");
+            return Ok(EXIT_ERROR);
+        }
     }
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        &path,
-        crate::recipe::skeleton::new_recipe_text(&args.name, kind),
-    )?;
-    println!("wrote {}", path.display());
-    println!("next: set [inputs] source, define it in cpia.toml [sources], then `cpia check`");
+    files.write(&rel, text.as_bytes())?;
+    outln!("wrote {}", files.at(&rel).display());
+    outln!("next: set [inputs] source, define it in cpia.toml [sources], then `cpia check`");
     Ok(0)
 }

@@ -54,7 +54,7 @@ struct Totals {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
-    let mut state = super::open_state_for_writing(&ws.state_path())?;
+    let mut state = super::state::for_writing(&ws)?;
     let hashed = crate::plan::sources::hashed_count();
     let mut planner = Planner::new();
     planner.refresh_recipes(&ws);
@@ -69,10 +69,12 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut totals = Totals::default();
     let mut first = true;
-    if args.json {
-        write!(out, "{{\"actions\":[")?;
-    }
     let mut io_error: Option<std::io::Error> = None;
+    if args.json {
+        if let Err(e) = write!(out, "{{\"actions\":[") {
+            io_error = Some(e);
+        }
+    }
     let exports = match (args.explain && !args.json, ws.exports.is_empty()) {
         (true, false) => match crate::export::explain::Explainer::new(&ws, &state) {
             Ok(e) => Some(e),
@@ -91,24 +93,53 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         flags,
         &super::print_note,
         |state, p| {
-            let r = if args.json {
-                json_actions(&mut out, p, &mut first)
-            } else {
-                human_actions(&mut out, p, args.explain, exports.as_ref())
-            };
-            if let Err(e) = r {
-                io_error.get_or_insert(e);
+            if io_error.is_none() {
+                let r = if args.json {
+                    json_actions(&mut out, p, &mut first)
+                } else {
+                    human_actions(&mut out, p, args.explain, exports.as_ref())
+                };
+                if let Err(e) = r {
+                    io_error = Some(e);
+                }
             }
             tally(&mut totals, state, p);
         },
     )?;
-    if let Some(e) = io_error {
-        return Err(e.into());
-    }
     for p in &catalog.problems {
         totals.problems.push((p.input.clone(), p.error.clone()));
     }
-    if args.json {
+    let export_lines = match &exports {
+        Some(e) => e.summary(&state)?,
+        None => Vec::new(),
+    };
+    let written = match io_error {
+        Some(e) => Err(e),
+        None => write_totals(&mut out, &totals, &mass, &export_lines, args.json)
+            .and_then(|()| out.flush()),
+    };
+    drop(out);
+    if let Err(e) = written {
+        return super::out::stream_error(e);
+    }
+    super::debug_counters(hashed);
+    Ok(if totals.problems.is_empty() {
+        0
+    } else {
+        EXIT_FAILURES
+    })
+}
+
+/// The end of the plan: problems, mass removals, notes, the exports'
+/// summary (`--explain`) and counts (`--json`: the rest of the object).
+fn write_totals(
+    out: &mut impl Write,
+    totals: &Totals,
+    mass: &[driver::MassRemoval],
+    export_lines: &[String],
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
         let problems: Vec<JsonProblem> = totals
             .problems
             .iter()
@@ -118,49 +149,38 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             .iter()
             .map(|m| format!("{}: {} of {}", m.collection, m.removing, m.recorded))
             .collect();
-        writeln!(
+        return writeln!(
             out,
             "],\"up_to_date\":{},\"problems\":{},\"mass_removals\":{}}}",
             totals.up_to_date,
             serde_json::to_string(&problems)?,
             serde_json::to_string(&mass)?
-        )?;
-    } else {
-        for (input, error) in &totals.problems {
-            writeln!(out, "error: {input}: {error}")?;
-        }
-        for m in &mass {
-            writeln!(
-                out,
-                "warning: would remove {} of {} outputs of {} (build needs --allow-mass-removal)",
-                m.removing, m.recorded, m.collection
-            )?;
-        }
-        for n in &totals.notes {
-            writeln!(out, "{n}")?;
-        }
-        if let Some(e) = &exports {
-            for line in e.summary(&state)? {
-                writeln!(out, "{line}")?;
-            }
-        }
+        );
+    }
+    for (input, error) in &totals.problems {
+        writeln!(out, "error: {input}: {error}")?;
+    }
+    for m in mass {
         writeln!(
             out,
-            "{} to build, {} to remove, {} up to date, {} problem(s)",
-            totals.build,
-            totals.remove,
-            totals.up_to_date,
-            totals.problems.len()
+            "warning: would remove {} of {} outputs of {} (build needs --allow-mass-removal)",
+            m.removing, m.recorded, m.collection
         )?;
     }
-    out.flush()?;
-    drop(out);
-    super::debug_counters(hashed);
-    Ok(if totals.problems.is_empty() {
-        0
-    } else {
-        EXIT_FAILURES
-    })
+    for n in &totals.notes {
+        writeln!(out, "{n}")?;
+    }
+    for line in export_lines {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(
+        out,
+        "{} to build, {} to remove, {} up to date, {} problem(s)",
+        totals.build,
+        totals.remove,
+        totals.up_to_date,
+        totals.problems.len()
+    )
 }
 
 fn tally(t: &mut Totals, state: &State, p: &CollectionPlan) {

@@ -4,7 +4,6 @@
 //! to `<output>/report.<ext>` by default, through a temporary file and a
 //! rename; `-o -` writes to stdout.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::report::{self, format::relative_prefix, thumbs, Detail, Format};
@@ -25,20 +24,22 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
+    super::state::check_read_only(&ws)?;
     let format = args
         .format
         .or_else(|| args.output.as_deref().and_then(Format::from_path))
         .unwrap_or(Format::Html);
     let target = match &args.output {
         Some(p) if p.as_os_str() == "-" => None,
-        Some(p) => Some(std::path::absolute(p)?),
-        None => Some(ws.output.join(format!("report.{}", format.extension()))),
-    };
-    if let Some(t) = &target {
-        if t.is_dir() {
-            return Err(format!("{} is a folder; give a file name with -o", t.display()).into());
+        Some(p) => Some(super::output_file::check(p, &ws)?),
+        None => {
+            // The default place is the output folder's own: made if missing.
+            std::fs::create_dir_all(&ws.output)
+                .map_err(|e| format!("{}: {e}", ws.output.display()))?;
+            let p = ws.output.join(format!("report.{}", format.extension()));
+            Some(super::output_file::check(&p, &ws)?)
         }
-    }
+    };
     let mut r = report::of_workspace(
         &ws,
         Detail {
@@ -49,18 +50,20 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         thumbs::embed(&mut r, &ws.output);
     }
     let here = match &target {
-        Some(t) => t.parent().map(Path::to_path_buf).unwrap_or_default(),
-        None => std::env::current_dir()?,
+        Some(super::output_file::Target::Replace(t)) => {
+            t.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+        _ => std::env::current_dir()?,
     };
     let text = report::render(&r, format, &relative_prefix(&here, &ws.output));
     match &target {
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+        None => super::out::write_bytes(text.as_bytes()),
         Some(t) => {
-            super::output_file::write_bytes(t, text.as_bytes())
-                .map_err(|e| format!("{}: {e}", t.display()))?;
+            t.write_bytes(text.as_bytes())
+                .map_err(|e| format!("{}: {e}", t.path().display()))?;
             eprintln!(
                 "report: {} ({} collections, {} images; {} KiB)",
-                t.display(),
+                t.path().display(),
                 r.summary.collections,
                 r.summary.images,
                 text.len().div_ceil(1024)

@@ -30,12 +30,16 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
-    let _lock = super::lock_workspace(&ws, !args.no_wait)?;
+    // Read-only: in a workspace that cannot be written, the lock file is
+    // locked read-only (or absent: nothing to wait for).
+    let _lock = ws.lock_for_reading(!args.no_wait, |who| {
+        eprintln!("waiting for the workspace lock held by {who} ...")
+    })?;
     let state = open_state(&ws)?;
     if args.state {
         let problems = state.integrity_check()?;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"ok": problems.is_empty(), "problems": problems})
             );
@@ -43,7 +47,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             eprintln!("{}: ok (SQLite integrity check)", state.path().display());
         } else {
             for p in &problems {
-                println!("{p}");
+                outln!("{p}");
             }
             eprintln!("{}: {} problem(s)", state.path().display(), problems.len());
         }
@@ -56,7 +60,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let opts = Options {
         deep: args.deep,
         collections: args.collections.clone(),
-        jobs: args.jobs.unwrap_or(ws.jobs).max(1),
+        jobs: super::jobs(args.jobs, &ws),
     };
     with_stdout(|out| {
         if args.json {

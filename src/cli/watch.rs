@@ -37,7 +37,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let ws = ctx.workspace()?;
     let opts = Options {
-        jobs: args.jobs.unwrap_or(ws.jobs).max(1),
+        jobs: super::jobs(args.jobs, &ws),
         fail_fast: false,
         progress: false,
         memory: crate::engine::budget::Limit::resolve(args.max_memory, &ws),
@@ -68,7 +68,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         let hashed = crate::plan::sources::hashed_count();
         {
             let _lock = super::lock_workspace(&ws, true)?;
-            let mut state = super::open_state_for_writing(&ws.state_path())?;
+            let mut state = super::state::for_writing(&ws)?;
             super::build::execute(&ws, &mut state, &planner, &selection, &opts, flags, false)?;
         }
         if crate::engine::interrupt::requested() {

@@ -38,20 +38,20 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             return Ok(EXIT_FAILURES);
         };
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             let e = &v["export"];
-            println!(
+            outln!(
                 "export      {} ({}), {}",
                 e["name"].as_str().unwrap_or(""),
                 e["format"].as_str().unwrap_or(""),
                 e["file"].as_str().unwrap_or("")
             );
-            println!("  key       {}", e["key"].as_str().unwrap_or(""));
+            outln!("  key       {}", e["key"].as_str().unwrap_or(""));
             if let Some(s) = e["shard"].as_u64() {
-                println!("  shard     {s}");
+                outln!("  shard     {s}");
             }
-            print!("{}", why::render(&v));
+            out!("{}", why::render(&v));
         }
         return Ok(0);
     }
@@ -69,28 +69,20 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     };
     let v = why::explain(&state, &facts)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", why::render(&v));
+        out!("{}", why::render(&v));
     }
     Ok(0)
 }
 
-/// Opens the workspace's build state for reading; an error (exit 2) when
-/// there is none yet, rather than creating an empty one.
+/// Opens the workspace's build state for reading ([`super::state::read_only`]).
 pub(super) fn open_state(ws: &Workspace) -> Result<State, Box<dyn std::error::Error>> {
-    let path = ws.state_path();
-    match State::open_read_only(&path)? {
-        Some(state) => Ok(state),
-        None => Err(format!(
-            "no build state at {}: nothing has been built in this workspace yet (`cpia build`)",
-            path.display()
-        )
-        .into()),
-    }
+    super::state::read_only(ws)
 }
 
-/// Runs `f` with a buffered stdout; a closed pipe (`| head`) ends quietly.
+/// Runs `f` with a buffered stdout; a closed pipe (`| head`) ends quietly,
+/// another failed write is an error ([`super::out::stream_error`]).
 pub(super) fn with_stdout(
     f: impl FnOnce(&mut dyn std::io::Write) -> Result<i32, crate::provenance::Error>,
 ) -> CmdResult {
@@ -102,7 +94,7 @@ pub(super) fn with_stdout(
     });
     match r {
         Ok(code) => Ok(code),
-        Err(crate::provenance::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(crate::provenance::Error::Io(e)) => super::out::stream_error(e),
         Err(e) => Err(e.into()),
     }
 }

@@ -27,7 +27,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         let paths = PlanPaths::of_dir(&ws, &args.plan)
             .ok_or_else(|| format!("{} is not a plan folder", args.plan.display()))?;
         let _lock = super::lock_workspace(&ws, true)?;
-        let mut state = super::open_state_for_writing(&ws.state_path())?;
+        let mut state = super::state::for_writing(&ws)?;
         let summary = finish::merge_job(&ws, &mut state, &paths.id, &super::print_note)?;
         eprintln!("{}", summary.render());
         return Ok(if summary.ok() { 0 } else { EXIT_FAILURES });

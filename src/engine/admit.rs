@@ -62,11 +62,15 @@ fn roi<'b>(actions: &[&BuildAction], budget: &'b Budget) -> Admitted<'b> {
     let fail = |error: String| Admitted::Failed(roi_failure(first, error, actions.len()));
     let sinks: Vec<usize> = actions.iter().map(|a| a.output.sink).collect();
     let estimate = |len: u64, h: Option<&Header>| estimate::roi(&first.spec.recipe, &sinks, len, h);
-    let mut file = match std::fs::File::open(&input.abs) {
-        Ok(f) => f,
+    // Without blocking (a FIFO swapped in after planning), a regular file
+    // only (not a link to /dev/zero), read no further than its size.
+    let (mut file, len) = match crate::regular_file::open(&input.abs) {
+        Ok((f, m)) => (f, m.len()),
         Err(e) => return fail(format!("cannot read: {e}")),
     };
-    let len = file.metadata().map_or(0, |m| m.len());
+    let read_rest = |file: &mut std::fs::File, bytes: &mut Vec<u8>| {
+        crate::regular_file::read_rest(file, len, bytes)
+    };
     // A file larger than the whole budget is not even read.
     let whole = Need {
         bytes: len,
@@ -86,7 +90,7 @@ fn roi<'b>(actions: &[&BuildAction], budget: &'b Budget) -> Admitted<'b> {
             let need = estimate(len, Some(&h));
             match budget.acquire(need.bytes) {
                 Ok(grant) => {
-                    if let Err(e) = file.read_to_end(&mut bytes) {
+                    if let Err(e) = read_rest(&mut file, &mut bytes) {
                         return fail(format!("cannot read: {e}"));
                     }
                     grant
@@ -95,7 +99,7 @@ fn roi<'b>(actions: &[&BuildAction], budget: &'b Budget) -> Admitted<'b> {
                     // Too large as its header says; but if its data cannot
                     // hold that many pixels (the header lies), the decode
                     // step says so, which is the better error.
-                    if let Err(e) = file.read_to_end(&mut bytes) {
+                    if let Err(e) = read_rest(&mut file, &mut bytes) {
                         return fail(format!("cannot read: {e}"));
                     }
                     if crate::ops::probe::probe(&bytes).is_ok() {
@@ -116,7 +120,7 @@ fn roi<'b>(actions: &[&BuildAction], budget: &'b Budget) -> Admitted<'b> {
                 Ok(g) => g,
                 Err(e) => return fail(too_large(&whole, &e)),
             };
-            if let Err(e) = file.read_to_end(&mut bytes) {
+            if let Err(e) = read_rest(&mut file, &mut bytes) {
                 return fail(format!("cannot read: {e}"));
             }
             let header = crate::ops::probe::header(&bytes).ok();

@@ -440,6 +440,17 @@ fn tmp_folder(home: &Dir, name: &str) -> io::Result<Dir> {
     match home.child(name, true) {
         Ok(Some(tmp)) => Ok(tmp),
         Ok(None) => Err(io::Error::other("the temporary folder vanished")),
+        // The system refused to make or open it: the folder around it
+        // cannot be written, and removing anything would not help.
+        Err(e) if e.raw_os_error().is_some() => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create or open the temporary folder `{}`: {e}; the folder it goes in cannot be \
+                 written (check its permissions, a read-only mount, or its immutable attribute: `lsattr -d`)",
+                home.rel_of(name)
+            ),
+        )),
+        // A link or a file where the folder should be: cpia's own name.
         Err(e) => Err(io::Error::new(
             e.kind(),
             format!("cannot use the temporary folder: {e} (remove it: cpia makes its own)"),

@@ -189,7 +189,9 @@ impl Dir {
         Ok(unsafe { std::fs::File::from_raw_fd(fd) })
     }
 
-    /// Opens the existing file `name` for reading, without following a link.
+    /// Opens the existing file `name` for reading, without following a link
+    /// and without blocking (a FIFO there opens at once; the caller checks
+    /// what it opened).
     pub fn open_file(&self, name: &str) -> io::Result<std::fs::File> {
         let c = cstr(name)?;
         // SAFETY: valid descriptor and C string; the result is checked.
@@ -197,7 +199,7 @@ impl Dir {
             libc::openat(
                 self.fd.as_raw_fd(),
                 c.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
             )
         })?;
         // SAFETY: `fd` was just opened and is owned by nothing else.

@@ -145,8 +145,13 @@ impl Engine {
         build: i64,
     ) -> Result<Engine, EngineError> {
         crate::ops::pool::limit_bytes(opts.memory.bytes / 8);
+        // However many jobs were asked for (cli says when it lowers them).
+        let opts = &Options {
+            jobs: crate::threads::cap(opts.jobs),
+            ..opts.clone()
+        };
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.jobs.max(1))
+            .num_threads(opts.jobs)
             .build()
             .map_err(|e| EngineError(format!("starting worker threads: {e}")))?;
         Ok(Engine {

@@ -14,6 +14,7 @@
 //! one folder's records at a time; never the outputs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -316,7 +317,9 @@ fn confirm_racy(hashed: &mut [Hashed], scanned_at: i64) {
 }
 
 /// A recorded file of folder `dir` that the walk did not find (or did not
-/// accept): its input, if the collection has one, is gone.
+/// accept): its input, if the collection has one, is gone — unless the
+/// file cannot be examined (a folder on its way cannot be read): then it is
+/// unreadable, and its outputs are kept.
 fn note_gone(out: &mut Classified, c: &Collection<'_>, dir: &str, r: &crate::store::RecordedFile) {
     let Some(i) = r.input else {
         return;
@@ -326,7 +329,21 @@ fn note_gone(out: &mut Classified, c: &Collection<'_>, dir: &str, r: &crate::sto
     } else {
         format!("{dir}/{}", r.name)
     };
-    let excluded = std::fs::symlink_metadata(c.root.join(&rel)).is_ok();
+    let abs = c.root.join(&rel);
+    let excluded = match std::fs::symlink_metadata(&abs) {
+        Ok(_) => true,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => false,
+        Err(e) => {
+            out.unreadable.push(Unreadable {
+                input: Some(i.id),
+                abs: abs.display().to_string(),
+                error: format!(
+                    "cannot be examined: {e} (a folder on its way cannot be read); its outputs are kept"
+                ),
+            });
+            return;
+        }
+    };
     out.gone.push(Gone {
         id: i.id,
         rel,

@@ -152,6 +152,11 @@ pub struct Planner {
     files: BTreeMap<PathBuf, TextFile>,
 }
 
+/// The most of a file under `recipes/` that is read: beyond the recipe
+/// bound (which `recipe::load` reports with its own message), so a huge
+/// file is refused without being read whole.
+pub const RECIPE_READ_LIMIT: u64 = 4 * crate::recipe::MAX_RECIPE_BYTES as u64;
+
 impl Default for Planner {
     fn default() -> Self {
         Self::new()
@@ -179,15 +184,19 @@ impl Planner {
             .flatten()
         {
             let path = entry.path();
-            if !entry.file_type().is_file() || path.extension().is_none_or(|e| e != "toml") {
+            // A `.toml` that is not a regular file (a FIFO, a folder) is
+            // listed too, so a recipe naming it is told what it is.
+            if entry.depth() == 0 || path.extension().is_none_or(|e| e != "toml") {
                 continue;
             }
             let key = query::normalize(path);
-            let text = std::fs::read_to_string(path).ok();
+            let text = crate::regular_file::read_to_string(path, RECIPE_READ_LIMIT)
+                .map_err(|e| e.to_string());
             let file = match self.files.get(&key) {
                 Some(&f) => {
                     if f.text(&self.db) != &text {
-                        f.set_text(&mut self.db).to(text);
+                        // The old text is not needed.
+                        let _ = f.set_text(&mut self.db).to(text);
                         changed.push(key.clone());
                     }
                     f
@@ -327,7 +336,7 @@ impl Planner {
     /// its recipe hash was computed from), if it could be read.
     pub fn text(&self, path: &Path) -> Option<&str> {
         let f = self.files.get(&query::normalize(path))?;
-        f.text(&self.db).as_deref()
+        f.text(&self.db).as_deref().ok()
     }
 }
 

@@ -32,13 +32,14 @@ pub struct PlanDb {
 #[salsa::db]
 impl salsa::Database for PlanDb {}
 
-/// The text of one file under `recipes/` (`None`: it could not be read).
+/// The text of one file under `recipes/`, or why it could not be read
+/// (not UTF-8, a FIFO, a folder named `.toml`, …).
 #[salsa::input]
 pub struct TextFile {
     #[returns(ref)]
     pub path: PathBuf,
     #[returns(ref)]
-    pub text: Option<String>,
+    pub text: Result<String, String>,
 }
 
 /// Every file under `recipes/`, by normalized path: where `extends` looks.
@@ -57,9 +58,10 @@ pub fn recipe(db: &dyn salsa::Database, dir: RecipeDir, file: TextFile) -> Recip
     let files = dir.files(db);
     let mut read = |p: &Path| -> std::io::Result<String> {
         match files.get(&normalize(p)) {
-            Some(f) => f.text(db).clone().ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "file could not be read")
-            }),
+            Some(f) => f
+                .text(db)
+                .clone()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "no such file under recipes/",
@@ -90,8 +92,12 @@ pub fn normalize(p: &Path) -> PathBuf {
     for c in p.components() {
         match c {
             Component::CurDir => {}
+            // `/..` is `/`; a relative path keeps its leading `..`s.
             Component::ParentDir => {
-                if !out.pop() {
+                let up = matches!(out.components().next_back(), Some(Component::Normal(_)));
+                if up {
+                    out.pop();
+                } else if !out.has_root() {
                     out.push("..");
                 }
             }

@@ -279,17 +279,10 @@ pub fn hash_file(path: &Path) -> Result<String, String> {
 /// blake3 of a file's content, hex, without counting it as a source hashed
 /// (outputs checked by `--check-outputs` or `verify`).
 pub fn content_hash(path: &Path) -> Result<String, String> {
-    let mut hasher = blake3::Hasher::new();
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let res = if size >= 16 << 20 {
-        hasher.update_mmap_rayon(path).map(|_| ())
-    } else {
-        std::fs::read(path).map(|b| {
-            hasher.update(&b);
-        })
-    };
-    res.map_err(|e| format!("cannot read: {e}"))?;
-    Ok(hasher.finalize().to_hex().to_string())
+    // Never blocks on a FIFO swapped in, never reads a device without end.
+    crate::regular_file::blake3(path)
+        .map(|(h, _)| h.to_hex().to_string())
+        .map_err(|e| format!("cannot read: {e}"))
 }
 
 /// blake3 of bytes already in memory, hex.

@@ -90,9 +90,13 @@ pub fn update(
     output: &std::path::Path,
     files: &dyn Files,
 ) -> Result<Stats, Error> {
+    // Every error names the file (a full disk says which part it stopped at).
+    let named = |rel: &str, e: io::Error| -> Error {
+        io::Error::new(e.kind(), format!("{}: {e}", output.join(rel).display())).into()
+    };
     if state.meta(META_KEY)?.as_deref() != Some(FORMAT) {
         match std::fs::remove_dir_all(output.join(DIR)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(named(DIR, e)),
             _ => {}
         }
         state.mark_all_manifests_dirty()?;

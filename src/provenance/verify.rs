@@ -75,7 +75,7 @@ pub fn verify(
     report: &mut dyn FnMut(Finding) -> Result<(), Error>,
 ) -> Result<Stats, Error> {
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
+        .num_threads(crate::threads::cap(opts.jobs))
         .build()
         .map_err(|e| Error::Other(format!("starting threads: {e}")))?;
     let mut stats = Stats::default();
@@ -451,14 +451,7 @@ impl Folder {
 /// blake3 of a file's bytes (memory-mapped when large; a large file is
 /// also hashed on several threads, as `b3sum` does).
 pub fn hash_file(path: &Path) -> io::Result<String> {
-    let mut h = blake3::Hasher::new();
-    let len = std::fs::symlink_metadata(path)?.len();
-    if len >= 16 << 20 {
-        h.update_mmap_rayon(path)?;
-    } else {
-        h.update_mmap(path)?;
-    }
-    Ok(h.finalize().to_hex().to_string())
+    crate::regular_file::blake3(path).map(|(h, _)| h.to_hex().to_string())
 }
 
 /// Files in the output folder outside recorded output folders, the
@@ -470,12 +463,15 @@ fn unrecorded_elsewhere(
     folders: &HashSet<&str>,
     report: &mut dyn FnMut(Finding) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    // `export/` belongs to the export layer, which verifies it (`export::verify`).
+    // `export/` belongs to the export layer, which verifies it
+    // (`export::verify`); `cpia report` writes its page beside the dataset
+    // by default: not an unrecorded output.
     let skip = |rel: &str| {
         rel == crate::workspace::TMP_DIR
             || rel == manifest::DIR
             || rel == EXPORT_DIR
             || folders.contains(rel)
+            || matches!(rel, "report.html" | "report.md" | "report.json")
     };
     // Folders still to list, relative to `output` ("" is `output`).
     let mut stack = vec![String::new()];
@@ -497,11 +493,18 @@ fn unrecorded_elsewhere(
                     (child, e.file_type().is_ok_and(|t| t.is_dir()))
                 })
                 .collect(),
+            // No output folder at all (a plan, no build yet): nothing is
+            // unrecorded; recorded files, if any, are reported missing.
+            Err(e) if rel.is_empty() && e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 report(Finding {
-                    path: rel.clone(),
+                    path: if rel.is_empty() {
+                        ".".into()
+                    } else {
+                        rel.clone()
+                    },
                     kind: "unreadable",
-                    detail: e.to_string(),
+                    detail: format!("{}: {e}", output.join(&rel).display()),
                 })?;
                 continue;
             }

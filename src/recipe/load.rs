@@ -69,10 +69,11 @@ fn normalize(p: &Path) -> PathBuf {
     for c in p.components() {
         match c {
             Component::CurDir => {}
+            // `/..` is `/`; a relative path keeps its leading `..`s.
             Component::ParentDir => {
                 if matches!(out.components().next_back(), Some(Component::Normal(_))) {
                     out.pop();
-                } else {
+                } else if !out.has_root() {
                     out.push("..");
                 }
             }

@@ -122,13 +122,13 @@ fn mpp(m: &RawMpp, p: &mut Vec<Problem>) -> Option<MppPolicy> {
         }
     }
     let sane = |v: &Sp<f64>, p: &mut Vec<Problem>| {
-        if !(v.v > 0.0 && v.v <= crate::ops::wsi::mpp::MAX_MPP) {
+        use crate::ops::wsi::mpp::{MAX_MPP, MIN_MPP};
+        if !(v.v >= MIN_MPP && v.v <= MAX_MPP) {
             p.push(Problem::at(
                 &v.loc,
                 format!(
-                    "{} is not a plausible µm/px (must be > 0 and <= {})",
-                    v.v,
-                    crate::ops::wsi::mpp::MAX_MPP
+                    "{} is not a plausible µm/px (must be >= {MIN_MPP} and <= {MAX_MPP})",
+                    v.v
                 ),
             ));
         }

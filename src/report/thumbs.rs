@@ -58,7 +58,7 @@ pub fn thumbnail(path: &Path, edge: u32) -> Result<Vec<u8>, String> {
             path.display()
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = crate::regular_file::read(path, MAX_FILE_BYTES).map_err(|e| e.to_string())?;
     let img = match decode_jpeg_scaled(&bytes, edge) {
         Some(img) => img,
         None => crate::ops::decode::decode(&bytes).map_err(|e| e.to_string())?,

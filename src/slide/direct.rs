@@ -460,7 +460,8 @@ impl DirectSlide {
     /// Ventana/Trestle, Aperio with missing tiles). `Err`: a TIFF of a kind we
     /// handle whose structure is broken, with the reason.
     pub fn open(path: &Path) -> Result<Option<DirectSlide>, String> {
-        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let (file, _) = crate::regular_file::open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let t = match tiff::parse(&file) {
             Ok(t) => t,
             Err(TiffError::NotTiff) => return Ok(None),

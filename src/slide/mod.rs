@@ -287,10 +287,53 @@ impl Slide {
                 .osr
                 .read_region(&region)
                 .map_err(|e| format!("reading region ({x}, {y0}) {w}x{n} at level {level}: {e}"))?;
+            if level == 0 && self.level0_is_whole() {
+                self.check_opaque(&bgra, x, y0, w)?;
+            }
             unpremultiply_into(&bgra, &mut out);
             done += n;
         }
         RgbImage::from_raw(w, h, out).ok_or_else(|| "region buffer has the wrong size".to_string())
+    }
+
+    /// Whether level 0 is one image covering the whole slide (Aperio SVS,
+    /// generic tiled TIFF): there, a transparent pixel inside the slide is a
+    /// tile OpenSlide could not read — a TileByteCount of 0, a level whose
+    /// tile geometry is corrupt — which it paints transparent and the
+    /// reference's RGB conversion turns black. Formats with legitimately
+    /// unscanned areas (MIRAX, Leica, Philips, …) are not checked.
+    fn level0_is_whole(&self) -> bool {
+        matches!(
+            self.meta
+                .properties
+                .get("openslide.vendor")
+                .map(String::as_str),
+            Some("aperio" | "generic-tiff")
+        )
+    }
+
+    /// An error when a level-0 strip read at `(x, y)`, `w` wide, has
+    /// transparent pixels inside the slide: black pixels passed off as
+    /// tissue or glass would be silent corruption, so the cell fails.
+    fn check_opaque(&self, bgra: &[u8], x: u64, y: u64, w: u32) -> Result<(), String> {
+        let cols = self.meta.width.saturating_sub(x).min(u64::from(w)) as usize;
+        let rows = (bgra.len() / 4 / (w.max(1) as usize)) as u64;
+        let rows = self.meta.height.saturating_sub(y).min(rows) as usize;
+        let row_bytes = w as usize * 4;
+        let missing = bgra
+            .chunks_exact(row_bytes.max(4))
+            .take(rows)
+            .flat_map(|row| row[..cols * 4].chunks_exact(4))
+            .filter(|px| px[3] == 0)
+            .count();
+        if missing == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "{missing} pixel(s) of level 0 inside the slide, in the strip at ({x}, {y}), could not be read: \
+             OpenSlide paints a missing or unreadable tile (TileByteCount 0, corrupt tile geometry) \
+             transparent, which would become black; this region is not built"
+        ))
     }
 
     /// The whole slide at about `max_edge` pixels on its longer side, and the

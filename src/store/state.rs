@@ -53,6 +53,9 @@ impl StateError {
             }
             Some(C::DatabaseBusy) | Some(C::DatabaseLocked) => ErrorKind::Busy,
             Some(C::DiskFull) => ErrorKind::Full,
+            // SQLite says "disk I/O error" when a full disk fails a write
+            // it did not expect to fail (the WAL index, a journal).
+            Some(C::SystemIoFailure) if disk_full(path) => ErrorKind::Full,
             _ => ErrorKind::Other,
         };
         StateError {
@@ -187,10 +190,15 @@ impl State {
     /// refused unchanged ([`super::version`]).
     pub fn open(path: &Path) -> Result<State, StateError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StateError::other(path, "creating its folder", e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StateError::other(path, &format!("creating its folder {}", dir.display()), e)
+            })?;
         }
-        let existed = path.exists();
+        let existed = match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => true,
+            Ok(m) => return Err(not_a_file(path, &m)),
+            Err(_) => false,
+        };
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -259,13 +267,7 @@ impl State {
         match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StateError::other(path, "opening", e)),
-            Ok(m) if !m.is_file() => {
-                return Err(StateError::other(
-                    path,
-                    "opening",
-                    "it is not a regular file; move it away (cpia keeps its build state there)",
-                ))
-            }
+            Ok(m) if !m.is_file() => return Err(not_a_file(path, &m)),
             Ok(_) => {}
         }
         let conn = open_read_only_conn(path)?;
@@ -606,6 +608,38 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The error for a state path that holds something other than a file.
+fn not_a_file(path: &Path, m: &std::fs::Metadata) -> StateError {
+    StateError::other(
+        path,
+        "opening",
+        format!(
+            "it is {}, not the database file; nothing was changed: move it away (cpia keeps its build state there)",
+            crate::regular_file::kind_of(&m.file_type())
+        ),
+    )
+}
+
+/// Whether the filesystem holding `path` has (next to) no space left for
+/// this process: what a "disk I/O error" of SQLite then means.
+fn disk_full(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a zeroed statvfs is a valid out-parameter; `c` is a C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the result is checked.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 1 << 20
+}
+
 /// The state's `PRAGMA user_version`.
 fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
@@ -688,7 +722,8 @@ fn set_aside(path: &Path, from: i64) -> Result<PathBuf, StateError> {
 
 /// A read-only connection. A WAL database in a folder this process cannot
 /// write opens read-only only while its `-shm` exists; otherwise it is
-/// opened immutable (no locks: a read-only workspace has no writer).
+/// opened immutable (no locks: a read-only workspace has no writer; nor
+/// can a full disk, where the `-shm` cannot be made).
 fn open_read_only_conn(path: &Path) -> Result<Connection, StateError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let first =
@@ -701,7 +736,8 @@ fn open_read_only_conn(path: &Path) -> Result<Connection, StateError> {
                 Some(rusqlite::ErrorCode::CannotOpen)
                     | Some(rusqlite::ErrorCode::ReadOnly)
                     | Some(rusqlite::ErrorCode::PermissionDenied)
-            ) =>
+            ) || (e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
+                && disk_full(path)) =>
         {
             let uri = format!("file:{}?immutable=1", uri_path(path));
             Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)

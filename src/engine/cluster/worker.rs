@@ -36,7 +36,7 @@ pub fn jobs() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .map_or_else(crate::threads::cores, crate::threads::cap)
 }
 
 /// Runs shard `shard` of the plan in `plan_dir`; its first note says what

@@ -11,8 +11,9 @@
 //! | `override` | the recipe's `[mpp.overrides]` table, by slide name (file name up to its first dot) or glob on it |
 //! | `default` | the recipe's `[mpp] default` |
 //!
-//! A value that a source yields but that fails the sanity checks (≤ 0, above
-//! [`MAX_MPP`], x and y more than 1% apart, or a 72/96-dpi screen resolution)
+//! A value that a source yields but that fails the sanity checks (below
+//! [`MIN_MPP`], above [`MAX_MPP`], x and y more than 1% apart, or a
+//! 72/96-dpi screen resolution)
 //! is not silently skipped: the chain stops with an error naming the value,
 //! so a wrong scanner header never becomes a wrong dataset.
 
@@ -20,6 +21,12 @@ use std::collections::BTreeMap;
 
 /// Above this, a "slide" is not microscopy.
 pub const MAX_MPP: f64 = 100.0;
+
+/// Below this, a header is not a microscope's: 0.01 µm/px is ten times
+/// finer than the finest optical scanners (oil immersion at 100×, about
+/// 0.1 µm/px) and far below the diffraction limit. A smaller value (1e-300,
+/// 0.0001) would make every grid cell a few pixels of the slide.
+pub const MIN_MPP: f64 = 0.01;
 
 /// One link of the fallback chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,6 +204,12 @@ fn check(x: f64, y: f64, src: MppSource) -> Result<(), String> {
             "MPP from {from} is {x} µm/px: above {MAX_MPP}, not microscopy"
         ));
     }
+    if x < MIN_MPP || y < MIN_MPP {
+        return Err(format!(
+            "MPP from {from} is {:e} µm/px: below {MIN_MPP}, finer than any optical scanner",
+            x.min(y)
+        ));
+    }
     if (x - y).abs() > 0.01 * x.max(y) {
         return Err(format!(
             "MPP from {from} differs between x ({x}) and y ({y}) by more than 1%: non-square pixels are not supported"
@@ -279,7 +292,15 @@ mod tests {
 
     #[test]
     fn nonsense_is_rejected() {
-        for (x, y) in [("0", "0"), ("-1", "-1"), ("150", "150"), ("0.25", "0.5")] {
+        for (x, y) in [
+            ("0", "0"),
+            ("-1", "-1"),
+            ("150", "150"),
+            ("0.25", "0.5"),
+            ("1e-300", "1e-300"),
+            ("0.0001", "0.0001"),
+            ("0.25", "0.0001"),
+        ] {
             let p = props(&[("openslide.mpp-x", x), ("openslide.mpp-y", y)]);
             assert!(resolve(&p, "s", &MppPolicy::default()).is_err(), "{x} {y}");
         }

@@ -1,0 +1,198 @@
+//! Opening files that must be regular files: sources, slides, recipes,
+//! `cpia.toml`, outputs read back. A leaf every layer may use.
+//!
+//! A path that was a regular file when it was listed may be something else
+//! by the time it is opened (a source replaced after planning, a recipe
+//! that is a FIFO, a link to `/dev/zero`). `File::open` would then block
+//! forever on a FIFO with no writer, and reading a character device never
+//! ends. Here every open is non-blocking (`O_NONBLOCK`: a FIFO opens at
+//! once), the type of what was opened is checked on the descriptor
+//! (`fstat`, so nothing can be swapped in between), and reads are bounded
+//! by the size `fstat` gave: a file that grows while it is read is an error,
+//! never an unbounded allocation.
+//!
+//! Cost: one `fcntl` and one `fstat` more per file than `File::open` +
+//! `metadata` (which the callers did anyway), nothing per byte.
+
+use std::fs::{File, FileType, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// What a non-regular file is, in words ("a FIFO (named pipe)").
+pub fn kind_of(t: &FileType) -> &'static str {
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The error for something that is not a regular file.
+fn not_regular(t: &FileType) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is {}, not a regular file", kind_of(t)),
+    )
+}
+
+/// Opens `path` (following links) for reading without blocking, and only if
+/// what was opened is a regular file; its metadata, from the descriptor.
+pub fn open(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta.file_type()));
+    }
+    // Back to blocking reads (regular files ignore the flag; this keeps the
+    // descriptor ordinary for whoever reads it).
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: fcntl on a descriptor we own; the result is checked.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags >= 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+    }
+    Ok((file, meta))
+}
+
+/// Reads the rest of `file` into `into`, which then holds at most `len`
+/// bytes (the size the file had when opened): a file that grew is an error.
+pub fn read_rest(file: &mut File, len: u64, into: &mut Vec<u8>) -> io::Result<()> {
+    let room = len.saturating_sub(into.len() as u64);
+    into.reserve(room.min(1 << 30) as usize);
+    file.take(room + 1).read_to_end(into)?;
+    if into.len() as u64 > len {
+        return Err(io::Error::other(format!(
+            "it grew beyond its {len} bytes while it was read (being written?)"
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of the regular file `path`, refusing one larger than `limit`.
+pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let (mut file, meta) = open(path)?;
+    if meta.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it is {} bytes, more than the {limit} this file may have",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    read_rest(&mut file, meta.len(), &mut bytes)?;
+    Ok(bytes)
+}
+
+/// The text of the regular file `path` ([`read`]), which must be UTF-8.
+pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
+    String::from_utf8(read(path, limit)?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Files at least this large are hashed memory-mapped, on all cores.
+const MAP_AT: u64 = 16 << 20;
+
+/// blake3 of the regular file `path` ([`open`]) and its size: read whole
+/// when small, memory-mapped and hashed on all cores when large (whole
+/// slides), as `b3sum` does.
+pub fn blake3(path: &Path) -> io::Result<(blake3::Hash, u64)> {
+    let (mut file, meta) = open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    if meta.len() >= MAP_AT {
+        // SAFETY: a read-only private mapping of a regular file we opened;
+        // a writer truncating it meanwhile is the one hazard, as for any
+        // mmap-based hasher (blake3's own `update_mmap_rayon`).
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        hasher.update_rayon(&map);
+        return Ok((hasher.finalize(), map.len() as u64));
+    }
+    let mut bytes = Vec::new();
+    read_rest(&mut file, meta.len(), &mut bytes)?;
+    hasher.update(&bytes);
+    Ok((hasher.finalize(), bytes.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifos_devices_and_folders_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = read(&fifo, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        let e = read(Path::new("/dev/zero"), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("character device"), "{e}");
+        let link = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read(&link, 1 << 20).is_err());
+        let e = read(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("folder"), "{e}");
+        assert!(blake3(&fifo).is_err());
+    }
+
+    #[test]
+    fn hashes_equal_blake3_small_and_large() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 5, MAP_AT as usize + 7] {
+            let p = dir.path().join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            std::fs::write(&p, &bytes).unwrap();
+            assert_eq!(blake3(&p).unwrap(), (::blake3::hash(&bytes), len as u64));
+        }
+    }
+
+    #[test]
+    fn sizes_and_text_are_bounded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        std::fs::write(&p, b"hello").unwrap();
+        assert_eq!(read(&p, 5).unwrap(), b"hello");
+        assert!(read(&p, 4).is_err());
+        std::fs::write(&p, b"ok\xffno").unwrap();
+        let e = read_to_string(&p, 100).unwrap_err().to_string();
+        assert!(e.contains("offset 2"), "{e}");
+        // A file that grows after it was opened.
+        std::fs::write(&p, b"12345").unwrap();
+        let (mut f, m) = open(&p).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .and_then(|mut w| std::io::Write::write_all(&mut w, b"678"))
+            .unwrap();
+        let mut into = Vec::new();
+        assert!(read_rest(&mut f, m.len(), &mut into).is_err());
+    }
+}
