@@ -1939,9 +1939,7 @@ fn sources_replaced_by_a_fifo_or_a_device_after_planning_fail_without_hanging() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    common::process::until(&mut child, "5 outputs", || {
-        jpgs(&ws.path("dataset")) >= 5
-    });
+    common::process::until(&mut child, "5 outputs", || jpgs(&ws.path("dataset")) >= 5);
     // Planned as images; now a FIFO with no writer and a link to /dev/zero.
     let fifo = ws.path(&format!("src/img{:04}.png", N - 2));
     let zero = ws.path(&format!("src/img{:04}.png", N - 1));
