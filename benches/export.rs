@@ -3,10 +3,11 @@
 //! On the corpus-shaped synthetic workspace of `benches/common` (99 % WSI
 //! tiles, real recipes, a state recorded through the library, real files):
 //!
-//! - `throughput`: `cpia export --format webdataset -j 2` against GNU
-//!   `tar -cf` of the same files (a file list in the same order), 20,000
-//!   outputs of 48 KiB, warm cache, alternating, medians of 3: MB/s of image
-//!   bytes. Target: at least tar's.
+//! - `throughput`: `cpia export --format webdataset -j 2` and
+//!   `--format parquet` against GNU `tar -cf` of the same files (a file list
+//!   in the same order), 20,000 outputs of 48 KiB, warm cache, alternating,
+//!   medians of 3: MB/s of image bytes, and the Parquet shards' bytes.
+//!   Target: at least tar's.
 //! - `scale`: a whole export of 100 k and 1 M outputs (empty files: the cost
 //!   is per sample), wall time and peak RSS (wait4). Target: RSS ≤ 200 MB and
 //!   flat, time linear.
@@ -83,7 +84,11 @@ fn images(c: &Corpus) -> (Vec<String>, u64) {
 }
 
 fn export(c: &Corpus, args: &[&str]) -> common::measured::Run {
-    let mut all = vec!["export", "--format", "webdataset", "-j", "2"];
+    export_as(c, "webdataset", args)
+}
+
+fn export_as(c: &Corpus, format: &str, args: &[&str]) -> common::measured::Run {
+    let mut all = vec!["export", "--format", format, "-j", "2"];
     all.extend_from_slice(args);
     let r = run(&c.dir, &all);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
@@ -91,8 +96,22 @@ fn export(c: &Corpus, args: &[&str]) -> common::measured::Run {
 }
 
 fn remove(c: &Corpus) {
-    let r = run(&c.dir, &["export", "--remove", "webdataset"]);
+    remove_named(c, "webdataset");
+}
+
+fn remove_named(c: &Corpus, name: &str) {
+    let r = run(&c.dir, &["export", "--remove", name]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// The bytes of the files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
 }
 
 fn throughput() {
@@ -119,14 +138,22 @@ fn throughput() {
         remove(&c);
         w
     };
-    let (_, _) = (tar(), ours());
-    let (mut t, mut o) = (Vec::new(), Vec::new());
+    let parquet_size = std::cell::Cell::new(0);
+    let parquet = || {
+        let w = export_as(&c, "parquet", &["--shard-bytes", "256M"]).wall;
+        parquet_size.set(bytes_under(&c.dir.join("dataset/export/parquet/data")));
+        remove_named(&c, "parquet");
+        w
+    };
+    let (_, _, _) = (tar(), ours(), parquet());
+    let (mut t, mut o, mut p) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         t.push(tar());
         o.push(ours());
+        p.push(parquet());
     }
     let mb = bytes as f64 / 1e6;
-    let (t, o) = (median(t), median(o));
+    let (t, o, p) = (median(t), median(o), median(p));
     println!(
         "\nexport throughput, {} files, {:.0} MB (warm cache, 2 cores, median of 3)",
         files.len(),
@@ -135,6 +162,13 @@ fn throughput() {
     println!("| tool | wall | MB/s |\n|---|---|---|");
     println!("| `tar -cf` (GNU) | {t:.2} s | {:.0} |", mb / t);
     println!("| `cpia export --format webdataset -j 2` (hashes every image, blake3 + SHA-256 of every shard, fsync) | {o:.2} s | {:.0} ({:.2}× tar) |", mb / o, t / o);
+    println!(
+        "| `cpia export --format parquet -j 2` (the same, zstd pages; {:.0} MB of shards, {:.3}× the images) | {p:.2} s | {:.0} ({:.2}× tar) |",
+        parquet_size.get() as f64 / 1e6,
+        parquet_size.get() as f64 / bytes as f64,
+        mb / p,
+        t / p
+    );
     done(&c);
 }
 

@@ -129,13 +129,27 @@ fn ok(o: &Output) {
     );
 }
 
-/// The export's shard files: name → blake3.
+/// The export's shard files: name → blake3 (tar shards in the export's
+/// folder, Parquet shards in its `data/`).
 fn shard_hashes(ws: &Ws, name: &str) -> BTreeMap<String, String> {
-    let dir = ws.path(&format!("dataset/export/{name}"));
+    let mut out = shard_files(ws, &format!("dataset/export/{name}"), ".tar");
+    out.extend(shard_files(
+        ws,
+        &format!("dataset/export/{name}/data"),
+        ".parquet",
+    ));
+    out
+}
+
+/// The files of `dir` ending in `ext`: name → blake3 (none if no `dir`).
+fn shard_files(ws: &Ws, dir: &str, ext: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+    let Ok(entries) = std::fs::read_dir(ws.path(dir)) else {
+        return out;
+    };
+    for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if n.ends_with(".tar") {
+        if n.ends_with(ext) {
             out.insert(
                 n,
                 blake3::hash(&std::fs::read(e.path()).unwrap())
@@ -232,7 +246,12 @@ print(json.dumps({"records": n}))
 /// A workspace with ROI collections A, B and a WSI collection W on the
 /// real CMU-1 slide at a scaled-down geometry, exporting some of each.
 fn mixed_ws(td: &Path) -> Ws {
-    let ws = roi_ws(td, 1, "W = \"src\"\n\n[export.pretrain]\nformat = \"webdataset\"\nselect = { sub_datasets = [\"A\", \"B\", \"W-384\", \"W-96\"] }\nshard_samples = 16\n");
+    mixed_ws_with(td, "pretrain", "webdataset")
+}
+
+/// [`mixed_ws`] with export `name` in `format`.
+fn mixed_ws_with(td: &Path, name: &str, format: &str) -> Ws {
+    let ws = roi_ws(td, 1, &format!("W = \"src\"\n\n[export.{name}]\nformat = \"{format}\"\nselect = {{ sub_datasets = [\"A\", \"B\", \"W-384\", \"W-96\"] }}\nshard_samples = 16\n"));
     ws.write(
         "recipes/templates/cpia-wsi.toml",
         &std::fs::read_to_string(
@@ -679,4 +698,310 @@ fn the_dry_run_compares_a_rule_with_the_published_cpia_mini() {
     assert!(l / xl > 12.0 && l / xl < 20.0 && m / xl > 28.0, "{s}");
     let text = stdout(&ws.cpia(&["export", "--dry-run"]));
     assert!(text.contains("total (published): "), "{text}");
+}
+
+/// Reads a Parquet export with `datasets` (pictures decoded through its
+/// `Image` feature, raw bytes written to `out/<i>.jpg`), polars and pyarrow;
+/// prints one JSON object of what each saw.
+const READ_PARQUET: &str = r#"
+import sys, json, glob, os
+import datasets, polars as pl, pyarrow.parquet as pq
+root, out = sys.argv[1], sys.argv[2]
+files = sorted(glob.glob(root + "/data/*.parquet"))
+ds = datasets.load_dataset("parquet", data_files=files, split="train")
+raw = ds.cast_column("image", datasets.Image(decode=False))
+seen = {"features": {k: repr(v) for k, v in ds.features.items()}, "rows": []}
+for i, (row, r) in enumerate(zip(ds, raw)):
+    img = row.pop("image")
+    img.load()
+    row["decoded"] = [img.width, img.height]
+    row["image_path"] = r["image"]["path"]
+    with open(os.path.join(out, f"{i}.jpg"), "wb") as f:
+        f.write(r["image"]["bytes"])
+    seen["rows"].append(row)
+df = pl.read_parquet(files)
+seen["polars"] = {}
+for row in df.iter_rows(named=True):
+    img = row.pop("image")
+    row["image_path"] = img["path"]
+    row["image_bytes"] = len(img["bytes"])
+    seen["polars"][row["key"]] = row
+seen["files"] = {}
+for f in files:
+    p = pq.ParquetFile(f)
+    md = p.metadata
+    seen["files"][os.path.basename(f)] = {
+        "keys": p.read(columns=["key"]).column("key").to_pylist(),
+        "row_groups": md.num_row_groups,
+        "image_type": str(p.schema_arrow.field("image").type),
+        "compression": sorted({md.row_group(g).column(c).compression
+                               for g in range(md.num_row_groups) for c in range(md.num_columns)}),
+    }
+print(json.dumps(seen))
+"#;
+
+/// Where each column of a Parquet export is in the sample's record
+/// (docs/export.md's table), written out here independently of the writer.
+const PARQUET_COLUMNS: &[(&str, &str)] = &[
+    ("collection", "/collection"),
+    ("sub_dataset", "/sub_dataset"),
+    ("scale", "/scale"),
+    ("class", "/class"),
+    ("stain", "/stain"),
+    ("output_path", "/output/path"),
+    ("output_blake3", "/output/blake3"),
+    ("output_bytes", "/output/bytes"),
+    ("output_key", "/output/key"),
+    ("source_root", "/source/root"),
+    ("source_path", "/source/path"),
+    ("source_blake3", "/source/blake3"),
+    ("recipe_hash", "/recipe/hash"),
+    ("pipeline_hash", "/pipeline_hash"),
+    ("sink", "/sink"),
+    ("tool_version", "/tool_version"),
+    ("wsi_level", "/wsi/level"),
+    ("wsi_region_x", "/wsi/region/0"),
+    ("wsi_region_y", "/wsi/region/1"),
+    ("wsi_region_w", "/wsi/region/2"),
+    ("wsi_region_h", "/wsi/region/3"),
+    ("wsi_cell_x", "/wsi/cell/0"),
+    ("wsi_cell_y", "/wsi/cell/1"),
+    ("wsi_tile_x", "/wsi/tile/x"),
+    ("wsi_tile_y", "/wsi/tile/y"),
+    ("wsi_tile_size", "/wsi/tile/size"),
+    ("wsi_cell_edge", "/wsi/cell_edge"),
+    ("wsi_mpp", "/wsi/mpp"),
+    ("wsi_mpp_source", "/wsi/mpp_source"),
+    ("wsi_reader", "/wsi/reader"),
+    ("wsi_read_size", "/wsi/read_size"),
+];
+
+/// Runs [`READ_PARQUET`] on export `name` (`None`: a module is missing).
+fn read_parquet(ws: &Ws, name: &str) -> Option<(serde_json::Value, tempfile::TempDir)> {
+    if !common::need::part(|| common::need::python(&["datasets", "polars", "pyarrow", "PIL"])) {
+        return None;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new("python3")
+        .args(["-c", READ_PARQUET])
+        .arg(ws.path(&format!("dataset/export/{name}")))
+        .arg(out.path())
+        // Local files only: no hub, a private cache.
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", out.path().join("hf"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the Parquet readers failed:\n{}",
+        stderr(&o)
+    );
+    Some((serde_json::from_slice(&o.stdout).unwrap(), out))
+}
+
+/// The keys of each Parquet shard, read by pyarrow: key → shard file.
+fn parquet_keys(ws: &Ws, name: &str) -> Option<BTreeMap<String, String>> {
+    let script = r#"
+import sys, json, glob, os
+import pyarrow.parquet as pq
+print(json.dumps({os.path.basename(f): pq.read_table(f, columns=["key"]).column("key").to_pylist()
+                  for f in sorted(glob.glob(sys.argv[1] + "/data/*.parquet"))}))
+"#;
+    let dir = ws.path(&format!("dataset/export/{name}"));
+    let out = common::python::run(&["pyarrow"], script, &[dir.as_os_str()], &[])?;
+    let v: BTreeMap<String, Vec<String>> = serde_json::from_slice(&out).unwrap();
+    let mut keys = BTreeMap::new();
+    for (file, ks) in v {
+        for k in ks {
+            assert!(keys.insert(k.clone(), file.clone()).is_none(), "{k} twice");
+        }
+    }
+    Some(keys)
+}
+
+#[test]
+fn parquet_shards_load_in_datasets_polars_and_pyarrow_and_agree_with_why() {
+    let td = require_testdata!();
+    let ws = mixed_ws_with(&td, "parq", "parquet");
+    let (j, o) = ws.build(&[]);
+    ok(&o);
+    let outputs = outputs_in(&ws, &["M/A", "M/B", "XL/W-384", "L/W-96"]);
+    assert!(outputs.len() > 100, "{}", outputs.len());
+    assert_eq!(j["exports"][0]["samples"], outputs.len() as u64, "{j}");
+    let shards = shard_hashes(&ws, "parq");
+    assert_eq!(
+        j["exports"][0]["shards_written"].as_u64(),
+        Some(shards.len() as u64),
+        "{j}"
+    );
+    assert!(shards
+        .keys()
+        .all(|s| s.starts_with("parq-") && s.ends_with(".parquet")));
+    ok(&ws.cpia(&["verify", "--deep"]));
+
+    let Some((seen, bytes_dir)) = read_parquet(&ws, "parq") else {
+        return;
+    };
+    let features = &seen["features"];
+    assert!(
+        features["image"].as_str().unwrap().starts_with("Image("),
+        "{features}"
+    );
+    for (c, t) in [
+        ("output_bytes", "int64"),
+        ("wsi_mpp", "float64"),
+        ("record", "string"),
+    ] {
+        assert!(features[c].as_str().unwrap().contains(t), "{c}: {features}");
+    }
+    let rows = seen["rows"].as_array().unwrap();
+    let keys: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = outputs
+        .iter()
+        .map(|p| p.trim_end_matches(".jpg").to_string())
+        .collect();
+    assert_eq!(
+        keys, expected,
+        "datasets read other samples than the build recorded"
+    );
+    assert_eq!(rows.len(), expected.len(), "a sample twice");
+    let mut wsi_rows = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let key = row["key"].as_str().unwrap();
+        let path = format!("{key}.jpg");
+        // The image: the dataset's bytes unchanged, decoded at its size.
+        let back = std::fs::read(bytes_dir.path().join(format!("{i}.jpg"))).unwrap();
+        assert!(
+            back == std::fs::read(ws.path(&format!("dataset/{path}"))).unwrap(),
+            "{path}: other bytes"
+        );
+        assert_eq!(row["image_path"], path.as_str());
+        // The record: `why`'s fields, and every column its field.
+        let record: serde_json::Value =
+            serde_json::from_str(row["record"].as_str().unwrap()).unwrap();
+        let why: serde_json::Value =
+            serde_json::from_str(&stdout(&ws.cpia(&["why", "--json", &path]))).unwrap();
+        let n = same_where_overlapping(&record, &why, &path);
+        assert!(n >= 12, "{path}: only {n} fields in common with `why`");
+        let edge = why["wsi"]["tile"]["size"].as_u64().unwrap_or(384);
+        assert_eq!(row["decoded"], serde_json::json!([edge, edge]), "{path}");
+        for (column, pointer) in PARQUET_COLUMNS {
+            let want = record
+                .pointer(pointer)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            assert_eq!(&row[*column], &want, "{path}: column {column}");
+        }
+        for list in ["organs", "diseases"] {
+            let v: serde_json::Value = serde_json::from_str(row[list].as_str().unwrap()).unwrap();
+            assert_eq!(v, record[list], "{path}: {list}");
+        }
+        wsi_rows += usize::from(!row["wsi_level"].is_null());
+        // polars: the same row.
+        let p = &seen["polars"][key];
+        assert_eq!(p["image_bytes"], back.len(), "{path}");
+        for (c, v) in row.as_object().unwrap() {
+            if c != "decoded" {
+                assert_eq!(&p[c], v, "{path}: polars' {c}");
+            }
+        }
+    }
+    assert!(
+        wsi_rows > 50 && wsi_rows < rows.len(),
+        "{wsi_rows} WSI rows"
+    );
+    // pyarrow: the struct `datasets` decodes, zstd, row groups of ≤ 100.
+    let files = seen["files"].as_object().unwrap();
+    assert_eq!(
+        files.keys().cloned().collect::<BTreeSet<_>>(),
+        shards.keys().cloned().collect()
+    );
+    for (name, f) in files {
+        assert_eq!(
+            f["image_type"], "struct<bytes: binary, path: string>",
+            "{name}"
+        );
+        assert_eq!(f["compression"], serde_json::json!(["ZSTD"]), "{name}");
+        let n = f["keys"].as_array().unwrap().len();
+        assert_eq!(f["row_groups"], n.div_ceil(100), "{name}");
+        // `why` of a row names its shard, key and output.
+        let k = f["keys"][0].as_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&ws.cpia(&[
+            "why",
+            "--json",
+            &format!("export/parq/data/{name}:{k}"),
+        ])))
+        .unwrap();
+        assert_eq!(v["export"]["key"], k);
+        assert_eq!(v["output"]["path"], format!("{k}.jpg"));
+    }
+    if need_python(&["mlcroissant"]) {
+        let export = ws.path("dataset/export/parq");
+        let v: serde_json::Value = serde_json::from_str(&python(
+            READ_CROISSANT,
+            &[export.join("croissant.json").to_str().unwrap()],
+        ))
+        .unwrap();
+        assert_eq!(v["records"], expected.len() as u64);
+    }
+}
+
+#[test]
+fn a_parquet_export_rewrites_only_the_changed_shard_and_verify_finds_a_modified_one() {
+    let td = require_testdata!();
+    let ws = roi_ws(
+        &td,
+        3,
+        "\n[export.parq]\nformat = \"parquet\"\nshard_samples = 3\n",
+    );
+    ok(&ws.build(&[]).1);
+    let h0 = shard_hashes(&ws, "parq");
+    assert!(h0.len() >= 6, "{h0:?}");
+    let Some(k0) = parquet_keys(&ws, "parq") else {
+        return;
+    };
+    assert_eq!(
+        k0.len(),
+        3 * (common::IMAGES_A.len() + common::IMAGES_B.len())
+    );
+
+    // One source changed: its shard alone is rewritten, every other is byte-identical.
+    ws.copy_in(&td, "skimage_ihc.png", "sources/A/a1-0.png");
+    let (j, o) = ws.build(&[]);
+    ok(&o);
+    let h1 = shard_hashes(&ws, "parq");
+    let differ: Vec<&String> = h0.keys().filter(|s| h0.get(*s) != h1.get(*s)).collect();
+    assert_eq!(differ, [&k0["M/A/a1-0"]], "{j}");
+    assert_eq!(j["exports"][0]["shards_written"], 1, "{j}");
+    assert_eq!(parquet_keys(&ws, "parq"), Some(k0.clone()));
+    ok(&ws.cpia(&["verify"]));
+
+    // A byte of a shard changed: verify reports it (exit 1); a build repairs it.
+    let victim = ws.path(&format!("dataset/export/parq/data/{}", differ[0]));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let v = ws.cpia(&["verify"]);
+    assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains(&format!("modified\texport/parq/data/{}", differ[0])),
+        "{}",
+        stdout(&v)
+    );
+    let (j, o) = ws.build(&[]);
+    ok(&o);
+    assert_eq!(j["exports"][0]["shards_written"], 1, "{j}");
+    assert_eq!(shard_hashes(&ws, "parq"), h1);
+    ok(&ws.cpia(&["verify", "--deep"]));
+
+    // Written again from nothing: the same bytes.
+    ok(&ws.cpia(&["export", "--remove", "parq"]));
+    assert!(!ws.path("dataset/export/parq").exists());
+    ok(&ws.cpia(&["export", "parq"]));
+    assert_eq!(shard_hashes(&ws, "parq"), h1);
 }

@@ -690,3 +690,94 @@ fn an_output_deleted_while_a_slurm_build_is_merged_is_not_vouched_for() {
     assert_eq!(counts(&json).0, 0, "{json}");
     records_match_files(&root);
 }
+
+/// The blake3 of every shard of export `name`.
+fn shard_hashes(root: &Path, name: &str) -> BTreeMap<String, String> {
+    std::fs::read_dir(root.join("dataset/export").join(name))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                blake3::hash(&bytes).to_hex().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn declared_exports_follow_a_slurm_build_once_it_is_merged() {
+    require_slurm!();
+    let Some(t) = demo() else { return };
+    let (_d, root) = workspace(t);
+    let mut toml = std::fs::read_to_string(root.join("cpia.toml")).unwrap();
+    toml.push_str("\n[export.pretrain]\nformat = \"webdataset\"\nshard_samples = 50\n");
+    std::fs::write(root.join("cpia.toml"), toml).unwrap();
+
+    // Merged by the waiting coordinator: exported as after a local build.
+    let (json, out) = build(&root, &["--executor", "slurm", "--shards", "2", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let images = count(
+        &root,
+        "SELECT count(*) FROM output_records WHERE sink <> 'qc'",
+    );
+    assert!(images > 100, "{images}");
+    let e = &json["exports"][0];
+    assert_eq!(e["name"], "pretrain", "{json}");
+    assert_eq!(e["samples"], images, "{json}");
+    let before = shard_hashes(&root, "pretrain");
+    assert_eq!(e["shards_written"], before.len() as u64, "{json}");
+    let verify = process::output(cpia(&root).args(["verify"]));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // Merged by the merge job (no --wait): it brings the export up to date.
+    let recipe = root.join("recipes/wsi-demo.toml");
+    let mut text = std::fs::read_to_string(&recipe).unwrap();
+    text.push_str("\n[[steps]]\nid = \"write_S\"\nquality = 90\n");
+    std::fs::write(&recipe, text).unwrap();
+    let (json, out) = build(&root, &["--executor", "slurm", "--shards", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        json.get("exports").is_none(),
+        "exported before the merge: {json}"
+    );
+    let merge_job = json["slurm"][0]["merge_job"].as_u64().unwrap();
+    let mut ended = String::new();
+    process::wait_for("the merge job to end", || {
+        ended = task_states(merge_job)
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        !ended.is_empty() && cpia::executor::slurm::TaskState::parse(&ended).is_finished()
+    });
+    assert_eq!(ended, "COMPLETED", "merge job {merge_job}");
+    let log = std::fs::read_dir(root.join("cache/logs"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("merge.log"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find(|l| l.contains("export pretrain"))
+        .expect("a merge log naming the export");
+    assert!(log.contains("export pretrain (webdataset)"), "{log}");
+    let after = shard_hashes(&root, "pretrain");
+    assert_ne!(after, before, "the S tiles' shards were not rewritten");
+    let verify = process::output(cpia(&root).args(["verify"]));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // Nothing left for `cpia export` to write.
+    let again = process::output(cpia(&root).args(["export", "--json"]));
+    assert!(again.status.success(), "{}", stderr(&again));
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["exports"][0]["shards_written"], 0, "{v}");
+    assert_eq!(shard_hashes(&root, "pretrain"), after);
+}

@@ -139,9 +139,11 @@ fn execute_slurm(
     }
     config.sbatch_args.extend(args.sbatch_args.iter().cloned());
     config.validate()?;
+    let jobs = super::jobs(args.jobs, ws);
     if args.attach {
-        let summary = submit::attach(ws, state, args.json, &super::print_note)?;
-        return report(ws, &summary, args.json);
+        let mut summary = submit::attach(ws, state, args.json, &super::print_note)?;
+        let exports = exports_if_merged(ws, state, jobs, &mut summary)?;
+        return report_with(ws, &summary, args.json, &exports);
     }
     let cluster = Cluster {
         config,
@@ -163,8 +165,27 @@ fn execute_slurm(
             still_running(&subs, "`cpia build --executor slurm --wait` waits for it, then builds the rest; `--attach` only waits");
             report(ws, &summary, args.json)
         }
-        submit::Outcome::Done(summary) => report(ws, &summary, args.json),
+        submit::Outcome::Done(mut summary) => {
+            let exports = exports_if_merged(ws, state, jobs, &mut summary)?;
+            report_with(ws, &summary, args.json, &exports)
+        }
     }
+}
+
+/// After a Slurm build: the declared exports brought up to date as after a
+/// local build, once every Slurm build of the workspace is merged (with
+/// `--wait`, `--attach`, or when there was nothing to submit); a build
+/// whose merge job has yet to run leaves them to it.
+fn exports_if_merged(
+    ws: &Workspace,
+    state: &mut State,
+    jobs: usize,
+    summary: &mut Summary,
+) -> Result<Vec<crate::export::sync::Done>, Box<dyn std::error::Error>> {
+    if !state.submitted()?.is_empty() {
+        return Ok(Vec::new());
+    }
+    exports(ws, state, jobs, summary)
 }
 
 /// Says which Slurm builds still run.
@@ -231,8 +252,9 @@ pub fn execute(
 }
 
 /// Brings the declared exports up to date after the images (and removes
-/// those no longer declared); their failures join the build's.
-fn exports(
+/// those no longer declared); their failures join the build's. Also run by
+/// a Slurm build's merge job (`cpia worker --merge`) after it merged.
+pub(super) fn exports(
     ws: &Workspace,
     state: &mut State,
     jobs: usize,

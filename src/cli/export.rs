@@ -86,7 +86,6 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             )
             .into());
         }
-        refuse_parquet(d.format)?;
     }
     if args.dry_run {
         return dry_run(ctx, &args, adhoc);
@@ -127,10 +126,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         let mut done = Vec::new();
         for n in &args.names {
             match sync::named(&ws, &state, n) {
-                Ok(d) => {
-                    refuse_parquet(d.format)?;
-                    done.push(sync::one(&mut state, &out, &d, &meta, &opts));
-                }
+                Ok(d) => done.push(sync::one(&mut state, &out, &d, &meta, &opts)),
                 Err(e) => done.push(Done::Failed(n.clone(), e)),
             }
         }
@@ -138,14 +134,6 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     };
     out.finish();
     Ok(print(&done, args.json))
-}
-
-/// Parquet image shards wait for the project's Parquet writer (issue 16, item 5).
-fn refuse_parquet(f: Format) -> Result<(), Box<dyn std::error::Error>> {
-    if f == Format::Parquet {
-        return Err("format parquet: Parquet image shards are not available in this cpia yet (they need the project's Parquet writer); use webdataset or imagefolder".into());
-    }
-    Ok(())
 }
 
 /// Prints what each export did; the exit code (1 if any failed).

@@ -28,7 +28,17 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             .ok_or_else(|| format!("{} is not a plan folder", args.plan.display()))?;
         let _lock = super::lock_workspace(&ws, true)?;
         let mut state = super::state::for_writing(&ws)?;
-        let summary = finish::merge_job(&ws, &mut state, &paths.id, &super::print_note)?;
+        let mut summary = finish::merge_job(&ws, &mut state, &paths.id, &super::print_note)?;
+        // Merged: the declared exports follow, as after a local build (a
+        // plan merged by someone else first leaves nothing new, and the
+        // update finds nothing to write).
+        let exports = if state.submitted()?.is_empty() {
+            let jobs = super::jobs(None, &ws);
+            super::build::exports(&ws, &mut state, jobs, &mut summary)?
+        } else {
+            Vec::new()
+        };
+        super::export::print_lines(&exports);
         eprintln!("{}", summary.render());
         return Ok(if summary.ok() { 0 } else { EXIT_FAILURES });
     }

@@ -3,8 +3,9 @@
 //! and OpenML read, and `mlcroissant` validates and iterates.
 //!
 //! It lists the export's files (each shard a `FileObject` with its SHA-256;
-//! the images inside the shards a `FileSet`), one record set `samples` whose
-//! fields are the image and its key, and, for every collection in the
+//! the images inside the tar shards, or the Parquet shards as tables, a
+//! `FileSet`), one record set `samples` whose fields are the image and its
+//! key, and, for every collection in the
 //! export, its citation, URL and licence from its recipe (`citeAs`,
 //! `license` and the description). An export whose collections carry
 //! different licences — or any without one — says so in its description:
@@ -96,14 +97,25 @@ pub fn text(
         .iter()
         .map(|f| json!({"@id": f.path.rsplit('/').next().unwrap_or(&f.path)}))
         .collect();
-    distribution.push(json!({
-        "@type": "cr:FileSet",
-        "@id": "images",
-        "name": "images",
-        "containedIn": contained,
-        "encodingFormat": "image/jpeg",
-        "includes": "**/*.jpg",
-    }));
+    distribution.push(match def.format {
+        // The shards themselves, read as tables (a local FileSet: found
+        // beside this file).
+        Format::Parquet => json!({
+            "@type": "cr:FileSet",
+            "@id": "images",
+            "name": "images",
+            "encodingFormat": mime,
+            "includes": "data/*.parquet",
+        }),
+        _ => json!({
+            "@type": "cr:FileSet",
+            "@id": "images",
+            "name": "images",
+            "containedIn": contained,
+            "encodingFormat": "image/jpeg",
+            "includes": "**/*.jpg",
+        }),
+    });
     let collections: Vec<Value> = sel
         .collections
         .iter()
@@ -129,12 +141,16 @@ pub fn text(
         "conformsTo": "http://mlcommons.org/croissant/1.0",
         "name": def.name,
         "description": format!(
-            "A {} export of a CPIA dataset built by cpia {}: {} samples in {} {} shard(s), images unchanged from the dataset (`<key>.jpg`), each with its provenance record (`<key>.json`). {} Collections: {}.",
+            "A {} export of a CPIA dataset built by cpia {}: {} samples in {} {} shard(s), {}. {} Collections: {}.",
             def.format.name(),
             env!("CARGO_PKG_VERSION"),
             shards.iter().map(|f| f.samples).sum::<u64>(),
             shards.len(),
             ext,
+            match def.format {
+                Format::Parquet => "one row per image: the dataset's JPEG bytes unchanged (`image`), its key and its provenance record (`record`, and its fields as columns)",
+                _ => "images unchanged from the dataset (`<key>.jpg`), each with its provenance record (`<key>.json`)",
+            },
             licence_note(sel),
             serde_json::to_string(&collections).unwrap_or_default(),
         ),
@@ -143,41 +159,59 @@ pub fn text(
         "citeAs": cite.join("\n"),
         "version": format!("1.0.{}", row.shards),
         "distribution": distribution,
-        "recordSet": [{
-            "@type": "cr:RecordSet",
-            "@id": "samples",
-            "name": "samples",
-            "description": "One record per image: its key and its JPEG bytes.",
-            "field": [
-                {
-                    "@type": "cr:Field",
-                    "@id": "samples/key",
-                    "name": "key",
-                    "description": "The sample's key (`<scale>/<sub-dataset>/<name>`, escaped).",
-                    "dataType": "sc:Text",
-                    "source": {
-                        "fileSet": {"@id": "images"},
-                        "extract": {"fileProperty": "filename"},
-                        "transform": {"regex": "^(.*)\\.jpg$"},
-                    },
-                },
-                {
-                    "@type": "cr:Field",
-                    "@id": "samples/image",
-                    "name": "image",
-                    "description": "The image, the dataset's JPEG bytes unchanged.",
-                    "dataType": "sc:ImageObject",
-                    "source": {
-                        "fileSet": {"@id": "images"},
-                        "extract": {"fileProperty": "content"},
-                    },
-                },
-            ],
-        }],
+        "recordSet": [record_set(def.format)],
     });
     let mut b = serde_json::to_vec_pretty(&v).map_err(|e| Error::Other(e.to_string()))?;
     b.push(b'\n');
     Ok(b)
+}
+
+/// The record set `samples`: each sample's key and image — tar members'
+/// names and contents, or a Parquet shard's `key` column and the `bytes`
+/// of its `image` column.
+fn record_set(format: Format) -> Value {
+    let (key, image) = match format {
+        Format::Parquet => (
+            json!({"fileSet": {"@id": "images"}, "extract": {"column": "key"}}),
+            json!({
+                "fileSet": {"@id": "images"},
+                "extract": {"column": "image"},
+                "transform": {"jsonPath": "bytes"},
+            }),
+        ),
+        _ => (
+            json!({
+                "fileSet": {"@id": "images"},
+                "extract": {"fileProperty": "filename"},
+                "transform": {"regex": "^(.*)\\.jpg$"},
+            }),
+            json!({"fileSet": {"@id": "images"}, "extract": {"fileProperty": "content"}}),
+        ),
+    };
+    json!({
+        "@type": "cr:RecordSet",
+        "@id": "samples",
+        "name": "samples",
+        "description": "One record per image: its key and its JPEG bytes.",
+        "field": [
+            {
+                "@type": "cr:Field",
+                "@id": "samples/key",
+                "name": "key",
+                "description": "The sample's key (`<scale>/<sub-dataset>/<name>`, escaped).",
+                "dataType": "sc:Text",
+                "source": key,
+            },
+            {
+                "@type": "cr:Field",
+                "@id": "samples/image",
+                "name": "image",
+                "description": "The image, the dataset's JPEG bytes unchanged.",
+                "dataType": "sc:ImageObject",
+                "source": image,
+            },
+        ],
+    })
 }
 
 /// The Croissant 1.0 JSON-LD context.

@@ -7,7 +7,8 @@
 //! One file per concept: [`definition`] (`[export.NAME]`), [`selection`]
 //! (which outputs), [`sample`] (balanced selections: CPIA-Mini), [`key`]
 //! (keys, shards, order — the one place), [`record`] (a sample's JSON),
-//! [`webdataset`] (the tar writer), [`imagefolder`], [`index`] (the `wids`
+//! [`webdataset`] (the tar writer), [`parquet`] (Parquet image shards),
+//! [`imagefolder`], [`index`] (the `wids`
 //! shard index), [`croissant`] (the dataset's description), [`evaluate`]
 //! (which samples changed: the state side of an update), [`update`] (bringing
 //! an export up to date), [`verify`], [`why`] (a shard member's story) and
@@ -35,6 +36,7 @@ pub mod explain;
 pub mod imagefolder;
 pub mod index;
 pub mod key;
+pub mod parquet;
 pub mod record;
 pub mod sample;
 pub mod selection;

@@ -12,7 +12,7 @@
 //!    are placed before it).
 //! 3. **Shards.** Each stale shard whose samples' combined digest differs
 //!    from the one recorded with its file is written anew — members read
-//!    back in the shard's order, the tar written to a temporary file on one
+//!    back in the shard's order, the tar (or Parquet file) written to a temporary file on one
 //!    of `jobs` threads, fsynced and renamed into place — and only then
 //!    recorded. A shard left with no samples is removed. A killed update
 //!    leaves the shard stale: the next one writes the same bytes.
@@ -26,7 +26,7 @@ use super::definition::{Definition, Format, Target};
 use super::evaluate::{for_each_page, Evaluator, Scope, Sizes};
 use super::selection::{self, Selection};
 use super::webdataset::{self, Member};
-use super::{croissant, imagefolder, index, key, record, Error};
+use super::{croissant, imagefolder, index, key, parquet, record, Error};
 use crate::engine::atomic::OutputDir;
 use crate::provenance::facts;
 use crate::recipe::CollectionMeta;
@@ -76,12 +76,15 @@ pub struct Outcome {
 /// The digest of everything all shards' bytes depend on besides their
 /// samples: the format and the versions of keys, records and the writer.
 pub fn layout(format: Format) -> String {
+    let (writer, version) = match format {
+        Format::Parquet => ("parquet", parquet::VERSION),
+        _ => ("tar", webdataset::VERSION),
+    };
     format!(
-        "{} key {} record {} tar {}",
+        "{} key {} record {} {writer} {version}",
         format.name(),
         key::VERSION,
         record::VERSION,
-        webdataset::VERSION
     )
 }
 
@@ -378,6 +381,7 @@ fn apply_page(
 
 /// A shard to write: its number, file and members in order.
 struct Job {
+    format: Format,
     shard: u64,
     rel: String,
     digest: String,
@@ -515,6 +519,7 @@ fn prepare_job(
     }
     members.sort_by(|a, b| (a.rank, &a.key).cmp(&(b.rank, &b.key)));
     Ok(Some(Job {
+        format: def.format,
         shard,
         rel,
         digest,
@@ -546,8 +551,9 @@ fn write_job(out: &OutputDir, job: &Job) -> std::io::Result<ExportFile> {
         std::io::Read::read_to_end(&mut f, &mut b)?;
         Ok(b)
     };
-    let (w, sums) = out.write_with(&job.rel, |file| {
-        webdataset::write_shard(file, &job.members, &read)
+    let (w, sums) = out.write_with(&job.rel, |file| match job.format {
+        Format::Parquet => parquet::write_shard(file, &job.members, &read),
+        _ => webdataset::write_shard(file, &job.members, &read),
     })?;
     Ok(ExportFile {
         path: job.rel.clone(),

@@ -99,6 +99,26 @@ fn header(path: &str, size: u64) -> io::Result<tar::Header> {
     Ok(h)
 }
 
+/// The bytes of `m`'s output through `read`, checked against its recorded
+/// blake3: an error naming the output when they differ (it changed since
+/// it was built) or cannot be read.
+pub fn read_checked(m: &Member, read: &dyn Fn(&str) -> io::Result<Vec<u8>>) -> io::Result<Vec<u8>> {
+    let bytes =
+        read(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
+    let found = blake3::hash(&bytes).to_hex();
+    if found.as_str() != m.blake3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: its bytes (blake3 {found}) are not the ones recorded ({}): it changed since it was built; \
+                 `cpia build --check-outputs` rebuilds it",
+                m.source, m.blake3
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Writes the shard of `members` (already in shard order) to `out`;
 /// `read(source)` gives an output's bytes. Returns the shard's sums. An output whose bytes do not match its record stops the
 /// shard with an error naming it.
@@ -109,19 +129,7 @@ pub fn write_shard(
 ) -> io::Result<Sums> {
     let mut b = tar::Builder::new(Hashing::new(io::BufWriter::with_capacity(1 << 20, out)));
     for m in members {
-        let bytes =
-            read(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
-        let found = blake3::hash(&bytes).to_hex();
-        if found.as_str() != m.blake3 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: its bytes (blake3 {found}) are not the ones recorded ({}): it changed since it was built; \
-                     `cpia build --check-outputs` rebuilds it",
-                    m.source, m.blake3
-                ),
-            ));
-        }
+        let bytes = read_checked(m, read)?;
         b.append(
             &header(&format!("{}.jpg", m.key), bytes.len() as u64)?,
             &bytes[..],
