@@ -156,10 +156,27 @@ pub fn stat(m: &std::fs::Metadata) -> FileStat {
     cpia::plan::sources::file_stat(m)
 }
 
+/// The blake3 of a sample picture, hashed once per file (exports read the
+/// pictures back and check them against their records).
+fn picture_hash(picture: &Path) -> String {
+    static HASHES: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, String>>> =
+        std::sync::Mutex::new(None);
+    let mut hashes = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    hashes
+        .get_or_insert_with(Default::default)
+        .entry(picture.to_path_buf())
+        .or_insert_with(|| {
+            let bytes =
+                std::fs::read(picture).unwrap_or_else(|e| panic!("{}: {e}", picture.display()));
+            blake3::hash(&bytes).to_hex().to_string()
+        })
+        .clone()
+}
+
 /// Creates an output file (empty, of pseudo-random bytes, or a link to a
 /// sample picture; nothing when state-only) and says what was written, as
-/// the engine would record it. (The content hash of an empty file or a
-/// picture link is the empty file's: nothing reads those back.)
+/// the engine would record it: the content hash of its bytes (an empty
+/// file's when there is no file).
 pub fn put(root: &Path, path: &str, files: Files, n: u64) -> WrittenFile {
     let mut hash = blake3::hash(b"").to_hex().to_string();
     let p = root.join(path);
@@ -182,9 +199,13 @@ pub fn put(root: &Path, path: &str, files: Files, n: u64) -> WrittenFile {
                 .and_then(|()| std::fs::metadata(&p))
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         }
-        Files::Images(images) => std::fs::hard_link(sample_for(images, path), &p)
-            .and_then(|()| std::fs::symlink_metadata(&p))
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        Files::Images(images) => {
+            let picture = sample_for(images, path);
+            hash = picture_hash(&picture);
+            std::fs::hard_link(&picture, &p)
+                .and_then(|()| std::fs::symlink_metadata(&p))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        }
     };
     WrittenFile {
         ino: m.ino(),
