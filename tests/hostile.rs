@@ -1664,6 +1664,9 @@ fn a_state_of_a_newer_cpia_is_refused_unchanged_by_every_command() {
         &["status"],
         &["list"],
         &["report"],
+        &["export"],
+        &["export", "--format", "webdataset"],
+        &["export", "--dry-run"],
     ];
     for args in commands {
         let out = common::process::output(&mut ws.command(args));
@@ -2041,7 +2044,7 @@ fn closed_pipe() -> Stdio {
 #[test]
 fn a_closed_or_full_stdout_never_panics_any_command() {
     let td = require_testdata!();
-    let ws = built_roi(&td);
+    let ws = built_with_export(&td);
     let elsewhere = tempfile::tempdir().unwrap();
     let init_dir = |n: &str| elsewhere.path().join(n).display().to_string();
     let (i1, i2) = (init_dir("i1"), init_dir("i2"));
@@ -2063,6 +2066,10 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
         vec!["verify", "--state", "--json"],
         vec!["lineage"],
         vec!["report", "-o", "-"],
+        vec!["export", "--json"],
+        vec!["export", "--format", "webdataset", "--json"],
+        vec!["export", "--dry-run"],
+        vec!["export", "--dry-run", "--json"],
         vec!["--help"],
         vec!["--version"],
         vec!["build", "--help"],
@@ -2438,4 +2445,255 @@ fn the_demo_builds_from_a_binary_and_a_folder_outside_the_checkout() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+// ---------------------------------------------------------------------------
+// 9. Issue 19, third look: the newest writers — exports (`<output>/export/`)
+// and the Parquet and CSV manifests — and a closed standard error.
+
+/// `built_roi` with the WebDataset export `web` (one sample per shard)
+/// declared and built.
+fn built_with_export(td: &Path) -> Ws {
+    let ws = built_roi(td);
+    ws.write(
+        "cpia.toml",
+        "[sources]\nP = \"src\"\n\n[export.web]\nformat = \"webdataset\"\nshard_samples = 1\n",
+    );
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["exports"][0]["shards_written"], 2, "{j}");
+    ws
+}
+
+/// The export's shard files, by name.
+fn shards(ws: &Ws, name: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(ws.path(&format!("dataset/export/{name}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_export_folder_that_is_a_link_is_refused_and_nothing_outside_is_touched() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let (outside, before) = sentinel(&ws, &["web-000000.tar", "croissant.json"]);
+    let mut n = 0;
+    // The export's own folder, then the exports' folder, made links out.
+    for link in ["dataset/export/web", "dataset/export"] {
+        n += 1;
+        let real = ws.path(&format!("real{n}"));
+        std::fs::rename(ws.path(link), &real).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.path(link)).unwrap();
+        // A new image makes the export stale: the images are built, the
+        // export is one failure naming the link.
+        ws.copy_in(&td, "skimage_ihc.png", &format!("src/new{n}.png"));
+        let (j, out) = ws.build(&[]);
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        assert_eq!(j["built"], 1, "{link}: {j}");
+        let f = failure_of(&j, "export web").unwrap_or_else(|| panic!("{link}: {j}"));
+        assert!(f.contains("symbolic link"), "{link}: {f}");
+        let out = common::process::output(&mut ws.command(&["export", "web"]));
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+        let out = common::process::output(&mut ws.command(&["verify"]));
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        // Removing the export forgets it; what is behind the link stays.
+        let out = common::process::output(&mut ws.command(&["export", "--remove", "web"]));
+        assert!(
+            out.status.code().is_some_and(|c| c < 100),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(digest(&outside), before, "{link}: outside changed");
+        std::fs::remove_file(ws.path(link)).unwrap();
+        std::fs::rename(&real, ws.path(link)).unwrap();
+    }
+    // Back in place, the export catches up.
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["exports"][0]["samples"], 4, "{j}");
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn a_shard_replaced_by_a_link_or_a_fifo_is_written_anew_never_through_it() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let (outside, before) = sentinel(&ws, &["web-000000.tar"]);
+    let [first, second] = &shards(&ws, "web")[..] else {
+        panic!("two shards: {:?}", shards(&ws, "web"));
+    };
+    std::fs::remove_file(first).unwrap();
+    std::os::unix::fs::symlink(outside.join("web-000000.tar"), first).unwrap();
+    std::fs::remove_file(second).unwrap();
+    mkfifo(second);
+    // Verify says what is there (never opening the FIFO to wait on it).
+    let out = common::process::output(&mut ws.command(&["verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("not-a-file").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    // The next update writes both anew: a link and a FIFO are replaced,
+    // what the link pointed to is not touched.
+    let out = common::process::output(&mut ws.command(&["export", "web", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &j["exports"][0];
+    assert_eq!(
+        (&e["repaired"], &e["shards_written"]),
+        (&2.into(), &2.into()),
+        "{j}"
+    );
+    for s in [first, second] {
+        assert!(std::fs::symlink_metadata(s).unwrap().is_file(), "{s:?}");
+    }
+    assert_eq!(digest(&outside), before);
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn an_export_reads_only_regular_outputs_and_no_more_than_their_size() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let image = ws.path("dataset/M/P/a.jpg");
+    // A FIFO where an output was (with no writer, reading it gives nothing;
+    // with one, it never ends), and as root a device node (/dev/zero's).
+    let mut planted = vec![("FIFO", "a FIFO")];
+    if is_root() {
+        planted.push(("device", "a character device"));
+    }
+    for (what, said) in planted {
+        std::fs::remove_file(&image).unwrap();
+        if what == "FIFO" {
+            mkfifo(&image);
+        } else {
+            let c = std::ffi::CString::new(image.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string; the result is checked.
+            let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+            assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+        }
+        for format in ["webdataset", "imagefolder"] {
+            let name = format!("{format}-{what}");
+            let cmd = ws.command(&["export", "--format", format, "--name", &name, "--json"]);
+            // Reading the device would not end: 2 GiB of address space is
+            // far more than the export needs, far less than it would take.
+            let m = measured(cmd, Some(2 << 30));
+            assert_eq!(m.code, 1, "{name}: {}", m.stderr);
+            assert!(
+                m.stdout.contains("M/P/a.jpg") && m.stdout.contains(said),
+                "{name}: {}",
+                m.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn manifests_are_never_written_or_removed_through_a_link() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let (outside, before) = sentinel(&ws, &["part-000001.csv", "part-000001.parquet"]);
+    let manifests = ws.path("dataset/manifests");
+    let parts = |kind: &str| -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(manifests.join(kind))
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.file_type().is_dir())
+            .map(|e| e.into_path())
+            .collect()
+    };
+    // A part replaced by a link out, the other by a FIFO: a new input
+    // rewrites the part; both become files again.
+    let (csv, pq) = (parts("csv")[0].clone(), parts("parquet")[0].clone());
+    std::fs::remove_file(&csv).unwrap();
+    std::os::unix::fs::symlink(outside.join("part-000001.csv"), &csv).unwrap();
+    std::fs::remove_file(&pq).unwrap();
+    mkfifo(&pq);
+    let out = common::process::output(&mut ws.command(&["verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    ws.copy_in(&td, "skimage_ihc.png", "src/c.png");
+    let out = common::process::output(&mut ws.command(&["build"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in [&csv, &pq] {
+        assert!(std::fs::symlink_metadata(p).unwrap().is_file(), "{p:?}");
+    }
+    assert_eq!(digest(&outside), before);
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // A manifests folder that is a link out: refused, named, nothing written.
+    let folder = csv.parent().unwrap().to_path_buf();
+    std::fs::rename(&folder, ws.path("csv-real")).unwrap();
+    std::os::unix::fs::symlink(&outside, &folder).unwrap();
+    ws.copy_in(&td, "skimage_ihc.png", "src/d.png");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let f = failure_of(&j, "manifests").unwrap_or_else(|| panic!("{j}"));
+    assert!(f.contains("symbolic link"), "{f}");
+    assert_eq!(digest(&outside), before);
+    // A new manifest format removes the manifests folder whole and writes
+    // it again: links in it are removed, never followed.
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(ws.path("csv-real"), &folder).unwrap();
+    std::os::unix::fs::symlink(&outside, manifests.join("planted")).unwrap();
+    std::os::unix::fs::symlink(&outside, manifests.join("csv/planted")).unwrap();
+    let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+    let changed = db
+        .execute("UPDATE meta SET v = '1' WHERE k = 'manifest_format'", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["removed"], 0, "{j}");
+    assert!(!manifests.join("planted").exists());
+    assert_eq!(digest(&outside), before);
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn a_closed_or_full_stderr_never_panics_any_command() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let panicked = |o: &Output| o.status.code() == Some(101);
+    // Each command with its usual exit code (a failing one included).
+    let commands: &[(&[&str], i32)] = &[
+        (&["build"], 0),
+        (&["build", "-j", "100000"], 0),
+        (&["export"], 0),
+        (&["check"], 0),
+        (&["status"], 0),
+        (&["verify"], 0),
+        (&["why", "dataset/M/P/nothing.jpg"], 1),
+        (&["lineage", "-o", "missing/x.json"], 2),
+        (&["no-such-command"], 2),
+    ];
+    for &(args, code) in commands {
+        // `cpia … 2>&1 | head -1`: both ends closed.
+        let out = ws
+            .command(args)
+            .stdout(closed_pipe())
+            .stderr(closed_pipe())
+            .output()
+            .unwrap();
+        assert!(!panicked(&out), "{args:?} 2>&1 | (closed)");
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>&1 | (closed)");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = ws.command(args).stderr(full).output().unwrap();
+        assert!(!panicked(&out), "{args:?} 2>/dev/full");
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>/dev/full");
+    }
 }
