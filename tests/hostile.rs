@@ -2465,6 +2465,12 @@ fn built_with_export(td: &Path) -> Ws {
     ws
 }
 
+/// Asserts `cpia verify --deep` finds nothing.
+fn verified_deep(ws: &Ws) {
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
 /// The export's shard files, by name.
 fn shards(ws: &Ws, name: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(ws.path(&format!("dataset/export/{name}")))
@@ -2517,8 +2523,7 @@ fn an_export_folder_that_is_a_link_is_refused_and_nothing_outside_is_touched() {
     let (j, out) = ws.build(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(j["exports"][0]["samples"], 4, "{j}");
-    let out = ws.cpia(&["verify", "--deep"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    verified_deep(&ws);
 }
 
 #[test]
@@ -2557,8 +2562,7 @@ fn a_shard_replaced_by_a_link_or_a_fifo_is_written_anew_never_through_it() {
         assert!(std::fs::symlink_metadata(s).unwrap().is_file(), "{s:?}");
     }
     assert_eq!(digest(&outside), before);
-    let out = ws.cpia(&["verify", "--deep"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    verified_deep(&ws);
 }
 
 #[test]
@@ -2628,8 +2632,7 @@ fn manifests_are_never_written_or_removed_through_a_link() {
         assert!(std::fs::symlink_metadata(p).unwrap().is_file(), "{p:?}");
     }
     assert_eq!(digest(&outside), before);
-    let out = ws.cpia(&["verify", "--deep"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    verified_deep(&ws);
     // A manifests folder that is a link out: refused, named, nothing written.
     let folder = csv.parent().unwrap().to_path_buf();
     std::fs::rename(&folder, ws.path("csv-real")).unwrap();
@@ -2657,8 +2660,7 @@ fn manifests_are_never_written_or_removed_through_a_link() {
     assert_eq!(j["removed"], 0, "{j}");
     assert!(!manifests.join("planted").exists());
     assert_eq!(digest(&outside), before);
-    let out = ws.cpia(&["verify", "--deep"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    verified_deep(&ws);
 }
 
 #[test]
