@@ -90,7 +90,6 @@ pub fn update(
     output: &std::path::Path,
     files: &dyn Files,
 ) -> Result<Stats, Error> {
-    // Every error names the file (a full disk says which part it stopped at).
     if state.meta(META_KEY)?.as_deref() != Some(FORMAT) {
         match std::fs::remove_dir_all(output.join(DIR)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(output, DIR)(e)),
@@ -122,14 +121,7 @@ pub fn update(
             let new = joining.remove(&part).unwrap_or_default();
             inputs.extend(&new);
             let paths = [csv_path(&dir, part), parquet_path(&dir, part)];
-            let written = write_part(
-                state,
-                (output, &dir),
-                &inputs,
-                &paths,
-                files,
-                &mut pipelines,
-            )?;
+            let written = write_part(state, output, &dir, &inputs, &paths, files, &mut pipelines)?;
             let with_rows = written.as_ref().map(|w| &w.inputs);
             for &i in &inputs {
                 if !with_rows.is_some_and(|w| w.contains(&i)) {
@@ -155,7 +147,8 @@ pub fn update(
         }
         if update.parts.iter().any(|(_, p)| p.is_some()) {
             let folders = [format!("{DIR}/csv/{dir}"), format!("{DIR}/parquet/{dir}")];
-            files.sync_dirs(&folders).map_err(at(output, DIR))?;
+            let what = folders.join(" and ");
+            files.sync_dirs(&folders).map_err(at(output, &what))?;
         }
         state.commit_manifests(&update)?;
     }
@@ -208,13 +201,13 @@ struct WrittenFiles {
     inputs: HashSet<i64>,
 }
 
-/// Streams the rows of `inputs` in folder `dir` of the output folder
-/// `output` from the state into the part's CSV and Parquet files (`paths`)
-/// and puts both in place; `None` (nothing written) when they have no rows
-/// left.
+/// Streams the rows of `inputs` in folder `dir` from the state into the
+/// part's CSV and Parquet files (`paths`) and puts both in place; `None`
+/// (nothing written) when they have no rows left.
 fn write_part(
     state: &State,
-    (output, dir): (&std::path::Path, &str),
+    output: &std::path::Path,
+    dir: &str,
     inputs: &[i64],
     paths: &[String; 2],
     files: &dyn Files,
@@ -268,8 +261,9 @@ fn write_part(
     }))
 }
 
-/// Names the manifest file `rel` of the output folder `output` in an I/O
-/// error, by its full path.
+/// Names the manifest file in an I/O error.
+/// Names the file `rel` (under `output`) in an I/O error: a full disk or a
+/// folder the user took back says which part it stopped at.
 fn at<'a>(output: &'a std::path::Path, rel: &'a str) -> impl Fn(io::Error) -> Error + 'a {
     move |e| {
         let path = output.join(rel);
