@@ -235,6 +235,23 @@ fn print_report(
     })
 }
 
+/// What a command asks a build (or a dry run) for; the engine's notes are
+/// printed as they come.
+fn build_request<'a>(
+    ws: &'a Workspace,
+    planner: &'a crate::plan::Planner,
+    selection: &'a crate::plan::Selection,
+    flags: crate::engine::driver::Flags,
+) -> crate::engine::driver::Request<'a> {
+    crate::engine::driver::Request {
+        ws,
+        planner,
+        selection,
+        flags,
+        notes: &print_note,
+    }
+}
+
 /// The engine's notes, rendered as they come: one line each on stderr.
 fn print_note(note: crate::engine::Note) {
     eprintln!("{note}");
