@@ -1,5 +1,5 @@
 //! Gathering a report: the workspace's collections ([`super::collections`]),
-//! the state's aggregates ([`crate::store::summary`]) and the published
+//! the state's aggregates ([`crate::store::overview`]) and the published
 //! counts ([`super::published`]), put side by side.
 //!
 //! Cost: the aggregates read a row per WSI unit, ROI output and input, never
@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::recipe::{Field, Kind, Scale};
-use crate::store::summary::{spread, FolderCount, SlideRow};
+use crate::store::overview::{spread, FolderCount, SlideRow};
 use crate::store::{State, StateError};
 use crate::workspace::Workspace;
 
@@ -157,7 +157,7 @@ struct Facts {
     failures: HashMap<String, Vec<FailureItem>>,
     /// collection → (slide, origin, mpp)
     reads: HashMap<String, Vec<(String, String, f64)>>,
-    last_build: Option<crate::store::summary::BuildRow>,
+    last_build: Option<crate::store::overview::BuildRow>,
     /// (collection, recorded library versions, outputs) of outputs made
     /// with other versions than this cpia's.
     other_libraries: Vec<(String, String, u64)>,
