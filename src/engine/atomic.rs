@@ -5,13 +5,6 @@
 //! final name. A reader — or a build killed at any instant — sees either the
 //! old file, the new file, or no file; never a partial one. Leftover
 //! temporaries of a killed build are deleted when the next build starts.
-//!
-//! Each writing thread stages in a lane of its own, `.cpia-tmp/lane-<k>/`
-//! ([`LANES`] of them, made when first used): creating a file and renaming
-//! it out lock the folder it is in, so with one shared folder every
-//! worker's every tile queued on one lock (measured in the `rebuild` bench,
-//! see the README). The lanes are inside the temporary folder, so clearing
-//! it still clears everything a killed build left.
 //! A Slurm array task writes into a folder of its own,
 //! `.cpia-tmp/task-<journal id>/` ([`OutputDir::open_task`]): tasks on other
 //! nodes share the output folder, so none may clear the others' temporaries
@@ -38,8 +31,8 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::confined::Dir;
 use crate::workspace::TMP_DIR;
@@ -52,25 +45,9 @@ pub struct OutputDir {
     tmp_home: Dir,
     tmp_name: String,
     tmp: Arc<Dir>,
-    /// The per-thread staging folders inside `tmp`, made when first used.
-    lanes: [OnceLock<Arc<Dir>>; LANES],
     /// A task's own temporary folder (removed whole when it finishes).
     own_tmp: bool,
     counter: AtomicU64,
-}
-
-/// How many staging folders (lanes) the temporary folder holds at most:
-/// threads beyond it share lanes (the thread cap allows 4 per core).
-pub const LANES: usize = 16;
-
-/// The lane of the calling thread: threads take lanes in the order they
-/// first write, so a build's workers each get one of their own.
-fn lane_of_thread() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static LANE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % LANES;
-    }
-    LANE.with(|l| *l)
 }
 
 /// A file written under its temporary name: not yet durable, not yet in place.
@@ -146,7 +123,6 @@ impl OutputDir {
             tmp_home: home,
             tmp_name: TMP_DIR.to_string(),
             tmp: Arc::new(tmp),
-            lanes: Default::default(),
             own_tmp: false,
             counter: AtomicU64::new(0),
         })
@@ -171,7 +147,6 @@ impl OutputDir {
             tmp_home: home,
             tmp_name: name,
             tmp: Arc::new(tmp),
-            lanes: Default::default(),
             own_tmp: true,
             counter: AtomicU64::new(0),
         })
@@ -194,8 +169,13 @@ impl OutputDir {
     ) -> io::Result<(Written, T)> {
         let (dirs, _) = split(rel)?;
         self.root.walk(dirs, true)?;
-        let staged = self.temporary(rel, "tmp")?;
-        let mut f = staged.tmp.create_file(&staged.name)?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let staged = Staged {
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.tmp", std::process::id()),
+            rel: rel.to_string(),
+        };
+        let mut f = self.tmp.create_file(&staged.name)?;
         let value = fill(&mut f)?;
         f.sync_all()?;
         drop(f);
@@ -231,8 +211,13 @@ impl OutputDir {
         }
         let (dirs, _) = split(to)?;
         self.root.walk(dirs, true)?;
-        let staged = self.temporary(to, "link")?;
-        match staged.tmp.link_fd(file, &staged.name) {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let staged = Staged {
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.link", std::process::id()),
+            rel: to.to_string(),
+        };
+        match self.tmp.link_fd(file, &staged.name) {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -268,33 +253,14 @@ impl OutputDir {
     fn start(&self, rel: &str) -> io::Result<(Staged, std::fs::File)> {
         let (dirs, _) = split(rel)?;
         self.root.walk(dirs, true)?;
-        let staged = self.temporary(rel, "tmp")?;
-        let f = staged.tmp.create_file(&staged.name)?;
-        Ok((staged, f))
-    }
-
-    /// A fresh temporary name for `rel` in the calling thread's lane (not
-    /// yet created): `<pid>-<n>.<ext>`.
-    fn temporary(&self, rel: &str, ext: &str) -> io::Result<Staged> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Staged {
-            tmp: self.lane()?,
-            name: format!("{}-{n}.{ext}", std::process::id()),
+        let staged = Staged {
+            tmp: self.tmp.clone(),
+            name: format!("{}-{n}.tmp", std::process::id()),
             rel: rel.to_string(),
-        })
-    }
-
-    /// The calling thread's staging folder, made (and checked: a link or a
-    /// file there is refused) on its first use.
-    fn lane(&self) -> io::Result<Arc<Dir>> {
-        let cell = &self.lanes[lane_of_thread()];
-        if let Some(dir) = cell.get() {
-            return Ok(dir.clone());
-        }
-        let name = format!("lane-{}", lane_of_thread());
-        let dir = Arc::new(tmp_folder(&self.tmp, &name)?);
-        // Another thread of the same lane may have made it first: theirs wins.
-        Ok(cell.get_or_init(|| dir).clone())
+        };
+        let f = self.tmp.create_file(&staged.name)?;
+        Ok((staged, f))
     }
 
     /// Starts writing `rel` as a stream, for a file too large to hold in
@@ -315,7 +281,7 @@ impl OutputDir {
             return Ok(());
         }
         for s in staged {
-            s.tmp.open_file(&s.name)?.sync_all()?;
+            self.tmp.open_file(&s.name)?.sync_all()?;
         }
         Ok(())
     }
@@ -326,7 +292,7 @@ impl OutputDir {
         let placed = split(&staged.rel).and_then(|(dirs, file)| {
             let chain = self.root.walk(dirs, true)?.unwrap_or_default();
             let dir = chain.last().unwrap_or(&self.root);
-            staged.tmp.rename(&name, dir, file)?;
+            self.tmp.rename(&name, dir, file)?;
             dir.stat(file)
         });
         match placed {
@@ -336,7 +302,7 @@ impl OutputDir {
                 ino: st.st_ino,
             }),
             Err(e) => {
-                let _ = staged.tmp.unlink(&name, false);
+                let _ = self.tmp.unlink(&name, false);
                 Err(e)
             }
         }
@@ -433,11 +399,6 @@ impl OutputDir {
     /// Removes the temporary folder (at the end of a build; a task's own
     /// folder with whatever a failed write left in it).
     pub fn finish(&self) {
-        for (k, lane) in self.lanes.iter().enumerate() {
-            if lane.get().is_some() {
-                let _ = self.tmp.remove_tree(&format!("lane-{k}"));
-            }
-        }
         if self.own_tmp {
             // Only its own: `.cpia-tmp` itself belongs to the coordinator.
             let _ = self.tmp_home.remove_tree(&self.tmp_name);
@@ -525,10 +486,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(&dir.path().join("ds")).unwrap();
         let tmp_files = || {
-            walkdir::WalkDir::new(dir.path().join("ds").join(TMP_DIR))
-                .into_iter()
-                .flatten()
-                .filter(|e| e.file_type().is_file())
+            std::fs::read_dir(dir.path().join("ds").join(TMP_DIR))
+                .unwrap()
                 .count()
         };
         let a = out.stage("XL/A/a.jpg", b"aaa").unwrap();
@@ -636,47 +595,9 @@ mod tests {
     fn leftover_temporaries_are_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("ds");
-        std::fs::create_dir_all(root.join(TMP_DIR).join("lane-3")).unwrap();
+        std::fs::create_dir_all(root.join(TMP_DIR)).unwrap();
         std::fs::write(root.join(TMP_DIR).join("1-1.tmp"), b"partial").unwrap();
-        std::fs::write(root.join(TMP_DIR).join("lane-3/1-2.tmp"), b"partial").unwrap();
         let _out = OutputDir::open(&root).unwrap();
         assert_eq!(std::fs::read_dir(root.join(TMP_DIR)).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn threads_stage_in_lanes_of_their_own_and_finish_removes_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("ds");
-        let out = OutputDir::open(&root).unwrap();
-        let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| out.stage("M/A/a.jpg", b"a").unwrap());
-            let b = s.spawn(|| out.stage("M/A/b.jpg", b"b").unwrap());
-            (a.join().unwrap(), b.join().unwrap())
-        });
-        assert!(!Arc::ptr_eq(&a.tmp, &b.tmp), "two threads, two lanes");
-        out.sync([&a, &b]).unwrap();
-        out.place(a).unwrap();
-        out.place(b).unwrap();
-        assert_eq!(std::fs::read(root.join("M/A/a.jpg")).unwrap(), b"a");
-        assert_eq!(std::fs::read(root.join("M/A/b.jpg")).unwrap(), b"b");
-        out.finish();
-        assert!(!root.join(TMP_DIR).exists());
-    }
-
-    #[test]
-    fn a_link_planted_as_a_lane_is_refused_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("ds");
-        let out = OutputDir::open(&root).unwrap();
-        let elsewhere = dir.path().join("elsewhere");
-        std::fs::create_dir_all(&elsewhere).unwrap();
-        for k in 0..LANES {
-            let lane = root.join(TMP_DIR).join(format!("lane-{k}"));
-            std::os::unix::fs::symlink(&elsewhere, lane).unwrap();
-        }
-        let err = out.write("M/x.jpg", b"x").unwrap_err();
-        assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
-        assert!(!root.join("M/x.jpg").exists());
     }
 }
