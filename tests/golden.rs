@@ -346,7 +346,10 @@ fn every_operator_makes_the_bytes_it_made_before() {
     // Every operator a recipe can name has a case: one added later (as
     // `jpeg_round_trip` was) cannot change bytes unseen.
     for op in cpia::ops::catalog() {
-        if !got.iter().any(|(c, _)| c.split(' ').next() == Some(op.name)) {
+        if !got
+            .iter()
+            .any(|(c, _)| c.split(' ').next() == Some(op.name))
+        {
             wrong.push(format!(
                 "- operator `{}` has no golden case: add one to this file",
                 op.name

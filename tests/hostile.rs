@@ -1554,9 +1554,11 @@ fn demo_never_overwrites_the_users_files() {
         std::fs::write(&p, format!("the user's file {i}\n")).unwrap();
     }
     let before = digest(&demo);
-    let out = common::process::output(
-        Command::new(env!("CARGO_BIN_EXE_cpia")).args(["demo", demo.to_str().unwrap(), "--no-build"]),
-    );
+    let out = common::process::output(Command::new(env!("CARGO_BIN_EXE_cpia")).args([
+        "demo",
+        demo.to_str().unwrap(),
+        "--no-build",
+    ]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -1568,9 +1570,11 @@ fn demo_never_overwrites_the_users_files() {
     std::fs::remove_file(demo.join("cpia.toml")).unwrap();
     std::fs::remove_file(demo.join("recipes/breakhis.toml")).unwrap();
     let before = digest(&demo);
-    let out = common::process::output(
-        Command::new(env!("CARGO_BIN_EXE_cpia")).args(["demo", demo.to_str().unwrap(), "--no-build"]),
-    );
+    let out = common::process::output(Command::new(env!("CARGO_BIN_EXE_cpia")).args([
+        "demo",
+        demo.to_str().unwrap(),
+        "--no-build",
+    ]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("vivax-001.png"), "{err}");
@@ -2423,7 +2427,9 @@ fn the_demo_builds_from_a_binary_and_a_folder_outside_the_checkout() {
         .sum();
     assert!(wsi_tiles > 0, "the generated slide yields XL tiles: {so}");
     let verify = common::process::output(
-        Command::new(&bin).args(["verify"]).current_dir(cwd.join("d")),
+        Command::new(&bin)
+            .args(["verify"])
+            .current_dir(cwd.join("d")),
     );
     assert!(verify.status.success(), "{}", stderr(&verify));
 }

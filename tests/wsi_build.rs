@@ -386,7 +386,7 @@ fn slides_sharing_a_name_fail_naming_each_other_and_the_others_build() {
             .unwrap_or_else(|| panic!("{name} not reported: {j}"));
         let error = f["error"].as_str().unwrap();
         assert!(
-            error.contains("twin.svs and twin.copy.svs")
+            error.contains("twin.copy.svs and twin.svs")
                 && error.contains("same name up to the first dot"),
             "{name}: {error}"
         );
@@ -429,9 +429,16 @@ fn an_unreadable_tile_record_is_an_error_not_an_empty_list() {
     let before = ws.snapshot();
     let out = ws.cpia(&["build"]);
     let err = stderr(&out);
-    assert!(!out.status.success(), "the damaged records were not noticed: {err}");
+    assert!(
+        !out.status.success(),
+        "the damaged records were not noticed: {err}"
+    );
     assert!(err.contains("reading tiles"), "{err}");
-    assert_eq!(ws.snapshot(), before, "a build that could not plan changed outputs");
+    assert_eq!(
+        ws.snapshot(),
+        before,
+        "a build that could not plan changed outputs"
+    );
 }
 
 // ---- Full CPIA geometry on generated slides -------------------------------
