@@ -90,13 +90,9 @@ pub fn update(
     output: &std::path::Path,
     files: &dyn Files,
 ) -> Result<Stats, Error> {
-    // Every error names the file (a full disk says which part it stopped at).
-    let named = |rel: &str, e: io::Error| -> Error {
-        io::Error::new(e.kind(), format!("{}: {e}", output.join(rel).display())).into()
-    };
     if state.meta(META_KEY)?.as_deref() != Some(FORMAT) {
         match std::fs::remove_dir_all(output.join(DIR)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(named(DIR, e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(output, DIR)(e)),
             _ => {}
         }
         state.mark_all_manifests_dirty()?;
@@ -125,7 +121,7 @@ pub fn update(
             let new = joining.remove(&part).unwrap_or_default();
             inputs.extend(&new);
             let paths = [csv_path(&dir, part), parquet_path(&dir, part)];
-            let written = write_part(state, &dir, &inputs, &paths, files, &mut pipelines)?;
+            let written = write_part(state, &dir, &inputs, &paths, output, files, &mut pipelines)?;
             let with_rows = written.as_ref().map(|w| &w.inputs);
             for &i in &inputs {
                 if !with_rows.is_some_and(|w| w.contains(&i)) {
@@ -142,7 +138,7 @@ pub fn update(
                 }
                 None => {
                     for p in &paths {
-                        files.remove(p).map_err(at(p))?;
+                        files.remove(p).map_err(at(output, p))?;
                     }
                     update.parts.push((part, None));
                     stats.parts_removed += 1;
@@ -152,7 +148,7 @@ pub fn update(
         if update.parts.iter().any(|(_, p)| p.is_some()) {
             let folders = [format!("{DIR}/csv/{dir}"), format!("{DIR}/parquet/{dir}")];
             let what = folders.join(", ");
-            files.sync_dirs(&folders).map_err(at(&what))?;
+            files.sync_dirs(&folders).map_err(at(output, &what))?;
         }
         state.commit_manifests(&update)?;
     }
@@ -213,17 +209,19 @@ fn write_part(
     dir: &str,
     inputs: &[i64],
     paths: &[String; 2],
+    output: &std::path::Path,
     files: &dyn Files,
     pipelines: &mut Pipelines,
 ) -> Result<Option<WrittenFiles>, Error> {
     let [csv_rel, pq_rel] = paths;
-    let create = |rel: &String| files.create(rel).map(Hashed::new).map_err(at(rel));
+    let create = |rel: &String| files.create(rel).map(Hashed::new).map_err(at(output, rel));
     let mut csv = io::BufWriter::with_capacity(1 << 16, create(csv_rel)?);
     let mut pq_file = create(pq_rel)?;
     let options = parquet_file::Options::default();
-    let mut pq =
-        parquet_file::Writer::new(&mut pq_file, &columns(), &options).map_err(at(pq_rel))?;
-    csv.write_all(b"path,origin path\n").map_err(at(csv_rel))?;
+    let mut pq = parquet_file::Writer::new(&mut pq_file, &columns(), &options)
+        .map_err(at(output, pq_rel))?;
+    csv.write_all(b"path,origin path\n")
+        .map_err(at(output, csv_rel))?;
     let filter = OutputFilter {
         dirs: vec![dir.to_string()],
         inputs: inputs.to_vec(),
@@ -238,8 +236,9 @@ fn write_part(
             let r = row(state, f, pipelines)?;
             with_rows.insert(r.input);
             let path = r.facts.path();
-            csv_row(&mut csv, &path, &r).map_err(at(csv_rel))?;
-            pq.push(&parquet_row(&path, &r)).map_err(at(pq_rel))?;
+            csv_row(&mut csv, &path, &r).map_err(at(output, csv_rel))?;
+            pq.push(&parquet_row(&path, &r))
+                .map_err(at(output, pq_rel))?;
             Ok(())
         }),
     )?;
@@ -250,10 +249,12 @@ fn write_part(
     if rows == 0 {
         return Ok(None); // the temporaries are deleted when dropped
     }
-    pq.finish().map_err(at(pq_rel))?;
-    let csv = csv.into_inner().map_err(|e| at(csv_rel)(e.into_error()))?;
-    let csv = csv.place().map_err(at(csv_rel))?;
-    let pq = pq_file.place().map_err(at(pq_rel))?;
+    pq.finish().map_err(at(output, pq_rel))?;
+    let csv = csv
+        .into_inner()
+        .map_err(|e| at(output, csv_rel)(e.into_error()))?;
+    let csv = csv.place().map_err(at(output, csv_rel))?;
+    let pq = pq_file.place().map_err(at(output, pq_rel))?;
     Ok(Some(WrittenFiles {
         part: (rows, csv, pq),
         inputs: with_rows,
@@ -261,8 +262,13 @@ fn write_part(
 }
 
 /// Names the manifest file in an I/O error.
-fn at(rel: &str) -> impl Fn(io::Error) -> Error + '_ {
-    move |e| Error::Io(io::Error::new(e.kind(), format!("{rel}: {e}")))
+/// An I/O error on `rel`, naming the file by its whole path (a full disk or
+/// a folder that is not the user's says which file it stopped at).
+fn at<'a>(output: &'a std::path::Path, rel: &'a str) -> impl Fn(io::Error) -> Error + 'a {
+    move |e| {
+        let path = output.join(rel);
+        Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
 }
 
 /// A file being written that hashes what it passes on.
