@@ -316,56 +316,80 @@ struct Measured {
     peak_kib: u64,
 }
 
+/// Forks and execs the command after its first three arguments (RLIMIT_AS
+/// when the first is not 0), waits for it, writes its `ru_maxrss` (KiB) to
+/// the file the second names, and exits with its code (128 + signal).
+const MEASURE_PY: &str = r#"
+import os, resource, sys
+limit, out, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+pid = os.fork()
+if pid == 0:
+    try:
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"#;
+
 /// Runs `cmd` to the end and measures its peak resident set size with
 /// `wait4` (the kernel's own accounting for exactly this child). With
 /// `address_space`, the child runs under that RLIMIT_AS: an allocation
 /// beyond it fails (and Rust aborts), which proves that nothing that large
 /// was allocated.
-fn measured(mut cmd: std::process::Command, address_space: Option<u64>) -> Measured {
-    use std::os::unix::process::CommandExt;
+///
+/// The child is started by a small python3 process, not by this test
+/// process: Linux counts in a child's `ru_maxrss` the memory of the process
+/// image it replaced at `exec` (for a child spawned from here, this test
+/// process's own peak, or its size at `fork`; with other tests' big images
+/// in memory that was 450 MB), so only a parent that is small itself gives
+/// the child's own peak. `None` (after `need::missing`) without python3.
+fn measured(cmd: std::process::Command, address_space: Option<u64>) -> Option<Measured> {
     use std::process::Stdio;
+    if !common::need::python(&["resource"]) {
+        return None;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out");
     let err_path = dir.path().join("err");
-    cmd.stdout(std::fs::File::create(&out_path).unwrap())
+    let rss_path = dir.path().join("rss");
+    let mut launcher = std::process::Command::new("python3");
+    launcher
+        .arg("-c")
+        .arg(MEASURE_PY)
+        .arg(address_space.unwrap_or(0).to_string())
+        .arg(&rss_path)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => launcher.env(k, v),
+            None => launcher.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        launcher.current_dir(d);
+    }
+    launcher
+        .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .stdin(Stdio::null());
-    if let Some(limit) = address_space {
-        // SAFETY: setrlimit is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                let l = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &l) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid out-parameter.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child, not yet waited for (std never reaps it:
-    // `child` is not waited on and only forgotten).
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    std::mem::forget(child);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    Measured {
+    let child = launcher.spawn().expect("starting python3");
+    let status = common::process::wait(child, "a measured build").status;
+    let code = status.code().expect("the launcher exits with a code");
+    let peak = std::fs::read_to_string(&rss_path)
+        .unwrap_or_else(|e| panic!("the launcher wrote no peak RSS ({e}); exit {code}"));
+    Some(Measured {
         code,
         stdout: std::fs::read_to_string(&out_path).unwrap(),
         stderr: std::fs::read_to_string(&err_path).unwrap(),
-        peak_kib: usage.ru_maxrss as u64,
-    }
+        peak_kib: peak.trim().parse().unwrap(),
+    })
 }
 
 #[test]
@@ -563,7 +587,9 @@ fn headers_that_lie_fail_before_anything_that_large_is_allocated() {
     ws.copy_in(&td, "skimage_ihc.png", "src/good.png");
     let mut cmd = ws.command(&["build", "--json", "-j", "2"]);
     cmd.env_remove("CPIA_DEBUG_COUNTERS");
-    let m = measured(cmd, Some(1536 << 20));
+    let Some(m) = measured(cmd, Some(1536 << 20)) else {
+        return;
+    };
     assert_eq!(m.code, 1, "{}", m.stderr);
     let j: serde_json::Value = serde_json::from_str(m.stdout.trim()).unwrap();
     assert_eq!(counts(&j), (1, 0, 0, files.len() as u64), "{j}");
@@ -632,10 +658,12 @@ fn jobs_wait_for_the_memory_budget_instead_of_oversubscribing() {
     ws.write_bytes("src/a.png", &png);
     ws.write_bytes("src/b.png", &png);
     let budget: u64 = 256 << 20;
-    let m = measured(
+    let Some(m) = measured(
         ws.command(&["build", "--json", "-j", "2", "--max-memory", "256M"]),
         None,
-    );
+    ) else {
+        return;
+    };
     assert_eq!(m.code, 0, "{}{}", m.stdout, m.stderr);
     let j: serde_json::Value = serde_json::from_str(m.stdout.trim()).unwrap();
     assert_eq!(counts(&j), (2, 0, 0, 0));
@@ -1666,6 +1694,9 @@ fn a_state_of_a_newer_cpia_is_refused_unchanged_by_every_command() {
         &["status"],
         &["list"],
         &["report"],
+        &["export"],
+        &["export", "--format", "webdataset"],
+        &["export", "--dry-run"],
     ];
     for args in commands {
         let out = common::process::output(&mut ws.command(args));
@@ -2043,7 +2074,7 @@ fn closed_pipe() -> Stdio {
 #[test]
 fn a_closed_or_full_stdout_never_panics_any_command() {
     let td = require_testdata!();
-    let ws = built_roi(&td);
+    let ws = built_with_export(&td);
     let elsewhere = tempfile::tempdir().unwrap();
     let init_dir = |n: &str| elsewhere.path().join(n).display().to_string();
     let (i1, i2) = (init_dir("i1"), init_dir("i2"));
@@ -2065,6 +2096,10 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
         vec!["verify", "--state", "--json"],
         vec!["lineage"],
         vec!["report", "-o", "-"],
+        vec!["export", "--json"],
+        vec!["export", "--format", "webdataset", "--json"],
+        vec!["export", "--dry-run"],
+        vec!["export", "--dry-run", "--json"],
         vec!["--help"],
         vec!["--version"],
         vec!["build", "--help"],
@@ -2432,4 +2467,259 @@ fn the_demo_builds_from_a_binary_and_a_folder_outside_the_checkout() {
             .current_dir(cwd.join("d")),
     );
     assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+// ---------------------------------------------------------------------------
+// 9. Issue 19, third look: the newest writers — exports (`<output>/export/`)
+// and the Parquet and CSV manifests — and a closed standard error.
+
+/// `built_roi` with the WebDataset export `web` (one sample per shard)
+/// declared and built.
+fn built_with_export(td: &Path) -> Ws {
+    let ws = built_roi(td);
+    ws.write(
+        "cpia.toml",
+        "[sources]\nP = \"src\"\n\n[export.web]\nformat = \"webdataset\"\nshard_samples = 1\n",
+    );
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["exports"][0]["shards_written"], 2, "{j}");
+    ws
+}
+
+/// Asserts `cpia verify --deep` finds nothing.
+fn verified_deep(ws: &Ws) {
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+/// The export's shard files, by name.
+fn shards(ws: &Ws, name: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(ws.path(&format!("dataset/export/{name}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_export_folder_that_is_a_link_is_refused_and_nothing_outside_is_touched() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let (outside, before) = sentinel(&ws, &["web-000000.tar", "croissant.json"]);
+    let mut n = 0;
+    // The export's own folder, then the exports' folder, made links out.
+    for link in ["dataset/export/web", "dataset/export"] {
+        n += 1;
+        let real = ws.path(&format!("real{n}"));
+        std::fs::rename(ws.path(link), &real).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.path(link)).unwrap();
+        // A new image makes the export stale: the images are built, the
+        // export is one failure naming the link.
+        ws.copy_in(&td, "skimage_ihc.png", &format!("src/new{n}.png"));
+        let (j, out) = ws.build(&[]);
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        assert_eq!(j["built"], 1, "{link}: {j}");
+        let f = failure_of(&j, "export web").unwrap_or_else(|| panic!("{link}: {j}"));
+        assert!(f.contains("symbolic link"), "{link}: {f}");
+        let out = common::process::output(&mut ws.command(&["export", "web"]));
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+        let out = common::process::output(&mut ws.command(&["verify"]));
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        // Removing the export forgets it; what is behind the link stays.
+        let out = common::process::output(&mut ws.command(&["export", "--remove", "web"]));
+        assert!(
+            out.status.code().is_some_and(|c| c < 100),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(digest(&outside), before, "{link}: outside changed");
+        std::fs::remove_file(ws.path(link)).unwrap();
+        std::fs::rename(&real, ws.path(link)).unwrap();
+    }
+    // Back in place, the export catches up.
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["exports"][0]["samples"], 4, "{j}");
+    verified_deep(&ws);
+}
+
+#[test]
+fn a_shard_replaced_by_a_link_or_a_fifo_is_written_anew_never_through_it() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let (outside, before) = sentinel(&ws, &["web-000000.tar"]);
+    let [first, second] = &shards(&ws, "web")[..] else {
+        panic!("two shards: {:?}", shards(&ws, "web"));
+    };
+    std::fs::remove_file(first).unwrap();
+    std::os::unix::fs::symlink(outside.join("web-000000.tar"), first).unwrap();
+    std::fs::remove_file(second).unwrap();
+    mkfifo(second);
+    // Verify says what is there (never opening the FIFO to wait on it).
+    let out = common::process::output(&mut ws.command(&["verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("not-a-file").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    // The next update writes both anew: a link and a FIFO are replaced,
+    // what the link pointed to is not touched.
+    let out = common::process::output(&mut ws.command(&["export", "web", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &j["exports"][0];
+    assert_eq!(
+        (&e["repaired"], &e["shards_written"]),
+        (&2.into(), &2.into()),
+        "{j}"
+    );
+    for s in [first, second] {
+        assert!(std::fs::symlink_metadata(s).unwrap().is_file(), "{s:?}");
+    }
+    assert_eq!(digest(&outside), before);
+    verified_deep(&ws);
+}
+
+#[test]
+fn an_export_reads_only_regular_outputs_and_no_more_than_their_size() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let image = ws.path("dataset/M/P/a.jpg");
+    // A FIFO where an output was (with no writer, reading it gives nothing;
+    // with one, it never ends), and as root a device node (/dev/zero's).
+    let mut planted = vec![("FIFO", "a FIFO")];
+    if is_root() {
+        planted.push(("device", "a character device"));
+    }
+    for (what, said) in planted {
+        std::fs::remove_file(&image).unwrap();
+        if what == "FIFO" {
+            mkfifo(&image);
+        } else {
+            let c = std::ffi::CString::new(image.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string; the result is checked.
+            let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+            assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+        }
+        for format in ["webdataset", "imagefolder"] {
+            let name = format!("{format}-{what}");
+            let cmd = ws.command(&["export", "--format", format, "--name", &name, "--json"]);
+            // Reading the device would not end: 2 GiB of address space is
+            // far more than the export needs, far less than it would take.
+            let Some(m) = measured(cmd, Some(2 << 30)) else {
+                return;
+            };
+            assert_eq!(m.code, 1, "{name}: {}", m.stderr);
+            assert!(
+                m.stdout.contains("M/P/a.jpg") && m.stdout.contains(said),
+                "{name}: {}",
+                m.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn manifests_are_never_written_or_removed_through_a_link() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let (outside, before) = sentinel(&ws, &["part-000001.csv", "part-000001.parquet"]);
+    let manifests = ws.path("dataset/manifests");
+    let parts = |kind: &str| -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(manifests.join(kind))
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.file_type().is_dir())
+            .map(|e| e.into_path())
+            .collect()
+    };
+    // A part replaced by a link out, the other by a FIFO: a new input
+    // rewrites the part; both become files again.
+    let (csv, pq) = (parts("csv")[0].clone(), parts("parquet")[0].clone());
+    std::fs::remove_file(&csv).unwrap();
+    std::os::unix::fs::symlink(outside.join("part-000001.csv"), &csv).unwrap();
+    std::fs::remove_file(&pq).unwrap();
+    mkfifo(&pq);
+    let out = common::process::output(&mut ws.command(&["verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    ws.copy_in(&td, "skimage_ihc.png", "src/c.png");
+    let out = common::process::output(&mut ws.command(&["build"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in [&csv, &pq] {
+        assert!(std::fs::symlink_metadata(p).unwrap().is_file(), "{p:?}");
+    }
+    assert_eq!(digest(&outside), before);
+    verified_deep(&ws);
+    // A manifests folder that is a link out: refused, named, nothing written.
+    let folder = csv.parent().unwrap().to_path_buf();
+    std::fs::rename(&folder, ws.path("csv-real")).unwrap();
+    std::os::unix::fs::symlink(&outside, &folder).unwrap();
+    ws.copy_in(&td, "skimage_ihc.png", "src/d.png");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let f = failure_of(&j, "manifests").unwrap_or_else(|| panic!("{j}"));
+    assert!(f.contains("symbolic link"), "{f}");
+    assert_eq!(digest(&outside), before);
+    // A new manifest format removes the manifests folder whole and writes
+    // it again: links in it are removed, never followed.
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(ws.path("csv-real"), &folder).unwrap();
+    std::os::unix::fs::symlink(&outside, manifests.join("planted")).unwrap();
+    std::os::unix::fs::symlink(&outside, manifests.join("csv/planted")).unwrap();
+    let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+    let changed = db
+        .execute("UPDATE meta SET v = '1' WHERE k = 'manifest_format'", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["removed"], 0, "{j}");
+    assert!(!manifests.join("planted").exists());
+    assert_eq!(digest(&outside), before);
+    verified_deep(&ws);
+}
+
+#[test]
+fn a_closed_or_full_stderr_never_panics_any_command() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let panicked = |o: &Output| o.status.code() == Some(101);
+    // Each command with its usual exit code (a failing one included).
+    let commands: &[(&[&str], i32)] = &[
+        (&["build"], 0),
+        (&["build", "-j", "100000"], 0),
+        (&["export"], 0),
+        (&["check"], 0),
+        (&["status"], 0),
+        (&["verify"], 0),
+        (&["why", "dataset/M/P/nothing.jpg"], 1),
+        (&["lineage", "-o", "missing/x.json"], 2),
+        (&["no-such-command"], 2),
+    ];
+    for &(args, code) in commands {
+        // `cpia … 2>&1 | head -1`: both ends closed.
+        let out = ws
+            .command(args)
+            .stdout(closed_pipe())
+            .stderr(closed_pipe())
+            .output()
+            .unwrap();
+        assert!(!panicked(&out), "{args:?} 2>&1 | (closed)");
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>&1 | (closed)");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = ws.command(args).stderr(full).output().unwrap();
+        assert!(!panicked(&out), "{args:?} 2>/dev/full");
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>/dev/full");
+    }
 }

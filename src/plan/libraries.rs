@@ -45,12 +45,6 @@ pub fn of_kind(kind: Kind) -> &'static str {
     }
 }
 
-/// [`of_kind`] for an output that was read from a slide (WSI tiles, QC
-/// pictures) or not (ROI outputs).
-pub fn of_output(from_slide: bool) -> &'static str {
-    of_kind(if from_slide { Kind::Wsi } else { Kind::Roi })
-}
-
 fn describe(kind: Kind) -> String {
     let mut parts: Vec<(&str, String)> = Vec::new();
     if kind == Kind::Wsi {

@@ -121,7 +121,7 @@ pub fn update(
             let new = joining.remove(&part).unwrap_or_default();
             inputs.extend(&new);
             let paths = [csv_path(&dir, part), parquet_path(&dir, part)];
-            let written = write_part(state, &dir, &inputs, &paths, output, files, &mut pipelines)?;
+            let written = write_part(state, output, &dir, &inputs, &paths, files, &mut pipelines)?;
             let with_rows = written.as_ref().map(|w| &w.inputs);
             for &i in &inputs {
                 if !with_rows.is_some_and(|w| w.contains(&i)) {
@@ -147,7 +147,7 @@ pub fn update(
         }
         if update.parts.iter().any(|(_, p)| p.is_some()) {
             let folders = [format!("{DIR}/csv/{dir}"), format!("{DIR}/parquet/{dir}")];
-            let what = folders.join(", ");
+            let what = folders.join(" and ");
             files.sync_dirs(&folders).map_err(at(output, &what))?;
         }
         state.commit_manifests(&update)?;
@@ -206,10 +206,10 @@ struct WrittenFiles {
 /// (nothing written) when they have no rows left.
 fn write_part(
     state: &State,
+    output: &std::path::Path,
     dir: &str,
     inputs: &[i64],
     paths: &[String; 2],
-    output: &std::path::Path,
     files: &dyn Files,
     pipelines: &mut Pipelines,
 ) -> Result<Option<WrittenFiles>, Error> {
@@ -262,8 +262,8 @@ fn write_part(
 }
 
 /// Names the manifest file in an I/O error.
-/// An I/O error on `rel`, naming the file by its whole path (a full disk or
-/// a folder that is not the user's says which file it stopped at).
+/// Names the file `rel` (under `output`) in an I/O error: a full disk or a
+/// folder the user took back says which part it stopped at.
 fn at<'a>(output: &'a std::path::Path, rel: &'a str) -> impl Fn(io::Error) -> Error + 'a {
     move |e| {
         let path = output.join(rel);

@@ -70,7 +70,12 @@ pub fn find(state: &State, path: &str) -> Result<Option<OutputFacts>, StateError
 /// (for the kind of output it is), and what differs.
 fn libraries(f: &OutputFacts) -> Value {
     // Slide reads are recorded for WSI tiles and QC pictures only.
-    let now = crate::plan::libraries::of_output(f.read.is_some());
+    let kind = if f.read.is_some() {
+        crate::recipe::Kind::Wsi
+    } else {
+        crate::recipe::Kind::Roi
+    };
+    let now = crate::plan::libraries::of_kind(kind);
     let recorded = (!f.maker.libraries.is_empty()).then_some(f.maker.libraries.as_str());
     json!({
         "recorded": recorded,
