@@ -21,7 +21,7 @@ use cpia::ops::wsi::{self, otsu, qc, GridParams, LevelPolicy, ReaderChoice, Regi
 use cpia::ops::{
     CropParams, DecodeParams, Filter, JpegParams, Operator, ResizeParams, Subsampling, Value,
 };
-use cpia::slide::{Reader, Slide};
+use cpia::slide::{self, Reader, Slide};
 
 /// (case, blake3 prefix of what the operator makes). The case's first word
 /// is the operator (or, for `read`, the slide reader).
@@ -190,8 +190,8 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
     let slide = Slide::open(&td.join("wsi/CMU-1-Small-Region.svs")).unwrap();
     let mut add = |case: &str, hash: String| out.push((case.to_string(), hash));
     assert_eq!(
-        slide.effective_reader(Reader::Auto, 0),
-        "direct",
+        slide.effective_reader(ReaderChoice::Auto, 0),
+        Reader::Direct,
         "the direct reader does not serve this slide: {:?}",
         slide.direct_problem()
     );
@@ -200,11 +200,13 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
         slide
             .read_with(
                 reader,
-                i * u64::from(n),
-                j * u64::from(n),
-                0,
-                n,
-                n,
+                slide::Region {
+                    x: i * u64::from(n),
+                    y: j * u64::from(n),
+                    level: 0,
+                    w: n,
+                    h: n,
+                },
                 Vec::new(),
             )
             .unwrap()
@@ -245,7 +247,7 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
         for i in 0..(slide.meta.width / u64::from(n)) {
             let cell = run(
                 &Operator::WsiGrid(grid(n)),
-                region(read(Reader::Auto, i, j)),
+                region(read(ReaderChoice::Auto, i, j)),
             );
             let kept = !tiles_of(&run(&colour, cell)).tiles.is_empty();
             decisions.push(if kept { '1' } else { '0' });
@@ -256,8 +258,8 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
     }
     add("tissue color", decisions);
     let (i, j) = first_kept.expect("no cell of the slide holds tissue");
-    let direct = read(Reader::Auto, i, j);
-    let openslide = read(Reader::OpenSlide, i, j);
+    let direct = read(ReaderChoice::Auto, i, j);
+    let openslide = read(ReaderChoice::OpenSlide, i, j);
     add("read direct level 0", h(direct.as_raw()));
     add("read openslide level 0", h(openslide.as_raw()));
     let (thumb, scale) = slide.thumbnail(256).unwrap();
