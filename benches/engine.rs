@@ -168,6 +168,17 @@ fn runs() -> usize {
 /// its own consecutive runs, like hyperfine: on this VM a process that follows
 /// a large one (the Python reference) pays for the freed memory the host took
 /// back, which would otherwise bias whichever tool happens to come second.
+/// The level-0 square region of `size` pixels at `(x, y)`.
+fn level0(x: u32, y: u32, size: u32) -> cpia::slide::Region {
+    cpia::slide::Region {
+        x: u64::from(x),
+        y: u64::from(y),
+        level: 0,
+        w: size,
+        h: size,
+    }
+}
+
 fn warm_median(mut f: impl FnMut() -> f64) -> f64 {
     f();
     median((0..runs()).map(|_| f()).collect())
@@ -515,9 +526,7 @@ fn bench_wsi() {
             use rayon::prelude::*;
             cells.par_iter().for_each(|&(i, j)| {
                 let rs = g.read_size;
-                let img = s
-                    .read_rgb(u64::from(i * rs), u64::from(j * rs), 0, rs, rs)
-                    .unwrap();
+                let img = s.read_openslide(level0(i * rs, j * rs, rs)).unwrap();
                 std::hint::black_box(img);
             });
         });
@@ -600,14 +609,16 @@ fn bench_direct() {
         let t = Instant::now();
         pool.install(|| {
             cells.par_iter().for_each(|&(i, j)| {
-                let (x, y) = (u64::from(i * rs), u64::from(j * rs));
                 // Into recycled buffers on both paths, as the engine reads.
                 let buffer = cpia::ops::pool::take(rs as usize * rs as usize * 3);
                 let img = if direct_path {
-                    direct.read_rgb_into(x, y, 0, rs, rs, buffer).unwrap()
+                    direct
+                        .read_rgb_into(level0(i * rs, j * rs, rs), buffer)
+                        .unwrap()
                 } else {
-                    let reader = cpia::slide::Reader::OpenSlide;
-                    s.read_with(reader, x, y, 0, rs, rs, buffer).unwrap()
+                    let reader = cpia::slide::ReaderChoice::OpenSlide;
+                    s.read_with(reader, level0(i * rs, j * rs, rs), buffer)
+                        .unwrap()
                 };
                 cpia::ops::pool::give(std::hint::black_box(img).into_raw());
             })
@@ -698,8 +709,9 @@ fn bench_direct() {
             pool.install(|| {
                 cells.par_iter().for_each(|&(i, j)| {
                     let buffer = cpia::ops::pool::take(rs as usize * rs as usize * 3);
-                    let (x0, y0) = (u64::from(i * rs), u64::from(j * rs));
-                    let img = direct.read_rgb_into(x0, y0, 0, rs, rs, buffer).unwrap();
+                    let img = direct
+                        .read_rgb_into(level0(i * rs, j * rs, rs), buffer)
+                        .unwrap();
                     let tiles = in_cell(i, j);
                     if crops && tiles.iter().any(|t| t.0 == rs) {
                         // The XL tile from pixels, its children cut from it.
@@ -896,12 +908,8 @@ fn bench_crop() {
         for i in 1..spec.cells_x - 1 {
             let img = s
                 .read_with(
-                    cpia::slide::Reader::Auto,
-                    u64::from(i * rs),
-                    u64::from(j * rs),
-                    0,
-                    rs,
-                    rs,
+                    cpia::slide::ReaderChoice::Auto,
+                    level0(i * rs, j * rs, rs),
                     vec![0; (rs * rs * 3) as usize],
                 )
                 .unwrap();

@@ -2,10 +2,22 @@
 //! multi-scale pathology pre-training datasets (the CPIA standard).
 //!
 //! Data flows one way: a [`recipe`] is checked; [`plan`] compares it and the
-//! sources with the [`store`] into actions; the [`engine`] runs them with the
-//! pure operators of [`ops`] and records the results in the [`store`]. A
-//! module uses only the layers below it, as `ARCHITECTURE.md`'s layer table
-//! says (checked by `tests/layers.rs`, with its code map and invariants).
+//! sources with the [`store`] into actions (reading slide metadata through
+//! [`slide`]); the [`engine`] runs them with the pure operators of [`ops`]
+//! on the regions [`slide`] reads, and records the results in the [`store`]
+//! (or, in a Slurm array task submitted through [`executor`], in a journal
+//! that the coordinator merges).
+//! [`provenance`] reads the records back (`why`, `verify`, manifests,
+//! PROV-JSON), [`report`] sums them up beside the published counts, and
+//! [`export`] turns them into training datasets. Only [`cli`] (and
+//! `main.rs`) prints; the other layers return values or send notes
+//! ([`engine::note`]). The bottom of the house: [`workspace`], the leaves
+//! [`regular_file`], [`threads`], [`civil_time`], [`parquet_file`];
+//! [`catalog`] is the shipped recipes, [`fixture`] test tooling.
+//!
+//! A module uses only the layers below it, as `ARCHITECTURE.md`'s layer
+//! table says (checked by `tests/layers.rs`, with its code map and
+//! invariants).
 
 pub mod catalog;
 pub mod civil_time;

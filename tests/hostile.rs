@@ -1367,7 +1367,7 @@ fn built_by_unprivileged(td: &Path, files: &[(&str, &str)]) -> Ws {
 
 /// `build --json` as the unprivileged user.
 fn unprivileged_build(ws: &Ws) -> (serde_json::Value, Output) {
-    let out = unprivileged(ws, &["build", "--json"]).output().unwrap();
+    let out = common::process::output(&mut unprivileged(ws, &["build", "--json"]));
     let j = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", stderr(&out)));
     (j, out)
@@ -1582,10 +1582,11 @@ fn demo_never_overwrites_the_users_files() {
         std::fs::write(&p, format!("the user's file {i}\n")).unwrap();
     }
     let before = digest(&demo);
-    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["demo", demo.to_str().unwrap(), "--no-build"])
-        .output()
-        .unwrap();
+    let out = common::process::output(Command::new(env!("CARGO_BIN_EXE_cpia")).args([
+        "demo",
+        demo.to_str().unwrap(),
+        "--no-build",
+    ]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -1597,10 +1598,11 @@ fn demo_never_overwrites_the_users_files() {
     std::fs::remove_file(demo.join("cpia.toml")).unwrap();
     std::fs::remove_file(demo.join("recipes/breakhis.toml")).unwrap();
     let before = digest(&demo);
-    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["demo", demo.to_str().unwrap(), "--no-build"])
-        .output()
-        .unwrap();
+    let out = common::process::output(Command::new(env!("CARGO_BIN_EXE_cpia")).args([
+        "demo",
+        demo.to_str().unwrap(),
+        "--no-build",
+    ]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("vivax-001.png"), "{err}");
@@ -1615,11 +1617,11 @@ fn init_demo_and_new_never_write_through_a_link_inside_the_workspace() {
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let cpia = |args: &[&str], cwd: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_cpia"))
-            .args(args)
-            .current_dir(cwd)
-            .output()
-            .unwrap()
+        common::process::output(
+            Command::new(env!("CARGO_BIN_EXE_cpia"))
+                .args(args)
+                .current_dir(cwd),
+        )
     };
     // init: recipes/templates is a link out of the workspace.
     let ws = dir.path().join("ws");
@@ -1692,6 +1694,9 @@ fn a_state_of_a_newer_cpia_is_refused_unchanged_by_every_command() {
         &["status"],
         &["list"],
         &["report"],
+        &["export"],
+        &["export", "--format", "webdataset"],
+        &["export", "--dry-run"],
     ];
     for args in commands {
         let out = common::process::output(&mut ws.command(args));
@@ -1781,12 +1786,12 @@ fn a_read_only_workspace_can_be_inspected_and_writing_commands_name_the_path() {
         &["verify", "--state"],
         &["report", "-o", report],
     ] {
-        let out = unprivileged(&ws, args).output().unwrap();
+        let out = common::process::output(&mut unprivileged(&ws, args));
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     let root = ws.root().canonicalize().unwrap().display().to_string();
     for args in [&["build"][..], &["plan"], &["report"]] {
-        let out = unprivileged(&ws, args).output().unwrap();
+        let out = common::process::output(&mut unprivileged(&ws, args));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(&root), "{args:?} names the path: {err}");
@@ -2000,7 +2005,7 @@ fn peak_threads(mut cmd: Command, bound: usize) -> (Output, usize) {
         .unwrap();
     let pid = child.id() as libc::pid_t;
     let status = format!("/proc/{pid}/status");
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let waiter = std::thread::spawn(move || common::process::wait(child, "a capped build"));
     let mut peak = 0;
     while !waiter.is_finished() {
         if let Ok(s) = std::fs::read_to_string(&status) {
@@ -2069,7 +2074,7 @@ fn closed_pipe() -> Stdio {
 #[test]
 fn a_closed_or_full_stdout_never_panics_any_command() {
     let td = require_testdata!();
-    let ws = built_roi(&td);
+    let ws = built_with_export(&td);
     let elsewhere = tempfile::tempdir().unwrap();
     let init_dir = |n: &str| elsewhere.path().join(n).display().to_string();
     let (i1, i2) = (init_dir("i1"), init_dir("i2"));
@@ -2091,6 +2096,10 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
         vec!["verify", "--state", "--json"],
         vec!["lineage"],
         vec!["report", "-o", "-"],
+        vec!["export", "--json"],
+        vec!["export", "--format", "webdataset", "--json"],
+        vec!["export", "--dry-run"],
+        vec!["export", "--dry-run", "--json"],
         vec!["--help"],
         vec!["--version"],
         vec!["build", "--help"],
@@ -2102,7 +2111,7 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let out = ws.command(args).stdout(full).output().unwrap();
+        let out = common::process::output_to(ws.command(args).stdout(full));
         assert!(!panicked(&out), "{args:?} > /dev/full: {}", stderr(&out));
         assert_eq!(
             out.status.code(),
@@ -2116,7 +2125,7 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
             stderr(&out)
         );
         // The reader went away: quiet, the command's own exit code.
-        let out = ws.command(args).stdout(closed_pipe()).output().unwrap();
+        let out = common::process::output_to(ws.command(args).stdout(closed_pipe()));
         assert!(!panicked(&out), "{args:?} | (closed): {}", stderr(&out));
         assert_eq!(
             out.status.code(),
@@ -2130,19 +2139,11 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let out = ws.command(&["init", &i1]).stdout(full).output().unwrap();
+    let out = common::process::output_to(ws.command(&["init", &i1]).stdout(full));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = ws
-        .command(&["init", &i2])
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
+    let out = common::process::output_to(ws.command(&["init", &i2]).stdout(closed_pipe()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = ws
-        .command(&["new", "fresh"])
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
+    let out = common::process::output_to(ws.command(&["new", "fresh"]).stdout(closed_pipe()));
     assert!(!panicked(&out) && out.status.success(), "{}", stderr(&out));
     // The builds above were recorded.
     let log = ws.cpia(&["log", "--json"]);
@@ -2182,7 +2183,7 @@ fn an_output_folder_that_cannot_be_written_is_named_with_the_right_advice() {
     // The output folder is not the user's to write (as chattr +i or a
     // read-only mount make it).
     set_mode(&ws.path("dataset"), 0o555);
-    let out = unprivileged(&ws, &["build"]).output().unwrap();
+    let out = common::process::output(&mut unprivileged(&ws, &["build"]));
     set_mode(&ws.path("dataset"), 0o755);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -2210,7 +2211,7 @@ fn in_mount_namespace(script: &str, envs: &[(&str, &str)]) -> Output {
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.output().expect("unshare (util-linux) runs")
+    common::process::output(&mut c)
 }
 
 #[test]
@@ -2392,11 +2393,11 @@ fn two_workspaces_cannot_share_one_cache() {
     let moved = tempfile::tempdir().unwrap();
     let to = moved.path().join("ws");
     std::fs::rename(first.root(), &to).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["build", "--json"])
-        .current_dir(&to)
-        .output()
-        .unwrap();
+    let out = common::process::output(
+        Command::new(env!("CARGO_BIN_EXE_cpia"))
+            .args(["build", "--json"])
+            .current_dir(&to),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no longer uses it"),
@@ -2460,10 +2461,265 @@ fn the_demo_builds_from_a_binary_and_a_folder_outside_the_checkout() {
         .map(|e| jpgs(&e.path()))
         .sum();
     assert!(wsi_tiles > 0, "the generated slide yields XL tiles: {so}");
-    let verify = Command::new(&bin)
-        .args(["verify"])
-        .current_dir(cwd.join("d"))
-        .output()
-        .unwrap();
+    let verify = common::process::output(
+        Command::new(&bin)
+            .args(["verify"])
+            .current_dir(cwd.join("d")),
+    );
     assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+// ---------------------------------------------------------------------------
+// 9. Issue 19, third look: the newest writers — exports (`<output>/export/`)
+// and the Parquet and CSV manifests — and a closed standard error.
+
+/// `built_roi` with the WebDataset export `web` (one sample per shard)
+/// declared and built.
+fn built_with_export(td: &Path) -> Ws {
+    let ws = built_roi(td);
+    ws.write(
+        "cpia.toml",
+        "[sources]\nP = \"src\"\n\n[export.web]\nformat = \"webdataset\"\nshard_samples = 1\n",
+    );
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["exports"][0]["shards_written"], 2, "{j}");
+    ws
+}
+
+/// Asserts `cpia verify --deep` finds nothing.
+fn verified_deep(ws: &Ws) {
+    let out = ws.cpia(&["verify", "--deep"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+/// The export's shard files, by name.
+fn shards(ws: &Ws, name: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(ws.path(&format!("dataset/export/{name}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_export_folder_that_is_a_link_is_refused_and_nothing_outside_is_touched() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let (outside, before) = sentinel(&ws, &["web-000000.tar", "croissant.json"]);
+    let mut n = 0;
+    // The export's own folder, then the exports' folder, made links out.
+    for link in ["dataset/export/web", "dataset/export"] {
+        n += 1;
+        let real = ws.path(&format!("real{n}"));
+        std::fs::rename(ws.path(link), &real).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.path(link)).unwrap();
+        // A new image makes the export stale: the images are built, the
+        // export is one failure naming the link.
+        ws.copy_in(&td, "skimage_ihc.png", &format!("src/new{n}.png"));
+        let (j, out) = ws.build(&[]);
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        assert_eq!(j["built"], 1, "{link}: {j}");
+        let f = failure_of(&j, "export web").unwrap_or_else(|| panic!("{link}: {j}"));
+        assert!(f.contains("symbolic link"), "{link}: {f}");
+        let out = common::process::output(&mut ws.command(&["export", "web"]));
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+        let out = common::process::output(&mut ws.command(&["verify"]));
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
+        // Removing the export forgets it; what is behind the link stays.
+        let out = common::process::output(&mut ws.command(&["export", "--remove", "web"]));
+        assert!(
+            out.status.code().is_some_and(|c| c < 100),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(digest(&outside), before, "{link}: outside changed");
+        std::fs::remove_file(ws.path(link)).unwrap();
+        std::fs::rename(&real, ws.path(link)).unwrap();
+    }
+    // Back in place, the export catches up.
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["exports"][0]["samples"], 4, "{j}");
+    verified_deep(&ws);
+}
+
+#[test]
+fn a_shard_replaced_by_a_link_or_a_fifo_is_written_anew_never_through_it() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let (outside, before) = sentinel(&ws, &["web-000000.tar"]);
+    let [first, second] = &shards(&ws, "web")[..] else {
+        panic!("two shards: {:?}", shards(&ws, "web"));
+    };
+    std::fs::remove_file(first).unwrap();
+    std::os::unix::fs::symlink(outside.join("web-000000.tar"), first).unwrap();
+    std::fs::remove_file(second).unwrap();
+    mkfifo(second);
+    // Verify says what is there (never opening the FIFO to wait on it).
+    let out = common::process::output(&mut ws.command(&["verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("not-a-file").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    // The next update writes both anew: a link and a FIFO are replaced,
+    // what the link pointed to is not touched.
+    let out = common::process::output(&mut ws.command(&["export", "web", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &j["exports"][0];
+    assert_eq!(
+        (&e["repaired"], &e["shards_written"]),
+        (&2.into(), &2.into()),
+        "{j}"
+    );
+    for s in [first, second] {
+        assert!(std::fs::symlink_metadata(s).unwrap().is_file(), "{s:?}");
+    }
+    assert_eq!(digest(&outside), before);
+    verified_deep(&ws);
+}
+
+#[test]
+fn an_export_reads_only_regular_outputs_and_no_more_than_their_size() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let image = ws.path("dataset/M/P/a.jpg");
+    // A FIFO where an output was (with no writer, reading it gives nothing;
+    // with one, it never ends), and as root a device node (/dev/zero's).
+    let mut planted = vec![("FIFO", "a FIFO")];
+    if is_root() {
+        planted.push(("device", "a character device"));
+    }
+    for (what, said) in planted {
+        std::fs::remove_file(&image).unwrap();
+        if what == "FIFO" {
+            mkfifo(&image);
+        } else {
+            let c = std::ffi::CString::new(image.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string; the result is checked.
+            let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+            assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+        }
+        for format in ["webdataset", "imagefolder"] {
+            let name = format!("{format}-{what}");
+            let cmd = ws.command(&["export", "--format", format, "--name", &name, "--json"]);
+            // Reading the device would not end: 2 GiB of address space is
+            // far more than the export needs, far less than it would take.
+            let Some(m) = measured(cmd, Some(2 << 30)) else {
+                return;
+            };
+            assert_eq!(m.code, 1, "{name}: {}", m.stderr);
+            assert!(
+                m.stdout.contains("M/P/a.jpg") && m.stdout.contains(said),
+                "{name}: {}",
+                m.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn manifests_are_never_written_or_removed_through_a_link() {
+    let td = require_testdata!();
+    let ws = built_roi(&td);
+    let (outside, before) = sentinel(&ws, &["part-000001.csv", "part-000001.parquet"]);
+    let manifests = ws.path("dataset/manifests");
+    let parts = |kind: &str| -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(manifests.join(kind))
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.file_type().is_dir())
+            .map(|e| e.into_path())
+            .collect()
+    };
+    // A part replaced by a link out, the other by a FIFO: a new input
+    // rewrites the part; both become files again.
+    let (csv, pq) = (parts("csv")[0].clone(), parts("parquet")[0].clone());
+    std::fs::remove_file(&csv).unwrap();
+    std::os::unix::fs::symlink(outside.join("part-000001.csv"), &csv).unwrap();
+    std::fs::remove_file(&pq).unwrap();
+    mkfifo(&pq);
+    let out = common::process::output(&mut ws.command(&["verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    ws.copy_in(&td, "skimage_ihc.png", "src/c.png");
+    let out = common::process::output(&mut ws.command(&["build"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in [&csv, &pq] {
+        assert!(std::fs::symlink_metadata(p).unwrap().is_file(), "{p:?}");
+    }
+    assert_eq!(digest(&outside), before);
+    verified_deep(&ws);
+    // A manifests folder that is a link out: refused, named, nothing written.
+    let folder = csv.parent().unwrap().to_path_buf();
+    std::fs::rename(&folder, ws.path("csv-real")).unwrap();
+    std::os::unix::fs::symlink(&outside, &folder).unwrap();
+    ws.copy_in(&td, "skimage_ihc.png", "src/d.png");
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let f = failure_of(&j, "manifests").unwrap_or_else(|| panic!("{j}"));
+    assert!(f.contains("symbolic link"), "{f}");
+    assert_eq!(digest(&outside), before);
+    // A new manifest format removes the manifests folder whole and writes
+    // it again: links in it are removed, never followed.
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(ws.path("csv-real"), &folder).unwrap();
+    std::os::unix::fs::symlink(&outside, manifests.join("planted")).unwrap();
+    std::os::unix::fs::symlink(&outside, manifests.join("csv/planted")).unwrap();
+    let db = rusqlite::Connection::open(ws.path("cache/state.sqlite")).unwrap();
+    let changed = db
+        .execute("UPDATE meta SET v = '1' WHERE k = 'manifest_format'", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let (j, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(j["removed"], 0, "{j}");
+    assert!(!manifests.join("planted").exists());
+    assert_eq!(digest(&outside), before);
+    verified_deep(&ws);
+}
+
+#[test]
+fn a_closed_or_full_stderr_never_panics_any_command() {
+    let td = require_testdata!();
+    let ws = built_with_export(&td);
+    let panicked = |o: &Output| o.status.code() == Some(101);
+    // Each command with its usual exit code (a failing one included).
+    let commands: &[(&[&str], i32)] = &[
+        (&["build"], 0),
+        (&["build", "-j", "100000"], 0),
+        (&["export"], 0),
+        (&["check"], 0),
+        (&["status"], 0),
+        (&["verify"], 0),
+        (&["why", "dataset/M/P/nothing.jpg"], 1),
+        (&["lineage", "-o", "missing/x.json"], 2),
+        (&["no-such-command"], 2),
+    ];
+    for &(args, code) in commands {
+        // `cpia … 2>&1 | head -1`: both ends closed.
+        let out = ws
+            .command(args)
+            .stdout(closed_pipe())
+            .stderr(closed_pipe())
+            .output()
+            .unwrap();
+        assert!(!panicked(&out), "{args:?} 2>&1 | (closed)");
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>&1 | (closed)");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = ws.command(args).stderr(full).output().unwrap();
+        assert!(!panicked(&out), "{args:?} 2>/dev/full");
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>/dev/full");
+    }
 }

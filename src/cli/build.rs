@@ -2,7 +2,7 @@
 
 use crate::engine::cluster::finish::{self, Settled};
 use crate::engine::cluster::submit::{self, Cluster};
-use crate::engine::driver::{self, Flags, MassRemoval, Outcome};
+use crate::engine::driver::{self, Flags, MassRemoval, Outcome, Request};
 use crate::engine::{Options, Summary};
 use crate::plan::{Planner, Selection};
 use crate::store::submitted::Submitted;
@@ -105,15 +105,10 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         require_sources: args.require_sources,
     };
     let code = match args.executor {
-        Executor::Local => execute(
-            &ws,
-            &mut state,
-            &planner,
-            &selection,
-            &args_to_options(&ws, &args),
-            flags,
-            args.json,
-        )?,
+        Executor::Local => {
+            let req = super::build_request(&ws, &planner, &selection, flags);
+            execute(&req, &mut state, &args_to_options(&ws, &args), args.json)?
+        }
         Executor::Slurm => execute_slurm(&ws, &mut state, &planner, &selection, flags, &args)?,
     };
     super::debug_counters(hashed);
@@ -191,15 +186,8 @@ fn args_to_options(ws: &Workspace, args: &Args) -> Options {
 }
 
 /// Plans and runs a build and prints its summary; shared with `watch`.
-pub fn execute(
-    ws: &Workspace,
-    state: &mut State,
-    planner: &Planner,
-    selection: &Selection,
-    opts: &Options,
-    flags: Flags,
-    json: bool,
-) -> CmdResult {
+pub fn execute(req: &Request, state: &mut State, opts: &Options, json: bool) -> CmdResult {
+    let ws = req.ws;
     // A Slurm build merged late (its coordinator did not wait, or was
     // killed) is merged before anything newer is recorded; one still
     // running would write beside this build.
@@ -214,15 +202,7 @@ pub fn execute(
         }
         Settled::Done(s) => s,
     };
-    match driver::build(
-        ws,
-        state,
-        planner,
-        selection,
-        opts,
-        flags,
-        &super::print_note,
-    )? {
+    match driver::build(req, state, opts)? {
         Outcome::Refused(mass) => return Ok(refuse(&mass)),
         Outcome::Done(s) => summary.merge(s),
     };

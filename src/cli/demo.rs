@@ -320,15 +320,10 @@ fn build(dir: &Path, jobs: Option<usize>) -> CmdResult {
         progress: true,
         memory: crate::engine::budget::Limit::resolve(None, &ws),
     };
-    let code = super::build::execute(
-        &ws,
-        &mut state,
-        &planner,
-        &crate::plan::Selection::default(),
-        &opts,
-        crate::engine::driver::Flags::default(),
-        false,
-    )?;
+    let selection = crate::plan::Selection::default();
+    let flags = crate::engine::driver::Flags::default();
+    let req = super::build_request(&ws, &planner, &selection, flags);
+    let code = super::build::execute(&req, &mut state, &opts, false)?;
     let count = walkdir::WalkDir::new(&ws.output)
         .into_iter()
         .flatten()

@@ -99,7 +99,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
     }
     let out = OutputDir::open(&ws.output)?;
     let opts = Options {
-        jobs: args.jobs.unwrap_or(ws.jobs).max(1),
+        jobs: super::jobs(args.jobs, &ws),
         reshard: args.reshard,
     };
     let done: Vec<Done> = if args.remove {

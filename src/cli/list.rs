@@ -24,11 +24,10 @@ struct Json<'a> {
 
 #[derive(Serialize)]
 struct JsonCollection<'a> {
-    name: &'a str,
-    kind: &'a str,
+    #[serde(flatten)]
+    collection: super::CollectionJson<'a>,
     sub_datasets: Vec<JsonSubDataset<'a>>,
     organs: &'a [String],
-    source_available: bool,
     /// Images built (all scales; QC pictures not counted).
     outputs: u64,
 }
@@ -50,8 +49,7 @@ fn json(report: &Report) -> serde_json::Result<String> {
             .collections
             .iter()
             .map(|c| JsonCollection {
-                name: &c.name,
-                kind: &c.kind,
+                collection: super::CollectionJson::of(c),
                 sub_datasets: c
                     .sub_datasets
                     .iter()
@@ -61,7 +59,6 @@ fn json(report: &Report) -> serde_json::Result<String> {
                     })
                     .collect(),
                 organs: &c.organs,
-                source_available: c.source.available,
                 outputs: c.images,
             })
             .collect(),

@@ -235,6 +235,43 @@ fn print_report(
     })
 }
 
+/// What `list --json` and `status --json` both say of a collection, first
+/// in each of their collection objects: one mapping, so the two agree.
+#[derive(serde::Serialize)]
+struct CollectionJson<'a> {
+    name: &'a str,
+    /// `roi` or `wsi`.
+    kind: &'a str,
+    source_available: bool,
+}
+
+impl<'a> CollectionJson<'a> {
+    fn of(c: &'a crate::report::model::CollectionReport) -> Self {
+        CollectionJson {
+            name: &c.name,
+            kind: &c.kind,
+            source_available: c.source.available,
+        }
+    }
+}
+
+/// What a command asks a build (or a dry run) for; the engine's notes are
+/// printed as they come.
+fn build_request<'a>(
+    ws: &'a Workspace,
+    planner: &'a crate::plan::Planner,
+    selection: &'a crate::plan::Selection,
+    flags: crate::engine::driver::Flags,
+) -> crate::engine::driver::Request<'a> {
+    crate::engine::driver::Request {
+        ws,
+        planner,
+        selection,
+        flags,
+        notes: &print_note,
+    }
+}
+
 /// The engine's notes, rendered as they come: one line each on stderr.
 fn print_note(note: crate::engine::Note) {
     eprintln!("{note}");

@@ -9,6 +9,13 @@
 //! and the command exits 2, so output that was lost never passes silently.
 //! Commands that stream large outputs (`log`, `query`, `verify`, `lineage`,
 //! `plan`) stop at the first failed write instead ([`stream_error`]).
+//!
+//! Standard error too: `eprintln!` panics when stderr is a closed pipe
+//! (`cpia build 2>&1 | head -1`). This module defines `eprintln!` and
+//! `eprint!` of its own, which — `#[macro_use]`, and a macro defined in the
+//! crate is found before the prelude's — are the ones every file of `cli`
+//! calls: they write through [`write_err`], which drops what cannot be
+//! written (there is nowhere left to say it; the exit code still tells).
 
 use std::io::{self, Write};
 use std::sync::Mutex;
@@ -42,6 +49,12 @@ pub(super) fn write_bytes(bytes: &[u8]) {
     if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
         *failure = Some(e);
     }
+}
+
+/// Writes `args` to stderr; a failed write (a closed pipe, a full disk) is
+/// dropped, never a panic.
+pub(super) fn write_err(args: std::fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(args);
 }
 
 /// Whether `e` means the reader of stdout went away.
@@ -86,5 +99,22 @@ macro_rules! outln {
     };
     ($($arg:tt)*) => {
         $crate::cli::out::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that never panics ([`write_err`]); shadows the standard one in `cli`.
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_err(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics ([`write_err`]); shadows the standard one in `cli`.
+macro_rules! eprintln {
+    () => {
+        $crate::cli::out::write_err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::write_err(format_args!("{}\n", format_args!($($arg)*)))
     };
 }

@@ -85,27 +85,20 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         },
         _ => None,
     };
-    let (catalog, mass) = driver::dry_run(
-        &ws,
-        &mut state,
-        &planner,
-        &selection,
-        flags,
-        &super::print_note,
-        |state, p| {
-            if io_error.is_none() {
-                let r = if args.json {
-                    json_actions(&mut out, p, &mut first)
-                } else {
-                    human_actions(&mut out, p, args.explain, exports.as_ref())
-                };
-                if let Err(e) = r {
-                    io_error = Some(e);
-                }
+    let req = super::build_request(&ws, &planner, &selection, flags);
+    let (catalog, mass) = driver::dry_run(&req, &mut state, |state, p| {
+        if io_error.is_none() {
+            let r = if args.json {
+                json_actions(&mut out, p, &mut first)
+            } else {
+                human_actions(&mut out, p, args.explain, exports.as_ref())
+            };
+            if let Err(e) = r {
+                io_error = Some(e);
             }
-            tally(&mut totals, state, p);
-        },
-    )?;
+        }
+        tally(&mut totals, state, p);
+    })?;
     for p in &catalog.problems {
         totals.problems.push((p.input.clone(), p.error.clone()));
     }

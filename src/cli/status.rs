@@ -33,10 +33,9 @@ struct Json<'a> {
 
 #[derive(Serialize)]
 struct JsonCollection<'a> {
-    name: &'a str,
-    kind: &'a str,
+    #[serde(flatten)]
+    collection: super::CollectionJson<'a>,
     status: &'a str,
-    source_available: bool,
     inputs: u64,
     complete: u64,
     images: u64,
@@ -68,10 +67,8 @@ fn json(report: &Report) -> serde_json::Result<String> {
             .collections
             .iter()
             .map(|c| JsonCollection {
-                name: &c.name,
-                kind: &c.kind,
+                collection: super::CollectionJson::of(c),
                 status: &c.status,
-                source_available: c.source.available,
                 inputs: c.inputs,
                 complete: c.complete,
                 images: c.images,

@@ -69,7 +69,8 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         {
             let _lock = super::lock_workspace(&ws, true)?;
             let mut state = super::state::for_writing(&ws)?;
-            super::build::execute(&ws, &mut state, &planner, &selection, &opts, flags, false)?;
+            let req = super::build_request(&ws, &planner, &selection, flags);
+            super::build::execute(&req, &mut state, &opts, false)?;
         }
         if crate::engine::interrupt::requested() {
             return Ok(super::EXIT_FAILURES);

@@ -187,14 +187,44 @@ impl OutputDir {
         Ok((written, value))
     }
 
-    /// Opens the file `rel` of the output folder for reading, reaching it
-    /// only through real folders and never following a link.
+    /// Opens the regular file `rel` of the output folder for reading,
+    /// reaching it only through real folders and never following a link.
+    /// Whatever else is there (a FIFO, a device node, a folder) is refused
+    /// on the descriptor, before a byte is read: reading one would block or
+    /// never end.
     pub fn open_read(&self, rel: &str) -> io::Result<std::fs::File> {
         let (dirs, file) = split(rel)?;
         let chain = self.root.walk(dirs, false)?.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file"))
         })?;
-        chain.last().unwrap_or(&self.root).open_file(file)
+        let f = chain.last().unwrap_or(&self.root).open_file(file)?;
+        let t = f.metadata()?.file_type();
+        if !t.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "`{rel}` is {}, not a regular file",
+                    crate::regular_file::kind_of(&t)
+                ),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// The bytes of the regular file `rel` of the output folder
+    /// ([`OutputDir::open_read`], [`OutputDir::read_all`]).
+    pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        Self::read_all(&mut self.open_read(rel)?)
+    }
+
+    /// The rest of `file` (opened with [`OutputDir::open_read`]): at most
+    /// the size it had, so a file that keeps growing is an error, never an
+    /// unbounded read.
+    pub fn read_all(file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+        let len = file.metadata()?.len();
+        let mut bytes = Vec::new();
+        crate::regular_file::read_rest(file, len, &mut bytes)?;
+        Ok(bytes)
     }
 
     /// Makes `to` (relative to the output folder) a hard link to `file`
@@ -540,6 +570,26 @@ mod tests {
             !dir.path().join("ds/S").exists(),
             "empty folders are pruned"
         );
+    }
+
+    #[test]
+    fn reads_only_regular_files_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(&dir.path().join("ds")).unwrap();
+        out.write("M/A/x.jpg", b"jpeg").unwrap();
+        assert_eq!(out.read("M/A/x.jpg").unwrap(), b"jpeg");
+        // A FIFO with no writer: refused at once, not read (nor waited on).
+        let fifo = dir.path().join("ds/M/A/f.jpg");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = out.read("M/A/f.jpg").unwrap_err().to_string();
+        assert!(e.contains("`M/A/f.jpg` is a FIFO"), "{e}");
+        // A link to a device, and a folder.
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("ds/M/A/z.jpg")).unwrap();
+        assert!(out.read("M/A/z.jpg").is_err());
+        let e = out.read("M/A").unwrap_err().to_string();
+        assert!(e.contains("folder"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,34 @@ pub struct Flags {
     pub require_sources: bool,
 }
 
+/// What a build or a dry run is asked for: the workspace, its recipes, which
+/// of them, how to look, and where notes go. The same for `build`, `plan`,
+/// `watch` and the demo (the Slurm coordinator hands the same to [`prepare`]).
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub ws: &'a Workspace,
+    pub planner: &'a Planner,
+    pub selection: &'a Selection,
+    pub flags: Flags,
+    /// What the build has to say while it runs (`cli` prints it).
+    pub notes: Notes<'a>,
+}
+
+impl Request<'_> {
+    /// [`prepare`] for this request.
+    fn prepare(&self, state: &mut State, clock: Option<i64>) -> Result<Prepared, EngineError> {
+        prepare(
+            self.ws,
+            state,
+            self.planner,
+            self.selection,
+            self.flags,
+            self.notes,
+            clock,
+        )
+    }
+}
+
 /// A collection that would lose more than half of its outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MassRemoval {
@@ -211,17 +239,15 @@ pub enum Outcome {
 }
 
 /// Runs a build of the selected collections.
-pub fn build(
-    ws: &Workspace,
-    state: &mut State,
-    planner: &Planner,
-    selection: &Selection,
-    opts: &Options,
-    flags: Flags,
-    notes: Notes,
-) -> Result<Outcome, EngineError> {
-    let clock = output_clock(ws);
-    let prepared = prepare(ws, state, planner, selection, flags, notes, clock)?;
+pub fn build(req: &Request, state: &mut State, opts: &Options) -> Result<Outcome, EngineError> {
+    let Request {
+        ws,
+        planner,
+        flags,
+        notes,
+        ..
+    } = *req;
+    let prepared = req.prepare(state, output_clock(ws))?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }
@@ -521,18 +547,14 @@ fn settled(
 
 /// The plans of a dry run, collection by collection (`cpia plan`).
 pub fn dry_run(
-    ws: &Workspace,
+    req: &Request,
     state: &mut State,
-    planner: &Planner,
-    selection: &Selection,
-    flags: Flags,
-    notes: Notes,
     mut f: impl FnMut(&State, &CollectionPlan),
 ) -> Result<(Catalog, Vec<MassRemoval>), EngineError> {
-    let prepared = prepare(ws, state, planner, selection, flags, notes, None)?;
+    let prepared = req.prepare(state, None)?;
     let mass = prepared.mass_removals.clone();
     let catalog = prepared.catalog.clone();
-    prepared.for_each(ws, state, notes, |state, p| {
+    prepared.for_each(req.ws, state, req.notes, |state, p| {
         f(state, p);
         Ok(())
     })?;

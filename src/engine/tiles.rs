@@ -21,11 +21,11 @@ pub(super) type Encoded = Vec<Option<std::sync::Arc<crate::ops::wsi::EncodedTile
 
 /// A cell's result on its way to the commit: per action its encoded tiles
 /// (None: the step made none), the tissue decision and the reader used
-/// (`none` when the cell was not read).
+/// (None when the cell was not read: recorded as `none`).
 pub(super) struct CellTiles {
     pub encoded: Encoded,
     pub kept: Option<bool>,
-    pub reader: &'static str,
+    pub reader: Option<crate::slide::Reader>,
 }
 
 /// The failure of a whole cell: every unit of it fails.
@@ -278,7 +278,10 @@ fn unit_record(
             read_size: u.read_size,
             mpp: u.mpp,
             mpp_origin: u.mpp_origin.to_string(),
-            reader: cell.reader.to_string(),
+            reader: cell
+                .reader
+                .map_or("none", crate::slide::Reader::as_str)
+                .to_string(),
         },
         encoding: encoding.to_string(),
         maker: cx.maker(),

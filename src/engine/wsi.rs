@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
-use crate::ops::wsi::{EncodedTiles, GridParams, LevelPolicy, ReaderChoice, Region, TissueParams};
+use crate::ops::wsi::{EncodedTiles, GridParams, LevelPolicy, Region, TissueParams};
 use crate::ops::{JpegParams, Operator, Value};
 use crate::plan::expand::grid_params;
 use crate::plan::{QcAction, UnitAction};
 use crate::recipe::Recipe;
-use crate::slide::{Reader, Slide};
+use crate::slide::{self, Reader, Slide};
 use crate::store::state::now;
 use crate::store::{Event, OutputRecord, ReadFacts, WrittenFile};
 
@@ -146,7 +146,7 @@ fn read_cell(
     slide: &Slide,
     u: &crate::plan::expand::PlannedUnit,
     grid: &GridParams,
-) -> Result<(crate::ops::RgbImage, &'static str), String> {
+) -> Result<(crate::ops::RgbImage, Reader), String> {
     let read_size = u.read_size;
     let (x0, y0) = (
         u64::from(u.cell.0) * u64::from(read_size),
@@ -170,14 +170,17 @@ fn read_cell(
             (lvl, (f64::from(read_size) / ds).round().max(1.0) as u32)
         }
     };
-    let reader = match grid.reader {
-        ReaderChoice::Auto => Reader::Auto,
-        ReaderChoice::OpenSlide => Reader::OpenSlide,
-    };
-    let used = slide.effective_reader(reader, lvl);
+    let used = slide.effective_reader(grid.reader, lvl);
     let buffer = crate::ops::pool::take(n as usize * n as usize * 3);
+    let region = slide::Region {
+        x: x0,
+        y: y0,
+        level: lvl,
+        w: n,
+        h: n,
+    };
     slide
-        .read_with(reader, x0, y0, lvl, n, n, buffer)
+        .read_with(grid.reader, region, buffer)
         .map(|img| (img, used))
 }
 
@@ -298,7 +301,7 @@ pub(super) fn build_cell<'a>(
         let nothing = CellTiles {
             encoded: vec![Some(Arc::new(EncodedTiles::default())); actions.len()],
             kept: Some(false),
-            reader: "none",
+            reader: None,
         };
         return commit(actions, cx, grant, nothing);
     }
@@ -321,7 +324,7 @@ pub(super) fn build_cell<'a>(
             CellTiles {
                 encoded,
                 kept,
-                reader,
+                reader: Some(reader),
             },
         ),
         Err(e) => fail(e),
@@ -467,7 +470,7 @@ pub(super) fn draw_qc(
                         read_size: p.read_size,
                         mpp: p.mpp,
                         mpp_origin: p.mpp_origin.to_string(),
-                        reader: "openslide".into(),
+                        reader: Reader::OpenSlide.as_str().into(),
                     }),
                     file: WrittenFile {
                         ino: w.ino,

@@ -16,7 +16,6 @@
 //! links the new file.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use super::Error;
 use crate::engine::atomic::OutputDir;
@@ -82,8 +81,7 @@ pub fn apply(
 /// Links (or copies) output `from` to `to`, its bytes checked first.
 fn place(out: &OutputDir, from: &str, to: &str, blake3: &str) -> Result<(), Error> {
     let mut file = out.open_read(from)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    let bytes = OutputDir::read_all(&mut file)?;
     let found = blake3::hash(&bytes).to_hex();
     if found.as_str() != blake3 {
         return Err(Error::Other(format!(

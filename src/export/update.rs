@@ -540,12 +540,7 @@ pub fn shard_path(def: &Definition, shard: u64) -> String {
 
 /// Writes one shard (on a writer thread).
 fn write_job(out: &OutputDir, job: &Job) -> std::io::Result<ExportFile> {
-    let read = |rel: &str| -> std::io::Result<Vec<u8>> {
-        let mut f = out.open_read(rel)?;
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut b)?;
-        Ok(b)
-    };
+    let read = |rel: &str| out.read(rel);
     let (w, sums) = out.write_with(&job.rel, |file| {
         webdataset::write_shard(file, &job.members, &read)
     })?;

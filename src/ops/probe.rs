@@ -179,10 +179,77 @@ fn jpeg(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
     if bytes.len() < 4 || bytes[0] != 0xff || bytes[1] != 0xd8 {
         return Err(corrupt(f, "no start-of-image marker"));
     }
-    let mut frame: Option<Frame> = None;
-    let (mut scans, mut entropy) = (0u64, 0u64);
-    // Components in the first scan: fewer than the frame's means several scans.
-    let mut first_scan = None;
+    let walked = walk_jpeg(bytes, whole)?;
+    let Some(frame) = walked.frame else {
+        return Err(corrupt(
+            f,
+            "no frame header (image size) before the data ends",
+        ));
+    };
+    let (w, h) = (frame.width, frame.height);
+    check_size(u64::from(w), u64::from(h), "the JPEG")?;
+    if frame.sampling.is_empty() || frame.sampling.iter().any(|s| s.0 == 0 || s.1 == 0) {
+        return Err(corrupt(f, "the frame header has no valid components"));
+    }
+    let blocks = frame.blocks();
+    let fewest = blocks.iter().copied().min().unwrap_or(0);
+    if whole && !frame.arithmetic && walked.entropy * 8 < fewest {
+        return Err(lying(
+            f,
+            w,
+            h,
+            walked.entropy,
+            fewest.div_ceil(8),
+            "one bit per 8×8 block of its smallest component",
+        ));
+    }
+    // A file of several scans (progressive, or sequential per component) is
+    // decoded through a buffer of every block's coefficients: 128 bytes each.
+    let several = frame.progressive
+        || walked.first_scan.is_some_and(|n| n < frame.sampling.len())
+        || walked.scans > 1;
+    let coefficients = if several {
+        blocks.iter().sum::<u64>() * 128
+    } else {
+        0
+    };
+    // Four-component (CMYK/YCCK) files go through the `image` crate, which
+    // keeps the four planes as well.
+    let planes = if frame.sampling.len() == 4 {
+        u64::from(w) * u64::from(h) * 4
+    } else {
+        0
+    };
+    Ok(Header {
+        format: f,
+        width: w,
+        height: h,
+        decode_bytes: rgb_bytes(w, h) + coefficients + planes + DECODER_SLACK,
+    })
+}
+
+/// What walking a JPEG's markers found.
+struct JpegWalk {
+    /// The first frame header.
+    frame: Option<Frame>,
+    /// Scans, and bytes of entropy-coded data in them (counted only when
+    /// the whole file is walked).
+    scans: u64,
+    entropy: u64,
+    /// Components in the first scan: fewer than the frame's means several
+    /// scans.
+    first_scan: Option<usize>,
+}
+
+/// The markers of a JPEG after its SOI, up to its EOI or its end (`whole`),
+/// else up to its first scan header.
+fn walk_jpeg(bytes: &[u8], whole: bool) -> Result<JpegWalk, OpError> {
+    let mut walked = JpegWalk {
+        frame: None,
+        scans: 0,
+        entropy: 0,
+        first_scan: None,
+    };
     let mut i = 2;
     while i + 1 < bytes.len() {
         if bytes[i] != 0xff {
@@ -202,104 +269,69 @@ fn jpeg(bytes: &[u8], whole: bool) -> Result<Header, OpError> {
                 }
                 let len = usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
                 if len < 2 {
-                    return Err(corrupt(f, "a marker segment has an impossible length"));
+                    return Err(corrupt(
+                        Format::Jpeg,
+                        "a marker segment has an impossible length",
+                    ));
                 }
                 let seg = &bytes[i + 2..(i + len).min(bytes.len())];
                 let sof = matches!(m, 0xc0..=0xcf) && !matches!(m, 0xc4 | 0xc8 | 0xcc);
-                if sof && frame.is_none() && seg.len() >= 6 {
-                    let n = usize::from(seg[5]);
-                    let sampling = seg[6..]
-                        .chunks_exact(3)
-                        .take(n)
-                        .map(|c| (u32::from(c[1] >> 4), u32::from(c[1] & 15)))
-                        .collect::<Vec<_>>();
-                    frame = Some(Frame {
-                        height: u32::from(u16::from_be_bytes([seg[1], seg[2]])),
-                        width: u32::from(u16::from_be_bytes([seg[3], seg[4]])),
-                        sampling,
-                        arithmetic: m >= 0xc9,
-                        progressive: matches!(m, 0xc2 | 0xc6 | 0xca | 0xce),
-                    });
+                if sof && walked.frame.is_none() && seg.len() >= 6 {
+                    walked.frame = Some(frame_header(m, seg));
                 }
-                if m == 0xda && first_scan.is_none() {
-                    first_scan = seg.first().map(|&n| usize::from(n));
+                if m == 0xda && walked.first_scan.is_none() {
+                    walked.first_scan = seg.first().map(|&n| usize::from(n));
                     if !whole {
                         break;
                     }
                 }
                 i += len;
                 if m == 0xda {
-                    // A scan: its entropy-coded data runs to the next marker
-                    // that is neither a stuffed 0xff00 nor a restart marker.
-                    scans += 1;
+                    walked.scans += 1;
                     let start = i.min(bytes.len());
-                    let mut end = start;
-                    loop {
-                        let Some(k) = memchr::memchr(0xff, &bytes[end..]) else {
-                            end = bytes.len();
-                            break;
-                        };
-                        end += k;
-                        match bytes.get(end + 1) {
-                            Some(0x00 | 0xd0..=0xd7 | 0xff) => end += 1,
-                            Some(_) => break,
-                            None => {
-                                end = bytes.len();
-                                break;
-                            }
-                        }
-                    }
-                    entropy += (end - start) as u64;
+                    let end = entropy_end(bytes, start);
+                    walked.entropy += (end - start) as u64;
                     i = end;
                 }
             }
         }
     }
-    let Some(frame) = frame else {
-        return Err(corrupt(
-            f,
-            "no frame header (image size) before the data ends",
-        ));
-    };
-    let (w, h) = (frame.width, frame.height);
-    check_size(u64::from(w), u64::from(h), "the JPEG")?;
-    if frame.sampling.is_empty() || frame.sampling.iter().any(|s| s.0 == 0 || s.1 == 0) {
-        return Err(corrupt(f, "the frame header has no valid components"));
+    Ok(walked)
+}
+
+/// A frame header (SOF marker `m`, segment `seg` of at least 6 bytes).
+fn frame_header(m: u8, seg: &[u8]) -> Frame {
+    let n = usize::from(seg[5]);
+    let sampling = seg[6..]
+        .chunks_exact(3)
+        .take(n)
+        .map(|c| (u32::from(c[1] >> 4), u32::from(c[1] & 15)))
+        .collect::<Vec<_>>();
+    Frame {
+        height: u32::from(u16::from_be_bytes([seg[1], seg[2]])),
+        width: u32::from(u16::from_be_bytes([seg[3], seg[4]])),
+        sampling,
+        arithmetic: m >= 0xc9,
+        progressive: matches!(m, 0xc2 | 0xc6 | 0xca | 0xce),
     }
-    let blocks = frame.blocks();
-    let fewest = blocks.iter().copied().min().unwrap_or(0);
-    if whole && !frame.arithmetic && entropy * 8 < fewest {
-        return Err(lying(
-            f,
-            w,
-            h,
-            entropy,
-            fewest.div_ceil(8),
-            "one bit per 8×8 block of its smallest component",
-        ));
+}
+
+/// Where a scan's entropy-coded data starting at `start` ends: at the next
+/// marker that is neither a stuffed 0xff00 nor a restart marker (or the end
+/// of the data).
+fn entropy_end(bytes: &[u8], start: usize) -> usize {
+    let mut end = start;
+    loop {
+        let Some(k) = memchr::memchr(0xff, &bytes[end..]) else {
+            return bytes.len();
+        };
+        end += k;
+        match bytes.get(end + 1) {
+            Some(0x00 | 0xd0..=0xd7 | 0xff) => end += 1,
+            Some(_) => return end,
+            None => return bytes.len(),
+        }
     }
-    // A file of several scans (progressive, or sequential per component) is
-    // decoded through a buffer of every block's coefficients: 128 bytes each.
-    let several =
-        frame.progressive || first_scan.is_some_and(|n| n < frame.sampling.len()) || scans > 1;
-    let coefficients = if several {
-        blocks.iter().sum::<u64>() * 128
-    } else {
-        0
-    };
-    // Four-component (CMYK/YCCK) files go through the `image` crate, which
-    // keeps the four planes as well.
-    let planes = if frame.sampling.len() == 4 {
-        u64::from(w) * u64::from(h) * 4
-    } else {
-        0
-    };
-    Ok(Header {
-        format: f,
-        width: w,
-        height: h,
-        decode_bytes: rgb_bytes(w, h) + coefficients + planes + DECODER_SLACK,
-    })
 }
 
 /// Bytes of an `image` decoder's native buffer plus the RGB8 conversion.

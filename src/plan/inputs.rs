@@ -133,92 +133,189 @@ pub fn classify(
         let (dir, _) = split(&f.rel);
         by_dir.entry(dir.to_string()).or_default().push(f);
     }
-    let mut visited: HashSet<String> = HashSet::new();
-    let mut to_hash: Vec<(i64, FoundFile, Option<i64>)> = Vec::new();
-    let mut to_add: Vec<(i64, i64, FoundFile, String)> = Vec::new();
-    let mut folder_of: HashMap<i64, usize> = HashMap::new();
+    let mut pending = Pending {
+        damaged,
+        visited: HashSet::new(),
+        to_hash: Vec::new(),
+        to_add: Vec::new(),
+        folder_of: HashMap::new(),
+    };
     for (dir, files) in by_dir {
         let src_dir = state.src_dir_id(c.root_name, &dir)?;
         let digest = digest(&files);
-        if !damaged_dirs.contains(&src_dir) {
-            if let Some((d, fp, inputs, outputs)) = state.folder(c.id, src_dir)? {
-                if d == digest && fp == c.fp {
-                    out.clean_inputs += inputs;
-                    out.clean_outputs += outputs;
-                    if c.wsi {
-                        for f in &files {
-                            note_slide(&mut out.slide_names, &f.rel);
-                        }
-                    }
-                    visited.insert(dir);
-                    continue;
-                }
-            }
+        let whole = !damaged_dirs.contains(&src_dir)
+            && folder_up_to_date(state, c, &mut out, src_dir, &digest, &files)?;
+        if !whole {
+            let folder = Folder {
+                src_dir,
+                digest,
+                inputs: Vec::new(),
+                ok: true,
+            };
+            read_folder(state, c, &mut out, &mut pending, &dir, folder, files)?;
         }
-        FOLDERS_READ.fetch_add(1, Ordering::Relaxed);
-        folder_of.insert(src_dir, out.folders.len());
-        out.folders.push(Folder {
-            src_dir,
-            digest,
-            inputs: Vec::new(),
-            ok: true,
-        });
-        let folder = out.folders.len() - 1;
-        let recorded = state.files_in(src_dir, c.id)?;
-        let mut by_name: HashMap<&str, &crate::store::RecordedFile> =
-            recorded.iter().map(|r| (r.name.as_str(), r)).collect();
-        for f in files {
-            let name = split(&f.rel).1;
-            match by_name.remove(name) {
-                Some(r) if r.stat == f.stat => match r.input {
-                    Some(i) if i.fp == Some(c.fp) && !damaged(i.id) => {
-                        out.clean_inputs += 1;
-                        out.clean_outputs += i.outputs;
-                        out.folders[folder].inputs.push(i.id);
-                        if c.wsi {
-                            note_slide(&mut out.slide_names, &f.rel);
-                        }
-                    }
-                    Some(i) => {
-                        out.folders[folder].inputs.push(i.id);
-                        out.detail.push(detail(c, i.id, &f, r.hash.clone()));
-                    }
-                    None => to_add.push((r.id, src_dir, f, r.hash.clone())),
-                },
-                Some(r) => to_hash.push((src_dir, f, r.input.map(|i| i.id))),
-                None => to_hash.push((src_dir, f, None)),
-            }
-        }
-        // Recorded here, not found: gone from disk, or not accepted now.
-        for r in by_name.into_values() {
-            if r.input.is_some() {
-                out.folders[folder].ok = false;
-            }
-            note_gone(&mut out, c, &dir, r);
-        }
-        visited.insert(dir);
+        pending.visited.insert(dir);
     }
-    // Recorded folders the walk did not reach: their inputs are gone.
+    note_unvisited_folders(state, c, &mut out, &pending.visited)?;
+    add_shared_inputs(state, c, &mut out, pending.to_add, &pending.folder_of)?;
+    hash_new_files(state, c, &mut out, pending.to_hash, &pending.folder_of)?;
+    if c.wsi {
+        for d in &out.detail {
+            note_slide(&mut out.slide_names, &d.input.rel);
+        }
+        attach_slide_meta(state, &mut out.detail)?;
+    }
+    out.detail.sort_by(|a, b| a.input.rel.cmp(&b.input.rel));
+    out.gone.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
+
+/// What [`classify`] gathers while it goes through the folders, for the
+/// steps after them.
+struct Pending<'d> {
+    /// Whether an input has damaged outputs (then it is always planned).
+    damaged: &'d dyn Fn(i64) -> bool,
+    /// Source folders the walk reached (relative to the root).
+    visited: HashSet<String>,
+    /// New or changed files: (source folder, file, its input if recorded).
+    to_hash: Vec<(i64, FoundFile, Option<i64>)>,
+    /// Unchanged files another collection recorded on this root: (file id,
+    /// source folder, file, hash).
+    to_add: Vec<(i64, i64, FoundFile, String)>,
+    /// Folders read row by row: source folder → index in `Classified::folders`.
+    folder_of: HashMap<i64, usize>,
+}
+
+/// Whether a folder is up to date as a whole (its digest and fingerprint as
+/// recorded when all its inputs were complete): then its recorded counts are
+/// added and not one of its rows is read.
+fn folder_up_to_date(
+    state: &State,
+    c: &Collection<'_>,
+    out: &mut Classified,
+    src_dir: i64,
+    digest: &str,
+    files: &[FoundFile],
+) -> Result<bool, StateError> {
+    let Some((d, fp, inputs, outputs)) = state.folder(c.id, src_dir)? else {
+        return Ok(false);
+    };
+    if d != digest || fp != c.fp {
+        return Ok(false);
+    }
+    out.clean_inputs += inputs;
+    out.clean_outputs += outputs;
+    if c.wsi {
+        for f in files {
+            note_slide(&mut out.slide_names, &f.rel);
+        }
+    }
+    Ok(true)
+}
+
+/// A folder read row by row: each file found against its record (up to date,
+/// planned in detail, to add, or to hash), and each recorded file not found
+/// noted gone.
+fn read_folder(
+    state: &State,
+    c: &Collection<'_>,
+    out: &mut Classified,
+    pending: &mut Pending<'_>,
+    dir: &str,
+    found: Folder,
+    files: Vec<FoundFile>,
+) -> Result<(), StateError> {
+    FOLDERS_READ.fetch_add(1, Ordering::Relaxed);
+    let src_dir = found.src_dir;
+    let folder = out.folders.len();
+    pending.folder_of.insert(src_dir, folder);
+    out.folders.push(found);
+    let recorded = state.files_in(src_dir, c.id)?;
+    let mut by_name: HashMap<&str, &crate::store::RecordedFile> =
+        recorded.iter().map(|r| (r.name.as_str(), r)).collect();
+    for f in files {
+        let name = split(&f.rel).1;
+        match by_name.remove(name) {
+            Some(r) if r.stat == f.stat => match r.input {
+                Some(i) if i.fp == Some(c.fp) && !(pending.damaged)(i.id) => {
+                    out.clean_inputs += 1;
+                    out.clean_outputs += i.outputs;
+                    out.folders[folder].inputs.push(i.id);
+                    if c.wsi {
+                        note_slide(&mut out.slide_names, &f.rel);
+                    }
+                }
+                Some(i) => {
+                    out.folders[folder].inputs.push(i.id);
+                    out.detail.push(detail(c, i.id, &f, r.hash.clone()));
+                }
+                None => pending.to_add.push((r.id, src_dir, f, r.hash.clone())),
+            },
+            Some(r) => pending.to_hash.push((src_dir, f, r.input.map(|i| i.id))),
+            None => pending.to_hash.push((src_dir, f, None)),
+        }
+    }
+    // Recorded here, not found: gone from disk, or not accepted now.
+    for r in by_name.into_values() {
+        if r.input.is_some() {
+            out.folders[folder].ok = false;
+        }
+        note_gone(out, c, dir, r);
+    }
+    Ok(())
+}
+
+/// Recorded folders the walk did not reach: their inputs are gone.
+fn note_unvisited_folders(
+    state: &State,
+    c: &Collection<'_>,
+    out: &mut Classified,
+    visited: &HashSet<String>,
+) -> Result<(), StateError> {
     for (src_dir, dir) in state.src_dirs_of_root(c.root_name)? {
         if visited.contains(&dir) {
             continue;
         }
         for r in &state.files_in(src_dir, c.id)? {
-            note_gone(&mut out, c, &dir, r);
+            note_gone(out, c, &dir, r);
         }
     }
-    // Files recorded by another collection on this root, unchanged.
-    if !to_add.is_empty() {
-        let ids: Vec<i64> = to_add.iter().map(|(f, _, _, _)| *f).collect();
-        let inputs = state.add_inputs(c.id, &ids)?;
-        for ((_, dir, f, hash), id) in to_add.into_iter().zip(inputs) {
-            if let Some(folder) = folder_of.get(&dir) {
-                out.folders[*folder].inputs.push(id);
-            }
-            out.detail.push(detail(c, id, &f, hash));
-        }
+    Ok(())
+}
+
+/// Files recorded by another collection on this root, unchanged: inputs of
+/// this collection too, planned in detail with the recorded hash.
+fn add_shared_inputs(
+    state: &mut State,
+    c: &Collection<'_>,
+    out: &mut Classified,
+    to_add: Vec<(i64, i64, FoundFile, String)>,
+    folder_of: &HashMap<i64, usize>,
+) -> Result<(), StateError> {
+    if to_add.is_empty() {
+        return Ok(());
     }
-    // New or changed files: hashed in parallel, recorded in one transaction.
+    let ids: Vec<i64> = to_add.iter().map(|(f, _, _, _)| *f).collect();
+    let inputs = state.add_inputs(c.id, &ids)?;
+    for ((_, dir, f, hash), id) in to_add.into_iter().zip(inputs) {
+        if let Some(folder) = folder_of.get(&dir) {
+            out.folders[*folder].inputs.push(id);
+        }
+        out.detail.push(detail(c, id, &f, hash));
+    }
+    Ok(())
+}
+
+/// New or changed files: hashed in parallel (racy ones confirmed), recorded
+/// in one transaction, planned in detail; a file that cannot be hashed is
+/// unreadable, and its folder is read row by row again next time.
+fn hash_new_files(
+    state: &mut State,
+    c: &Collection<'_>,
+    out: &mut Classified,
+    to_hash: Vec<(i64, FoundFile, Option<i64>)>,
+    folder_of: &HashMap<i64, usize>,
+) -> Result<(), StateError> {
     let mut hashed: Vec<Hashed> = to_hash
         .into_par_iter()
         .map(|(dir, f, input)| {
@@ -262,15 +359,7 @@ pub fn classify(
             }
         }
     }
-    if c.wsi {
-        for d in &out.detail {
-            note_slide(&mut out.slide_names, &d.input.rel);
-        }
-        attach_slide_meta(state, &mut out.detail)?;
-    }
-    out.detail.sort_by(|a, b| a.input.rel.cmp(&b.input.rel));
-    out.gone.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    Ok(())
 }
 
 /// (source folder, file, its input if recorded, content hash).

@@ -34,7 +34,19 @@ pub struct Context<'a> {
     pub old_pipeline: &'a dyn Fn(&str) -> Option<Pipeline>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// This context for one input: its damage and its recorded failures.
+    pub fn for_input<'b>(&self, damage: &'b [Damage], failures: &'b [FailureRecord]) -> Context<'b>
+    where
+        'a: 'b,
+    {
+        Context {
+            damage,
+            failures,
+            ..*self
+        }
+    }
+
     fn damage_of(&self, owner: Owner) -> Option<&'static str> {
         self.damage
             .iter()
@@ -203,57 +215,61 @@ pub fn wsi(
             return Ok(plan);
         }
     };
+    let judged = judge_units(cx, input, units, &recorded_units, previous_tiles, &mut plan)?;
+    remove_unplanned_units(
+        input,
+        &recorded_units,
+        &judged.cells,
+        previous_tiles,
+        &mut plan,
+    )?;
+    judge_qc(
+        cx,
+        input,
+        qc,
+        &recorded_outputs,
+        judged.undecided,
+        &mut plan,
+    );
+    Ok(plan)
+}
+
+/// What judging a slide's units found, for the rest of its plan.
+struct JudgedUnits {
+    /// Every planned (writing step, cell).
+    cells: HashSet<(String, (u32, u32))>,
+    /// Whether a planned cell has never been built (so it has no decision).
+    undecided: bool,
+}
+
+/// Each planned unit against its record: up to date (its record's metadata
+/// updated if it moved) or a unit action with its reasons and the tiles it
+/// wrote before.
+fn judge_units(
+    cx: &Context<'_>,
+    input: &Arc<Input>,
+    units: Vec<PlannedUnit>,
+    recorded_units: &[UnitRow],
+    previous_tiles: &mut PreviousTiles<'_>,
+    plan: &mut InputPlan,
+) -> Result<JudgedUnits, StateError> {
     let slide = crate::slide::slide_name(&input.rel);
     let by_cell: HashMap<(&str, (u32, u32)), &UnitRow> = recorded_units
         .iter()
         .map(|u| ((u.sink.as_str(), u.cell), u))
         .collect();
-    let mut planned_cells: HashSet<(String, (u32, u32))> = HashSet::new();
-    let mut undecided_cells = false;
+    let mut judged = JudgedUnits {
+        cells: HashSet::new(),
+        undecided: false,
+    };
     for u in units {
         let sink_id = cx.spec.recipe.steps[u.sink].id.clone();
-        planned_cells.insert((sink_id.clone(), u.cell));
-        let pipeline = &cx.spec.pipelines[u.pipeline];
+        judged.cells.insert((sink_id.clone(), u.cell));
         let rec = by_cell.get(&(sink_id.as_str(), u.cell)).copied();
-        let reasons = match rec {
-            None => {
-                undecided_cells = true;
-                vec!["new cell (never built)".to_string()]
-            }
-            Some(r) if !r.complete => vec!["its last build did not finish".to_string()],
-            Some(r) if recorded_unit_key(r) != u.key => {
-                let mut reasons =
-                    cx.explain(&r.read.source_hash, &r.pipeline_hash, input, pipeline);
-                if r.read.mpp.to_bits() != u.mpp.to_bits() {
-                    reasons.retain(|x| x != "key format changed");
-                    reasons.push(format!("MPP changed ({} -> {})", r.read.mpp, u.mpp));
-                }
-                reasons
-            }
-            Some(r) => {
-                let damaged = cx
-                    .damage
-                    .iter()
-                    .find(|d| matches!(d.owner, Owner::Tile { unit, .. } if unit == r.id));
-                match damaged {
-                    Some(d) => vec![d.reason.to_string()],
-                    None => {
-                        plan.up_to_date += r.outputs;
-                        let read = read_facts(input, &u, &r.read.reader);
-                        let maker = cx.maker.keeping_libraries_of(&r.maker);
-                        if r.maker != maker || r.read != read {
-                            plan.updates.push(Event::UnitMeta {
-                                id: r.id,
-                                maker,
-                                read,
-                            });
-                        }
-                        continue;
-                    }
-                }
-            }
+        judged.undecided |= rec.is_none();
+        let Some(mut reasons) = unit_reasons(cx, input, &u, rec, plan) else {
+            continue;
         };
-        let mut reasons = reasons;
         if let Some(f) = cx.failure(&u.cell_id()) {
             reasons.push(format!("previous attempt failed: {}", first_line(&f.error)));
         }
@@ -278,8 +294,64 @@ pub fn wsi(
             previous,
         });
     }
-    // Units it recorded and plans no more (grid, MPP or steps changed).
-    for r in &recorded_units {
+    Ok(judged)
+}
+
+/// Why a planned unit must be built, or `None` when its record is up to
+/// date (counted, and its maker or read facts updated if they moved).
+fn unit_reasons(
+    cx: &Context<'_>,
+    input: &Input,
+    u: &PlannedUnit,
+    rec: Option<&UnitRow>,
+    plan: &mut InputPlan,
+) -> Option<Vec<String>> {
+    let pipeline = &cx.spec.pipelines[u.pipeline];
+    match rec {
+        None => Some(vec!["new cell (never built)".to_string()]),
+        Some(r) if !r.complete => Some(vec!["its last build did not finish".to_string()]),
+        Some(r) if recorded_unit_key(r) != u.key => {
+            let mut reasons = cx.explain(&r.read.source_hash, &r.pipeline_hash, input, pipeline);
+            if r.read.mpp.to_bits() != u.mpp.to_bits() {
+                reasons.retain(|x| x != "key format changed");
+                reasons.push(format!("MPP changed ({} -> {})", r.read.mpp, u.mpp));
+            }
+            Some(reasons)
+        }
+        Some(r) => {
+            let damaged = cx
+                .damage
+                .iter()
+                .find(|d| matches!(d.owner, Owner::Tile { unit, .. } if unit == r.id));
+            if let Some(d) = damaged {
+                return Some(vec![d.reason.to_string()]);
+            }
+            plan.up_to_date += r.outputs;
+            let read = read_facts(input, u, &r.read.reader);
+            let maker = cx.maker.keeping_libraries_of(&r.maker);
+            if r.maker != maker || r.read != read {
+                plan.updates.push(Event::UnitMeta {
+                    id: r.id,
+                    maker,
+                    read,
+                });
+            }
+            None
+        }
+    }
+}
+
+/// Units the slide recorded and plans no more (grid, MPP or steps
+/// changed): their tiles removed, then their rows.
+fn remove_unplanned_units(
+    input: &Input,
+    recorded_units: &[UnitRow],
+    planned_cells: &HashSet<(String, (u32, u32))>,
+    previous_tiles: &mut PreviousTiles<'_>,
+    plan: &mut InputPlan,
+) -> Result<(), StateError> {
+    let slide = crate::slide::slide_name(&input.rel);
+    for r in recorded_units {
         if planned_cells.contains(&(r.sink.clone(), r.cell)) {
             continue;
         }
@@ -301,8 +373,20 @@ pub fn wsi(
             then: Some(Event::UnitRemoved { id: r.id }),
         });
     }
-    // The QC picture: judged like an output, and redrawn when cells of the
-    // slide that had no decision are built now (it showed them as unknown).
+    Ok(())
+}
+
+/// The QC picture: judged like an output, and redrawn when cells of the
+/// slide that had no decision are built now (it showed them as unknown).
+/// Any other output the slide recorded is produced by no rule any more.
+fn judge_qc(
+    cx: &Context<'_>,
+    input: &Arc<Input>,
+    qc: PlannedQc,
+    recorded_outputs: &[OutputRow],
+    undecided_cells: bool,
+    plan: &mut InputPlan,
+) {
     let qc_path = qc.path();
     let rec = recorded_outputs.iter().find(|r| r.path() == qc_path);
     let reasons = match rec {
@@ -337,7 +421,7 @@ pub fn wsi(
             reasons,
         });
     }
-    for r in &recorded_outputs {
+    for r in recorded_outputs {
         if r.path() != qc_path {
             plan.removals.push(Removal {
                 source: source(input),
@@ -347,7 +431,6 @@ pub fn wsi(
             });
         }
     }
-    Ok(plan)
 }
 
 /// The key a unit was built under, from its recorded ingredients.

@@ -9,8 +9,9 @@
 //! output-folder check found ([`outdirs`]). The cost of a no-op therefore
 //! grows with source files and folders, not with outputs (docs/state.md).
 //!
-//! Invariants: planning never writes or removes an output (it updates the
-//! stat index only); a collection whose recipe is broken or whose source root
+//! Invariants: planning never writes or removes an output nor an output's
+//! record (it writes bookkeeping only: the stat index, the inputs it finds,
+//! the slide metadata cache and the ids it interns); a collection whose recipe is broken or whose source root
 //! is unusable contributes errors and no actions, so its outputs are never
 //! removed by accident; an input that exists but cannot be planned keeps its
 //! outputs.
@@ -26,6 +27,7 @@ pub mod outdirs;
 pub mod query;
 pub mod sources;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -348,7 +350,6 @@ pub fn plan_collection(
     spec: &Arc<CollectionSpec>,
     dirs: &outdirs::DirCheck,
 ) -> Result<CollectionPlan, StateError> {
-    let recipe = &spec.recipe;
     let name = spec.name().to_string();
     let id = state.collection_id(&name)?;
     let mut plan = CollectionPlan {
@@ -357,50 +358,17 @@ pub fn plan_collection(
         spec: Some(spec.clone()),
         ..CollectionPlan::default()
     };
-    let root_name = recipe.inputs.source.as_str();
-    let root = match ws.source_root(root_name) {
-        Some(r) => r,
-        None => {
-            plan.unplanned = Some(Unplanned::Unavailable(
-                RootError::Unknown(root_name.to_string()).to_string(),
-            ));
-            return Ok(plan);
-        }
-    };
-    let scanned_at = sources::now_ns();
-    let found = match sources::scan(&root, &recipe.inputs) {
-        Ok((files, problems)) => {
-            plan.warnings = problems;
-            files
-        }
-        Err(e) => {
-            plan.unplanned = Some(if e.is_unavailable() {
-                Unplanned::Unavailable(e.to_string())
-            } else {
-                Unplanned::Error(e.to_string())
-            });
-            return Ok(plan);
-        }
+    let Some((root, found, scanned_at)) = scan_sources(ws, spec, &mut plan) else {
+        return Ok(plan);
     };
     let fp = state.fingerprint_id(&spec.fingerprint)?;
     plan.fp = Some(fp);
-    for p in &spec.pipelines {
-        match p.to_json() {
-            Ok(json) => plan.pipelines.push((p.hash.clone(), json)),
-            Err(e) => {
-                plan.unplanned = Some(Unplanned::Error(e));
-                return Ok(plan);
-            }
-        }
+    if !describe_pipelines(spec, &mut plan) {
+        return Ok(plan);
     }
-    let wsi = recipe.collection.kind == Kind::Wsi;
-    let damaged_ids: Vec<i64> = dirs.damage.keys().copied().collect();
-    let damaged_dirs: HashSet<i64> = state
-        .src_dirs_of(&damaged_ids)?
-        .into_iter()
-        .filter(|(c, _)| *c == id)
-        .map(|(_, d)| d)
-        .collect();
+    let root_name = spec.recipe.inputs.source.as_str();
+    let wsi = spec.recipe.collection.kind == Kind::Wsi;
+    let damaged_dirs = damaged_source_dirs(state, dirs, id)?;
     let classified = inputs::classify(
         state,
         &inputs::Collection {
@@ -418,6 +386,92 @@ pub fn plan_collection(
     )?;
     plan.folders = classified.folders.clone();
     plan.up_to_date = classified.clean_outputs;
+    plan_lost_inputs(state, spec, &classified, &mut plan)?;
+    let plans = plan_in_detail(state, spec, dirs, &classified)?;
+    add_input_plans(&mut plan, plans, dirs);
+    if !plan.removals.is_empty() {
+        plan.recorded = state.recorded_outputs(id)?;
+    }
+    plan.builds.sort_by_key(|a| a.output.path());
+    Ok(plan)
+}
+
+/// The collection's source root walked: its root, the files found and the
+/// clock before the walk; `None` (with `plan.unplanned` set) when the root
+/// is unknown or unusable. Parts of the listing that could not be read
+/// become the plan's warnings.
+fn scan_sources(
+    ws: &Workspace,
+    spec: &CollectionSpec,
+    plan: &mut CollectionPlan,
+) -> Option<(PathBuf, Vec<sources::FoundFile>, i64)> {
+    let recipe = &spec.recipe;
+    let root_name = recipe.inputs.source.as_str();
+    let Some(root) = ws.source_root(root_name) else {
+        plan.unplanned = Some(Unplanned::Unavailable(
+            RootError::Unknown(root_name.to_string()).to_string(),
+        ));
+        return None;
+    };
+    let scanned_at = sources::now_ns();
+    match sources::scan(&root, &recipe.inputs) {
+        Ok((files, problems)) => {
+            plan.warnings = problems;
+            Some((root, files, scanned_at))
+        }
+        Err(e) => {
+            plan.unplanned = Some(if e.is_unavailable() {
+                Unplanned::Unavailable(e.to_string())
+            } else {
+                Unplanned::Error(e.to_string())
+            });
+            None
+        }
+    }
+}
+
+/// The pipeline descriptions stored before building; `false` (with
+/// `plan.unplanned` set) when one cannot be described.
+fn describe_pipelines(spec: &CollectionSpec, plan: &mut CollectionPlan) -> bool {
+    for p in &spec.pipelines {
+        match p.to_json() {
+            Ok(json) => plan.pipelines.push((p.hash.clone(), json)),
+            Err(e) => {
+                plan.unplanned = Some(Unplanned::Error(e));
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The source folders of this collection that hold inputs with damaged
+/// outputs: they are read row by row, never skipped on their digest.
+fn damaged_source_dirs(
+    state: &State,
+    dirs: &outdirs::DirCheck,
+    collection: i64,
+) -> Result<HashSet<i64>, StateError> {
+    let damaged_ids: Vec<i64> = dirs.damage.keys().copied().collect();
+    Ok(state
+        .src_dirs_of(&damaged_ids)?
+        .into_iter()
+        .filter(|(c, _)| *c == collection)
+        .map(|(_, d)| d)
+        .collect())
+}
+
+/// Inputs that cannot be read become problems (their outputs are kept);
+/// inputs gone from the listing (deleted, or no longer selected) become
+/// removals of everything they recorded.
+fn plan_lost_inputs(
+    state: &State,
+    spec: &CollectionSpec,
+    classified: &inputs::Classified,
+    plan: &mut CollectionPlan,
+) -> Result<(), StateError> {
+    let recipe = &spec.recipe;
+    let wsi = recipe.collection.kind == Kind::Wsi;
     for u in &classified.unreadable {
         plan.problems.push(Problem {
             input: u.abs.clone(),
@@ -426,6 +480,7 @@ pub fn plan_collection(
             outputs: if wsi { 1 } else { recipe.sinks.len() },
         });
     }
+    let root_name = recipe.inputs.source.as_str();
     for g in &classified.gone {
         let reason = if g.excluded {
             format!(
@@ -442,115 +497,159 @@ pub fn plan_collection(
             &reason,
         )?);
     }
+    Ok(())
+}
+
+/// Pipeline descriptions recorded in the state, read once per hash, for
+/// explanations that compare with the pipeline an output was built with.
+/// A description that does not parse explains less; a state that cannot be
+/// read fails the plan (`check`, after each input).
+struct OldPipelines<'s> {
+    state: &'s State,
+    cache: RefCell<HashMap<String, Option<key::Pipeline>>>,
+    error: RefCell<Option<StateError>>,
+}
+
+impl<'s> OldPipelines<'s> {
+    fn new(state: &'s State) -> Self {
+        OldPipelines {
+            state,
+            cache: RefCell::default(),
+            error: RefCell::default(),
+        }
+    }
+
+    fn get(&self, hash: &str) -> Option<key::Pipeline> {
+        self.cache
+            .borrow_mut()
+            .entry(hash.to_string())
+            .or_insert_with(|| match self.state.pipeline(hash) {
+                Ok(json) => json.and_then(|j| serde_json::from_str(&j).ok()),
+                Err(e) => {
+                    self.error.borrow_mut().get_or_insert(e);
+                    None
+                }
+            })
+            .clone()
+    }
+
+    /// The first read error since the last check.
+    fn check(&self) -> Result<(), StateError> {
+        self.error.borrow_mut().take().map_or(Ok(()), Err)
+    }
+}
+
+/// Every input to plan in detail, judged against its records.
+fn plan_in_detail(
+    state: &State,
+    spec: &Arc<CollectionSpec>,
+    dirs: &outdirs::DirCheck,
+    classified: &inputs::Classified,
+) -> Result<Vec<(Arc<Input>, InputPlan)>, StateError> {
+    let recipe = &spec.recipe;
     let maker = Maker {
         recipe_hash: recipe.hash.clone(),
         tool_version: TOOL_VERSION.to_string(),
         libraries: libraries::of_kind(recipe.collection.kind).to_string(),
     };
-    // Explanations compare with the pipeline an output was built with.
-    // A description that does not parse explains less; a state that cannot
-    // be read fails the plan (`read_error`, checked after each input).
-    let pipeline_cache: std::cell::RefCell<HashMap<String, Option<key::Pipeline>>> =
-        Default::default();
-    let read_error: std::cell::RefCell<Option<StateError>> = Default::default();
-    let old = |hash: &str| -> Option<key::Pipeline> {
-        pipeline_cache
-            .borrow_mut()
-            .entry(hash.to_string())
-            .or_insert_with(|| match state.pipeline(hash) {
-                Ok(json) => json.and_then(|j| serde_json::from_str(&j).ok()),
-                Err(e) => {
-                    read_error.borrow_mut().get_or_insert(e);
-                    None
-                }
-            })
-            .clone()
-    };
+    let olds = OldPipelines::new(state);
+    let old = |hash: &str| olds.get(hash);
     // What judging needs beyond the input; each input adds its damage and
     // its recorded failures.
-    let judging = judge::Context {
-        spec,
-        damage: &[],
-        failures: &[],
-        maker: &maker,
-        old_pipeline: &old,
+    let judging = Judging {
+        base: judge::Context {
+            spec,
+            damage: &[],
+            failures: &[],
+            maker: &maker,
+            old_pipeline: &old,
+        },
+        dirs,
+        olds: &olds,
     };
-    let check_reads = || read_error.borrow_mut().take().map_or(Ok(()), Err);
-    let mut plans: Vec<(Arc<Input>, InputPlan)> = Vec::new();
-    if wsi {
-        for d in &classified.detail {
-            let input = &d.input;
-            let planned =
-                unique_slide_name(&classified, &input.rel).and_then(|()| match &d.slide {
-                    Some(Ok(meta)) => expand::expand_wsi(spec, &input.rel, &input.hash, meta),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err("slide metadata missing".into()),
-                });
-            let units = state.units_of_input(input.id)?;
-            let outputs = state.outputs_of_input(input.id)?;
-            let failures = state.failures_of(input.id)?;
-            let cx = judge::Context {
-                damage: dirs.of(input.id),
-                failures: &failures,
-                ..judging
-            };
-            let mut tiles = |u: &crate::store::UnitRow| -> Result<Vec<(u32, u32)>, StateError> {
-                Ok(state
-                    .tiles_of_unit(u.id)?
-                    .into_iter()
-                    .map(|t| (t.x, t.y))
-                    .collect())
-            };
-            let p = judge::wsi(&cx, input, planned, units, outputs, &mut tiles)?;
-            check_reads()?;
-            plans.push((input.clone(), p));
-        }
+    if recipe.collection.kind == Kind::Wsi {
+        plan_slides(state, &judging, classified)
     } else {
-        let expanded: Vec<Result<Option<Vec<PlannedOutput>>, String>> = classified
-            .detail
-            .iter()
-            .map(|d| expand::expand_roi(spec, &d.input.rel, &d.input.hash))
-            .collect();
-        let mut claims = RoiClaims::default();
-        for (d, e) in classified.detail.iter().zip(&expanded) {
-            if let Ok(Some(outs)) = e {
-                for o in outs {
-                    claims
-                        .by_path
-                        .entry(o.path())
-                        .or_default()
-                        .push((d.input.id, d.input.abs.display().to_string()));
-                }
-            }
-        }
-        for g in &classified.gone {
-            claims.gone.insert(g.id);
-        }
-        claims.detail = classified.detail.iter().map(|d| d.input.id).collect();
-        for (d, e) in classified.detail.iter().zip(expanded) {
-            let input = &d.input;
-            let recorded = state.outputs_of_input(input.id)?;
-            let failures = state.failures_of(input.id)?;
-            // Owners of planned paths this input has no record of.
-            if let Ok(Some(outs)) = &e {
-                for o in outs {
-                    if !recorded.iter().any(|r| r.dir == o.dir && r.name == o.name) {
-                        if let Some(owner) = state.owner_of(&o.dir, &o.name)? {
-                            claims.owners.insert(o.path(), owner);
-                        }
-                    }
-                }
-            }
-            let cx = judge::Context {
-                damage: dirs.of(input.id),
-                failures: &failures,
-                ..judging
-            };
-            let p = judge::roi(&cx, input, e, recorded, &claims);
-            check_reads()?;
-            plans.push((input.clone(), p));
-        }
+        plan_roi_inputs(state, &judging, classified)
     }
+}
+
+/// What judging the inputs of a collection shares: the context without an
+/// input, the damage the output-folder check found, and the old pipelines
+/// (whose read errors fail the plan).
+struct Judging<'a> {
+    base: judge::Context<'a>,
+    dirs: &'a outdirs::DirCheck,
+    olds: &'a OldPipelines<'a>,
+}
+
+/// Each slide expanded into units and judged against its recorded units.
+fn plan_slides(
+    state: &State,
+    judging: &Judging<'_>,
+    classified: &inputs::Classified,
+) -> Result<Vec<(Arc<Input>, InputPlan)>, StateError> {
+    let spec = judging.base.spec;
+    let mut plans = Vec::new();
+    for d in &classified.detail {
+        let input = &d.input;
+        let planned = unique_slide_name(classified, &input.rel).and_then(|()| match &d.slide {
+            Some(Ok(meta)) => expand::expand_wsi(spec, &input.rel, &input.hash, meta),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("slide metadata missing".into()),
+        });
+        let units = state.units_of_input(input.id)?;
+        let outputs = state.outputs_of_input(input.id)?;
+        let failures = state.failures_of(input.id)?;
+        let cx = judging.base.for_input(judging.dirs.of(input.id), &failures);
+        let mut tiles = |u: &crate::store::UnitRow| -> Result<Vec<(u32, u32)>, StateError> {
+            Ok(state
+                .tiles_of_unit(u.id)?
+                .into_iter()
+                .map(|t| (t.x, t.y))
+                .collect())
+        };
+        let p = judge::wsi(&cx, input, planned, units, outputs, &mut tiles)?;
+        judging.olds.check()?;
+        plans.push((input.clone(), p));
+    }
+    Ok(plans)
+}
+
+/// Each ROI input expanded into outputs and judged against its records and
+/// against who else plans or owns the same paths.
+fn plan_roi_inputs(
+    state: &State,
+    judging: &Judging<'_>,
+    classified: &inputs::Classified,
+) -> Result<Vec<(Arc<Input>, InputPlan)>, StateError> {
+    let spec = judging.base.spec;
+    let expanded: Vec<Result<Option<Vec<PlannedOutput>>, String>> = classified
+        .detail
+        .iter()
+        .map(|d| expand::expand_roi(spec, &d.input.rel, &d.input.hash))
+        .collect();
+    let mut claims = RoiClaims::of(classified, &expanded);
+    let mut plans = Vec::new();
+    for (d, e) in classified.detail.iter().zip(expanded) {
+        let input = &d.input;
+        let recorded = state.outputs_of_input(input.id)?;
+        let failures = state.failures_of(input.id)?;
+        claims.add_owners(state, &e, &recorded)?;
+        let cx = judging.base.for_input(judging.dirs.of(input.id), &failures);
+        let p = judge::roi(&cx, input, e, recorded, &claims);
+        judging.olds.check()?;
+        plans.push((input.clone(), p));
+    }
+    Ok(plans)
+}
+
+/// The inputs' plans gathered into the collection's.
+fn add_input_plans(
+    plan: &mut CollectionPlan,
+    plans: Vec<(Arc<Input>, InputPlan)>,
+    dirs: &outdirs::DirCheck,
+) {
     for (input, p) in plans {
         if p.unrouted {
             plan.unrouted += 1;
@@ -569,11 +668,6 @@ pub fn plan_collection(
         plan.qc.extend(p.qc);
         plan.removals.extend(p.removals);
     }
-    if !plan.removals.is_empty() {
-        plan.recorded = state.recorded_outputs(id)?;
-    }
-    plan.builds.sort_by_key(|a| a.output.path());
-    Ok(plan)
 }
 
 /// `Ok` when no other slide of the collection has `rel`'s slide name (their
@@ -658,6 +752,53 @@ struct RoiClaims {
     gone: HashSet<i64>,
     /// Inputs planned in detail.
     detail: HashSet<i64>,
+}
+
+impl RoiClaims {
+    /// Who plans each path (the inputs planned in detail), and which
+    /// inputs are gone; owners are added input by input ([`Self::add_owners`]).
+    fn of(
+        classified: &inputs::Classified,
+        expanded: &[Result<Option<Vec<PlannedOutput>>, String>],
+    ) -> RoiClaims {
+        let mut claims = RoiClaims::default();
+        for (d, e) in classified.detail.iter().zip(expanded) {
+            if let Ok(Some(outs)) = e {
+                for o in outs {
+                    claims
+                        .by_path
+                        .entry(o.path())
+                        .or_default()
+                        .push((d.input.id, d.input.abs.display().to_string()));
+                }
+            }
+        }
+        for g in &classified.gone {
+            claims.gone.insert(g.id);
+        }
+        claims.detail = classified.detail.iter().map(|d| d.input.id).collect();
+        claims
+    }
+
+    /// The recorded owners of the paths an input plans that it has no
+    /// record of.
+    fn add_owners(
+        &mut self,
+        state: &State,
+        planned: &Result<Option<Vec<PlannedOutput>>, String>,
+        recorded: &[crate::store::OutputRow],
+    ) -> Result<(), StateError> {
+        if let Ok(Some(outs)) = planned {
+            for o in outs {
+                if !recorded.iter().any(|r| r.dir == o.dir && r.name == o.name) {
+                    if let Some(owner) = state.owner_of(&o.dir, &o.name)? {
+                        self.owners.insert(o.path(), owner);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl judge::Claims for RoiClaims {

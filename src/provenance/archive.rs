@@ -5,7 +5,7 @@
 //! recipe of an old output after the file changed.
 
 use crate::plan::{Catalog, Planner};
-use crate::store::audit::archive::{text_hash, RecipeFile, UsedRecipe};
+use crate::store::audit::history::{text_hash, RecipeFile, UsedRecipe};
 use crate::store::{State, StateError};
 use crate::workspace::Workspace;
 

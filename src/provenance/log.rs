@@ -6,13 +6,13 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use super::Error;
-use crate::store::audit::archive::RecipeVersion;
+use crate::store::audit::history::RecipeVersion;
 use crate::store::{State, StateError};
 
 /// One build as `cpia log --json` prints it (one object per line).
 pub fn build_json(
     state: &State,
-    b: &crate::store::audit::archive::BuildRow,
+    b: &crate::store::audit::history::BuildRow,
 ) -> Result<Value, StateError> {
     let recipes: Vec<Value> = state
         .build_recipes(b.id)?

@@ -104,20 +104,18 @@ pub fn verify(
             .map(|d| (d.id, d.path))
             .collect()
     };
-    let counters = Arc::new(Counters::default());
+    let checking = Checking {
+        state,
+        output,
+        deep: opts.deep,
+        pool: &pool,
+        counters: Arc::new(Counters::default()),
+    };
     for (id, dir) in &dirs {
         stats.folders += 1;
-        check_folder(
-            state,
-            output,
-            *id,
-            dir,
-            opts.deep,
-            &pool,
-            &counters,
-            &mut |f| count(f, &mut stats),
-        )?;
+        check_folder(&checking, *id, dir, &mut |f| count(f, &mut stats))?;
     }
+    let counters = checking.counters;
     stats.files += counters.files.load(Ordering::Relaxed);
     stats.hashed += counters.hashed.load(Ordering::Relaxed);
     stats.bytes_hashed += counters.bytes.load(Ordering::Relaxed);
@@ -171,68 +169,37 @@ struct Rec {
     hash: [u8; 32],
 }
 
+/// What checking a folder needs besides the folder: the same for each.
+struct Checking<'a> {
+    state: &'a State,
+    output: &'a Path,
+    /// Re-hash every file, not only those whose stat moved.
+    deep: bool,
+    pool: &'a rayon::ThreadPool,
+    counters: Arc<Counters>,
+}
+
 /// Checks every recorded file of folder `dir`, and lists the entries
 /// nobody recorded. The main thread reads the records from SQLite while the
 /// pool lists the folder and `lstat`s (and hashes) the batches already read.
-#[allow(clippy::too_many_arguments)]
 fn check_folder(
-    state: &State,
-    output: &Path,
+    cx: &Checking<'_>,
     id: i64,
     dir: &str,
-    deep: bool,
-    pool: &rayon::ThreadPool,
-    counters: &Arc<Counters>,
     report: &mut dyn FnMut(Finding) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let folder = Arc::new(Folder::open(&output.join(dir), dir));
+    let folder = Arc::new(Folder::open(&cx.output.join(dir), dir));
     let (list_tx, list_rx) = mpsc::channel();
     {
         let folder = folder.clone();
-        pool.spawn(move || {
+        cx.pool.spawn(move || {
             let _ = list_tx.send(folder.list());
         });
     }
-    let (tx, rx) = mpsc::channel::<Vec<Finding>>();
+    let mut batches = Batches::new(cx, folder.clone(), &mut *report);
     let mut names: HashSet<u64> = HashSet::new();
-    let mut batch: Vec<Rec> = Vec::with_capacity(BATCH);
-    let mut in_flight = 0usize;
-    let mut failed: Option<Error> = None;
-    let send = |batch: Vec<Rec>, in_flight: &mut usize| {
-        let (folder, counters, tx) = (folder.clone(), counters.clone(), tx.clone());
-        *in_flight += 1;
-        pool.spawn(move || {
-            let found: Vec<Finding> = batch
-                .par_iter()
-                .filter_map(|r| folder.check(r, deep, &counters))
-                .collect();
-            counters
-                .files
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let _ = tx.send(found);
-        });
-    };
-    let mut receive = |wait: bool, in_flight: &mut usize, failed: &mut Option<Error>| loop {
-        let got = if wait {
-            rx.recv().ok()
-        } else {
-            rx.try_recv().ok()
-        };
-        let Some(found) = got else { break };
-        *in_flight -= 1;
-        for f in found {
-            if failed.is_none() {
-                if let Err(e) = report(f) {
-                    *failed = Some(e);
-                }
-            }
-        }
-        if wait {
-            break;
-        }
-    };
     let mut bad_name = None;
-    state.for_each_file_ref(id, &mut |r| {
+    cx.state.for_each_file_ref(id, &mut |r| {
         let name = match r.tile {
             Some((size, x, y)) => tile_name(r.name, size, x, y),
             None => r.name.to_string(),
@@ -246,41 +213,141 @@ fn check_folder(
         if r.content_hash.len() == 32 {
             hash.copy_from_slice(r.content_hash);
         }
-        batch.push(Rec {
+        batches.push(Rec {
             name,
             ino: r.ino,
             size: r.size,
             mtime_ns: r.mtime_ns,
             hash,
         });
-        if batch.len() >= BATCH {
-            send(std::mem::take(&mut batch), &mut in_flight);
-            batch.reserve(BATCH);
-            receive(false, &mut in_flight, &mut failed);
-            while in_flight >= IN_FLIGHT {
-                receive(true, &mut in_flight, &mut failed);
-            }
-        }
     })?;
-    if !batch.is_empty() {
-        send(batch, &mut in_flight);
-    }
-    while in_flight > 0 {
-        receive(true, &mut in_flight, &mut failed);
-    }
-    if let Some(e) = failed {
-        return Err(e);
-    }
+    batches.finish()?;
     if let Some(n) = bad_name {
         return Err(Error::Other(format!(
             "{dir}: a recorded name holds a NUL byte: {n:?}"
         )));
     }
-    // Entries nobody recorded: by name hash; their names are read again
-    // only when there are some.
     let listed = list_rx
         .recv()
         .map_err(|_| Error::Other(format!("{dir}: listing the folder stopped")))?;
+    report_extras(&folder, dir, listed, &names, report)
+}
+
+/// The records of one folder, checked on the pool in batches of [`BATCH`]
+/// with at most [`IN_FLIGHT`] batches at once; their findings reported as
+/// they come back, until reporting fails (the first failure is kept).
+struct Batches<'c, 'r> {
+    cx: &'c Checking<'c>,
+    folder: Arc<Folder>,
+    batch: Vec<Rec>,
+    tx: mpsc::Sender<Vec<Finding>>,
+    rx: mpsc::Receiver<Vec<Finding>>,
+    in_flight: usize,
+    failed: Option<Error>,
+    report: &'r mut dyn FnMut(Finding) -> Result<(), Error>,
+}
+
+impl<'c, 'r> Batches<'c, 'r> {
+    fn new(
+        cx: &'c Checking<'c>,
+        folder: Arc<Folder>,
+        report: &'r mut dyn FnMut(Finding) -> Result<(), Error>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        Batches {
+            cx,
+            folder,
+            batch: Vec::with_capacity(BATCH),
+            tx,
+            rx,
+            in_flight: 0,
+            failed: None,
+            report,
+        }
+    }
+
+    /// Adds a record; a full batch goes to the pool, and the reader waits
+    /// while [`IN_FLIGHT`] batches are being checked.
+    fn push(&mut self, rec: Rec) {
+        self.batch.push(rec);
+        if self.batch.len() >= BATCH {
+            let batch = std::mem::take(&mut self.batch);
+            self.send(batch);
+            self.batch.reserve(BATCH);
+            self.receive(false);
+            while self.in_flight >= IN_FLIGHT {
+                self.receive(true);
+            }
+        }
+    }
+
+    fn send(&mut self, batch: Vec<Rec>) {
+        let (folder, counters, tx) = (
+            self.folder.clone(),
+            self.cx.counters.clone(),
+            self.tx.clone(),
+        );
+        let deep = self.cx.deep;
+        self.in_flight += 1;
+        self.cx.pool.spawn(move || {
+            let found: Vec<Finding> = batch
+                .par_iter()
+                .filter_map(|r| folder.check(r, deep, &counters))
+                .collect();
+            counters
+                .files
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let _ = tx.send(found);
+        });
+    }
+
+    /// Reports the findings of one finished batch (`wait`), or of every
+    /// batch already finished.
+    fn receive(&mut self, wait: bool) {
+        loop {
+            let got = if wait {
+                self.rx.recv().ok()
+            } else {
+                self.rx.try_recv().ok()
+            };
+            let Some(found) = got else { break };
+            self.in_flight -= 1;
+            for f in found {
+                if self.failed.is_none() {
+                    if let Err(e) = (self.report)(f) {
+                        self.failed = Some(e);
+                    }
+                }
+            }
+            if wait {
+                break;
+            }
+        }
+    }
+
+    /// Sends the last batch and reports every finding; the first failure to
+    /// report, if any.
+    fn finish(mut self) -> Result<(), Error> {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.send(batch);
+        }
+        while self.in_flight > 0 {
+            self.receive(true);
+        }
+        self.failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Entries of the folder nobody recorded: found by name hash; their names
+/// are read again only when there are some.
+fn report_extras(
+    folder: &Folder,
+    dir: &str,
+    listed: io::Result<Vec<u64>>,
+    names: &HashSet<u64>,
+    report: &mut dyn FnMut(Finding) -> Result<(), Error>,
+) -> Result<(), Error> {
     let extras: HashSet<u64> = match listed {
         Ok(entries) => entries.into_iter().filter(|h| !names.contains(h)).collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),

@@ -202,74 +202,105 @@ fn parent(
 
 /// The readable form of [`explain`]'s object.
 pub fn render(v: &Value) -> String {
-    let s = |v: &Value| match v {
+    let mut out = Lines(String::new());
+    render_output(&mut out, v);
+    render_recipe(&mut out, v);
+    render_makers(&mut out, v);
+    if let Some(w) = v.get("wsi") {
+        render_wsi(&mut out, w);
+    }
+    out.0
+}
+
+/// [`render`]'s text: one `key value` line at a time, keys aligned.
+struct Lines(String);
+
+impl Lines {
+    fn line(&mut self, k: &str, val: String) {
+        self.0.push_str(&format!("{k:<12}{val}\n"));
+    }
+}
+
+/// A JSON value as [`render`] shows it: strings bare, null as `-`.
+fn text(v: &Value) -> String {
+    match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
-    };
-    let mut out = String::new();
-    let mut line = |k: &str, val: String| {
-        out.push_str(&format!("{k:<12}{val}\n"));
-    };
+    }
+}
+
+/// The output, its collection and its source.
+fn render_output(out: &mut Lines, v: &Value) {
     let o = &v["output"];
-    line("output", s(&o["path"]));
-    line("  blake3", s(&o["blake3"]));
-    line("  bytes", s(&o["bytes"]));
-    line("  key", s(&o["key"]));
-    line(
+    out.line("output", text(&o["path"]));
+    out.line("  blake3", text(&o["blake3"]));
+    out.line("  bytes", text(&o["bytes"]));
+    out.line("  key", text(&o["key"]));
+    out.line(
         "collection",
         format!(
             "{} (scale {}, sub-dataset {}, class {})",
-            s(&v["collection"]),
-            s(&v["scale"]),
-            s(&v["sub_dataset"]),
-            s(&v["class"])
+            text(&v["collection"]),
+            text(&v["scale"]),
+            text(&v["sub_dataset"]),
+            text(&v["class"])
         ),
     );
     let src = &v["source"];
-    line("source", format!("{}:{}", s(&src["root"]), s(&src["path"])));
-    line("  blake3", s(&src["blake3"]));
+    out.line(
+        "source",
+        format!("{}:{}", text(&src["root"]), text(&src["path"])),
+    );
+    out.line("  blake3", text(&src["blake3"]));
     if src["changed_since"] == Value::Bool(true) {
-        line(
+        out.line(
             "  note",
             "the source file has changed since (this output is stale)".into(),
         );
     } else {
-        line("  bytes", s(&src["bytes"]));
+        out.line("  bytes", text(&src["bytes"]));
     }
+}
+
+/// The recipe (and where its text is archived) and the steps it ran.
+fn render_recipe(out: &mut Lines, v: &Value) {
     let r = &v["recipe"];
-    line("recipe", s(&r["file"]));
-    line("  hash", s(&r["hash"]));
+    out.line("recipe", text(&r["file"]));
+    out.line("  hash", text(&r["hash"]));
     if r["archived"] == Value::Bool(true) {
-        line(
+        let hash = text(&r["hash"]);
+        out.line(
             "  text",
-            format!(
-                "cpia log --recipe {}",
-                &s(&r["hash"])[..16.min(s(&r["hash"]).len())]
-            ),
+            format!("cpia log --recipe {}", &hash[..16.min(hash.len())]),
         );
     }
     if let Some(steps) = v["steps"].as_array() {
         for (n, st) in steps.iter().enumerate() {
             let params: Vec<String> = st["params"]
                 .as_object()
-                .map(|m| m.iter().map(|(k, x)| format!("{k}={}", s(x))).collect())
+                .map(|m| m.iter().map(|(k, x)| format!("{k}={}", text(x))).collect())
                 .unwrap_or_default();
-            line(
+            out.line(
                 if n == 0 { "steps" } else { "" },
                 format!(
                     "{} ({}@{}) {}",
-                    s(&st["id"]),
-                    s(&st["op"]),
-                    s(&st["version"]),
+                    text(&st["id"]),
+                    text(&st["op"]),
+                    text(&st["version"]),
                     params.join(" ")
                 ),
             );
         }
     }
-    line("encoder", s(&v["encoder"]));
+}
+
+/// The encoder, the library versions (and how this cpia's differ) and the
+/// build that made the output.
+fn render_makers(out: &mut Lines, v: &Value) {
+    out.line("encoder", text(&v["encoder"]));
     let libs = &v["libraries"];
-    line(
+    out.line(
         "libraries",
         libs["recorded"]
             .as_str()
@@ -277,83 +308,90 @@ pub fn render(v: &Value) -> String {
             .to_string(),
     );
     if let Some(d) = libs["differences"].as_array().filter(|d| !d.is_empty()) {
-        let d: Vec<String> = d.iter().map(s).collect();
-        line(
+        let d: Vec<String> = d.iter().map(text).collect();
+        out.line(
             "  now",
             format!("this cpia runs with other versions: {}", d.join(", ")),
         );
     }
     let b = &v["build"];
-    line(
+    out.line(
         "made by",
         format!(
             "{}, build {} (started {})",
-            s(&v["tool_version"]),
-            s(&b["id"]),
-            s(&b["started_utc"])
+            text(&v["tool_version"]),
+            text(&b["id"]),
+            text(&b["started_utc"])
         ),
     );
-    if let Some(w) = v.get("wsi") {
-        if !w["region"].is_null() {
-            line(
-                "wsi region",
-                format!(
-                    "{} at level {} (level-0 pixels: x, y, w, h)",
-                    s(&w["region"]),
-                    s(&w["level"])
-                ),
-            );
-            line(
-                "  cell",
-                format!(
-                    "{} ({} px read, edge {})",
-                    s(&w["cell"]),
-                    s(&w["read_size"]),
-                    s(&w["cell_edge"])
-                ),
-            );
-            line("  tile", s(&w["tile"]));
-            line(
-                "  encoded",
-                if w["encoding"] == "crop" {
-                    "as a lossless crop of the cell's whole-tile JPEG (the bytes encoding its \
-                     pixels gives)"
-                        .into()
-                } else {
-                    "from its pixels".to_string()
-                },
-            );
-            let p = &w["parent"];
-            line(
-                "  parent",
-                if p.is_null() {
-                    "- (a whole cell)".into()
-                } else {
-                    format!(
-                        "{}{}",
-                        s(&p["path"]),
-                        if p["recorded"] == Value::Bool(true) {
-                            ""
-                        } else {
-                            " (not written)"
-                        }
-                    )
-                },
-            );
-        }
-        line(
-            if w["region"].is_null() {
-                "wsi"
-            } else {
-                "  mpp"
-            },
-            format!(
-                "{} from {}, reader {}",
-                s(&w["mpp"]),
-                s(&w["mpp_source"]),
-                s(&w["reader"])
-            ),
-        );
+}
+
+/// A WSI output's region, cell, tile, encoding and parent (tiles only),
+/// and its MPP and reader.
+fn render_wsi(out: &mut Lines, w: &Value) {
+    if !w["region"].is_null() {
+        render_tile(out, w);
     }
-    out
+    out.line(
+        if w["region"].is_null() {
+            "wsi"
+        } else {
+            "  mpp"
+        },
+        format!(
+            "{} from {}, reader {}",
+            text(&w["mpp"]),
+            text(&w["mpp_source"]),
+            text(&w["reader"])
+        ),
+    );
+}
+
+/// Where a tile comes from: its region, cell, encoding and parent.
+fn render_tile(out: &mut Lines, w: &Value) {
+    out.line(
+        "wsi region",
+        format!(
+            "{} at level {} (level-0 pixels: x, y, w, h)",
+            text(&w["region"]),
+            text(&w["level"])
+        ),
+    );
+    out.line(
+        "  cell",
+        format!(
+            "{} ({} px read, edge {})",
+            text(&w["cell"]),
+            text(&w["read_size"]),
+            text(&w["cell_edge"])
+        ),
+    );
+    out.line("  tile", text(&w["tile"]));
+    out.line(
+        "  encoded",
+        if w["encoding"] == "crop" {
+            "as a lossless crop of the cell's whole-tile JPEG (the bytes encoding its \
+             pixels gives)"
+                .into()
+        } else {
+            "from its pixels".to_string()
+        },
+    );
+    let p = &w["parent"];
+    out.line(
+        "  parent",
+        if p.is_null() {
+            "- (a whole cell)".into()
+        } else {
+            format!(
+                "{}{}",
+                text(&p["path"]),
+                if p["recorded"] == Value::Bool(true) {
+                    ""
+                } else {
+                    " (not written)"
+                }
+            )
+        },
+    );
 }

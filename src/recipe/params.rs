@@ -356,137 +356,15 @@ pub(crate) fn operator(
         ok: true,
     };
     let typed = match op.v.as_str() {
-        "decode" => {
-            r.check_keys(&DECODE_KEYS, p);
-            Operator::Decode(DecodeParams {
-                jpeg_warnings: r.choice(
-                    "jpeg_warnings",
-                    JpegWarnings::Error,
-                    parse_jpeg_warnings,
-                    &JPEG_WARNINGS,
-                    p,
-                ),
-            })
-        }
-        "crop" => {
-            r.check_keys(&CROP_KEYS, p);
-            Operator::Crop(CropParams {
-                left: r.expr("left", p),
-                top: r.expr("top", p),
-                width: r.expr("width", p),
-                height: r.expr("height", p),
-            })
-        }
-        "resize" => {
-            r.check_keys(&RESIZE_KEYS, p);
-            let size = i64::from(DEFAULT_SIZE);
-            let width = r.int("width", size, (1, MAX_EDGE), p);
-            let height = r.int("height", size, (1, MAX_EDGE), p);
-            let pixels = width as u64 * height as u64;
-            if pixels > MAX_PIXELS {
-                let at = r
-                    .get("width")
-                    .or(r.get("height"))
-                    .map_or(&op.loc, |q| &q.value.loc);
-                p.push(
-                    Problem::at(
-                        at,
-                        format!(
-                            "`resize` to {width}×{height} makes {pixels} pixels, more than any \
-                             image may have ({MAX_PIXELS}, the decode limit): it cannot be useful"
-                        ),
-                    )
-                    .hint("the standard's tiles are 384×384; a side of 32768 is the most a square may have"),
-                );
-                r.ok = false;
-            }
-            Operator::Resize(ResizeParams {
-                width: u32::try_from(width).unwrap_or(DEFAULT_SIZE),
-                height: u32::try_from(height).unwrap_or(DEFAULT_SIZE),
-                filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
-            })
-        }
+        "decode" => decode_params(&mut r, p),
+        "crop" => crop_params(&mut r, p),
+        "resize" => resize_params(&mut r, p),
         "encode_jpeg" => Operator::EncodeJpeg(jpeg_params(&mut r, p)),
         "jpeg_round_trip" => Operator::JpegRoundTrip(jpeg_params(&mut r, p)),
-        "wsi_grid" => {
-            r.check_keys(&GRID_KEYS, p);
-            Operator::WsiGrid(GridParams {
-                size: r.int("size", 3840, (1, MAX_TILE), p) as u32,
-                target_mpp: r.float("target_mpp", 0.4942, (1e-3, 100.0), p),
-                tolerance: r.float("tolerance", 0.1, (0.0, 0.99), p),
-                skip_ring: r.int("skip_ring", 1, (0, 1000), p) as u32,
-                filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
-                level: r.choice("level", LevelPolicy::Finest, parse_level, &LEVELS, p),
-                reader: r.choice("reader", ReaderChoice::Auto, parse_reader, &READERS, p),
-            })
-        }
-        "tissue" => {
-            let detector = r.choice("detector", "cpia-color", parse_detector, &DETECTORS, p);
-            if detector == "otsu" {
-                r.check_keys(&OTSU_KEYS, p);
-                let d = OtsuParams::default();
-                Operator::Tissue(TissueParams::Otsu(OtsuParams {
-                    thumbnail: r.int("thumbnail", i64::from(d.thumbnail), (64, 16384), p) as u32,
-                    median: {
-                        let m = r.int("median", i64::from(d.median), (1, 31), p);
-                        if m % 2 == 0 {
-                            if let Some(prm) = r.get("median") {
-                                p.push(Problem::at(
-                                    &prm.value.loc,
-                                    "`median` of `tissue` must be odd (a window with a centre)",
-                                ));
-                                r.ok = false;
-                            }
-                        }
-                        m as u32
-                    },
-                    close: r.int("close", i64::from(d.close), (0, 64), p) as u32,
-                    min_fraction: r.float("min_fraction", d.min_fraction, (0.0, 1.0), p),
-                }))
-            } else {
-                r.check_keys(&COLOR_KEYS, p);
-                Operator::Tissue(TissueParams::Color {
-                    statistic: r.choice("statistic", Filter::Lanczos3, parse_filter, &FILTERS, p),
-                    max: r.byte("max", 220, p),
-                    min_r: r.byte("min_r", 100, p),
-                    min_b: r.byte("min_b", 30, p),
-                    r_minus_g: r.byte("r_minus_g", 20, p),
-                })
-            }
-        }
-        "subtiles" => {
-            r.check_keys(&SUBTILE_KEYS, p);
-            let size = r.required_int("size", (1, MAX_TILE), p) as u32;
-            let pick = r
-                .get("pick")
-                .is_some()
-                .then(|| r.int("pick", 1, (1, 1 << 20), p) as u32);
-            Operator::Subtiles(SubtileParams {
-                size,
-                pick,
-                white: r.byte("white", 220, p),
-                statistic: r.choice("statistic", Filter::Bilinear, parse_filter, &FILTERS, p),
-            })
-        }
-        "encode_tiles" => {
-            r.check_keys(&TILE_ENCODE_KEYS, p);
-            let jpeg = jpeg_settings(&mut r, p);
-            let scale = r.choice("scale", "", parse_scale, &SCALES, p);
-            if r.get("scale").is_none() {
-                p.push(
-                    Problem::at(
-                        &op.loc,
-                        "operator `encode_tiles` requires the parameter `scale`",
-                    )
-                    .hint("the scale folder the tiles go to: XL, L, M or S"),
-                );
-                r.ok = false;
-            }
-            Operator::EncodeTiles(TileEncodeParams {
-                jpeg,
-                scale: scale.to_string(),
-            })
-        }
+        "wsi_grid" => grid_params(&mut r, p),
+        "tissue" => tissue_params(&mut r, p),
+        "subtiles" => subtile_params(&mut r, p),
+        "encode_tiles" => tile_encode_params(&mut r, p),
         other => {
             let _ = kind;
             let hint = known_hint(other, "operators", &OPERATORS);
@@ -495,6 +373,155 @@ pub(crate) fn operator(
         }
     };
     r.ok.then_some(typed)
+}
+
+/// `decode`'s parameters.
+fn decode_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    r.check_keys(&DECODE_KEYS, p);
+    Operator::Decode(DecodeParams {
+        jpeg_warnings: r.choice(
+            "jpeg_warnings",
+            JpegWarnings::Error,
+            parse_jpeg_warnings,
+            &JPEG_WARNINGS,
+            p,
+        ),
+    })
+}
+
+/// `crop`'s box expressions.
+fn crop_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    r.check_keys(&CROP_KEYS, p);
+    Operator::Crop(CropParams {
+        left: r.expr("left", p),
+        top: r.expr("top", p),
+        width: r.expr("width", p),
+        height: r.expr("height", p),
+    })
+}
+
+/// `resize`'s size (refused when it makes more pixels than any image may
+/// have) and filter.
+fn resize_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    r.check_keys(&RESIZE_KEYS, p);
+    let size = i64::from(DEFAULT_SIZE);
+    let width = r.int("width", size, (1, MAX_EDGE), p);
+    let height = r.int("height", size, (1, MAX_EDGE), p);
+    let pixels = width as u64 * height as u64;
+    if pixels > MAX_PIXELS {
+        let at = r
+            .get("width")
+            .or(r.get("height"))
+            .map_or(&r.op.loc, |q| &q.value.loc);
+        p.push(
+            Problem::at(
+                at,
+                format!(
+                    "`resize` to {width}×{height} makes {pixels} pixels, more than any \
+                     image may have ({MAX_PIXELS}, the decode limit): it cannot be useful"
+                ),
+            )
+            .hint(
+                "the standard's tiles are 384×384; a side of 32768 is the most a square may have",
+            ),
+        );
+        r.ok = false;
+    }
+    Operator::Resize(ResizeParams {
+        width: u32::try_from(width).unwrap_or(DEFAULT_SIZE),
+        height: u32::try_from(height).unwrap_or(DEFAULT_SIZE),
+        filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
+    })
+}
+
+/// `wsi_grid`'s geometry, level policy and reader.
+fn grid_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    r.check_keys(&GRID_KEYS, p);
+    Operator::WsiGrid(GridParams {
+        size: r.int("size", 3840, (1, MAX_TILE), p) as u32,
+        target_mpp: r.float("target_mpp", 0.4942, (1e-3, 100.0), p),
+        tolerance: r.float("tolerance", 0.1, (0.0, 0.99), p),
+        skip_ring: r.int("skip_ring", 1, (0, 1000), p) as u32,
+        filter: r.choice("filter", Filter::Lanczos3, parse_filter, &FILTERS, p),
+        level: r.choice("level", LevelPolicy::Finest, parse_level, &LEVELS, p),
+        reader: r.choice("reader", ReaderChoice::Auto, parse_reader, &READERS, p),
+    })
+}
+
+/// `tissue`'s detector and that detector's parameters.
+fn tissue_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    let detector = r.choice("detector", "cpia-color", parse_detector, &DETECTORS, p);
+    if detector == "otsu" {
+        r.check_keys(&OTSU_KEYS, p);
+        let d = OtsuParams::default();
+        Operator::Tissue(TissueParams::Otsu(OtsuParams {
+            thumbnail: r.int("thumbnail", i64::from(d.thumbnail), (64, 16384), p) as u32,
+            median: odd_median(r, d.median, p),
+            close: r.int("close", i64::from(d.close), (0, 64), p) as u32,
+            min_fraction: r.float("min_fraction", d.min_fraction, (0.0, 1.0), p),
+        }))
+    } else {
+        r.check_keys(&COLOR_KEYS, p);
+        Operator::Tissue(TissueParams::Color {
+            statistic: r.choice("statistic", Filter::Lanczos3, parse_filter, &FILTERS, p),
+            max: r.byte("max", 220, p),
+            min_r: r.byte("min_r", 100, p),
+            min_b: r.byte("min_b", 30, p),
+            r_minus_g: r.byte("r_minus_g", 20, p),
+        })
+    }
+}
+
+/// The Otsu detector's median window: odd, so that it has a centre.
+fn odd_median(r: &mut Params<'_>, default: u32, p: &mut Vec<Problem>) -> u32 {
+    let m = r.int("median", i64::from(default), (1, 31), p);
+    if m % 2 == 0 {
+        if let Some(prm) = r.get("median") {
+            p.push(Problem::at(
+                &prm.value.loc,
+                "`median` of `tissue` must be odd (a window with a centre)",
+            ));
+            r.ok = false;
+        }
+    }
+    m as u32
+}
+
+/// `subtiles`'s size (required), pick, white level and statistic.
+fn subtile_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    r.check_keys(&SUBTILE_KEYS, p);
+    let size = r.required_int("size", (1, MAX_TILE), p) as u32;
+    let pick = r
+        .get("pick")
+        .is_some()
+        .then(|| r.int("pick", 1, (1, 1 << 20), p) as u32);
+    Operator::Subtiles(SubtileParams {
+        size,
+        pick,
+        white: r.byte("white", 220, p),
+        statistic: r.choice("statistic", Filter::Bilinear, parse_filter, &FILTERS, p),
+    })
+}
+
+/// `encode_tiles`'s JPEG settings and its scale (required).
+fn tile_encode_params(r: &mut Params<'_>, p: &mut Vec<Problem>) -> Operator {
+    r.check_keys(&TILE_ENCODE_KEYS, p);
+    let jpeg = jpeg_settings(r, p);
+    let scale = r.choice("scale", "", parse_scale, &SCALES, p);
+    if r.get("scale").is_none() {
+        p.push(
+            Problem::at(
+                &r.op.loc,
+                "operator `encode_tiles` requires the parameter `scale`",
+            )
+            .hint("the scale folder the tiles go to: XL, L, M or S"),
+        );
+        r.ok = false;
+    }
+    Operator::EncodeTiles(TileEncodeParams {
+        jpeg,
+        scale: scale.to_string(),
+    })
 }
 
 #[cfg(test)]

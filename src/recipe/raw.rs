@@ -445,124 +445,13 @@ pub(crate) fn read(file: usize, doc: &DeTable<'_>, p: &mut Vec<Problem>) -> RawR
         prefix: "",
     };
     top.unknown_keys(&TOP_KEYS, "the recipe", p);
-    let empty = DeTable::new();
-
-    let (ct, header) = match sub_table(&top, "collection", p) {
-        Some((t, l)) => (t, Some(l)),
-        None => (&empty, None),
-    };
-    let c = Reader {
-        table: ct,
-        file,
-        prefix: "collection.",
-    };
-    c.unknown_keys(&COLLECTION_KEYS, "[collection]", p);
-    let collection = RawCollection {
-        header,
-        name: c.string("name", p),
-        kind: c.string("kind", p),
-        organs: c.list("organs", p),
-        diseases: c.list("diseases", p),
-        stain: c.string("stain", p),
-        field: c.string("field", p),
-        year: c.int("year", p),
-        licence: c.string("licence", p),
-        citation: c.string("citation", p),
-        url: c.string("url", p),
-    };
-
-    let (it, header) = match sub_table(&top, "inputs", p) {
-        Some((t, l)) => (t, Some(l)),
-        None => (&empty, None),
-    };
-    let i = Reader {
-        table: it,
-        file,
-        prefix: "inputs.",
-    };
-    i.unknown_keys(&INPUT_KEYS, "[inputs]", p);
-    let inputs = RawInputs {
-        header,
-        source: i.string("source", p),
-        include: i.list("include", p),
-        exclude: i.list("exclude", p),
-        suffixes: i.list("suffixes", p),
-        hidden: i.boolean("hidden", p),
-    };
-
-    let routes = table_array(&top, "route", p).map(|tables| {
-        tables
-            .into_iter()
-            .map(|(t, header)| {
-                let r = Reader {
-                    table: t,
-                    file,
-                    prefix: "route.",
-                };
-                r.unknown_keys(&ROUTE_KEYS, "[[route]]", p);
-                RawRoute {
-                    header,
-                    glob: r.string("glob", p),
-                    regex: r.string("regex", p),
-                    sub_dataset: r.string("sub_dataset", p),
-                    scale: r.string("scale", p),
-                    class: r.string("class", p),
-                }
-            })
-            .collect()
-    });
-
-    let output_name = match sub_table(&top, "output", p) {
-        Some((t, _)) => {
-            let o = Reader {
-                table: t,
-                file,
-                prefix: "output.",
-            };
-            o.unknown_keys(&OUTPUT_KEYS, "[output]", p);
-            o.string("name", p)
-        }
-        None => Slot::Absent,
-    };
-
-    let (mt, header) = match sub_table(&top, "mpp", p) {
-        Some((t, l)) => (t, Some(l)),
-        None => (&empty, None),
-    };
-    let m = Reader {
-        table: mt,
-        file,
-        prefix: "mpp.",
-    };
-    m.unknown_keys(&MPP_KEYS, "[mpp]", p);
-    let mpp = RawMpp {
-        header,
-        sources: m.list("sources", p),
-        default: m.float("default", p),
-        overrides: m.number_table("overrides", p),
-    };
-
-    let mut steps: Vec<RawStep> = Vec::new();
-    let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let tables = table_array(&top, "steps", p).unwrap_or_default();
-    let too_many_steps = tables.len() > super::MAX_STEPS;
-    if let Some((_, header)) = tables.get(super::MAX_STEPS) {
-        p.push(too_many_steps_problem(header, tables.len()));
-    }
-    for (t, header) in tables.into_iter().filter(|_| !too_many_steps) {
-        if let Some(s) = read_step(file, t, header, p) {
-            if let Some(&first) = ids.get(&s.id.v) {
-                p.push(
-                    Problem::at(&s.id.loc, format!("duplicate step id `{}`", s.id.v))
-                        .also("first defined at", &steps[first].id.loc),
-                );
-            } else {
-                ids.insert(s.id.v.clone(), steps.len());
-                steps.push(s);
-            }
-        }
-    }
-
+    // In the order of the file's sections, so problems are reported so.
+    let collection = read_collection(&top, p);
+    let inputs = read_inputs(&top, p);
+    let routes = read_routes(&top, p);
+    let output_name = read_output_name(&top, p);
+    let mpp = read_mpp(&top, p);
+    let (steps, too_many_steps) = read_steps(&top, p);
     RawRecipe {
         file,
         extends: top.string("extends", p),
@@ -574,6 +463,150 @@ pub(crate) fn read(file: usize, doc: &DeTable<'_>, p: &mut Vec<Problem>) -> RawR
         steps,
         too_many_steps,
     }
+}
+
+/// The table `[key]` of `top` (an empty one when absent or not a table) as a
+/// reader whose messages say `key.`, its unknown keys reported; and the
+/// span of its header, when present.
+fn section<'a, 'i>(
+    top: &Reader<'a, 'i>,
+    key: &'a str,
+    prefix: &'a str,
+    known: &[&str],
+    empty: &'a DeTable<'i>,
+    p: &mut Vec<Problem>,
+) -> (Reader<'a, 'i>, Option<Loc>) {
+    let (table, header) = match sub_table(top, key, p) {
+        Some((t, l)) => (t, Some(l)),
+        None => (empty, None),
+    };
+    let r = Reader {
+        table,
+        file: top.file,
+        prefix,
+    };
+    r.unknown_keys(known, &format!("[{key}]"), p);
+    (r, header)
+}
+
+/// `[collection]`: the collection's name, kind and descriptive metadata.
+fn read_collection(top: &Reader<'_, '_>, p: &mut Vec<Problem>) -> RawCollection {
+    let empty = DeTable::new();
+    let (c, header) = section(
+        top,
+        "collection",
+        "collection.",
+        &COLLECTION_KEYS,
+        &empty,
+        p,
+    );
+    RawCollection {
+        header,
+        name: c.string("name", p),
+        kind: c.string("kind", p),
+        organs: c.list("organs", p),
+        diseases: c.list("diseases", p),
+        stain: c.string("stain", p),
+        field: c.string("field", p),
+        year: c.int("year", p),
+        licence: c.string("licence", p),
+        citation: c.string("citation", p),
+        url: c.string("url", p),
+    }
+}
+
+/// `[inputs]`: the source root and which files of it are inputs.
+fn read_inputs(top: &Reader<'_, '_>, p: &mut Vec<Problem>) -> RawInputs {
+    let empty = DeTable::new();
+    let (i, header) = section(top, "inputs", "inputs.", &INPUT_KEYS, &empty, p);
+    RawInputs {
+        header,
+        source: i.string("source", p),
+        include: i.list("include", p),
+        exclude: i.list("exclude", p),
+        suffixes: i.list("suffixes", p),
+        hidden: i.boolean("hidden", p),
+    }
+}
+
+/// `[[route]]`: the routing rules, in order; `None` when there are none.
+fn read_routes(top: &Reader<'_, '_>, p: &mut Vec<Problem>) -> Option<Vec<RawRoute>> {
+    let tables = table_array(top, "route", p)?;
+    let routes = tables
+        .into_iter()
+        .map(|(t, header)| {
+            let r = Reader {
+                table: t,
+                file: top.file,
+                prefix: "route.",
+            };
+            r.unknown_keys(&ROUTE_KEYS, "[[route]]", p);
+            RawRoute {
+                header,
+                glob: r.string("glob", p),
+                regex: r.string("regex", p),
+                sub_dataset: r.string("sub_dataset", p),
+                scale: r.string("scale", p),
+                class: r.string("class", p),
+            }
+        })
+        .collect();
+    Some(routes)
+}
+
+/// `[output]`: the output name template.
+fn read_output_name(top: &Reader<'_, '_>, p: &mut Vec<Problem>) -> Slot<String> {
+    match sub_table(top, "output", p) {
+        Some((t, _)) => {
+            let o = Reader {
+                table: t,
+                file: top.file,
+                prefix: "output.",
+            };
+            o.unknown_keys(&OUTPUT_KEYS, "[output]", p);
+            o.string("name", p)
+        }
+        None => Slot::Absent,
+    }
+}
+
+/// `[mpp]`: the MPP fallback chain.
+fn read_mpp(top: &Reader<'_, '_>, p: &mut Vec<Problem>) -> RawMpp {
+    let empty = DeTable::new();
+    let (m, header) = section(top, "mpp", "mpp.", &MPP_KEYS, &empty, p);
+    RawMpp {
+        header,
+        sources: m.list("sources", p),
+        default: m.float("default", p),
+        overrides: m.number_table("overrides", p),
+    }
+}
+
+/// `[[steps]]`, each read alone (a duplicate id reported at the second);
+/// none at all when there are more than [`super::MAX_STEPS`] (then the
+/// second value is true).
+fn read_steps(top: &Reader<'_, '_>, p: &mut Vec<Problem>) -> (Vec<RawStep>, bool) {
+    let mut steps: Vec<RawStep> = Vec::new();
+    let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let tables = table_array(top, "steps", p).unwrap_or_default();
+    let too_many_steps = tables.len() > super::MAX_STEPS;
+    if let Some((_, header)) = tables.get(super::MAX_STEPS) {
+        p.push(too_many_steps_problem(header, tables.len()));
+    }
+    for (t, header) in tables.into_iter().filter(|_| !too_many_steps) {
+        if let Some(s) = read_step(top.file, t, header, p) {
+            if let Some(&first) = ids.get(&s.id.v) {
+                p.push(
+                    Problem::at(&s.id.loc, format!("duplicate step id `{}`", s.id.v))
+                        .also("first defined at", &steps[first].id.loc),
+                );
+            } else {
+                ids.insert(s.id.v.clone(), steps.len());
+                steps.push(s);
+            }
+        }
+    }
+    (steps, too_many_steps)
 }
 
 /// The error of a recipe with more than [`super::MAX_STEPS`] steps, at the

@@ -1,5 +1,5 @@
 //! Gathering a report: the workspace's collections ([`super::collections`]),
-//! the state's aggregates ([`crate::store::summary`]) and the published
+//! the state's aggregates ([`crate::store::overview`]) and the published
 //! counts ([`super::published`]), put side by side.
 //!
 //! Cost: the aggregates read a row per WSI unit, ROI output and input, never
@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::recipe::{Field, Kind, Scale};
-use crate::store::summary::{spread, FolderCount, SlideRow};
+use crate::store::overview::{spread, FolderCount, SlideRow};
 use crate::store::{State, StateError};
 use crate::workspace::Workspace;
 
@@ -157,7 +157,7 @@ struct Facts {
     failures: HashMap<String, Vec<FailureItem>>,
     /// collection → (slide, origin, mpp)
     reads: HashMap<String, Vec<(String, String, f64)>>,
-    last_build: Option<crate::store::summary::BuildRow>,
+    last_build: Option<crate::store::overview::BuildRow>,
     /// (collection, recorded library versions, outputs) of outputs made
     /// with other versions than this cpia's.
     other_libraries: Vec<(String, String, u64)>,
@@ -224,100 +224,20 @@ fn collection_report(
     published: &HashMap<&str, &published::Row>,
 ) -> CollectionReport {
     let name = c.meta.name.as_str();
-    let folders: Vec<&FolderCount> = facts
-        .folders
-        .iter()
-        .filter(|f| f.collection == name)
-        .collect();
-    let mut rows: Vec<SubDatasetReport> = Vec::new();
-    let row = |sub: &str, scale: Scale, exact: bool| SubDatasetReport {
-        name: sub.to_string(),
-        scale: scale.dir().to_string(),
-        sheet: sheet_of(scale).to_string(),
-        exact,
-        built: 0,
-        published: None,
-        published_sheet: None,
-        difference: None,
-        samples: Vec::new(),
-    };
-    for sd in c.sub_datasets.iter().filter(|s| s.exact) {
-        rows.push(row(&sd.name, sd.scale, true));
-    }
-    let mut images = 0;
-    let mut qc_pictures = 0;
-    let mut unexpected = false;
-    for f in &folders {
-        let Some(scale) = image_scale(&f.path) else {
-            qc_pictures += f.files;
-            continue;
-        };
-        images += f.files;
-        let sub = &f.path[scale.dir().len() + 1..];
-        match rows
-            .iter_mut()
-            .find(|r| r.name == sub && r.scale == scale.dir())
-        {
-            Some(r) => r.built += f.files,
-            None => {
-                unexpected = true;
-                let mut r = row(sub, scale, true);
-                r.built = f.files;
-                rows.push(r);
-            }
-        }
-    }
-    // A route whose sub-datasets depend on the inputs is shown as its pattern
-    // until something is built.
-    if !unexpected {
-        for sd in c.sub_datasets.iter().filter(|s| !s.exact) {
-            rows.push(row(&sd.name, sd.scale, false));
-        }
-    }
-    let mut published_total = None;
-    for r in &mut rows {
-        if let Some(p) = published.get(r.name.as_str()).filter(|_| r.exact) {
-            r.published = Some(p.images);
-            r.difference = Some(r.built as i64 - p.images as i64);
-            if p.sheet != r.sheet {
-                r.published_sheet = Some(p.sheet.clone());
-            }
-            *published_total.get_or_insert(0) += p.images;
-        }
-    }
-
-    let counts = facts.inputs.get(name).map(Vec::as_slice).unwrap_or(&[]);
-    let inputs: u64 = counts.iter().map(|(_, n)| n).sum();
-    let complete: u64 = counts
-        .iter()
-        .filter(|(fp, _)| fp.as_deref() == Some(c.fingerprint.as_str()))
-        .map(|(_, n)| n)
-        .sum();
+    let built = built_sub_datasets(c, facts);
+    let mut rows = built.rows;
+    let published_total = add_published(&mut rows, published);
+    let (inputs, complete) = input_counts(c, facts);
     let (failed_inputs, records) = facts.failure_counts.get(name).copied().unwrap_or((0, 0));
     let failures = Failures {
         inputs: failed_inputs,
         records,
         shown: facts.failures.get(name).cloned().unwrap_or_default(),
     };
-    let reads = facts.reads.get(name).map(Vec::as_slice).unwrap_or(&[]);
-    let mut origins: BTreeMap<&str, u64> = BTreeMap::new();
-    for (_, origin, _) in reads {
-        *origins.entry(origin.as_str()).or_default() += 1;
-    }
-    let mpp_fallbacks = reads
-        .iter()
-        .filter(|(_, o, _)| o != "openslide")
-        .take(MPP_FALLBACKS_SHOWN)
-        .map(|(slide, origin, mpp)| SlideMpp {
-            slide: slide.clone(),
-            origin: origin.clone(),
-            mpp: *mpp,
-        })
-        .collect();
-
+    let (mpp, mpp_fallbacks) = mpp_origins(facts, name);
     let status = match &c.source {
         Err(e) if !e.is_unavailable() => "source unusable",
-        Err(_) if images > 0 => "source missing",
+        Err(_) if built.images > 0 => "source missing",
         Err(_) => "not available",
         Ok(_) if failed_inputs > 0 => "failures",
         Ok(_) if inputs == 0 => "not built",
@@ -349,21 +269,143 @@ fn collection_report(
         status: status.into(),
         inputs,
         complete,
-        images,
-        qc_pictures,
+        images: built.images,
+        qc_pictures: built.qc_pictures,
         published: published_total,
         sub_datasets: rows,
         failures,
-        mpp: origins
-            .into_iter()
-            .map(|(o, n)| OriginCount {
-                origin: o.to_string(),
-                slides: n,
-            })
-            .collect(),
+        mpp,
         mpp_fallbacks,
         slides: None,
     }
+}
+
+/// What a collection built, by sub-dataset, from its output folders.
+struct Built {
+    /// The recipe's exact sub-datasets, then any other built, then (while
+    /// nothing unexpected is built) the patterns of input-dependent routes.
+    rows: Vec<SubDatasetReport>,
+    images: u64,
+    qc_pictures: u64,
+}
+
+/// A collection's sub-dataset rows with the images built in each.
+fn built_sub_datasets(c: &Collection, facts: &Facts) -> Built {
+    let name = c.meta.name.as_str();
+    let row = |sub: &str, scale: Scale, exact: bool| SubDatasetReport {
+        name: sub.to_string(),
+        scale: scale.dir().to_string(),
+        sheet: sheet_of(scale).to_string(),
+        exact,
+        built: 0,
+        published: None,
+        published_sheet: None,
+        difference: None,
+        samples: Vec::new(),
+    };
+    let mut built = Built {
+        rows: Vec::new(),
+        images: 0,
+        qc_pictures: 0,
+    };
+    for sd in c.sub_datasets.iter().filter(|s| s.exact) {
+        built.rows.push(row(&sd.name, sd.scale, true));
+    }
+    let mut unexpected = false;
+    for f in facts.folders.iter().filter(|f| f.collection == name) {
+        let Some(scale) = image_scale(&f.path) else {
+            built.qc_pictures += f.files;
+            continue;
+        };
+        built.images += f.files;
+        let sub = &f.path[scale.dir().len() + 1..];
+        match built
+            .rows
+            .iter_mut()
+            .find(|r| r.name == sub && r.scale == scale.dir())
+        {
+            Some(r) => r.built += f.files,
+            None => {
+                unexpected = true;
+                let mut r = row(sub, scale, true);
+                r.built = f.files;
+                built.rows.push(r);
+            }
+        }
+    }
+    // A route whose sub-datasets depend on the inputs is shown as its pattern
+    // until something is built.
+    if !unexpected {
+        for sd in c.sub_datasets.iter().filter(|s| !s.exact) {
+            built.rows.push(row(&sd.name, sd.scale, false));
+        }
+    }
+    built
+}
+
+/// The published counts beside the built ones (exact sub-datasets only);
+/// the published total, if any row has one.
+fn add_published(
+    rows: &mut [SubDatasetReport],
+    published: &HashMap<&str, &published::Row>,
+) -> Option<u64> {
+    let mut published_total = None;
+    for r in rows {
+        if let Some(p) = published.get(r.name.as_str()).filter(|_| r.exact) {
+            r.published = Some(p.images);
+            r.difference = Some(r.built as i64 - p.images as i64);
+            if p.sheet != r.sheet {
+                r.published_sheet = Some(p.sheet.clone());
+            }
+            *published_total.get_or_insert(0) += p.images;
+        }
+    }
+    published_total
+}
+
+/// A collection's recorded inputs, and those complete under its current
+/// plan fingerprint.
+fn input_counts(c: &Collection, facts: &Facts) -> (u64, u64) {
+    let counts = facts
+        .inputs
+        .get(c.meta.name.as_str())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let inputs: u64 = counts.iter().map(|(_, n)| n).sum();
+    let complete: u64 = counts
+        .iter()
+        .filter(|(fp, _)| fp.as_deref() == Some(c.fingerprint.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    (inputs, complete)
+}
+
+/// Where a collection's slides got their MPP (slides per origin), and the
+/// first slides whose MPP is not OpenSlide's.
+fn mpp_origins(facts: &Facts, name: &str) -> (Vec<OriginCount>, Vec<SlideMpp>) {
+    let reads = facts.reads.get(name).map(Vec::as_slice).unwrap_or(&[]);
+    let mut origins: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, origin, _) in reads {
+        *origins.entry(origin.as_str()).or_default() += 1;
+    }
+    let fallbacks = reads
+        .iter()
+        .filter(|(_, o, _)| o != "openslide")
+        .take(MPP_FALLBACKS_SHOWN)
+        .map(|(slide, origin, mpp)| SlideMpp {
+            slide: slide.clone(),
+            origin: origin.clone(),
+            mpp: *mpp,
+        })
+        .collect();
+    let origins = origins
+        .into_iter()
+        .map(|(o, n)| OriginCount {
+            origin: o.to_string(),
+            slides: n,
+        })
+        .collect();
+    (origins, fallbacks)
 }
 
 fn field_name(f: Field) -> &'static str {

@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::tiff::{self, Dir, ReadAt, Tiff, TiffError};
+use super::Region;
 use crate::ops::RgbImage;
 
 /// Largest level edge accepted, in pixels: beyond any scanner, and keeps all
@@ -491,37 +492,23 @@ impl DirectSlide {
         self.levels.iter().map(|l| l.downsample).collect()
     }
 
-    /// Same contract as `Slide::read_rgb`: `(x, y)` in level-0 coordinates,
-    /// `w`×`h` pixels of `level`, RGB8, black outside the image — and the
-    /// same pixels as OpenSlide's `read_region` un-premultiplied.
-    pub fn read_rgb(
-        &self,
-        x: u64,
-        y: u64,
-        level: usize,
-        w: u32,
-        h: u32,
-    ) -> Result<RgbImage, String> {
-        self.read_rgb_into(x, y, level, w, h, Vec::new())
+    /// Same contract as [`super::Slide::read_openslide`]: the region's
+    /// pixels as RGB8, black outside the image — and the same pixels as
+    /// OpenSlide's `read_region` un-premultiplied.
+    pub fn read_rgb(&self, region: Region) -> Result<RgbImage, String> {
+        self.read_rgb_into(region, Vec::new())
     }
 
     /// [`DirectSlide::read_rgb`] into a recycled buffer: a 7530² region is
     /// 170 MB, and fresh pages for it on every cell cost more kernel time
     /// (zeroing) than reusing one buffer per worker.
-    pub fn read_rgb_into(
-        &self,
-        x: u64,
-        y: u64,
-        level: usize,
-        w: u32,
-        h: u32,
-        buffer: Vec<u8>,
-    ) -> Result<RgbImage, String> {
+    pub fn read_rgb_into(&self, region: Region, buffer: Vec<u8>) -> Result<RgbImage, String> {
+        let Region { x, y, level, w, h } = region;
         let l = self
             .levels
             .get(level)
             .ok_or_else(|| format!("no level {level} (the slide has {})", self.levels.len()))?;
-        if u64::from(w) * u64::from(h) > super::MAX_REGION_PIXELS {
+        if region.pixels() > super::MAX_REGION_PIXELS {
             return Err(format!("refusing to read a {w}x{h} region in one piece"));
         }
         if x > 1 << 52 || y > 1 << 52 {

@@ -3,8 +3,13 @@
 //! fuzz corpus with deterministic mutations; an ignored benchmark.
 
 use super::*;
-use crate::slide::{Reader, Slide};
+use crate::slide::{ReaderChoice, Slide};
 use std::path::PathBuf;
+
+/// The region `(x, y)` (level-0 coordinates), `w`×`h` pixels of `level`.
+fn region(x: u64, y: u64, level: usize, w: u32, h: u32) -> Region {
+    Region { x, y, level, w, h }
+}
 
 /// The shared slides, or `None` after [`crate::need::missing`].
 fn testdata() -> Option<PathBuf> {
@@ -62,8 +67,8 @@ fn compare(path: &Path, label: &str, strict_level0: bool) -> Vec<(usize, u8, f64
     for (li, lv) in os.meta.levels.iter().enumerate() {
         let (mut max, mut sum, mut n) = (0u8, 0.0, 0);
         for (x, y, w, h) in regions(w0, h0, lv.downsample) {
-            let a = os.read_rgb(x, y, li, w, h).unwrap();
-            let b = d.read_rgb(x, y, li, w, h).unwrap();
+            let a = os.read_openslide(region(x, y, li, w, h)).unwrap();
+            let b = d.read_rgb(region(x, y, li, w, h)).unwrap();
             let (m, mean) = diff(&a, &b);
             if m > 0 {
                 eprintln!("{label} level {li} region ({x},{y}) {w}x{h}: max {m} mean {mean:.5}");
@@ -133,8 +138,8 @@ fn generated_fixture_matches_openslide() {
     // A region larger than OpenSlide's 4096-px chunk at level 1.
     let os = Slide::open(&p).unwrap();
     let d = DirectSlide::open(&p).unwrap().unwrap();
-    let a = os.read_rgb(1234, 567, 1, 4200, 300).unwrap();
-    let b = d.read_rgb(1234, 567, 1, 4200, 300).unwrap();
+    let a = os.read_openslide(region(1234, 567, 1, 4200, 300)).unwrap();
+    let b = d.read_rgb(region(1234, 567, 1, 4200, 300)).unwrap();
     let (m, mean) = diff(&a, &b);
     eprintln!("PARITY fixture level 1 chunked 4200x300: max {m} mean {mean:.6}");
     assert!(mean < 0.5);
@@ -143,14 +148,14 @@ fn generated_fixture_matches_openslide() {
     // through the scratch tile) and one over the border (zeroed) must both
     // come out as from a fresh buffer.
     let (w0, h0) = (os.meta.width, os.meta.height);
-    let mut buf = d.read_rgb(0, 0, 0, 1000, 900).unwrap().into_raw();
+    let mut buf = d.read_rgb(region(0, 0, 0, 1000, 900)).unwrap().into_raw();
     for (x, y, w, h) in [
         (240, 480, 960, 720),
         (37, 251, 999, 777),
         (w0 - 500, h0 - 300, 1000, 900),
     ] {
-        let fresh = os.read_rgb(x, y, 0, w, h).unwrap();
-        let recycled = d.read_rgb_into(x, y, 0, w, h, buf).unwrap();
+        let fresh = os.read_openslide(region(x, y, 0, w, h)).unwrap();
+        let recycled = d.read_rgb_into(region(x, y, 0, w, h), buf).unwrap();
         assert_eq!(diff(&fresh, &recycled), (0, 0.0), "region {x},{y} {w}x{h}");
         buf = recycled.into_raw();
     }
@@ -556,7 +561,7 @@ fn malformed_files_are_clear_errors() {
     }
     std::fs::write(&p, &b).unwrap();
     if let Ok(Some(s)) = DirectSlide::open(&p) {
-        let r = s.read_rgb(0, 0, 0, 64, 64);
+        let r = s.read_rgb(region(0, 0, 0, 64, 64));
         eprintln!("garbage tile read: {:?}", r.as_ref().err());
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -671,14 +676,20 @@ fn bench_direct_vs_openslide() {
     let openslide = || {
         for &(x, y) in &cells {
             let b = crate::ops::pool::take((rs * rs * 3) as usize);
-            let img = os.read_with(Reader::OpenSlide, x, y, 0, rs as u32, rs as u32, b);
+            let img = os.read_with(
+                ReaderChoice::OpenSlide,
+                region(x, y, 0, rs as u32, rs as u32),
+                b,
+            );
             crate::ops::pool::give(img.unwrap().into_raw());
         }
     };
     let direct = || {
         for &(x, y) in &cells {
             let b = crate::ops::pool::take((rs * rs * 3) as usize);
-            let img = d.read_rgb_into(x, y, 0, rs as u32, rs as u32, b).unwrap();
+            let img = d
+                .read_rgb_into(region(x, y, 0, rs as u32, rs as u32), b)
+                .unwrap();
             crate::ops::pool::give(img.into_raw());
         }
     };

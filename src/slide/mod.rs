@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod direct;
 pub mod tiff;
 
+pub use crate::ops::wsi::ReaderChoice;
 use crate::ops::RgbImage;
 
 /// Properties kept from a slide (the ones the MPP policy and provenance use).
@@ -85,10 +86,10 @@ pub fn level0_pixels_read() -> u64 {
 }
 
 /// Counts one region read.
-fn count_read(level: usize, w: u32, h: u32) {
+fn count_read(r: &Region) {
     REGIONS.fetch_add(1, Ordering::Relaxed);
-    if level == 0 {
-        LEVEL0_PIXELS.fetch_add(u64::from(w) * u64::from(h), Ordering::Relaxed);
+    if r.level == 0 {
+        LEVEL0_PIXELS.fetch_add(r.pixels(), Ordering::Relaxed);
     }
 }
 
@@ -103,23 +104,42 @@ pub struct Slide {
     pub meta: SlideMeta,
 }
 
-/// Which reader reads regions.
+/// Which reader reads a region (the recipe chooses with
+/// [`ReaderChoice`]; [`Slide::effective_reader`] says which one serves a
+/// read). Recorded with each unit by its [`Reader::as_str`] name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reader {
-    /// The direct tile reader where it applies (level-0 reads of tiled JPEG
-    /// TIFF/SVS), else OpenSlide.
-    Auto,
-    /// Always OpenSlide.
+    /// The direct tile reader ([`direct`]).
+    Direct,
+    /// OpenSlide.
     OpenSlide,
 }
 
 impl Reader {
-    /// Recipe spelling.
+    /// The name recorded in the state and shown by `why`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reader::Auto => "auto",
+            Reader::Direct => "direct",
             Reader::OpenSlide => "openslide",
         }
+    }
+}
+
+/// A region of a slide: `w`×`h` pixels of `level` whose top-left corner is
+/// `(x, y)` in level-0 coordinates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Region {
+    pub x: u64,
+    pub y: u64,
+    pub level: usize,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Region {
+    /// Its pixels.
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.w) * u64::from(self.h)
     }
 }
 
@@ -191,14 +211,14 @@ impl Slide {
         Ok((osr, meta))
     }
 
-    /// The reader that `reader` resolves to for a read at `level`: direct
+    /// The reader that `choice` resolves to for a read at `level`: direct
     /// reads are bit-exact with OpenSlide at level 0 only, so other levels
     /// always go through OpenSlide.
-    pub fn effective_reader(&self, reader: Reader, level: usize) -> &'static str {
-        if reader == Reader::Auto && level == 0 && self.direct.is_some() {
-            "direct"
+    pub fn effective_reader(&self, choice: ReaderChoice, level: usize) -> Reader {
+        if choice == ReaderChoice::Auto && level == 0 && self.direct.is_some() {
+            Reader::Direct
         } else {
-            "openslide"
+            Reader::OpenSlide
         }
     }
 
@@ -210,55 +230,35 @@ impl Slide {
 
     /// Reads a region with the chosen reader (see [`Slide::effective_reader`]),
     /// reusing `buffer`'s allocation (its contents are overwritten).
-    #[allow(clippy::too_many_arguments)]
     pub fn read_with(
         &self,
-        reader: Reader,
-        x: u64,
-        y: u64,
-        level: usize,
-        w: u32,
-        h: u32,
+        choice: ReaderChoice,
+        region: Region,
         buffer: Vec<u8>,
     ) -> Result<RgbImage, String> {
-        match (&self.direct, self.effective_reader(reader, level)) {
-            (Some(d), "direct") => {
-                count_read(level, w, h);
-                d.read_rgb_into(x, y, level, w, h, buffer)
+        match (&self.direct, self.effective_reader(choice, region.level)) {
+            (Some(d), Reader::Direct) => {
+                count_read(&region);
+                d.read_rgb_into(region, buffer)
             }
-            _ => self.read_openslide(x, y, level, w, h, buffer),
+            _ => self.read_openslide_into(region, buffer),
         }
     }
 
-    /// Reads `w`×`h` pixels of `level` whose top-left corner is `(x, y)` in
-    /// level-0 coordinates, as RGB. Level-0 regions are read in strips of at
-    /// most [`STRIP_PIXELS`], so OpenSlide's 4-byte-per-pixel buffer never
-    /// holds a whole 7530² region.
-    pub fn read_rgb(
-        &self,
-        x: u64,
-        y: u64,
-        level: usize,
-        w: u32,
-        h: u32,
-    ) -> Result<RgbImage, String> {
-        self.read_openslide(x, y, level, w, h, Vec::new())
+    /// Reads a region through OpenSlide, whatever the slide, as RGB.
+    /// Level-0 regions are read in strips of at most [`STRIP_PIXELS`], so
+    /// OpenSlide's 4-byte-per-pixel buffer never holds a whole 7530² region.
+    pub fn read_openslide(&self, region: Region) -> Result<RgbImage, String> {
+        self.read_openslide_into(region, Vec::new())
     }
 
-    /// [`Slide::read_rgb`] into `buffer`'s allocation.
-    fn read_openslide(
-        &self,
-        x: u64,
-        y: u64,
-        level: usize,
-        w: u32,
-        h: u32,
-        buffer: Vec<u8>,
-    ) -> Result<RgbImage, String> {
-        if u64::from(w) * u64::from(h) > MAX_REGION_PIXELS {
+    /// [`Slide::read_openslide`] into `buffer`'s allocation.
+    fn read_openslide_into(&self, region: Region, buffer: Vec<u8>) -> Result<RgbImage, String> {
+        let Region { x, y, level, w, h } = region;
+        if region.pixels() > MAX_REGION_PIXELS {
             return Err(format!("refusing to read a {w}x{h} region in one piece"));
         }
-        count_read(level, w, h);
+        count_read(&region);
         // Strips only at level 0, where a row is exactly one level-0 row; a
         // coarser level's non-integer downsample would shift strip origins.
         let rows = if level == 0 {
@@ -273,7 +273,7 @@ impl Slide {
         while done < h {
             let n = rows.min(h - done);
             let y0 = y + u64::from(done);
-            let region = openslide_rs::Region {
+            let strip = openslide_rs::Region {
                 size: openslide_rs::Size { w, h: n },
                 level: level as u32,
                 address: openslide_rs::Address {
@@ -285,7 +285,7 @@ impl Slide {
             };
             let bgra = self
                 .osr
-                .read_region(&region)
+                .read_region(&strip)
                 .map_err(|e| format!("reading region ({x}, {y0}) {w}x{n} at level {level}: {e}"))?;
             if level == 0 && self.level0_is_whole() {
                 self.check_opaque(&bgra, x, y0, w)?;
@@ -363,7 +363,13 @@ impl Slide {
         let mut y = 0u32;
         while y < lh {
             let hh = strip.min(lh - y);
-            let part = self.read_rgb(0, (f64::from(y) * l.downsample) as u64, level, lw, hh)?;
+            let part = self.read_openslide(Region {
+                x: 0,
+                y: (f64::from(y) * l.downsample) as u64,
+                level,
+                w: lw,
+                h: hh,
+            })?;
             image::imageops::replace(&mut full, &part, 0, i64::from(y));
             y += hh;
         }
@@ -495,7 +501,14 @@ mod tests {
         let s = Slide::open(&td.join("CMU-1-Small-Region.svs")).unwrap();
         assert_eq!((s.meta.width, s.meta.height), (2220, 2967));
         assert_eq!(s.meta.properties["openslide.mpp-x"], "0.499");
-        let img = s.read_rgb(100, 100, 0, 64, 48).unwrap();
+        let region = Region {
+            x: 100,
+            y: 100,
+            level: 0,
+            w: 64,
+            h: 48,
+        };
+        let img = s.read_openslide(region).unwrap();
         assert_eq!((img.width(), img.height()), (64, 48));
         let (thumb, scale) = s.thumbnail(256).unwrap();
         assert_eq!(thumb.height(), 256);

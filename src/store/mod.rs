@@ -5,9 +5,14 @@
 //! [`state`] (opening, errors, interned values, the build log), [`scan`]
 //! (the stat index and the inputs of collections), [`outputs`] (what an input
 //! produced), [`dirs`] (output folders and their identities), [`events`]
-//! (the single write path for results), [`summary`] (aggregates and bounded
-//! samples for `list`, `status` and `report`), [`version`] (what a state of
-//! another cpia's schema means: migrated, set aside or refused).
+//! (the single write path for results), [`records`] (the rows as plain
+//! structs), [`overview`] (aggregates and bounded samples for `list`,
+//! `status` and `report`), [`audit`] (what provenance reads: output facts,
+//! the build history, the manifests' bookkeeping), [`exports`] (the exports'
+//! rows), [`submitted`] (Slurm plans not merged yet), [`journal`] (the
+//! journal files of processes that must not open the database), [`version`]
+//! (what a state of another cpia's schema means: migrated, set aside or
+//! refused).
 //!
 //! Architecture invariant: the store knows rows, not recipes or pixels. It is
 //! written only after a file is safely on disk (so a crash loses at most the
@@ -20,12 +25,12 @@ pub mod events;
 pub mod exports;
 pub mod journal;
 pub mod outputs;
+pub mod overview;
 pub mod records;
 pub mod scan;
 pub mod schema;
 pub mod state;
 pub mod submitted;
-pub mod summary;
 pub mod version;
 
 pub use events::Event;

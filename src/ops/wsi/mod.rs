@@ -60,8 +60,9 @@ pub struct GridParams {
     pub reader: ReaderChoice,
 }
 
-/// The `reader` parameter of `wsi_grid` (mirrors `slide::Reader`, which
-/// `ops` must not depend on).
+/// The `reader` parameter of `wsi_grid`: which reader a read may use
+/// (`slide::Slide::effective_reader` resolves it to the `slide::Reader`
+/// that serves a read; `slide` uses this type, as `ops` may not use `slide`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReaderChoice {
     Auto,

@@ -1,10 +1,10 @@
 //! What provenance and audit read and keep in the state (issue 10), one
 //! concept per file: every output with what made it, streamed
-//! ([`facts`]); the build history and the recipe archive ([`archive`]); the
+//! ([`output_facts`]); the build history and the recipe archive ([`history`]); the
 //! bookkeeping of the manifests in the dataset ([`manifests`]).
 
-pub mod archive;
-pub mod facts;
+pub mod history;
 pub mod manifests;
+pub mod output_facts;
 
-pub use facts::{FailureFacts, OutputFacts, OutputFilter, TileFacts};
+pub use output_facts::{FailureFacts, OutputFacts, OutputFilter, TileFacts};
