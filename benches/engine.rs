@@ -10,6 +10,7 @@
 //!   shared/testdata (16 copies), and 1,000 BreakHis-size PNGs (700×460 RGB)
 //!   cut from the real tissue of CMU-1-Small-Region by the fixture tooling
 //!   (`breakhis_pngs`). Target: `-j 2` at least 5.5x Pillow on the PNGs.
+//!   With `CPIA_BENCH_BASELINE=<another cpia binary>`, its `-j 2` build too.
 //!
 //! - `wsi`: on a generated 40x slide (4x4 CPIA cells of real tissue, the
 //!   resize path), in one run: `cpia build -j 2` wall time and peak RSS, the
@@ -29,6 +30,11 @@
 //!   tile from pixels (the pixel floor; target: the build within 1.1x of
 //!   it), and decoding plus encoding the XL tiles and cutting L, M and S
 //!   from them (`ops::jpeg_crop`, the floor of this design).
+//! - `rebuild`: on the generated 20x slide, the rebuild that replaces every
+//!   tile (the encoders' quality changed after a build): wall, user and
+//!   system time of `cpia build -j 2`, warm median. With
+//!   `CPIA_BENCH_BASELINE=<another cpia binary>` the same rebuild by that
+//!   binary is measured in the same run (before/after a change).
 //! - `crop`: per kept 3840² cell of the 20x slide, thread CPU time of its L,
 //!   M and S tiles made three ways: encoded from pixels, cut by
 //!   libjpeg-turbo's `tj3Transform` (one call per scale), and spliced by
@@ -46,10 +52,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn cpia() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cpia"))
-}
 
 fn testdata() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CPIA_TESTDATA") {
@@ -121,8 +123,19 @@ fn workspace(dir: &Path, recipe: &str) {
 }
 
 fn build(dir: &Path, jobs: &str) -> (f64, serde_json::Value) {
+    build_by(Path::new(env!("CARGO_BIN_EXE_cpia")), dir, jobs)
+}
+
+/// Another `cpia` binary to measure beside this one (`CPIA_BENCH_BASELINE`:
+/// before/after a change, in one run), in the modes that say so.
+fn baseline() -> Option<PathBuf> {
+    std::env::var_os("CPIA_BENCH_BASELINE").map(PathBuf::from)
+}
+
+/// [`build`] by the `cpia` binary `bin`.
+fn build_by(bin: &Path, dir: &Path, jobs: &str) -> (f64, serde_json::Value) {
     let t = Instant::now();
-    let out = cpia()
+    let out = Command::new(bin)
         .args(["build", "--json", "-j", jobs])
         .current_dir(dir)
         .output()
@@ -138,11 +151,20 @@ fn build(dir: &Path, jobs: &str) -> (f64, serde_json::Value) {
     (secs, j)
 }
 
-/// Measured runs per tool (after one warm-up run).
+/// Measured runs per tool (after one warm-up run); `CPIA_BENCH_RUNS`
+/// lowers it when the machine is too loaded for long benches.
 const RUNS: usize = 5;
 
+fn runs() -> usize {
+    std::env::var("CPIA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(RUNS)
+}
+
 /// Runs `f` once to warm up (page cache, allocator, the VM's memory), then
-/// `RUNS` times back to back; the median of those. Each tool is measured in
+/// [`runs`] times back to back; the median of those. Each tool is measured in
 /// its own consecutive runs, like hyperfine: on this VM a process that follows
 /// a large one (the Python reference) pays for the freed memory the host took
 /// back, which would otherwise bias whichever tool happens to come second.
@@ -159,7 +181,7 @@ fn level0(x: u32, y: u32, size: u32) -> cpia::slide::Region {
 
 fn warm_median(mut f: impl FnMut() -> f64) -> f64 {
     f();
-    median((0..RUNS).map(|_| f()).collect())
+    median((0..runs()).map(|_| f()).collect())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -211,11 +233,21 @@ fn bench_noop() {
 
 /// 1,000 BreakHis-size PNGs (700×460 RGB, zlib's default level) cut from
 /// the real tissue of CMU-1-Small-Region at seeded places, half of them
-/// mirrored; made once into the fixture cache.
+/// mirrored; made once into the fixture cache. The folder is the build's
+/// source folder, so it holds the PNGs only: its completion marker is beside
+/// it (a marker inside was an input, an empty file that failed the build).
 fn breakhis_pngs(td: &Path) -> PathBuf {
     const N: u32 = 1000;
     let dir = cpia::fixture::fixture_cache_dir().join(format!("breakhis-700x460-{N}"));
-    if dir.join("done").is_file() {
+    let done = dir.with_extension("done");
+    for inside in ["done", ".done"] {
+        // Made by an earlier bench, which marked it inside.
+        if dir.join(inside).is_file() {
+            std::fs::remove_file(dir.join(inside)).unwrap();
+            std::fs::write(&done, b"").unwrap();
+        }
+    }
+    if done.is_file() {
         return dir;
     }
     std::fs::create_dir_all(&dir).unwrap();
@@ -238,7 +270,7 @@ fn breakhis_pngs(td: &Path) -> PathBuf {
         });
         img.save(dir.join(format!("{i:04}.png"))).unwrap();
     }
-    std::fs::write(dir.join("done"), b"").unwrap();
+    std::fs::write(&done, b"").unwrap();
     dir
 }
 
@@ -280,17 +312,19 @@ fn roi_against_pillow(src: &Path, n: usize, what: &str) {
         .args(["-c", "import PIL"])
         .status()
         .is_ok_and(|s| s.success());
-    let cpia = |jobs: &str| {
+    let by = |bin: &Path, jobs: &str| {
         let dir = kept_tempdir();
         workspace(dir.path(), RECIPE_ROI);
         std::fs::remove_dir(dir.path().join("src")).unwrap();
         std::os::unix::fs::symlink(src, dir.path().join("src")).unwrap();
-        let (t, j) = build(dir.path(), jobs);
+        let (t, j) = build_by(bin, dir.path(), jobs);
         assert_eq!(j["built"], n as u64, "{j}");
         t
     };
+    let cpia = |jobs: &str| by(Path::new(env!("CARGO_BIN_EXE_cpia")), jobs);
     let m1 = warm_median(|| cpia("1"));
     let m2 = warm_median(|| cpia("2"));
+    let base = baseline().map(|b| (warm_median(|| by(&b, "2")), b));
     let pillow = python_ok.then(|| {
         warm_median(|| {
             let out = kept_tempdir();
@@ -301,9 +335,20 @@ fn roi_against_pillow(src: &Path, n: usize, what: &str) {
         })
     });
     let rate = |t: f64| n as f64 / t;
-    println!("ROI throughput on {what}, warm median of {RUNS}, wall time incl. process start:");
+    println!(
+        "ROI throughput on {what}, warm median of {}, wall time incl. process start:",
+        runs()
+    );
     println!("  cpia build -j 1: {m1:.3} s  {:.1} images/s", rate(m1));
     println!("  cpia build -j 2: {m2:.3} s  {:.1} images/s", rate(m2));
+    if let Some((mb, b)) = &base {
+        println!(
+            "  baseline {} build -j 2: {mb:.3} s  {:.1} images/s; baseline / this: {:.2}x",
+            b.display(),
+            rate(*mb),
+            mb / m2
+        );
+    }
     if let Some(mp) = pillow {
         println!("  Pillow (1 process): {mp:.3} s  {:.1} images/s", rate(mp));
         println!(
@@ -447,13 +492,13 @@ fn bench_wsi() {
     let mut rss = Vec::new();
     let mut tiles = 0;
     // cpia build -j 2, a fresh workspace each run.
-    let b = warm_median(|| {
+    let mut build_by = |bin: &Path| {
         let dir = wsi_workspace(&slide, "auto");
         let ws = dir.path();
         let (t, m) = timed(
             Command::new("/usr/bin/time")
                 .args(["-f", "MAXRSS %M"])
-                .arg(env!("CARGO_BIN_EXE_cpia"))
+                .arg(bin)
                 .args(["build", "--json", "-j", "2"])
                 .current_dir(ws),
         );
@@ -464,7 +509,11 @@ fn bench_wsi() {
             .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
             .count();
         t
-    });
+    };
+    let b = warm_median(|| build_by(Path::new(env!("CARGO_BIN_EXE_cpia"))));
+    let base = baseline().map(|bin| (warm_median(|| build_by(&bin)), bin));
+    // This binary's runs come first (the warm-up run left out).
+    let rss_this = median(rss[1..=runs()].to_vec());
     // The reading floor: OpenSlide reading the same regions on 2 threads.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -484,10 +533,14 @@ fn bench_wsi() {
         t.elapsed().as_secs_f64()
     });
     let py = python_ok.then(|| warm_median(|| python_reference_secs(&slide)));
-    println!(
-        "  cpia build -j 2: {b:.2} s, peak RSS {:.0} MiB, {tiles} tiles",
-        median(rss[1..].to_vec())
-    );
+    println!("  cpia build -j 2: {b:.2} s, peak RSS {rss_this:.0} MiB, {tiles} tiles");
+    if let Some((bb, bin)) = &base {
+        println!(
+            "  baseline {} build -j 2: {bb:.2} s; baseline / this: {:.2}x",
+            bin.display(),
+            bb / b
+        );
+    }
     println!(
         "  OpenSlide reading the same {} regions on 2 threads (floor): {f:.2} s",
         cells.len()
@@ -594,26 +647,28 @@ fn bench_direct() {
     }
 
     // Whole builds, each tool in its own warm, consecutive runs.
-    let build_secs = |reader: &str| {
+    let build_by = |bin: &Path, reader: &str| {
         let ws = wsi_workspace(&slide, reader);
         let (t, _) = timed(
             Command::new("/usr/bin/time")
                 .args(["-f", "MAXRSS %M"])
-                .arg(env!("CARGO_BIN_EXE_cpia"))
+                .arg(bin)
                 .args(["build", "--json", "-j", "2"])
                 .current_dir(ws.path()),
         );
         t
     };
-    let b = warm_median(|| build_secs("auto"));
-    let bo = warm_median(|| build_secs("openslide"));
+    let this = Path::new(env!("CARGO_BIN_EXE_cpia"));
+    let b = warm_median(|| build_by(this, "auto"));
+    let bo = warm_median(|| build_by(this, "openslide"));
+    let base = baseline().map(|bin| (warm_median(|| build_by(&bin, "auto")), bin));
 
     // The floor: per cell, decode its source tiles (a direct read into a
     // recycled buffer: decode + copy) and encode exactly the tiles cpia
     // wrote there, in place; cells and tiles in parallel on 2 threads.
     let ws = wsi_workspace(&slide, "auto");
     timed(
-        Command::new(env!("CARGO_BIN_EXE_cpia"))
+        Command::new(this)
             .args(["build", "--json", "-j", "2"])
             .current_dir(ws.path()),
     );
@@ -684,13 +739,90 @@ fn bench_direct() {
     let f = floor(false);
     let fc = floor(true);
     let py = python_ok.then(|| warm_median(|| python_reference_secs(&slide)));
-    println!("  cpia build -j 2, reader auto (direct): {b:.2} s; reader openslide: {bo:.2} s");
+    println!(
+        "  cpia build -j 2, reader auto (direct): {b:.2} s; reader openslide: {bo:.2} s ({:.2}x)",
+        bo / b
+    );
+    if let Some((bb, bin)) = &base {
+        println!(
+            "  baseline {} build -j 2, reader auto: {bb:.2} s; baseline / this: {:.2}x",
+            bin.display(),
+            bb / b
+        );
+    }
     println!("  pixel floor (decode needed tiles + encode every written tile, 2 threads): {f:.2} s; build / floor: {:.2}x", b / f);
     println!("  crop floor (decode + encode the XL tiles + cut L, M, S from them): {fc:.2} s; build / crop floor: {:.2}x", b / fc);
     if let Some(p) = py {
         println!("  Python reference: {p:.2} s; Python / cpia: {:.1}x", p / b);
     }
     report_peer(&slide, b);
+}
+
+/// The rebuild that replaces every tile of the 20x slide's dataset, by the
+/// bench's `cpia` and by `CPIA_BENCH_BASELINE` when set.
+fn bench_rebuild() {
+    if cpia::fixture::testdata_dir().is_none() {
+        println!("rebuild: SKIPPED, shared/testdata not found (set CPIA_TESTDATA)");
+        return;
+    }
+    let spec = cpia::fixture::SlideSpec::aperio_20x(5, 4, 31);
+    let slide = cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
+    let mut bins = vec![(
+        "this build".to_string(),
+        PathBuf::from(env!("CARGO_BIN_EXE_cpia")),
+    )];
+    if let Some(b) = baseline() {
+        bins.push((format!("baseline {}", b.display()), b));
+    }
+    println!("rebuild replacing every tile of the 20x slide (quality 75 -> 76), cpia build -j 2, warm median of {}:", runs());
+    for (name, bin) in &bins {
+        let (mut user, mut sys, mut tiles) = (Vec::new(), Vec::new(), 0);
+        let wall = warm_median(|| {
+            let ws = wsi_workspace(&slide, "auto");
+            let run = |ws: &Path| {
+                let out = Command::new("/usr/bin/time")
+                    .args(["-f", "TIMES %e %U %S"])
+                    .arg(bin)
+                    .args(["build", "--json", "-j", "2"])
+                    .current_dir(ws)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let text = String::from_utf8_lossy(&out.stderr).into_owned();
+                let t: Vec<f64> = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("TIMES "))
+                    .unwrap()
+                    .split(' ')
+                    .map(|v| v.parse().unwrap())
+                    .collect();
+                (t, j)
+            };
+            run(ws.path());
+            let recipe = ws.path().join("recipes/w.toml");
+            let mut text = std::fs::read_to_string(&recipe).unwrap();
+            for scale in ["XL", "L", "M", "S"] {
+                text += &format!("[[steps]]\nid = \"write_{scale}\"\nquality = 76\n");
+            }
+            std::fs::write(&recipe, text).unwrap();
+            let (t, j) = run(ws.path());
+            tiles = j["built"].as_u64().unwrap_or(0);
+            user.push(t[1]);
+            sys.push(t[2]);
+            t[0]
+        });
+        println!(
+            "  {name}: {wall:.2} s wall, user {:.2} s, sys {:.2} s ({tiles} built)",
+            median(user[1..].to_vec()),
+            median(sys[1..].to_vec())
+        );
+    }
 }
 
 /// Thread CPU time in seconds.
@@ -865,6 +997,9 @@ fn main() {
     }
     if all || args.iter().any(|a| a == "direct") {
         bench_direct();
+    }
+    if all || args.iter().any(|a| a == "rebuild") {
+        bench_rebuild();
     }
     if all || args.iter().any(|a| a == "crop") {
         bench_crop();

@@ -10,7 +10,16 @@
 # Safe to run again: it installs nothing that is already there. (The Slurm
 # packages for the Slurm tests are installed by scripts/slurm-up.sh, which
 # scripts/test.sh runs.)
+#
+# Python: the packages go where `python3` on the PATH can import them. Debian's
+# own python3 refuses `pip install` (PEP 668, "externally managed"); then they
+# go into a virtual environment, $CPIA_PYTHON_VENV (default target/python in
+# this checkout; it sees Debian's python3-* packages too), and its bin/ must
+# come first on the PATH: scripts/test.sh does that, and so can you
+# (`export PATH="$PWD/target/python/bin:$PATH"`) before `cargo test`.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${CPIA_PYTHON_VENV:-$root/target/python}
 
 build_only=0
 case "${1:-}" in
@@ -86,22 +95,44 @@ has_module() {
   esac
 }
 
+# Whether pip may install into python3: not a Python that is "externally
+# managed" (PEP 668: Debian's own), unless it is a virtual environment or
+# PIP_BREAK_SYSTEM_PACKAGES says to install anyway.
+pip_may_install() {
+  [ -n "${PIP_BREAK_SYSTEM_PACKAGES:-}" ] && return 0
+  python3 - <<'PY'
+import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(1 if managed and sys.prefix == sys.base_prefix else 0)
+PY
+}
+
 if ! command -v python3 >/dev/null 2>&1; then
-  apt_install "the tests' Python reference and readers" python3 python3-pip
+  apt_install "the tests' Python reference and readers" python3
 fi
+# A virtual environment made by an earlier run comes first.
+[ -x "$venv/bin/python3" ] && export PATH="$venv/bin:$PATH"
 missing=()
 for line in "${python_packages[@]}"; do
   read -r pip_name module _ <<<"$line"
   has_module "$module" >/dev/null || missing+=("$pip_name")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing Python packages ${missing[*]}"
+  if ! pip_may_install; then
+    apt_install "a virtual environment for the tests' Python packages" python3-venv
+    echo "setup: $(command -v python3) is externally managed (PEP 668): making the virtual environment $venv"
+    python3 -m venv --system-site-packages "$venv" \
+      || fail "cannot make the virtual environment $venv (python3 -m venv)"
+    export PATH="$venv/bin:$PATH"
+  elif ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_install "pip, to install the tests' Python packages" python3-pip
+  fi
+  echo "setup: installing Python packages ${missing[*]} with $(command -v python3)"
   python3 -m pip install --quiet "${missing[@]}" \
-    || fail "pip cannot install ${missing[*]} (on Debian's own python3, pip refuses by default:" \
-            "use a virtual environment, or PIP_BREAK_SYSTEM_PACKAGES=1 on a machine that is only for this)"
+    || fail "pip cannot install ${missing[*]} into $(command -v python3)"
 fi
 for line in "${python_packages[@]}"; do
   read -r pip_name module why <<<"$line"
   err=$(has_module "$module") \
-    || fail "python3 lacks $module (pip package $pip_name, for $why): ${err##*$'\n'}"
+    || fail "$(command -v python3) lacks $module (pip package $pip_name, for $why): ${err##*$'\n'}"
 done

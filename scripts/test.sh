@@ -21,6 +21,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CPIA_TEST_STRICT=${CPIA_TEST_STRICT:-1}
 ./scripts/setup.sh
+# The tests' Python: the virtual environment setup.sh makes when the
+# system's python3 is externally managed (Debian's), if there is one.
+venv=${CPIA_PYTHON_VENV:-$PWD/target/python}
+if [ -x "$venv/bin/python3" ]; then
+  export PATH="$venv/bin:$PATH"
+fi
+echo "test: python3 is $(command -v python3)"
 
 if [ "${CPIA_TEST_SLURM:-}" = 0 ]; then
   echo "test: no Slurm test cluster (CPIA_TEST_SLURM=0)"

@@ -483,15 +483,24 @@ fn a_killed_export_then_a_build_gives_the_shards_of_an_uninterrupted_one() {
     );
     let dir = ws.path("dataset/export/pretrain");
     let mut child = ws.command(&["export", "-j", "1"]).spawn().unwrap();
-    let start = std::time::Instant::now();
-    while !dir.is_dir() && start.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(15));
-    // SAFETY: a plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    // Killed at an observed point, not after a time: once the first shard
+    // is in place (frozen while it is signalled, so it cannot finish first).
+    let shards = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+                .count()
+        })
+    };
+    common::process::signal_when(
+        &mut child,
+        "the first shard in place",
+        || shards(&dir) >= 1,
+        libc::SIGKILL,
+    );
     child.wait().unwrap();
     let after_kill = shard_hashes(&ws, "pretrain");
+    assert!(!after_kill.is_empty(), "killed before its first shard");
     eprintln!("{} shard(s) in place when killed", after_kill.len());
     ok(&ws.build(&[]).1);
     let recovered = shard_hashes(&ws, "pretrain");

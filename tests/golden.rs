@@ -46,6 +46,10 @@ const GOLDEN: &[(&str, &str)] = &[
     ("decode jpeg q90 4:4:4", "1af14ab02a17d54da992d4dc"),
     ("encode_jpeg q80 4:2:2", "c3510f01d03f550feff66cd6"),
     ("decode jpeg q80 4:2:2", "9f10210d9b505964c6a00e6f"),
+    // Encode then decode: the bytes of `decode jpeg q75 4:2:0` (same PNG).
+    ("jpeg_round_trip q75 4:2:0", "34e74b28854eef1d36d0df41"),
+    // Lossless: the pixels of `decode png rgb`.
+    ("decode bmp", "9f3c414ce3f430dcabdf9980"),
     ("tissue color", "00100001000011000110001100011100111"),
     ("read direct level 0", "5942774a273a9cb268145264"),
     ("read openslide level 0", "5942774a273a9cb268145264"),
@@ -155,6 +159,29 @@ fn roi_cases(td: &Path, out: &mut Vec<(String, String)>) {
             h(image_of(&back).as_raw()),
         );
     }
+
+    // The reference's JPEG copy of PNG/BMP collections (BreakHis,
+    // GasHisSDB, SIPaKMeD, Warwick QU): encode, then decode.
+    let copy = Operator::JpegRoundTrip(JpegParams {
+        quality: 75,
+        subsampling: Subsampling::S420,
+    });
+    let copied = run(&copy, png.clone());
+    add("jpeg_round_trip q75 4:2:0", h(image_of(&copied).as_raw()));
+
+    // BMP (SIPaKMeD's format): no BMP in the test data, so the PNG's pixels
+    // written as one. BMP is lossless, so the decoder must give them back.
+    let mut bmp = std::io::Cursor::new(Vec::new());
+    image_of(&png)
+        .write_to(&mut bmp, image::ImageFormat::Bmp)
+        .unwrap();
+    let from_bmp = run(&decode, Value::Bytes(Arc::new(bmp.into_inner())));
+    assert_eq!(
+        image_of(&from_bmp).as_raw(),
+        image_of(&png).as_raw(),
+        "the BMP decoder changed the pixels of a lossless BMP"
+    );
+    add("decode bmp", h(image_of(&from_bmp).as_raw()));
 }
 
 /// The slide readers and every WSI operator on a real slide, with a scaled
@@ -318,6 +345,19 @@ fn every_operator_makes_the_bytes_it_made_before() {
         }
     }
     let mut wrong = Vec::new();
+    // Every operator a recipe can name has a case: one added later (as
+    // `jpeg_round_trip` was) cannot change bytes unseen.
+    for op in cpia::ops::catalog() {
+        if !got
+            .iter()
+            .any(|(c, _)| c.split(' ').next() == Some(op.name))
+        {
+            wrong.push(format!(
+                "- operator `{}` has no golden case: add one to this file",
+                op.name
+            ));
+        }
+    }
     for (case, hash) in &got {
         match GOLDEN.iter().find(|(c, _)| c == case) {
             Some((_, want)) if want == hash => {}

@@ -1367,7 +1367,7 @@ fn built_by_unprivileged(td: &Path, files: &[(&str, &str)]) -> Ws {
 
 /// `build --json` as the unprivileged user.
 fn unprivileged_build(ws: &Ws) -> (serde_json::Value, Output) {
-    let out = unprivileged(ws, &["build", "--json"]).output().unwrap();
+    let out = common::process::output(&mut unprivileged(ws, &["build", "--json"]));
     let j = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", stderr(&out)));
     (j, out)
@@ -1582,10 +1582,11 @@ fn demo_never_overwrites_the_users_files() {
         std::fs::write(&p, format!("the user's file {i}\n")).unwrap();
     }
     let before = digest(&demo);
-    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["demo", demo.to_str().unwrap(), "--no-build"])
-        .output()
-        .unwrap();
+    let out = common::process::output(Command::new(env!("CARGO_BIN_EXE_cpia")).args([
+        "demo",
+        demo.to_str().unwrap(),
+        "--no-build",
+    ]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -1597,10 +1598,11 @@ fn demo_never_overwrites_the_users_files() {
     std::fs::remove_file(demo.join("cpia.toml")).unwrap();
     std::fs::remove_file(demo.join("recipes/breakhis.toml")).unwrap();
     let before = digest(&demo);
-    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["demo", demo.to_str().unwrap(), "--no-build"])
-        .output()
-        .unwrap();
+    let out = common::process::output(Command::new(env!("CARGO_BIN_EXE_cpia")).args([
+        "demo",
+        demo.to_str().unwrap(),
+        "--no-build",
+    ]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("vivax-001.png"), "{err}");
@@ -1615,11 +1617,11 @@ fn init_demo_and_new_never_write_through_a_link_inside_the_workspace() {
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let cpia = |args: &[&str], cwd: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_cpia"))
-            .args(args)
-            .current_dir(cwd)
-            .output()
-            .unwrap()
+        common::process::output(
+            Command::new(env!("CARGO_BIN_EXE_cpia"))
+                .args(args)
+                .current_dir(cwd),
+        )
     };
     // init: recipes/templates is a link out of the workspace.
     let ws = dir.path().join("ws");
@@ -1784,12 +1786,12 @@ fn a_read_only_workspace_can_be_inspected_and_writing_commands_name_the_path() {
         &["verify", "--state"],
         &["report", "-o", report],
     ] {
-        let out = unprivileged(&ws, args).output().unwrap();
+        let out = common::process::output(&mut unprivileged(&ws, args));
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     let root = ws.root().canonicalize().unwrap().display().to_string();
     for args in [&["build"][..], &["plan"], &["report"]] {
-        let out = unprivileged(&ws, args).output().unwrap();
+        let out = common::process::output(&mut unprivileged(&ws, args));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(&root), "{args:?} names the path: {err}");
@@ -2003,7 +2005,7 @@ fn peak_threads(mut cmd: Command, bound: usize) -> (Output, usize) {
         .unwrap();
     let pid = child.id() as libc::pid_t;
     let status = format!("/proc/{pid}/status");
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let waiter = std::thread::spawn(move || common::process::wait(child, "a capped build"));
     let mut peak = 0;
     while !waiter.is_finished() {
         if let Ok(s) = std::fs::read_to_string(&status) {
@@ -2109,7 +2111,7 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let out = ws.command(args).stdout(full).output().unwrap();
+        let out = common::process::output_to(ws.command(args).stdout(full));
         assert!(!panicked(&out), "{args:?} > /dev/full: {}", stderr(&out));
         assert_eq!(
             out.status.code(),
@@ -2123,7 +2125,7 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
             stderr(&out)
         );
         // The reader went away: quiet, the command's own exit code.
-        let out = ws.command(args).stdout(closed_pipe()).output().unwrap();
+        let out = common::process::output_to(ws.command(args).stdout(closed_pipe()));
         assert!(!panicked(&out), "{args:?} | (closed): {}", stderr(&out));
         assert_eq!(
             out.status.code(),
@@ -2137,19 +2139,11 @@ fn a_closed_or_full_stdout_never_panics_any_command() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let out = ws.command(&["init", &i1]).stdout(full).output().unwrap();
+    let out = common::process::output_to(ws.command(&["init", &i1]).stdout(full));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = ws
-        .command(&["init", &i2])
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
+    let out = common::process::output_to(ws.command(&["init", &i2]).stdout(closed_pipe()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = ws
-        .command(&["new", "fresh"])
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
+    let out = common::process::output_to(ws.command(&["new", "fresh"]).stdout(closed_pipe()));
     assert!(!panicked(&out) && out.status.success(), "{}", stderr(&out));
     // The builds above were recorded.
     let log = ws.cpia(&["log", "--json"]);
@@ -2189,7 +2183,7 @@ fn an_output_folder_that_cannot_be_written_is_named_with_the_right_advice() {
     // The output folder is not the user's to write (as chattr +i or a
     // read-only mount make it).
     set_mode(&ws.path("dataset"), 0o555);
-    let out = unprivileged(&ws, &["build"]).output().unwrap();
+    let out = common::process::output(&mut unprivileged(&ws, &["build"]));
     set_mode(&ws.path("dataset"), 0o755);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -2217,7 +2211,7 @@ fn in_mount_namespace(script: &str, envs: &[(&str, &str)]) -> Output {
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.output().expect("unshare (util-linux) runs")
+    common::process::output(&mut c)
 }
 
 #[test]
@@ -2399,11 +2393,11 @@ fn two_workspaces_cannot_share_one_cache() {
     let moved = tempfile::tempdir().unwrap();
     let to = moved.path().join("ws");
     std::fs::rename(first.root(), &to).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cpia"))
-        .args(["build", "--json"])
-        .current_dir(&to)
-        .output()
-        .unwrap();
+    let out = common::process::output(
+        Command::new(env!("CARGO_BIN_EXE_cpia"))
+            .args(["build", "--json"])
+            .current_dir(&to),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no longer uses it"),
@@ -2467,11 +2461,11 @@ fn the_demo_builds_from_a_binary_and_a_folder_outside_the_checkout() {
         .map(|e| jpgs(&e.path()))
         .sum();
     assert!(wsi_tiles > 0, "the generated slide yields XL tiles: {so}");
-    let verify = Command::new(&bin)
-        .args(["verify"])
-        .current_dir(cwd.join("d"))
-        .output()
-        .unwrap();
+    let verify = common::process::output(
+        Command::new(&bin)
+            .args(["verify"])
+            .current_dir(cwd.join("d")),
+    );
     assert!(verify.status.success(), "{}", stderr(&verify));
 }
 

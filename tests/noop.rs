@@ -268,20 +268,16 @@ fn paused_build(ws: &Ws, point: &str, during: impl FnOnce()) -> serde_json::Valu
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // A condition, not a time: the build says it has reached the point.
-    while !flag.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the build ended ({status}) without pausing at `{point}`: {}",
-                stderr(&out)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // A condition, not a time: the build says it has reached the point
+    // (under the watchdog: a build that hangs fails the test).
+    common::process::until(
+        &mut child,
+        &format!("the build to pause at `{point}`"),
+        || flag.exists(),
+    );
     during();
     std::fs::remove_file(&flag).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::process::wait(child, "the paused build");
     assert!(
         out.status.code().is_some_and(|c| c <= 1),
         "{}",

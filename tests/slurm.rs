@@ -55,10 +55,14 @@ fn wait_finished(slurm: &Slurm, job: JobId, what: &str) {
     });
 }
 
+/// Polls `squeue` and the like every 200 ms (not the watchdog's 10 ms: each
+/// poll is a request to slurmctld); fails after the watchdog's limit
+/// (`CPIA_TEST_TIMEOUT`), which only separates "slow" from "never".
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(120);
+    let limit = common::process::limit();
+    let end = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
+        assert!(Instant::now() < end, "waited {limit:?} for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }

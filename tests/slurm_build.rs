@@ -677,7 +677,7 @@ fn an_output_deleted_while_a_slurm_build_is_merged_is_not_vouched_for() {
     std::fs::remove_file(&untouched).unwrap();
     std::fs::remove_file(&rewritten).unwrap();
     std::fs::remove_file(&flag).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = process::wait(child, "the paused coordinator");
     assert!(out.status.success(), "{}", stderr(&out));
     let (json, out) = build(&root, &[]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -360,6 +360,87 @@ fn bad_slides_fail_alone() {
     );
 }
 
+/// Two slides whose names agree up to the first dot would write tiles of
+/// the same names: both fail, naming each other (it was an index that
+/// could panic), and the other slides of the collection still build.
+#[test]
+fn slides_sharing_a_name_fail_naming_each_other_and_the_others_build() {
+    let td = require_testdata!();
+    let wsi = td.join("wsi");
+    let slide = wsi.join("CMU-1-Small-Region.svs");
+    let ws = Ws::wsi(
+        &[
+            (&slide, "good.svs"),
+            (&slide, "twin.svs"),
+            (&slide, "twin.copy.svs"),
+        ],
+        &wsi_recipe("W", SMALL_GEOMETRY),
+    );
+    let (j, out) = ws.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failures = j["failures"].as_array().unwrap();
+    for name in ["twin.svs", "twin.copy.svs"] {
+        let f = failures
+            .iter()
+            .find(|f| f["input"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not reported: {j}"));
+        let error = f["error"].as_str().unwrap();
+        assert!(
+            error.contains("twin.copy.svs and twin.svs")
+                && error.contains("same name up to the first dot"),
+            "{name}: {error}"
+        );
+    }
+    assert_eq!(failures.len(), 2, "{j}");
+    assert!(ours(&ws, "twin").values().all(|s| s.is_empty()), "{j}");
+    assert!(!ours(&ws, "good")["XL"].is_empty(), "{j}");
+}
+
+/// A unit's recorded tiles that cannot be read (a damaged state) stop the
+/// plan with an error naming what failed; they used to be taken as "no
+/// tiles", so a rebuilt unit left its old tiles behind as orphans.
+#[test]
+fn an_unreadable_tile_record_is_an_error_not_an_empty_list() {
+    let td = require_testdata!();
+    let ws = Ws::wsi(
+        &[(&td.join("wsi/CMU-1-Small-Region.svs"), "a.svs")],
+        &wsi_recipe("W", SMALL_GEOMETRY),
+    );
+    let (_, out) = ws.build(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let damaged = state(&ws)
+        .execute(
+            "UPDATE tiles SET x = 'x' || x WHERE unit IN \
+             (SELECT units.id FROM units JOIN out_dirs ON out_dirs.id = units.out_dir \
+              WHERE out_dirs.path LIKE 'S/%')",
+            [],
+        )
+        .unwrap();
+    assert!(damaged > 0, "no S tile recorded");
+    // An S-only parameter: the S units are rebuilt, so their recorded
+    // tiles are read to know what to replace.
+    ws.write(
+        "recipes/w.toml",
+        &wsi_recipe(
+            "W",
+            &SMALL_GEOMETRY.replace("size = 12", "size = 12\npick = 11"),
+        ),
+    );
+    let before = ws.snapshot();
+    let out = ws.cpia(&["build"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "the damaged records were not noticed: {err}"
+    );
+    assert!(err.contains("reading tiles"), "{err}");
+    assert_eq!(
+        ws.snapshot(),
+        before,
+        "a build that could not plan changed outputs"
+    );
+}
+
 // ---- Full CPIA geometry on generated slides -------------------------------
 
 fn fixture(spec: &cpia::fixture::SlideSpec) -> Option<PathBuf> {

@@ -43,6 +43,18 @@ pub fn output(cmd: &mut Command) -> Output {
     wait(child, &what)
 }
 
+/// As [`output`], for a command whose stdout the test has set itself (a
+/// full device, a closed pipe): stderr is captured, stdout left as set.
+pub fn output_to(cmd: &mut Command) -> Output {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    wait(child, &what)
+}
+
 /// Waits for a spawned child and collects what it wrote to the pipes it was
 /// given, like `Child::wait_with_output`; kills it and fails the test if it
 /// runs longer than [`limit`].
