@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use cpia::engine::cluster::finish::Merging;
-use cpia::engine::cluster::journal::JournalRecorder;
+use cpia::engine::cluster::task_results::JournalRecorder;
 use cpia::engine::cluster::PlanPaths;
 use cpia::engine::{JobResult, Recorder};
 use cpia::store::journal::JournalWriter;

@@ -146,15 +146,8 @@ fn execute_slurm(
         quiet: args.json,
         fail_fast: args.fail_fast,
     };
-    match submit::build(
-        ws,
-        state,
-        planner,
-        selection,
-        flags,
-        &cluster,
-        &super::print_note,
-    )? {
+    let req = super::build_request(ws, planner, selection, flags);
+    match submit::build(&req, state, &cluster)? {
         submit::Outcome::Refused(mass) => Ok(refuse(&mass)),
         submit::Outcome::Busy(subs, summary) => {
             still_running(&subs, "`cpia build --executor slurm --wait` waits for it, then builds the rest; `--attach` only waits");

@@ -61,7 +61,7 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// [`prepare`] for this request.
-    fn prepare(&self, state: &mut State, clock: Option<i64>) -> Result<Prepared, EngineError> {
+    pub fn prepare(&self, state: &mut State, clock: Option<i64>) -> Result<Prepared, EngineError> {
         prepare(
             self.ws,
             state,
@@ -104,7 +104,7 @@ pub struct Prepared {
 /// not read of a source listing goes to `notes` as it is found. `clock`: the
 /// output filesystem's clock read before anything is looked at
 /// ([`output_clock`]; `None` for a dry run, which records no identity).
-pub fn prepare(
+fn prepare(
     ws: &Workspace,
     state: &mut State,
     planner: &Planner,

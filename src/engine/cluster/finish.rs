@@ -23,8 +23,8 @@ use crate::store::submitted::Submitted;
 use crate::store::State;
 use crate::workspace::Workspace;
 
-use super::journal::decode_result;
 use super::planfile::{Manifest, ShardReader};
+use super::task_results::decode_result;
 use super::{interrupt, PlanPaths};
 
 /// Journal records applied per transaction.

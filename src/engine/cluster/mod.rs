@@ -8,8 +8,8 @@
 //!   whose tasks run `cpia worker --plan … ` (the shard is the task index).
 //! - [`worker`]: a task rebuilds its shard's actions from the plan file and
 //!   the workspace's recipes, runs them with the ordinary engine, and
-//!   appends every result to a journal of its own ([`journal`]), never
-//!   opening the state database.
+//!   appends every result to a journal of its own ([`task_results`], written
+//!   through [`crate::store::journal`]), never opening the state database.
 //! - [`finish`]: waiting (progress, Ctrl-C cancels the array), merging the
 //!   journals into the state through `State::record` with their cursors,
 //!   reporting failed tasks, and closing the plan — by the waiting
@@ -27,10 +27,10 @@
 
 pub mod finish;
 pub mod interrupt;
-pub mod journal;
 pub mod planfile;
 pub mod shard;
 pub mod submit;
+pub mod task_results;
 pub mod worker;
 
 use std::path::{Path, PathBuf};

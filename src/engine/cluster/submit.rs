@@ -3,7 +3,7 @@
 //! 1. Earlier Slurm builds of the workspace are merged first
 //!    ([`super::finish::settle`]); one still running is waited for
 //!    (`--wait`), or the command stops there and says so.
-//! 2. Planning is the local build's ([`driver::prepare`]: the same guards,
+//! 2. Planning is the local build's ([`Request::prepare`]: the same guards,
 //!    the same memory bound); each collection's non-job part is done at once
 //!    ([`crate::engine::Engine::settle`]: problems, record updates,
 //!    removals), inputs with nothing left to build are marked complete, and
@@ -19,12 +19,12 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 
-use crate::engine::driver::{self, Flags, MassRemoval, Run};
+use crate::engine::driver::{self, MassRemoval, Request, Run};
 use crate::engine::summary::{SlurmJob, SlurmTask};
 use crate::engine::{EngineError, Note, Notes, Options, Summary, TOOL_VERSION};
 use crate::executor::slurm::{JobId, JobSpec, LogPattern, Slurm};
 use crate::plan::inputs::Folder;
-use crate::plan::{CollectionPlan, Planner, Selection};
+use crate::plan::CollectionPlan;
 use crate::store::state::now;
 use crate::store::submitted::Submitted;
 use crate::store::State;
@@ -62,21 +62,20 @@ pub enum Outcome {
 
 /// Plans, submits and (with `wait`) waits for and merges a Slurm build;
 /// what it has to say meanwhile goes to `notes`.
-pub fn build(
-    ws: &Workspace,
-    state: &mut State,
-    planner: &Planner,
-    selection: &Selection,
-    flags: Flags,
-    cluster: &Cluster,
-    notes: Notes,
-) -> Result<Outcome, EngineError> {
+pub fn build(req: &Request, state: &mut State, cluster: &Cluster) -> Result<Outcome, EngineError> {
+    let Request {
+        ws,
+        planner,
+        flags,
+        notes,
+        ..
+    } = *req;
     let mut summary = match finish::settle(ws, state, cluster.wait, cluster.quiet, notes)? {
         Settled::Running(subs, s) => return Ok(Outcome::Busy(subs, s)),
         Settled::Done(s) => s,
     };
     let clock = driver::output_clock(ws);
-    let prepared = driver::prepare(ws, state, planner, selection, flags, notes, clock)?;
+    let prepared = req.prepare(state, clock)?;
     if !prepared.mass_removals.is_empty() && !flags.allow_mass_removal {
         return Ok(Outcome::Refused(prepared.mass_removals));
     }

@@ -25,8 +25,8 @@ use crate::slide::SlideMeta;
 use crate::store::journal::JournalWriter;
 use crate::workspace::Workspace;
 
-use super::journal::JournalRecorder;
 use super::planfile::{keys_digest, CollectionLine, InputWork, Manifest, ShardReader};
+use super::task_results::JournalRecorder;
 use super::PlanPaths;
 
 /// Worker threads of a task: `SLURM_CPUS_PER_TASK` (what the task was
