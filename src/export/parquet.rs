@@ -25,7 +25,7 @@ use std::io::{self, Write};
 
 use serde_json::Value as Json;
 
-use super::webdataset::{read_checked, Hashing, Member, Sums};
+use super::webdataset::{hashed, read_checked, sums, Member, Sums};
 use crate::parquet_file::{Column, Kind, Options, Value, Writer};
 
 /// Bump when the bytes written for the same samples change (columns,
@@ -128,7 +128,7 @@ pub fn write_shard(
     members: &[Member],
     read: &dyn Fn(&str) -> io::Result<Vec<u8>>,
 ) -> io::Result<Sums> {
-    let sink = Hashing::new(io::BufWriter::with_capacity(1 << 20, out));
+    let sink = hashed(out);
     let mut w = Writer::new(sink, &columns(), &Options::images())?;
     for m in members {
         let bytes = read_checked(m, read)?;
@@ -156,9 +156,7 @@ pub fn write_shard(
         );
         w.push(&row)?;
     }
-    let (sums, mut inner) = w.finish()?.finish();
-    inner.flush()?;
-    Ok(sums)
+    sums(w.finish()?)
 }
 
 #[cfg(test)]
