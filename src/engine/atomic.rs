@@ -167,14 +167,7 @@ impl OutputDir {
         rel: &str,
         fill: impl FnOnce(&mut std::fs::File) -> io::Result<T>,
     ) -> io::Result<(Written, T)> {
-        let (dirs, _) = split(rel)?;
-        self.root.walk(dirs, true)?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let staged = Staged {
-            tmp: self.tmp.clone(),
-            name: format!("{}-{n}.tmp", std::process::id()),
-            rel: rel.to_string(),
-        };
+        let staged = self.staged_name(rel, "tmp")?;
         let mut f = self.tmp.create_file(&staged.name)?;
         let value = fill(&mut f)?;
         f.sync_all()?;
@@ -239,14 +232,7 @@ impl OutputDir {
                 format!("refusing to link to `{to}`: the source is not a regular file"),
             ));
         }
-        let (dirs, _) = split(to)?;
-        self.root.walk(dirs, true)?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let staged = Staged {
-            tmp: self.tmp.clone(),
-            name: format!("{}-{n}.link", std::process::id()),
-            rel: to.to_string(),
-        };
+        let staged = self.staged_name(to, "link")?;
         match self.tmp.link_fd(file, &staged.name) {
             Ok(()) => {}
             Err(e)
@@ -281,16 +267,23 @@ impl OutputDir {
     /// A new temporary file for `rel`. The destination's folders are made
     /// (and checked) now, so a refused path fails before anything is written.
     fn start(&self, rel: &str) -> io::Result<(Staged, std::fs::File)> {
+        let staged = self.staged_name(rel, "tmp")?;
+        let f = self.tmp.create_file(&staged.name)?;
+        Ok((staged, f))
+    }
+
+    /// A name in the temporary folder for what will be placed at `rel`
+    /// (`<pid>-<n>.<kind>`); the destination's folders are made (and
+    /// checked) first, so a refused path fails before anything is staged.
+    fn staged_name(&self, rel: &str, kind: &str) -> io::Result<Staged> {
         let (dirs, _) = split(rel)?;
         self.root.walk(dirs, true)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let staged = Staged {
+        Ok(Staged {
             tmp: self.tmp.clone(),
-            name: format!("{}-{n}.tmp", std::process::id()),
+            name: format!("{}-{n}.{kind}", std::process::id()),
             rel: rel.to_string(),
-        };
-        let f = self.tmp.create_file(&staged.name)?;
-        Ok((staged, f))
+        })
     }
 
     /// Starts writing `rel` as a stream, for a file too large to hold in
