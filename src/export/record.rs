@@ -48,12 +48,7 @@ impl Context {
         let meta = self.meta.get(&f.collection).cloned();
         let mut v = json!({
             "key": key,
-            "output": {
-                "path": f.path(),
-                "blake3": f.file.content_hash,
-                "bytes": f.file.size,
-                "key": facts::key(f),
-            },
+            "output": facts::output_json(f),
             "collection": f.collection,
             "sub_dataset": sub,
             "scale": scale,
@@ -84,11 +79,7 @@ impl Context {
             if let (Some(t), Some(p)) = (&f.tile, self.pipelines.get(state, &f.pipeline_hash)?) {
                 let meta = self.slide_meta(state, &r.source_hash)?;
                 if let Some(place) = facts::placement(f, &p, meta.as_deref()) {
-                    w["level"] = json!(place.level);
-                    w["region"] = json!(place.region);
-                    w["cell"] = json!([t.cell.0, t.cell.1]);
-                    w["tile"] = json!({"x": t.x, "y": t.y, "size": t.size});
-                    w["cell_edge"] = json!(place.cell_edge);
+                    facts::add_placement(&mut w, t, &place);
                 }
             }
             v["wsi"] = w;

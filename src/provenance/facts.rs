@@ -58,6 +58,31 @@ pub struct Placement {
     pub parent: Option<(u32, u32, u32)>,
 }
 
+/// `output` of a record, as `why` and the exports' records say it: the
+/// file, its bytes' blake3 and size, and its build key.
+pub fn output_json(f: &OutputFacts) -> serde_json::Value {
+    serde_json::json!({
+        "path": f.path(),
+        "blake3": f.file.content_hash,
+        "bytes": f.file.size,
+        "key": key(f),
+    })
+}
+
+/// The WSI placement fields of a tile's record (`wsi` in `why` and in the
+/// exports' records): level, region, cell, tile and cell edge.
+pub fn add_placement(
+    wsi: &mut serde_json::Value,
+    tile: &crate::store::audit::TileFacts,
+    place: &Placement,
+) {
+    wsi["level"] = serde_json::json!(place.level);
+    wsi["region"] = serde_json::json!(place.region);
+    wsi["cell"] = serde_json::json!([tile.cell.0, tile.cell.1]);
+    wsi["tile"] = serde_json::json!({"x": tile.x, "y": tile.y, "size": tile.size});
+    wsi["cell_edge"] = serde_json::json!(place.cell_edge);
+}
+
 fn param<'a>(s: &'a StepDesc, k: &str) -> Option<&'a str> {
     s.params
         .iter()

@@ -114,12 +114,7 @@ pub fn explain(state: &State, f: &OutputFacts) -> Result<Value, StateError> {
         })
         .unwrap_or_default();
     let mut v = json!({
-        "output": {
-            "path": f.path(),
-            "blake3": f.file.content_hash,
-            "bytes": f.file.size,
-            "key": facts::key(f),
-        },
+        "output": facts::output_json(f),
         "collection": f.collection,
         "sub_dataset": sub,
         "scale": scale,
@@ -163,11 +158,7 @@ pub fn explain(state: &State, f: &OutputFacts) -> Result<Value, StateError> {
         if let (Some(t), Some(p)) = (&f.tile, &pipeline) {
             let meta = state.slide_meta(&r.source_hash)?;
             if let Some(place) = facts::placement(f, p, meta.as_deref()) {
-                w["level"] = json!(place.level);
-                w["region"] = json!(place.region);
-                w["cell"] = json!([t.cell.0, t.cell.1]);
-                w["tile"] = json!({"x": t.x, "y": t.y, "size": t.size});
-                w["cell_edge"] = json!(place.cell_edge);
+                facts::add_placement(&mut w, t, &place);
                 w["complete"] = json!(t.complete);
                 w["encoding"] = json!(t.encoding);
                 if let Some((edge, px, py)) = place.parent {
