@@ -20,6 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CPIA_TEST_STRICT=${CPIA_TEST_STRICT:-1}
+# A full run needs ~5 GB (build ~2 GB, generated slides ~1.6 GB, the Python
+# environment ~1 GB): said first, so that a full disk is not mistaken for a bug.
+echo "test: $(df -h --output=avail . | tail -1 | tr -d ' ') free on the disk of $PWD"
 ./scripts/setup.sh
 # The tests' Python: the virtual environment setup.sh makes when the
 # system's python3 is externally managed (Debian's), if there is one.

@@ -1275,22 +1275,16 @@ fn is_root() -> bool {
 }
 
 /// The cpia binary at a path every user can execute (a hard link or copy
-/// beside the system's temporary files; CI's checkout may be private).
+/// beside the system's temporary files; CI's checkout may be private),
+/// removed when the test process exits.
 fn public_binary() -> std::path::PathBuf {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
         let exe = Path::new(env!("CARGO_BIN_EXE_cpia"));
-        let stamp = std::fs::metadata(exe).unwrap().modified().unwrap();
-        let key = blake3::hash(format!("{} {stamp:?}", exe.display()).as_bytes()).to_hex();
-        let dir = Path::new("/tmp").join(format!("cpia-hostile-bin-{}", &key[..16]));
+        let dir = common::scratch::process_tempdir("cpia-hostile-bin");
         let bin = dir.join("cpia");
-        if !bin.is_file() {
-            std::fs::create_dir_all(&dir).unwrap();
-            let tmp = dir.join(format!("cpia.{}", std::process::id()));
-            if std::fs::hard_link(exe, &tmp).is_err() {
-                std::fs::copy(exe, &tmp).unwrap();
-            }
-            std::fs::rename(&tmp, &bin).unwrap();
+        if std::fs::hard_link(exe, &bin).is_err() {
+            std::fs::copy(exe, &bin).unwrap();
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();

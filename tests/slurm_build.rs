@@ -25,10 +25,9 @@ use common::{counts, process, stderr};
 /// written once per test run; tests work on copies. Only called once
 /// [`demo`] found the test data.
 fn template() -> &'static Path {
-    static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &T.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("demo");
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let root = common::scratch::process_tempdir("cpia-slurm-template").join("demo");
         let out = process::output(
             Command::new(env!("CARGO_BIN_EXE_cpia"))
                 .args(["demo", "--no-build"])
@@ -39,9 +38,8 @@ fn template() -> &'static Path {
         let slide =
             cpia::fixture::cached_fixture(&spec, &cpia::fixture::fixture_cache_dir()).unwrap();
         std::fs::copy(slide, root.join("sources/WSI/extra-20x-3x3.svs")).unwrap();
-        (dir, root)
+        root
     })
-    .1
 }
 
 /// The template, or `None` when the test data it is made of is missing (a
@@ -141,14 +139,15 @@ type Built = (serde_json::Value, BTreeMap<String, Vec<u8>>, Vec<String>);
 
 /// The local build of the template.
 fn reference() -> &'static Built {
-    static R: OnceLock<(tempfile::TempDir, Built)> = OnceLock::new();
-    &R.get_or_init(|| {
+    static R: OnceLock<Built> = OnceLock::new();
+    R.get_or_init(|| {
         let (dir, root) = workspace(template());
         let (json, out) = build(&root, &["-j", "2"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        (dir, (json, files(&root), records(&root)))
+        let built = (json, files(&root), records(&root));
+        drop(dir);
+        built
     })
-    .1
 }
 
 /// Whether every file's recorded content hash is the hash of its bytes.

@@ -70,7 +70,12 @@ impl Browser {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::null())
+        // Its own process group, so that closing the browser reaches its
+        // renderer and utility processes too: killed alone, the main
+        // process left them writing into the profile while it was removed,
+        // and the profile stayed behind in /tmp.
+        .process_group(0);
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -260,8 +265,22 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let Ok(pid) = i32::try_from(self.child.id()) else {
+            return;
+        };
+        // SAFETY: kill has no memory preconditions; the group is the
+        // browser's own (`process_group(0)` at spawn).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
         let _ = self.child.wait();
+        // The group's other processes are not our children: wait (a few
+        // seconds at most) until none is left writing into the profile.
+        for _ in 0..100 {
+            // SAFETY: as above; signal 0 only asks whether the group exists.
+            if unsafe { libc::kill(-pid, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
     }
 }
 

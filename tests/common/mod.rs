@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 pub mod need;
 pub mod process;
 pub mod python;
+pub mod scratch;
 pub mod trees;
 
 /// The `cpia` library, as need.rs (compiled into the library's unit tests
