@@ -6,8 +6,10 @@
 //! - `throughput`: `cpia export --format webdataset -j 2` and
 //!   `--format parquet` against GNU `tar -cf` of the same files (a file list
 //!   in the same order), 20,000 outputs of 48 KiB, warm cache, alternating,
-//!   medians of 3: MB/s of image bytes, and the Parquet shards' bytes.
-//!   Target: at least tar's.
+//!   medians of `CPIA_BENCH_RUNS` (default 3): MB/s of image bytes, CPU
+//!   seconds, and the Parquet shards' bytes. Target: at least tar's. With
+//!   `CPIA_BENCH_BASELINE=/path/to/an/older/cpia` the older binary's two
+//!   exports run in the same rounds (before/after, side by side).
 //! - `scale`: a whole export of 100 k and 1 M outputs (empty files: the cost
 //!   is per sample), wall time and peak RSS (wait4). Target: RSS ≤ 200 MB and
 //!   flat, time linear.
@@ -88,15 +90,16 @@ fn export(c: &Corpus, args: &[&str]) -> common::measured::Run {
 }
 
 fn export_as(c: &Corpus, format: &str, args: &[&str]) -> common::measured::Run {
-    let mut all = vec!["export", "--format", format, "-j", "2"];
-    all.extend_from_slice(args);
-    let r = run(&c.dir, &all);
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    r
+    export_by(Path::new(env!("CARGO_BIN_EXE_cpia")), c, format, args)
 }
 
-fn remove(c: &Corpus) {
-    remove_named(c, "webdataset");
+/// `cpia export --format FORMAT -j 2 ARGS` run by the binary `bin`.
+fn export_by(bin: &Path, c: &Corpus, format: &str, args: &[&str]) -> common::measured::Run {
+    let mut all = vec!["export", "--format", format, "-j", "2"];
+    all.extend_from_slice(args);
+    let r = run_program(Command::new(bin).args(&all), &c.dir);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    r
 }
 
 fn remove_named(c: &Corpus, name: &str) {
@@ -133,42 +136,69 @@ fn throughput() {
         std::fs::remove_file(&tar_out).unwrap();
         r.wall
     };
-    let ours = || {
-        let w = export(&c, &["--shard-bytes", "256M"]).wall;
-        remove(&c);
-        w
-    };
+    // One export by `bin` in `format`, removed after: (wall, CPU).
     let parquet_size = std::cell::Cell::new(0);
-    let parquet = || {
-        let w = export_as(&c, "parquet", &["--shard-bytes", "256M"]).wall;
-        parquet_size.set(bytes_under(&c.dir.join("dataset/export/parquet/data")));
-        remove_named(&c, "parquet");
-        w
+    let one = |bin: &Path, format: &str| {
+        let r = export_by(bin, &c, format, &["--shard-bytes", "256M"]);
+        if format == "parquet" {
+            parquet_size.set(bytes_under(&c.dir.join("dataset/export/parquet/data")));
+        }
+        remove_named(&c, format);
+        (r.wall, r.cpu)
     };
-    let (_, _, _) = (tar(), ours(), parquet());
-    let (mut t, mut o, mut p) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_cpia"));
+    let baseline = std::env::var_os("CPIA_BENCH_BASELINE").map(PathBuf::from);
+    let mut tools: Vec<(String, PathBuf, &str)> = Vec::new();
+    for format in ["webdataset", "parquet"] {
+        if let Some(b) = &baseline {
+            tools.push((format!("before (`{}`)", b.display()), b.clone(), format));
+        }
+        tools.push((String::new(), ours.clone(), format));
+    }
+    let runs: usize = std::env::var("CPIA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    tar();
+    for (_, bin, format) in &tools {
+        one(bin, format);
+    }
+    let mut t = Vec::new();
+    let mut o: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); tools.len()];
+    for _ in 0..runs {
         t.push(tar());
-        o.push(ours());
-        p.push(parquet());
+        for (i, (_, bin, format)) in tools.iter().enumerate() {
+            let (wall, cpu) = one(bin, format);
+            o[i].0.push(wall);
+            o[i].1.push(cpu);
+        }
     }
     let mb = bytes as f64 / 1e6;
-    let (t, o, p) = (median(t), median(o), median(p));
+    let t = median(t);
     println!(
-        "\nexport throughput, {} files, {:.0} MB (warm cache, 2 cores, median of 3)",
+        "\nexport throughput, {} files, {:.0} MB (warm cache, 2 cores, median of {runs})",
         files.len(),
         mb
     );
-    println!("| tool | wall | MB/s |\n|---|---|---|");
-    println!("| `tar -cf` (GNU) | {t:.2} s | {:.0} |", mb / t);
-    println!("| `cpia export --format webdataset -j 2` (hashes every image, blake3 + SHA-256 of every shard, fsync) | {o:.2} s | {:.0} ({:.2}× tar) |", mb / o, t / o);
-    println!(
-        "| `cpia export --format parquet -j 2` (the same, zstd pages; {:.0} MB of shards, {:.3}× the images) | {p:.2} s | {:.0} ({:.2}× tar) |",
-        parquet_size.get() as f64 / 1e6,
-        parquet_size.get() as f64 / bytes as f64,
-        mb / p,
-        t / p
-    );
+    println!("| tool | wall | CPU | MB/s |\n|---|---|---|---|");
+    println!("| `tar -cf` (GNU) | {t:.2} s | | {:.0} |", mb / t);
+    for ((who, _, format), (walls, cpus)) in tools.iter().zip(o) {
+        let (w, cpu) = (median(walls), median(cpus));
+        let what = if *format == "parquet" {
+            format!(
+                "the same, zstd pages; {:.0} MB of shards, {:.3}× the images",
+                parquet_size.get() as f64 / 1e6,
+                parquet_size.get() as f64 / bytes as f64
+            )
+        } else {
+            "hashes every image, blake3 + SHA-256 of every shard, fsync".to_string()
+        };
+        println!(
+            "| `cpia export --format {format} -j 2` {who}({what}) | {w:.2} s | {cpu:.2} s | {:.0} ({:.2}× tar) |",
+            mb / w,
+            t / w
+        );
+    }
     done(&c);
 }
 

@@ -187,21 +187,20 @@ impl OutputDir {
     /// never end.
     pub fn open_read(&self, rel: &str) -> io::Result<std::fs::File> {
         let (dirs, file) = split(rel)?;
-        let chain = self.root.walk(dirs, false)?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file"))
-        })?;
-        let f = chain.last().unwrap_or(&self.root).open_file(file)?;
-        let t = f.metadata()?.file_type();
-        if !t.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "`{rel}` is {}, not a regular file",
-                    crate::regular_file::kind_of(&t)
-                ),
-            ));
+        let chain = self
+            .root
+            .walk(dirs, false)?
+            .ok_or_else(|| no_such_file(rel))?;
+        regular(chain.last().unwrap_or(&self.root).open_file(file)?, rel)
+    }
+
+    /// A reader of many files of the output folder that keeps the handles
+    /// of the folders it reached ([`Reader`]).
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            out: self,
+            folders: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
-        Ok(f)
     }
 
     /// The bytes of the regular file `rel` of the output folder
@@ -209,7 +208,90 @@ impl OutputDir {
     pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
         Self::read_all(&mut self.open_read(rel)?)
     }
+}
 
+/// `rel`'s error when one of its folders is absent.
+fn no_such_file(rel: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file"))
+}
+
+/// `f`, opened as `rel`, if it is a regular file; an error naming what it is otherwise.
+fn regular(f: std::fs::File, rel: &str) -> io::Result<std::fs::File> {
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "`{rel}` is {}, not a regular file",
+                crate::regular_file::kind_of(&t)
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads files of the output folder as [`OutputDir::read`] does, from any
+/// thread, keeping the descriptor of each folder it walked to: a file in a
+/// folder seen before costs one `openat` instead of one per component (an
+/// export reads thousands of files from each of a few hundred folders, in
+/// random order). The same confinement: folders were reached component by
+/// component without following a link, and the file is opened relative to
+/// its folder's descriptor with `O_NOFOLLOW`, so no link is followed. A
+/// folder replaced after it was opened is still read through its old
+/// descriptor, exactly as a walk in progress would; only reads go through a
+/// `Reader`, and what they read is checked by the caller (an export checks
+/// every image against its recorded hash). At most [`Reader::FOLDERS`]
+/// descriptors are kept.
+pub struct Reader<'o> {
+    out: &'o OutputDir,
+    folders: std::sync::Mutex<std::collections::HashMap<String, Arc<Dir>>>,
+}
+
+impl Reader<'_> {
+    /// Folder descriptors kept at most (then all are dropped and reopened
+    /// as needed): well under the usual limit of 1,024 open files.
+    pub const FOLDERS: usize = 128;
+
+    /// The bytes of the regular file `rel` ([`OutputDir::read`]).
+    pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        let (dirs, file) = split(rel)?;
+        let folder = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        let f = if folder.is_empty() {
+            self.out.root.open_file(file)?
+        } else {
+            (self.folder(folder, dirs)?)
+                .ok_or_else(|| no_such_file(rel))?
+                .open_file(file)?
+        };
+        OutputDir::read_all(&mut regular(f, rel)?)
+    }
+
+    /// The descriptor of `folder` (whose components are `dirs`), walked to
+    /// once; `None` when it is absent.
+    fn folder<'c>(
+        &self,
+        folder: &str,
+        dirs: impl IntoIterator<Item = &'c str>,
+    ) -> io::Result<Option<Arc<Dir>>> {
+        let cached = |m: &std::collections::HashMap<String, Arc<Dir>>| m.get(folder).cloned();
+        if let Some(d) = self.folders.lock().ok().as_ref().and_then(|m| cached(m)) {
+            return Ok(Some(d));
+        }
+        let Some(dir) = self.out.root.walk(dirs, false)?.and_then(|mut c| c.pop()) else {
+            return Ok(None);
+        };
+        let dir = Arc::new(dir);
+        if let Ok(mut m) = self.folders.lock() {
+            if m.len() >= Self::FOLDERS {
+                m.clear();
+            }
+            m.insert(folder.to_string(), dir.clone());
+        }
+        Ok(Some(dir))
+    }
+}
+
+impl OutputDir {
     /// The rest of `file` (opened with [`OutputDir::open_read`]): at most
     /// the size it had, so a file that keeps growing is an error, never an
     /// unbounded read.

@@ -15,8 +15,9 @@
 //! | the record's fields | scalars flattened with `_` (`output_path`, `source_blake3`, `recipe_hash`, `wsi_mpp`, `wsi_region_x` …; level-0 regions are
 //! float64: fractional on the resize path); `organs` and `diseases` as JSON array text (the writer has no list columns); null where the record has none (ROI images have no `wsi_*`) |
 //!
-//! zstd, dictionaries for repeated strings, statistics except for the
-//! image bytes, row groups of 100 pictures ([`crate::parquet_file::Options::images`]).
+//! zstd except for the image bytes (JPEG does not compress:
+//! [`crate::parquet_file`]), dictionaries for repeated strings, statistics
+//! except for the image bytes, row groups of 100 pictures ([`crate::parquet_file::Options::images`]).
 //! Nothing in the file depends on when or where it is written (no
 //! timestamp): the same samples give the same bytes with the same cpia
 //! (the footer's `created_by` names its version).
@@ -25,13 +26,14 @@ use std::io::{self, Write};
 
 use serde_json::Value as Json;
 
-use super::webdataset::{hashed, read_checked, sums, Member, Sums};
+use super::webdataset::{for_each_checked, hashed, sums, Member, Read, Sums};
 use crate::parquet_file::{Column, Kind, Options, Value, Writer};
 
 /// Bump when the bytes written for the same samples change (columns,
 /// options). Not bumped by a new cpia: the footer's `created_by` names the
 /// cpia that wrote a shard, and shards are not rewritten for that alone.
-pub const VERSION: &str = "1";
+/// 2: image bytes stored uncompressed (1: zstd).
+pub const VERSION: &str = "2";
 
 /// Where a column's value is in a record: a JSON pointer, and how it is
 /// stored.
@@ -126,12 +128,11 @@ fn cell<'a>(record: &'a Json, pointer: &str, kind: Kind, texts: &'a [String]) ->
 pub fn write_shard(
     out: impl Write + Send,
     members: &[Member],
-    read: &dyn Fn(&str) -> io::Result<Vec<u8>>,
+    read: &Read<'_>,
 ) -> io::Result<Sums> {
     let sink = hashed(out);
     let mut w = Writer::new(sink, &columns(), &Options::images())?;
-    for m in members {
-        let bytes = read_checked(m, read)?;
+    for_each_checked(members, read, |m, bytes| {
         let record: Json = serde_json::from_slice(&m.record)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", m.key)))?;
         let texts: Vec<String> = AS_JSON
@@ -154,8 +155,8 @@ pub fn write_shard(
                 .iter()
                 .map(|x| cell(&record, x.pointer, x.kind, &texts)),
         );
-        w.push(&row)?;
-    }
+        w.push(&row)
+    })?;
     sums(w.finish()?)
 }
 
@@ -169,6 +170,7 @@ mod tests {
             rank: 1,
             source: format!("{key}.jpg"),
             blake3: blake3::hash(b"jpeg").to_hex().to_string(),
+            bytes: 4,
             record: format!("{record}\n").into_bytes(),
         }
     }

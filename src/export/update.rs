@@ -408,6 +408,14 @@ fn write_stale(
         .filter_map(|f| f.shard.map(|s| (s, f)))
         .collect();
     let threads = jobs.clamp(1, 16);
+    // The writers' reading and hashing run on this pool (`webdataset`'s
+    // module doc): `jobs` threads in all, whatever the shards.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("cpia-export-{i}"))
+        .build()
+        .map_err(|e| Error::Other(format!("starting the export's threads: {e}")))?;
+    let pool = &pool;
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<(Job, std::io::Result<ExportFile>)>();
@@ -417,7 +425,7 @@ fn write_stale(
             scope.spawn(move || loop {
                 let next = rx.lock().map(|r| r.recv());
                 let Ok(Ok(job)) = next else { break };
-                let r = write_job(out, &job);
+                let r = pool.install(|| write_job(out, &job));
                 if tx.send((job, r)).is_err() {
                     break;
                 }
@@ -514,6 +522,7 @@ fn prepare_job(
             key: k,
             source: f.path(),
             blake3: f.file.content_hash.clone(),
+            bytes: f.file.size,
             record: rec,
         });
     }
@@ -545,7 +554,8 @@ pub fn shard_path(def: &Definition, shard: u64) -> String {
 
 /// Writes one shard (on a writer thread).
 fn write_job(out: &OutputDir, job: &Job) -> std::io::Result<ExportFile> {
-    let read = |rel: &str| out.read(rel);
+    let reader = out.reader();
+    let read = |rel: &str| reader.read(rel);
     let (w, sums) = out.write_with(&job.rel, |file| match job.format {
         Format::Parquet => parquet::write_shard(file, &job.members, &read),
         _ => webdataset::write_shard(file, &job.members, &read),

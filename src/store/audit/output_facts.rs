@@ -244,7 +244,10 @@ impl State {
                 "{}{clause} ORDER BY {order}",
                 sql.replace("{source}", &SOURCE.replace("{t}", alias))
             );
-            let mut stmt = self.conn.prepare(&sql).map_err(self.err(what))?;
+            // Cached: an export walks each of thousands of (folder, input)
+            // pairs with the same statement (its preparation was ~8 % of
+            // an export's evaluation, `perf`).
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err(what))?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(values))
                 .map_err(self.err(what))?;
