@@ -241,16 +241,16 @@ fn regular(f: std::fs::File, rel: &str) -> io::Result<std::fs::File> {
 /// descriptor, exactly as a walk in progress would; only reads go through a
 /// `Reader`, and what they read is checked by the caller (an export checks
 /// every image against its recorded hash). At most [`Reader::FOLDERS`]
-/// descriptors are kept.
+/// descriptors are kept (then one is dropped for each new one).
 pub struct Reader<'o> {
     out: &'o OutputDir,
     folders: std::sync::Mutex<std::collections::HashMap<String, Arc<Dir>>>,
 }
 
 impl Reader<'_> {
-    /// Folder descriptors kept at most (then all are dropped and reopened
-    /// as needed): well under the usual limit of 1,024 open files.
-    pub const FOLDERS: usize = 128;
+    /// Folder descriptors kept at most: a quarter of the usual limit of
+    /// 1,024 open files (share one `Reader` between threads).
+    pub const FOLDERS: usize = 256;
 
     /// The bytes of the regular file `rel` ([`OutputDir::read`]).
     pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
@@ -283,7 +283,8 @@ impl Reader<'_> {
         let dir = Arc::new(dir);
         if let Ok(mut m) = self.folders.lock() {
             if m.len() >= Self::FOLDERS {
-                m.clear();
+                let any = m.keys().next().cloned();
+                any.map(|k| m.remove(&k));
             }
             m.insert(folder.to_string(), dir.clone());
         }

@@ -27,7 +27,7 @@ use super::evaluate::{for_each_page, Evaluator, Scope, Sizes};
 use super::selection::{self, Selection};
 use super::webdataset::{self, Member};
 use super::{croissant, imagefolder, index, key, parquet, record, Error};
-use crate::engine::atomic::OutputDir;
+use crate::engine::atomic::{OutputDir, Reader};
 use crate::provenance::facts;
 use crate::recipe::CollectionMeta;
 use crate::store::exports::{ExportFile, ExportRow, Item, SampleRow};
@@ -416,6 +416,8 @@ fn write_stale(
         .build()
         .map_err(|e| Error::Other(format!("starting the export's threads: {e}")))?;
     let pool = &pool;
+    // One reader for all writers: its folder handles are shared.
+    let reader = &out.reader();
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<(Job, std::io::Result<ExportFile>)>();
@@ -425,7 +427,7 @@ fn write_stale(
             scope.spawn(move || loop {
                 let next = rx.lock().map(|r| r.recv());
                 let Ok(Ok(job)) = next else { break };
-                let r = pool.install(|| write_job(out, &job));
+                let r = pool.install(|| write_job(out, reader, &job));
                 if tx.send((job, r)).is_err() {
                     break;
                 }
@@ -553,8 +555,7 @@ pub fn shard_path(def: &Definition, shard: u64) -> String {
 }
 
 /// Writes one shard (on a writer thread).
-fn write_job(out: &OutputDir, job: &Job) -> std::io::Result<ExportFile> {
-    let reader = out.reader();
+fn write_job(out: &OutputDir, reader: &Reader<'_>, job: &Job) -> std::io::Result<ExportFile> {
     let read = |rel: &str| reader.read(rel);
     let (w, sums) = out.write_with(&job.rel, |file| match job.format {
         Format::Parquet => parquet::write_shard(file, &job.members, &read),
