@@ -1,5 +1,7 @@
 //! The MCU index: the entropy-coded data scanned once, recording where
-//! each MCU starts and the DC values a crop row must re-encode.
+//! each MCU starts and the DC values a crop row must re-encode. The data is
+//! unstuffed first, so the bit reader (here, as only the scan reads) and
+//! the splice's copies count bits without stepping over stuffed zeros.
 
 use std::fmt;
 
