@@ -39,12 +39,16 @@ pub mod threads;
 pub mod workspace;
 
 // Test support shared with the integration tests (tests/common): what a test
-// needs from the machine and what a missing need means (`need`), and python3
-// as the reference implementation (`python`). One copy of each, compiled here
-// too, so unit and integration tests follow one rule.
+// needs from the machine and what a missing need means (`need`), python3
+// as the reference implementation (`python`), and the watchdog its children
+// are waited under (`process`). One copy of each, compiled here too, so unit
+// and integration tests follow one rule.
 #[cfg(test)]
 #[path = "../tests/common/need.rs"]
 mod need;
+#[cfg(test)]
+#[path = "../tests/common/process.rs"]
+mod process;
 #[cfg(test)]
 #[path = "../tests/common/python.rs"]
 mod python;

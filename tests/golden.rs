@@ -327,9 +327,9 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
 fn what_to_bump(case: &str) -> String {
     match case.split(' ').next().unwrap_or(case) {
         // Slide reads feed `wsi_grid`, the first step of every WSI pipeline.
-        "read" => "bump `wsi_grid`'s version in `Operator::version` (src/ops/mod.rs)".into(),
+        "read" => "bump `wsi_grid`'s version in `Operator::version` (src/ops/operator.rs)".into(),
         "qc" => "bump `QC_VERSION` (src/plan/key.rs)".into(),
-        op => format!("bump `{op}`'s version in `Operator::version` (src/ops/mod.rs)"),
+        op => format!("bump `{op}`'s version in `Operator::version` (src/ops/operator.rs)"),
     }
 }
 

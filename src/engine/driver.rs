@@ -326,10 +326,11 @@ impl Run {
         })
     }
 
-    /// Ends the build: records the identity of every output folder known
-    /// to match its records (`watched`: those checked at its start, with the
-    /// inputs damaged in them), prunes the stat index when something was
-    /// removed, closes the build's row.
+    /// Ends the build: prunes the stat index when something was removed,
+    /// brings the manifests up to date, records the identity of every
+    /// output folder known to match its records (`watched`: those checked
+    /// at its start, with the inputs damaged in them), closes the build's
+    /// row.
     pub fn finish(
         self,
         ws: &Workspace,
@@ -343,17 +344,21 @@ impl Run {
             mut summary,
             record_identities,
         } = self;
-        if record_identities {
-            record_dir_identities(ws, state, &engine, watched)?;
-        }
         if prune {
             state.prune_unused()?;
         }
+        // The manifests first: their writing (under `manifests/`, whose
+        // identity is not recorded) spends the racy window that the folders
+        // the build just wrote must age out of before their identities are
+        // read, instead of sleeping it out.
         if let Err(e) = crate::provenance::manifest::update(state, &ws.output, engine.output()) {
             summary.failures.push(Failure {
                 input: crate::provenance::manifest::DIR.into(),
                 error: format!("updating the manifests: {e}"),
             });
+        }
+        if record_identities {
+            record_dir_identities(ws, state, &engine, watched)?;
         }
         engine.finish();
         summary.failures.sort_by(|a, b| a.input.cmp(&b.input));

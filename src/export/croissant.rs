@@ -69,35 +69,71 @@ pub fn text(
 ) -> Result<Vec<u8>, Error> {
     let mut shards: Vec<&ExportFile> = files.iter().filter(|f| f.shard.is_some()).collect();
     shards.sort_by_key(|f| f.shard);
-    let (mime, ext) = match def.format {
+    let (by, _) = licences(sel);
+    let v = json!({
+        "@context": context(),
+        "@type": "sc:Dataset",
+        "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": def.name,
+        "description": description(def, sel, &shards),
+        "url": "https://arxiv.org/abs/2310.17902",
+        "license": by.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+        "citeAs": citations(sel).join("\n"),
+        "version": format!("1.0.{}", row.shards),
+        "distribution": distribution(def.format, &shards),
+        "recordSet": [record_set(def.format)],
+    });
+    let mut b = serde_json::to_vec_pretty(&v).map_err(|e| Error::Other(e.to_string()))?;
+    b.push(b'\n');
+    Ok(b)
+}
+
+/// The media type and file extension of a format's shards.
+fn shard_media(format: Format) -> (&'static str, &'static str) {
+    match format {
         Format::Parquet => ("application/x-parquet", "parquet"),
         _ => ("application/x-tar", "tar"),
+    }
+}
+
+/// A shard's file name (its path's last component): its `@id` here.
+fn shard_name(f: &ExportFile) -> &str {
+    f.path.rsplit('/').next().unwrap_or(&f.path)
+}
+
+/// The files of the export: each shard a `FileObject` (with its size and
+/// SHA-256), then the `FileSet` of the images, which the record set reads.
+fn distribution(format: Format, shards: &[&ExportFile]) -> Vec<Value> {
+    let mut distribution: Vec<Value> = shards.iter().map(|f| file_object(format, f)).collect();
+    distribution.push(images_file_set(format, shards));
+    distribution
+}
+
+/// One shard as a `FileObject`; Parquet shards are under `data/`.
+fn file_object(format: Format, f: &ExportFile) -> Value {
+    let (mime, _) = shard_media(format);
+    let name = shard_name(f);
+    let url = if format == Format::Parquet {
+        format!("data/{name}")
+    } else {
+        name.to_string()
     };
-    let mut distribution: Vec<Value> = shards
-        .iter()
-        .map(|f| {
-            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-            let url = if def.format == Format::Parquet {
-                format!("data/{name}")
-            } else {
-                name.to_string()
-            };
-            json!({
-                "@type": "cr:FileObject",
-                "@id": name,
-                "name": name,
-                "contentUrl": url,
-                "contentSize": format!("{} B", f.bytes),
-                "encodingFormat": mime,
-                "sha256": f.sha256,
-            })
-        })
-        .collect();
-    let contained: Vec<Value> = shards
-        .iter()
-        .map(|f| json!({"@id": f.path.rsplit('/').next().unwrap_or(&f.path)}))
-        .collect();
-    distribution.push(match def.format {
+    json!({
+        "@type": "cr:FileObject",
+        "@id": name,
+        "name": name,
+        "contentUrl": url,
+        "contentSize": format!("{} B", f.bytes),
+        "encodingFormat": mime,
+        "sha256": f.sha256,
+    })
+}
+
+/// The `FileSet` `images`: the Parquet shards themselves, read as tables,
+/// or the JPEG members of the tar shards.
+fn images_file_set(format: Format, shards: &[&ExportFile]) -> Value {
+    let (mime, _) = shard_media(format);
+    match format {
         // The shards themselves, read as tables (a local FileSet: found
         // beside this file).
         Format::Parquet => json!({
@@ -107,17 +143,48 @@ pub fn text(
             "encodingFormat": mime,
             "includes": "data/*.parquet",
         }),
-        _ => json!({
-            "@type": "cr:FileSet",
-            "@id": "images",
-            "name": "images",
-            "containedIn": contained,
-            "encodingFormat": "image/jpeg",
-            "includes": "**/*.jpg",
-        }),
-    });
-    let collections: Vec<Value> = sel
-        .collections
+        _ => {
+            let contained: Vec<Value> = shards
+                .iter()
+                .map(|f| json!({"@id": shard_name(f)}))
+                .collect();
+            json!({
+                "@type": "cr:FileSet",
+                "@id": "images",
+                "name": "images",
+                "containedIn": contained,
+                "encodingFormat": "image/jpeg",
+                "includes": "**/*.jpg",
+            })
+        }
+    }
+}
+
+/// The dataset's description: what the export holds, its licences, and
+/// each collection's citation, URL and licence.
+fn description(def: &Definition, sel: &Selection, shards: &[&ExportFile]) -> String {
+    let (_, ext) = shard_media(def.format);
+    let layout = match def.format {
+        Format::Parquet => "one row per image: the dataset's JPEG bytes unchanged (`image`), its key and its provenance record (`record`, and its fields as columns)",
+        _ => "images unchanged from the dataset (`<key>.jpg`), each with its provenance record (`<key>.json`)",
+    };
+    format!(
+        "A {} export of a CPIA dataset built by cpia {}: {} samples in {} {} shard(s), {}. {} Collections: {}.",
+        def.format.name(),
+        env!("CARGO_PKG_VERSION"),
+        shards.iter().map(|f| f.samples).sum::<u64>(),
+        shards.len(),
+        ext,
+        layout,
+        licence_note(sel),
+        serde_json::to_string(&collections(sel)).unwrap_or_default(),
+    )
+}
+
+/// Each collection of the selection with its citation, URL and licence
+/// (from its recipe; null where the recipe has none).
+fn collections(sel: &Selection) -> Vec<Value> {
+    sel.collections
         .iter()
         .map(|c| {
             let m = sel.meta.get(c);
@@ -128,42 +195,15 @@ pub fn text(
                 "license": m.and_then(|m| m.licence.clone()),
             })
         })
-        .collect();
-    let (by, _) = licences(sel);
-    let cite: Vec<String> = sel
-        .collections
+        .collect()
+}
+
+/// The citations of the selection's collections that have one, in order.
+fn citations(sel: &Selection) -> Vec<String> {
+    sel.collections
         .iter()
         .filter_map(|c| sel.meta.get(c).and_then(|m| m.citation.clone()))
-        .collect();
-    let v = json!({
-        "@context": context(),
-        "@type": "sc:Dataset",
-        "conformsTo": "http://mlcommons.org/croissant/1.0",
-        "name": def.name,
-        "description": format!(
-            "A {} export of a CPIA dataset built by cpia {}: {} samples in {} {} shard(s), {}. {} Collections: {}.",
-            def.format.name(),
-            env!("CARGO_PKG_VERSION"),
-            shards.iter().map(|f| f.samples).sum::<u64>(),
-            shards.len(),
-            ext,
-            match def.format {
-                Format::Parquet => "one row per image: the dataset's JPEG bytes unchanged (`image`), its key and its provenance record (`record`, and its fields as columns)",
-                _ => "images unchanged from the dataset (`<key>.jpg`), each with its provenance record (`<key>.json`)",
-            },
-            licence_note(sel),
-            serde_json::to_string(&collections).unwrap_or_default(),
-        ),
-        "url": "https://arxiv.org/abs/2310.17902",
-        "license": by.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
-        "citeAs": cite.join("\n"),
-        "version": format!("1.0.{}", row.shards),
-        "distribution": distribution,
-        "recordSet": [record_set(def.format)],
-    });
-    let mut b = serde_json::to_vec_pretty(&v).map_err(|e| Error::Other(e.to_string()))?;
-    b.push(b'\n');
-    Ok(b)
+        .collect()
 }
 
 /// The record set `samples`: each sample's key and image — tar members'

@@ -454,6 +454,33 @@ fn decode_tile_into<R: ReadAt + ?Sized>(
     })
 }
 
+/// Level pixels `[x, x+w) × [y, y+h)`, in level coordinates (may reach
+/// outside the level: what is outside is left alone).
+#[derive(Clone, Copy, Debug)]
+struct Area {
+    x: i64,
+    y: i64,
+    w: u64,
+    h: u64,
+}
+
+/// An OpenSlide chunk: `w`×`h` output pixels from the fractional level
+/// position `(fx, fy)` (a downsampled level is read in such chunks).
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    fx: f64,
+    fy: f64,
+    w: u64,
+    h: u64,
+}
+
+/// Where a read goes: RGB rows of `stride` pixels, the read's top-left
+/// pixel first.
+struct Rows<'a> {
+    pixels: &'a mut [u8],
+    stride: usize,
+}
+
 impl DirectSlide {
     /// Opens `path` when the direct path can reproduce OpenSlide for it.
     /// `Ok(None)`: not a TIFF, or a kind this reader leaves to OpenSlide (JPEG
@@ -523,8 +550,19 @@ impl DirectSlide {
             out.clear();
         }
         out.resize((w64 * h64 * 3) as usize, 0);
+        let stride = w64 as usize;
         if level == 0 {
-            self.read_exact(l, x as i64, y as i64, w64, h64, &mut out, w64 as usize)?;
+            let area = Area {
+                x: x as i64,
+                y: y as i64,
+                w: w64,
+                h: h64,
+            };
+            let rows = Rows {
+                pixels: &mut out,
+                stride,
+            };
+            self.read_exact(l, area, rows)?;
         } else {
             let ds = l.downsample;
             for row in 0..h64.div_ceil(CHUNK) {
@@ -534,33 +572,26 @@ impl DirectSlide {
                     let sw = (w64 - col * CHUNK).min(CHUNK);
                     let sh = (h64 - row * CHUNK).min(CHUNK);
                     let start = ((row * CHUNK * w64 + col * CHUNK) * 3) as usize;
-                    self.read_chunk(
-                        l,
-                        sx as f64 / ds,
-                        sy as f64 / ds,
-                        sw,
-                        sh,
-                        &mut out[start..],
-                        w64 as usize,
-                    )?;
+                    let chunk = Chunk {
+                        fx: sx as f64 / ds,
+                        fy: sy as f64 / ds,
+                        w: sw,
+                        h: sh,
+                    };
+                    let rows = Rows {
+                        pixels: &mut out[start..],
+                        stride,
+                    };
+                    self.read_chunk(l, chunk, rows)?;
                 }
             }
         }
         RgbImage::from_raw(w, h, out).ok_or_else(|| "region buffer size mismatch".to_string())
     }
 
-    /// One OpenSlide chunk at fractional level position `(fx, fy)`.
-    #[allow(clippy::too_many_arguments)]
-    fn read_chunk(
-        &self,
-        l: &Level,
-        fx: f64,
-        fy: f64,
-        w: u64,
-        h: u64,
-        out: &mut [u8],
-        stride: usize,
-    ) -> Result<(), String> {
+    /// One OpenSlide chunk of level `l` into `rows`.
+    fn read_chunk(&self, l: &Level, chunk: Chunk, rows: Rows<'_>) -> Result<(), String> {
+        let Chunk { fx, fy, w, h } = chunk;
         let g = Grid::new(l, fx, fy, w, h);
         let Some(g) = g else {
             return Ok(()); // entirely outside the tile grid: transparent
@@ -569,24 +600,20 @@ impl DirectSlide {
             // cairo copies 1:1 at ceil(x0 - 0.5): an integer region read.
             let ix = g.start_x as i64 * l.tile_w as i64 + (g.off_x - 0.5).ceil() as i64;
             let iy = g.start_y as i64 * l.tile_h as i64 + (g.off_y - 0.5).ceil() as i64;
-            return self.read_exact(l, ix, iy, w, h, out, stride);
+            let area = Area { x: ix, y: iy, w, h };
+            return self.read_exact(l, area, rows);
         }
-        composite_bilinear(l, &self.file, &g, out, stride)
+        composite_bilinear(l, &self.file, &g, rows.pixels, rows.stride)
     }
 
-    /// Copies the level pixels `[x, x+w) × [y, y+h)` (level coordinates) into
-    /// `out` (RGB rows of `stride` pixels); pixels outside the image are left alone.
-    #[allow(clippy::too_many_arguments)]
-    fn read_exact(
-        &self,
-        l: &Level,
-        x: i64,
-        y: i64,
-        w: u64,
-        h: u64,
-        out: &mut [u8],
-        stride: usize,
-    ) -> Result<(), String> {
+    /// Copies the pixels of `area` of level `l` into `rows`; pixels outside
+    /// the image are left alone.
+    fn read_exact(&self, l: &Level, area: Area, rows: Rows<'_>) -> Result<(), String> {
+        let Area { x, y, w, h } = area;
+        let Rows {
+            pixels: out,
+            stride,
+        } = rows;
         let (lw, lh) = (l.width as i64, l.height as i64);
         let (xa, xb) = (x.max(0), (x + w as i64).min(lw));
         let (ya, yb) = (y.max(0), (y + h as i64).min(lh));

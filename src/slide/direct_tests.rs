@@ -363,15 +363,19 @@ fn write_generic(spec: &Spec, levels: &[(u64, u64, u32)], path: &Path) {
     std::fs::write(path, out).unwrap();
 }
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cpia-direct-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A folder of the test's own, removed when the returned guard drops (a
+/// shared per-process folder was left behind in /tmp by every run).
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cpia-direct-")
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn generic_tiffs_match_openslide() {
-    let dir = tmpdir();
+    let guard = tmpdir();
+    let dir = guard.path();
     // Levels written out of order: OpenSlide sorts them by width.
     let levels = [
         (700u64, 500u64, 0u32),
@@ -436,13 +440,12 @@ fn generic_tiffs_match_openslide() {
         );
         compare(&p, &label, true);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn malformed_files_are_clear_errors() {
-    let dir = tmpdir().join("bad");
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tmpdir();
+    let dir = guard.path();
     let good = dir.join("good.tiff");
     write_generic(
         &Spec {
@@ -564,7 +567,6 @@ fn malformed_files_are_clear_errors() {
         let r = s.read_rgb(region(0, 0, 0, 64, 64));
         eprintln!("garbage tile read: {:?}", r.as_ref().err());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------- fuzz corpus, replayed with deterministic mutations ----------

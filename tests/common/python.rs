@@ -6,7 +6,7 @@
 //! fails the test.
 //!
 //! Compiled into the integration tests and the library's unit tests alike
-//! (see need.rs).
+//! (see need.rs), as is process.rs, whose watchdog it waits under.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -39,6 +39,7 @@ fn run_command(modules: &[&str], mut cmd: Command, stdin: &[u8]) -> Option<Vec<u
     if !super::need::python(modules) {
         return None;
     }
+    let what = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -50,7 +51,9 @@ fn run_command(modules: &[&str], mut cmd: Command, stdin: &[u8]) -> Option<Vec<u
     let mut pipe = child.stdin.take().expect("stdin is piped");
     let input = stdin.to_vec();
     let feeder = std::thread::spawn(move || pipe.write_all(&input));
-    let out = child.wait_with_output().expect("waiting for python3");
+    // Under the watchdog every wait of the tests has: a hung script fails
+    // the test instead of hanging CI.
+    let out = super::process::wait(child, &what);
     if let Ok(Err(e)) = feeder.join() {
         // A script that exits without reading its input closes the pipe;
         // that is its business unless it also failed (reported below).

@@ -1,0 +1,309 @@
+//! The MCU index: the entropy-coded data scanned once, recording where
+//! each MCU starts and the DC values a crop row must re-encode. The data is
+//! unstuffed first, so the bit reader (here, as only the scan reads) and
+//! the splice's copies count bits without stepping over stuffed zeros.
+
+use std::fmt;
+
+use super::huffman::{Huffman, LOOKUP_BITS};
+use super::parse::{parse, Component};
+use super::{no, NotCroppable};
+
+/// Where each MCU's data is, for re-encoding the first MCU of a crop row.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct McuEntry {
+    /// Bit offset of the MCU in the unstuffed entropy-coded data.
+    start: u32,
+    /// Per component: bit offset of its first block, bit offset just after
+    /// that block's DC code, absolute DC of that block, and absolute DC of
+    /// the component's last block in the MCU.
+    pub(super) first: [u32; 3],
+    pub(super) after_dc: [u32; 3],
+    pub(super) dc_first: [i32; 3],
+    pub(super) dc_last: [i32; 3],
+}
+
+/// A JPEG indexed for crops: its header, its unstuffed entropy-coded data
+/// and where every MCU is in it.
+pub struct Indexed {
+    /// The bytes from SOI to the end of the SOS segment, with the offset of
+    /// the SOF0 dimensions in it.
+    pub(super) header: Vec<u8>,
+    pub(super) sof_dims: usize,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) components: Vec<Component>,
+    pub(super) dc: Vec<Option<Huffman>>,
+    /// MCU size in pixels and the MCU grid.
+    pub(super) mcu_w: u32,
+    pub(super) mcu_h: u32,
+    pub(super) mcus_x: u32,
+    mcus_y: u32,
+    pub(super) data: Vec<u8>,
+    /// Bit length of `data`'s coded content.
+    bits: u64,
+    pub(super) mcus: Vec<McuEntry>,
+}
+
+impl fmt::Debug for Indexed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Indexed")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("mcus", &self.mcus.len())
+            .finish()
+    }
+}
+
+impl Indexed {
+    /// Parses `jpeg` and scans its entropy-coded data once.
+    pub fn new(jpeg: &[u8]) -> Result<Indexed, NotCroppable> {
+        let parsed = parse(jpeg)?;
+        let data = unstuff(&jpeg[parsed.scan_start..parsed.scan_end]);
+        let mut ix = Indexed {
+            header: jpeg[..parsed.scan_start].to_vec(),
+            sof_dims: parsed.sof_dims,
+            width: parsed.width,
+            height: parsed.height,
+            mcu_w: 8 * u32::from(parsed.hmax),
+            mcu_h: 8 * u32::from(parsed.vmax),
+            mcus_x: parsed.width.div_ceil(8 * u32::from(parsed.hmax)),
+            mcus_y: parsed.height.div_ceil(8 * u32::from(parsed.vmax)),
+            components: parsed.components,
+            dc: parsed.dc,
+            data,
+            bits: 0,
+            mcus: Vec::new(),
+        };
+        ix.scan(&parsed.ac)?;
+        Ok(ix)
+    }
+
+    /// The MCU size in pixels (crops must lie on this grid).
+    pub fn mcu(&self) -> (u32, u32) {
+        (self.mcu_w, self.mcu_h)
+    }
+
+    /// Image width and height.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Decodes every block once, recording each MCU's entry.
+    fn scan(&mut self, ac: &[Option<Huffman>]) -> Result<(), NotCroppable> {
+        let n = self.mcus_x as usize * self.mcus_y as usize;
+        let mut mcus = Vec::with_capacity(n);
+        let mut r = BitReader::new(&self.data);
+        let mut pred = [0i32; 3];
+        let comps = self.components.clone();
+        let dc: Vec<&Huffman> = comps
+            .iter()
+            .map(|c| {
+                self.dc[c.dc_table]
+                    .as_ref()
+                    .ok_or_else(|| no("a DC table is missing"))
+            })
+            .collect::<Result<_, _>>()?;
+        let act: Vec<&Huffman> = comps
+            .iter()
+            .map(|c| {
+                ac[c.ac_table]
+                    .as_ref()
+                    .ok_or_else(|| no("an AC table is missing"))
+            })
+            .collect::<Result<_, _>>()?;
+        for _ in 0..n {
+            let mut e = McuEntry {
+                start: r.pos32()?,
+                ..McuEntry::default()
+            };
+            for (c, comp) in comps.iter().enumerate() {
+                let blocks = u32::from(comp.h) * u32::from(comp.v);
+                for b in 0..blocks {
+                    if b == 0 {
+                        e.first[c] = r.pos32()?;
+                    }
+                    let s = r.symbol(dc[c])?;
+                    if s > 11 {
+                        return Err(no("a DC difference is out of range"));
+                    }
+                    let diff = extend(r.bits(u32::from(s)), u32::from(s));
+                    pred[c] += diff;
+                    if b == 0 {
+                        e.after_dc[c] = r.pos32()?;
+                        e.dc_first[c] = pred[c];
+                    }
+                    r.skip_ac(act[c])?;
+                }
+                e.dc_last[c] = pred[c];
+            }
+            mcus.push(e);
+        }
+        r.check()?;
+        self.bits = r.pos();
+        self.mcus = mcus;
+        Ok(())
+    }
+
+    /// Bit offset where MCU `i` starts (the end of the data for one past the last).
+    pub(super) fn mcu_start(&self, i: usize) -> u32 {
+        self.mcus.get(i).map_or(self.bits as u32, |e| e.start)
+    }
+}
+
+/// The value of `s` extra bits `v` of a DC difference (JPEG's EXTEND).
+#[inline]
+fn extend(v: u32, s: u32) -> i32 {
+    if s == 0 {
+        0
+    } else if v < 1 << (s - 1) {
+        v as i32 - (1 << s) + 1
+    } else {
+        v as i32
+    }
+}
+
+/// The entropy-coded bytes without their stuffed zeros.
+fn unstuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    let mut i = 0;
+    while let Some(f) = memchr::memchr(0xFF, &data[i..]) {
+        out.extend_from_slice(&data[i..=i + f]);
+        i += f + 2;
+        if i > data.len() {
+            break;
+        }
+    }
+    if i < data.len() {
+        out.extend_from_slice(&data[i..]);
+    }
+    // Room for the reader's 8-byte loads past the end.
+    out.extend_from_slice(&[0; 8]);
+    out
+}
+
+/// Reads bits MSB first from unstuffed data, through a 64-bit buffer
+/// (refilled 8 bytes at a time) so a symbol costs a shift and a lookup.
+struct BitReader<'a> {
+    data: &'a [u8],
+    /// Next byte to load, and the buffer: its `n` top bits are unread.
+    byte: usize,
+    buf: u64,
+    n: u32,
+    /// Bits that can be read (the data without the 8 padding bytes).
+    limit: u64,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> BitReader<'a> {
+        BitReader {
+            data,
+            byte: 0,
+            buf: 0,
+            n: 0,
+            limit: (data.len().saturating_sub(8) as u64) * 8,
+        }
+    }
+
+    /// Bits read so far.
+    #[inline]
+    fn pos(&self) -> u64 {
+        self.byte as u64 * 8 - u64::from(self.n)
+    }
+
+    fn pos32(&self) -> Result<u32, NotCroppable> {
+        u32::try_from(self.pos()).map_err(|_| no("the scan is too long"))
+    }
+
+    /// Makes at least 56 bits available (zeros past the end of the data).
+    #[inline]
+    fn fill(&mut self) {
+        if self.n >= 32 {
+            return;
+        }
+        let word = match self.data.get(self.byte..self.byte + 8) {
+            Some(s) => u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
+            None => 0,
+        };
+        self.buf |= word >> self.n;
+        let bytes = (63 - self.n) >> 3;
+        self.byte += bytes as usize;
+        self.n += bytes * 8;
+    }
+
+    /// The next 32 bits, left aligned (after [`BitReader::fill`]).
+    #[inline]
+    fn peek32(&self) -> u32 {
+        (self.buf >> 32) as u32
+    }
+
+    #[inline]
+    fn consume(&mut self, n: u32) {
+        self.buf <<= n;
+        self.n -= n;
+    }
+
+    fn check(&self) -> Result<(), NotCroppable> {
+        if self.pos() > self.limit {
+            return Err(no("the scan ends early"));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn symbol(&mut self, t: &Huffman) -> Result<u8, NotCroppable> {
+        self.fill();
+        let (s, len) = t
+            .decode(self.peek32() >> 16)
+            .ok_or_else(|| no("a bad Huffman code"))?;
+        self.consume(len);
+        Ok(s)
+    }
+
+    /// The next `n` (≤ 16) bits as a number.
+    #[inline]
+    fn bits(&mut self, n: u32) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        self.fill();
+        let v = self.peek32() >> (32 - n);
+        self.consume(n);
+        v
+    }
+
+    /// Skips the 63 AC coefficients of a block.
+    #[inline]
+    fn skip_ac(&mut self, t: &Huffman) -> Result<(), NotCroppable> {
+        let mut k = 1u32;
+        while k < 64 {
+            // A code and its extra bits are at most 26 bits.
+            self.fill();
+            let peek = self.peek32();
+            let (adv, step) = t.skip[(peek >> (32 - LOOKUP_BITS)) as usize];
+            let (adv, step) = if adv != 0 {
+                (u32::from(adv), u32::from(step))
+            } else {
+                let (rs, len) = t
+                    .decode(peek >> 16)
+                    .ok_or_else(|| no("a bad Huffman code"))?;
+                let (r, s) = (u32::from(rs >> 4), u32::from(rs & 15));
+                let step = match (r, s) {
+                    (15, 0) => 16,
+                    (_, 0) => 0,
+                    _ => r + 1,
+                };
+                (len + s, step)
+            };
+            self.consume(adv);
+            if step == 0 {
+                break;
+            }
+            k += step;
+        }
+        if k > 64 {
+            return Err(no("a block has more than 64 coefficients"));
+        }
+        self.check()
+    }
+}

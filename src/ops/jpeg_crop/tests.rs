@@ -1,0 +1,125 @@
+use super::*;
+use crate::ops::encode::{encode_jpeg, encode_jpeg_region};
+use crate::ops::{JpegParams, RgbImage, Subsampling};
+
+/// Texture with every kind of block: smooth gradients, noise (long AC
+/// runs, 0xFF bytes to stuff), hard black/white edges (large DC steps).
+fn busy(w: u32, h: u32) -> RgbImage {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    RgbImage::from_fn(w, h, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let n = (state >> 56) as u8;
+        match (x / 40 + y / 24) % 4 {
+            0 => image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]),
+            1 => image::Rgb([n, n.wrapping_mul(3), n ^ 0x5A]),
+            2 => {
+                let v = if (x / 3 + y / 5) % 2 == 0 { 0 } else { 255 };
+                image::Rgb([v, 255 - v, v])
+            }
+            _ => image::Rgb([200, 120 + (n % 40), 170]),
+        }
+    })
+}
+
+fn params(quality: u8, subsampling: Subsampling) -> JpegParams {
+    JpegParams {
+        quality,
+        subsampling,
+    }
+}
+
+/// Every crop of `rects` from `img`'s JPEG equals encoding its pixels.
+fn assert_crops_equal_pixels(img: &RgbImage, p: &JpegParams, rects: &[(u32, u32, u32, u32)]) {
+    let whole = encode_jpeg(img, p).unwrap();
+    let ix = Indexed::new(&whole).unwrap();
+    for &(x, y, w, h) in rects {
+        let crop = ix.crop(x, y, w, h).unwrap();
+        let pixels = encode_jpeg_region(img, x, y, w, h, p).unwrap();
+        assert!(
+            crop == pixels,
+            "{w}×{h} at ({x}, {y}), q{} {:?}: {} bytes cropped, {} encoded",
+            p.quality,
+            p.subsampling,
+            crop.len(),
+            pixels.len()
+        );
+    }
+}
+
+#[test]
+fn crops_are_the_bytes_of_encoding_their_pixels() {
+    let img = busy(480, 320);
+    for (s, (mw, mh)) in [
+        (Subsampling::S420, (16, 16)),
+        (Subsampling::S422, (16, 8)),
+        (Subsampling::S444, (8, 8)),
+    ] {
+        for q in [1, 50, 75, 90, 100] {
+            let p = params(q, s);
+            let rects = [
+                (0, 0, 480, 320),
+                (0, 0, 96, 96),
+                (mw, mh, mw, mh),
+                (480 - 160, 320 - 96, 160, 96),
+                (4 * mw, 2 * mh, 240, 5 * mh),
+                (0, 8 * mh, 480, 2 * mh),
+            ];
+            assert_crops_equal_pixels(&img, &p, &rects);
+            let ix = Indexed::new(&encode_jpeg(&img, &p).unwrap()).unwrap();
+            assert_eq!(ix.mcu(), (mw, mh));
+        }
+    }
+}
+
+#[test]
+fn crops_of_real_tissue_at_the_cpia_scales() {
+    // The standard's geometry scaled to a real 1000² H&E image: a 960²
+    // "XL" tile, its 240² "L", 96² "M" and 16² "S" children (all on the
+    // 16-px grid, as 960, 384 and 96 are of 3840).
+    let Some(bytes) = crate::ops::testutil::roi_file("tiatoolbox_target_image.png") else {
+        return;
+    };
+    let img = crate::ops::decode::decode(&bytes).unwrap();
+    let xl = image::imageops::crop_imm(&img, 16, 32, 960, 960).to_image();
+    let mut rects = Vec::new();
+    for size in [240u32, 96, 16] {
+        let k = 960 / size;
+        for n in 0..k * k {
+            rects.push(((n % k) * size, (n / k) * size, size, size));
+        }
+    }
+    assert_crops_equal_pixels(&xl, &params(75, Subsampling::S420), &rects);
+}
+
+#[test]
+fn what_is_not_exact_is_refused() {
+    let img = busy(64, 64);
+    let p = params(75, Subsampling::S420);
+    let ix = Indexed::new(&encode_jpeg(&img, &p).unwrap()).unwrap();
+    for (x, y, w, h) in [
+        (8, 0, 16, 16),
+        (0, 0, 24, 16),
+        (0, 0, 0, 16),
+        (48, 48, 32, 16),
+    ] {
+        assert!(ix.crop(x, y, w, h).is_err(), "{w}×{h} at ({x}, {y})");
+    }
+    // Not a JPEG, a truncated one, a progressive one.
+    assert!(Indexed::new(b"not a jpeg").is_err());
+    let whole = encode_jpeg(&img, &p).unwrap();
+    assert!(Indexed::new(&whole[..whole.len() / 2]).is_err());
+    let mut c = turbojpeg::Compressor::new().unwrap();
+    c.set_progressive(true).unwrap();
+    let image = turbojpeg::Image {
+        pixels: img.as_raw().as_slice(),
+        width: 64,
+        pitch: 64 * 3,
+        height: 64,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    let progressive = c.compress_to_vec(image).unwrap();
+    let e = Indexed::new(&progressive).err().unwrap();
+    assert!(e.0.contains("baseline"), "{e}");
+}
