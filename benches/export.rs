@@ -186,7 +186,7 @@ fn throughput() {
         let (w, cpu) = (median(walls), median(cpus));
         let what = if *format == "parquet" {
             format!(
-                "the same, zstd pages but for the JPEG bytes; {:.0} MB of shards (the last run's), {:.3}× the images",
+                "the same, zstd pages; {:.0} MB of shards (the last run's), {:.3}× the images",
                 parquet_size.get() as f64 / 1e6,
                 parquet_size.get() as f64 / bytes as f64
             )

@@ -924,7 +924,7 @@ fn parquet_shards_load_in_datasets_polars_and_pyarrow_and_agree_with_why() {
         wsi_rows > 50 && wsi_rows < rows.len(),
         "{wsi_rows} WSI rows"
     );
-    // pyarrow: the struct `datasets` decodes, zstd but for the JPEG bytes,
+    // pyarrow: the struct `datasets` decodes, zstd (the JPEG bytes too),
     // row groups of ≤ 100.
     let files = seen["files"].as_object().unwrap();
     assert_eq!(
@@ -939,12 +939,7 @@ fn parquet_shards_load_in_datasets_polars_and_pyarrow_and_agree_with_why() {
         let compression = f["compression"].as_array().unwrap();
         assert!(compression.len() > 3, "{name}: {compression:?}");
         for pc in compression {
-            let want = if pc[0] == "image.bytes" {
-                "UNCOMPRESSED"
-            } else {
-                "ZSTD"
-            };
-            assert_eq!(pc[1], want, "{name}: {pc}");
+            assert_eq!(pc[1], "ZSTD", "{name}: {pc}");
         }
         assert!(
             compression.iter().any(|pc| pc[0] == "image.bytes"),

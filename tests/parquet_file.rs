@@ -233,8 +233,7 @@ fn image_shards_load_in_datasets_polars_and_pyarrow() {
         assert_eq!(row["mpp"].as_f64(), s.mpp, "{key}");
     }
 
-    // pyarrow: row groups of 3, zstd everywhere but the image bytes (JPEG),
-    // statistics except the blob.
+    // pyarrow: row groups of 3, zstd everywhere, statistics except the blob.
     let pa = &seen["pyarrow"];
     let expected_groups: usize = (0..2)
         .map(|k| samples.iter().skip(k).step_by(2).count().div_ceil(3))
@@ -243,12 +242,7 @@ fn image_shards_load_in_datasets_polars_and_pyarrow() {
     let mut bounded = std::collections::BTreeSet::new();
     for c in pa["columns"].as_array().unwrap() {
         let path = c[0].as_str().unwrap();
-        let want = if path == "image.bytes" {
-            "UNCOMPRESSED"
-        } else {
-            "ZSTD"
-        };
-        assert_eq!(c[1], want, "{path}");
+        assert_eq!(c[1], "ZSTD", "{path}");
         assert_eq!(c[2], path != "image.bytes", "{path}: statistics");
         if c[3] == true {
             bounded.insert(path);

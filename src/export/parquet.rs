@@ -15,8 +15,7 @@
 //! | the record's fields | scalars flattened with `_` (`output_path`, `source_blake3`, `recipe_hash`, `wsi_mpp`, `wsi_region_x` …; level-0 regions are
 //! float64: fractional on the resize path); `organs` and `diseases` as JSON array text (the writer has no list columns); null where the record has none (ROI images have no `wsi_*`) |
 //!
-//! zstd except for the image bytes (JPEG does not compress:
-//! [`crate::parquet_file`]), dictionaries for repeated strings, statistics
+//! zstd, dictionaries for repeated strings, statistics
 //! except for the image bytes, row groups of 100 pictures ([`crate::parquet_file::Options::images`]).
 //! Nothing in the file depends on when or where it is written (no
 //! timestamp): the same samples give the same bytes with the same cpia
@@ -32,8 +31,7 @@ use crate::parquet_file::{Column, Kind, Options, Value, Writer};
 /// Bump when the bytes written for the same samples change (columns,
 /// options). Not bumped by a new cpia: the footer's `created_by` names the
 /// cpia that wrote a shard, and shards are not rewritten for that alone.
-/// 2: image bytes stored uncompressed (1: zstd).
-pub const VERSION: &str = "2";
+pub const VERSION: &str = "1";
 
 /// Where a column's value is in a record: a JSON pointer, and how it is
 /// stored.
