@@ -16,6 +16,7 @@ use std::ops::ControlFlow;
 use super::definition::{Definition, Format};
 use super::sample::SampleFacts;
 use super::selection::Selection;
+use super::webdataset::Member;
 use super::{key, record, Error};
 use crate::provenance::facts;
 use crate::store::audit::{OutputFacts, OutputFilter};
@@ -52,6 +53,12 @@ pub struct Evaluator<'a> {
     pub records: record::Context,
     /// Selected folders: id → path.
     dirs: HashMap<i64, String>,
+    /// Samples evaluated by this run, as a shard writes them, while they
+    /// fit [`Evaluator::keep_members`]'s bound: writing a shard then needs
+    /// neither the state's facts nor the record again.
+    kept: HashMap<Item, Member>,
+    /// Bytes `kept` may still take.
+    keep_room: usize,
 }
 
 /// Why a shard changes, for `plan --explain`.
@@ -79,6 +86,26 @@ impl<'a> Evaluator<'a> {
             sizes,
             records: record::Context::new(sel.meta.clone()),
             dirs: sel.dirs.iter().map(|d| (d.id, d.path.clone())).collect(),
+            kept: HashMap::new(),
+            keep_room: 0,
+        }
+    }
+
+    /// Keeps the samples evaluated from now on as shard members, up to
+    /// `bytes` of keys, paths and records ([`Evaluator::take_member`]).
+    pub fn keep_members(&mut self, bytes: usize) {
+        self.keep_room = bytes;
+    }
+
+    /// The member of `item` kept when it was evaluated, if it was.
+    pub fn take_member(&mut self, item: &Item) -> Option<Member> {
+        self.kept.remove(item)
+    }
+
+    fn keep(&mut self, item: Item, member: impl FnOnce() -> Member, size: usize) {
+        if size <= self.keep_room {
+            self.keep_room -= size;
+            self.kept.insert(item, member());
         }
     }
 
@@ -181,7 +208,7 @@ impl<'a> Evaluator<'a> {
             }
             None => Item::Output(f.id),
         };
-        let Some((k, _, digest)) = self.sample(state, f)? else {
+        let Some((k, rec, digest)) = self.sample(state, f)? else {
             return Ok(None);
         };
         let path = match self.def.format {
@@ -193,6 +220,19 @@ impl<'a> Evaluator<'a> {
         } else {
             0
         };
+        let size = k.len() + rec.len() + f.dir.len() + f.name.len() + 3 * 64;
+        self.keep(
+            item,
+            || Member {
+                rank: key::rank(&k),
+                key: k,
+                source: f.path(),
+                blake3: f.file.content_hash.clone(),
+                bytes: f.file.size,
+                record: rec,
+            },
+            size,
+        );
         Ok(Some(SampleRow {
             out_dir: f.out_dir,
             input: f.input,
