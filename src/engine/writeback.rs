@@ -99,7 +99,6 @@ mod tests {
             WriteBack::AHEAD
         );
         w.flush().unwrap();
-        drop(w);
         file.sync_all().unwrap();
         let back = std::fs::read(&path).unwrap();
         assert_eq!(back.len(), 20 << 20);
