@@ -102,6 +102,16 @@ impl<'a> Evaluator<'a> {
         self.kept.remove(item)
     }
 
+    /// The members kept (another evaluator's, for [`Evaluator::absorb`]).
+    pub fn into_kept(self) -> HashMap<Item, Member> {
+        self.kept
+    }
+
+    /// Takes over members another evaluator of the same export kept.
+    pub fn absorb(&mut self, kept: HashMap<Item, Member>) {
+        self.kept.extend(kept);
+    }
+
     fn keep(&mut self, item: Item, member: impl FnOnce() -> Member, size: usize) {
         if size <= self.keep_room {
             self.keep_room -= size;
@@ -314,16 +324,25 @@ pub fn for_each_page(
         }
         Scope::Whole => {
             let recorded: BTreeSet<(i64, i64)> = state.export_pairs(export)?.into_iter().collect();
+            // Pages run across folders: a folder often holds one slide's
+            // tiles, and a page of one pair leaves nothing to share
+            // between threads.
+            let mut page = Vec::with_capacity(PAGE);
             for d in &sel.dirs {
-                let pairs: Vec<(i64, i64)> = state
-                    .inputs_in_dir(d.id)?
-                    .into_iter()
-                    .map(|i| (d.id, i))
-                    .filter(|p| !recorded.contains(p))
-                    .collect();
-                for page in pairs.chunks(PAGE) {
-                    f(state, page)?;
+                let inputs = state.inputs_in_dir(d.id)?;
+                for pair in inputs.into_iter().map(|i| (d.id, i)) {
+                    if recorded.contains(&pair) {
+                        continue;
+                    }
+                    page.push(pair);
+                    if page.len() == PAGE {
+                        f(state, &page)?;
+                        page.clear();
+                    }
                 }
+            }
+            if !page.is_empty() {
+                f(state, &page)?;
             }
             let recorded: Vec<(i64, i64)> = recorded.into_iter().collect();
             for page in recorded.chunks(PAGE) {
