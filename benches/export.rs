@@ -5,7 +5,8 @@
 //!
 //! - `throughput`: `cpia export --format webdataset -j 2` and
 //!   `--format parquet` against GNU `tar -cf` of the same files (a file list
-//!   in the same order), 20,000 outputs of 48 KiB, warm cache, alternating,
+//!   in the same order) and against `tar | tee | sha256sum` (tar with the
+//!   checksum every shard also gets), 20,000 outputs of 48 KiB, warm cache, alternating,
 //!   medians of `CPIA_BENCH_RUNS` (default 3): MB/s of image bytes, CPU
 //!   seconds, and the Parquet shards' bytes. Target: at least tar's. With
 //!   `CPIA_BENCH_BASELINE=/path/to/an/older/cpia` the older binary's two
@@ -136,6 +137,17 @@ fn throughput() {
         std::fs::remove_file(&tar_out).unwrap();
         r.wall
     };
+    // The same tar with the SHA-256 every shard also gets (Croissant's
+    // checksum), by the standard tools: `tar | tee FILE | sha256sum`.
+    let tar_sha = || {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg("set -o pipefail; tar -cf - -C dataset -T files.txt | tee all.tar | sha256sum >/dev/null");
+        let r = run_program(&mut cmd, &c.dir);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        std::fs::remove_file(&tar_out).unwrap();
+        r.wall
+    };
     // One export by `bin` in `format`, removed after: (wall, CPU).
     let parquet_size = std::cell::Cell::new(0);
     let one = |bin: &Path, format: &str| {
@@ -160,13 +172,16 @@ fn throughput() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     tar();
+    tar_sha();
     for (_, bin, format) in &tools {
         one(bin, format);
     }
     let mut t = Vec::new();
+    let mut ts = Vec::new();
     let mut o: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); tools.len()];
     for _ in 0..runs {
         t.push(tar());
+        ts.push(tar_sha());
         for (i, (_, bin, format)) in tools.iter().enumerate() {
             let (wall, cpu) = one(bin, format);
             o[i].0.push(wall);
@@ -182,6 +197,12 @@ fn throughput() {
     );
     println!("| tool | wall | CPU | MB/s |\n|---|---|---|---|");
     println!("| `tar -cf` (GNU) | {t:.2} s | | {:.0} |", mb / t);
+    let ts = median(ts);
+    println!(
+        "| `tar -cf - | tee all.tar | sha256sum` (the same, with one checksum) | {ts:.2} s | | {:.0} ({:.2}× tar) |",
+        mb / ts,
+        t / ts
+    );
     for ((who, _, format), (walls, cpus)) in tools.iter().zip(o) {
         let (w, cpu) = (median(walls), median(cpus));
         let what = if *format == "parquet" {
