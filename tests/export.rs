@@ -445,6 +445,27 @@ fn a_change_rewrites_only_the_shards_holding_affected_samples() {
     assert_eq!(touched as usize, expected.len(), "{j}");
     assert!(!k1.contains_key("M/B/b2-1"));
     ok(&ws.cpia(&["verify"]));
+    // A rewritten shard holds exactly what a fresh export of the same samples
+    // holds: its changed samples were kept from their evaluation, the others
+    // read back from the state; a fresh export keeps them all.
+    ok(&ws.cpia(&[
+        "export",
+        "--format",
+        "webdataset",
+        "--shard-samples",
+        "2",
+        "--name",
+        "fresh",
+    ]));
+    let fresh: BTreeMap<String, String> = shard_hashes(&ws, "fresh")
+        .into_iter()
+        .map(|(name, h)| (name.replace("fresh-", "pretrain-"), h))
+        .collect();
+    assert_eq!(
+        fresh, h1,
+        "the incremental shards differ from a fresh export's"
+    );
+    ok(&ws.cpia(&["export", "--remove", "fresh"]));
 
     // A recipe parameter of B changed: exactly the shards holding B's samples.
     ws.write(

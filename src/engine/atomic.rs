@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::confined::Dir;
+use super::writeback::WriteBack;
 use crate::workspace::TMP_DIR;
 
 /// Writes files under one output root.
@@ -160,16 +161,18 @@ impl OutputDir {
 
     /// Writes `rel` atomically and durably from `fill`, which writes the
     /// file's bytes (a file too large to hold in memory: an export's
-    /// shard). The temporary is fsynced, renamed into place and its folder
-    /// fsynced; if `fill` fails, nothing is left and the old file stays.
+    /// shard) in one stream, sent to the disk as it goes
+    /// ([`super::writeback`]). The temporary is fsynced, renamed into place
+    /// and its folder fsynced; if `fill` fails, nothing is left and the old
+    /// file stays.
     pub fn write_with<T>(
         &self,
         rel: &str,
-        fill: impl FnOnce(&mut std::fs::File) -> io::Result<T>,
+        fill: impl FnOnce(&mut WriteBack<'_>) -> io::Result<T>,
     ) -> io::Result<(Written, T)> {
         let staged = self.staged_name(rel, "tmp")?;
         let mut f = self.tmp.create_file(&staged.name)?;
-        let value = fill(&mut f)?;
+        let value = fill(&mut WriteBack::new(&mut f))?;
         f.sync_all()?;
         drop(f);
         let written = self.place(staged)?;
@@ -191,7 +194,7 @@ impl OutputDir {
             .root
             .walk(dirs, false)?
             .ok_or_else(|| no_such_file(rel))?;
-        regular(chain.last().unwrap_or(&self.root).open_file(file)?, rel)
+        regular(chain.last().unwrap_or(&self.root).open_file(file)?, rel).map(|(f, _)| f)
     }
 
     /// A reader of many files of the output folder that keeps the handles
@@ -215,9 +218,11 @@ fn no_such_file(rel: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("`{rel}`: no such file"))
 }
 
-/// `f`, opened as `rel`, if it is a regular file; an error naming what it is otherwise.
-fn regular(f: std::fs::File, rel: &str) -> io::Result<std::fs::File> {
-    let t = f.metadata()?.file_type();
+/// `f`, opened as `rel`, and its metadata if it is a regular file; an
+/// error naming what it is otherwise.
+fn regular(f: std::fs::File, rel: &str) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    let meta = f.metadata()?;
+    let t = meta.file_type();
     if !t.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -227,7 +232,7 @@ fn regular(f: std::fs::File, rel: &str) -> io::Result<std::fs::File> {
             ),
         ));
     }
-    Ok(f)
+    Ok((f, meta))
 }
 
 /// Reads files of the output folder as [`OutputDir::read`] does, from any
@@ -263,7 +268,8 @@ impl Reader<'_> {
                 .ok_or_else(|| no_such_file(rel))?
                 .open_file(file)?
         };
-        OutputDir::read_all(&mut regular(f, rel)?)
+        let (mut f, meta) = regular(f, rel)?;
+        crate::regular_file::read_exactly(&mut f, meta.len())
     }
 
     /// The descriptor of `folder` (whose components are `dirs`), walked to

@@ -33,6 +33,7 @@ pub mod record;
 mod roi;
 pub mod summary;
 mod tiles;
+pub mod writeback;
 pub mod wsi;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

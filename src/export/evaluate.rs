@@ -16,6 +16,7 @@ use std::ops::ControlFlow;
 use super::definition::{Definition, Format};
 use super::sample::SampleFacts;
 use super::selection::Selection;
+use super::webdataset::Member;
 use super::{key, record, Error};
 use crate::provenance::facts;
 use crate::store::audit::{OutputFacts, OutputFilter};
@@ -52,6 +53,12 @@ pub struct Evaluator<'a> {
     pub records: record::Context,
     /// Selected folders: id → path.
     dirs: HashMap<i64, String>,
+    /// Samples evaluated by this run, as a shard writes them, while they
+    /// fit [`Evaluator::keep_members`]'s bound: writing a shard then needs
+    /// neither the state's facts nor the record again.
+    kept: HashMap<Item, Member>,
+    /// Bytes `kept` may still take.
+    keep_room: usize,
 }
 
 /// Why a shard changes, for `plan --explain`.
@@ -79,6 +86,36 @@ impl<'a> Evaluator<'a> {
             sizes,
             records: record::Context::new(sel.meta.clone()),
             dirs: sel.dirs.iter().map(|d| (d.id, d.path.clone())).collect(),
+            kept: HashMap::new(),
+            keep_room: 0,
+        }
+    }
+
+    /// Keeps the samples evaluated from now on as shard members, up to
+    /// `bytes` of keys, paths and records ([`Evaluator::take_member`]).
+    pub fn keep_members(&mut self, bytes: usize) {
+        self.keep_room = bytes;
+    }
+
+    /// The member of `item` kept when it was evaluated, if it was.
+    pub fn take_member(&mut self, item: &Item) -> Option<Member> {
+        self.kept.remove(item)
+    }
+
+    /// The members kept (another evaluator's, for [`Evaluator::absorb`]).
+    pub fn into_kept(self) -> HashMap<Item, Member> {
+        self.kept
+    }
+
+    /// Takes over members another evaluator of the same export kept.
+    pub fn absorb(&mut self, kept: HashMap<Item, Member>) {
+        self.kept.extend(kept);
+    }
+
+    fn keep(&mut self, item: Item, member: impl FnOnce() -> Member, size: usize) {
+        if size <= self.keep_room {
+            self.keep_room -= size;
+            self.kept.insert(item, member());
         }
     }
 
@@ -181,7 +218,7 @@ impl<'a> Evaluator<'a> {
             }
             None => Item::Output(f.id),
         };
-        let Some((k, _, digest)) = self.sample(state, f)? else {
+        let Some((k, rec, digest)) = self.sample(state, f)? else {
             return Ok(None);
         };
         let path = match self.def.format {
@@ -193,6 +230,19 @@ impl<'a> Evaluator<'a> {
         } else {
             0
         };
+        let size = k.len() + rec.len() + f.dir.len() + f.name.len() + 3 * 64;
+        self.keep(
+            item,
+            || Member {
+                rank: key::rank(&k),
+                key: k,
+                source: f.path(),
+                blake3: f.file.content_hash.clone(),
+                bytes: f.file.size,
+                record: rec,
+            },
+            size,
+        );
         Ok(Some(SampleRow {
             out_dir: f.out_dir,
             input: f.input,
@@ -274,16 +324,25 @@ pub fn for_each_page(
         }
         Scope::Whole => {
             let recorded: BTreeSet<(i64, i64)> = state.export_pairs(export)?.into_iter().collect();
+            // Pages run across folders: a folder often holds one slide's
+            // tiles, and a page of one pair leaves nothing to share
+            // between threads.
+            let mut page = Vec::with_capacity(PAGE);
             for d in &sel.dirs {
-                let pairs: Vec<(i64, i64)> = state
-                    .inputs_in_dir(d.id)?
-                    .into_iter()
-                    .map(|i| (d.id, i))
-                    .filter(|p| !recorded.contains(p))
-                    .collect();
-                for page in pairs.chunks(PAGE) {
-                    f(state, page)?;
+                let inputs = state.inputs_in_dir(d.id)?;
+                for pair in inputs.into_iter().map(|i| (d.id, i)) {
+                    if recorded.contains(&pair) {
+                        continue;
+                    }
+                    page.push(pair);
+                    if page.len() == PAGE {
+                        f(state, &page)?;
+                        page.clear();
+                    }
                 }
+            }
+            if !page.is_empty() {
+                f(state, &page)?;
             }
             let recorded: Vec<(i64, i64)> = recorded.into_iter().collect();
             for page in recorded.chunks(PAGE) {

@@ -39,6 +39,7 @@ pub mod key;
 pub mod parquet;
 pub mod record;
 pub mod sample;
+pub mod second_reader;
 pub mod selection;
 pub mod sync;
 pub mod update;

@@ -31,7 +31,7 @@ use crate::parquet_file::{Column, Kind, Options, Value, Writer};
 /// Bump when the bytes written for the same samples change (columns,
 /// options). Not bumped by a new cpia: the footer's `created_by` names the
 /// cpia that wrote a shard, and shards are not rewritten for that alone.
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
 
 /// Where a column's value is in a record: a JSON pointer, and how it is
 /// stored.

@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc, Arc};
 
 use super::definition::{Definition, Format, Target};
-use super::evaluate::{for_each_page, Evaluator, Scope, Sizes};
+use super::evaluate::{for_each_page, Evaluated, Evaluator, Scope, Sizes};
+use super::second_reader::{Page, SecondReader};
 use super::selection::{self, Selection};
 use super::webdataset::{self, Member};
 use super::{croissant, imagefolder, index, key, parquet, record, Error};
@@ -144,8 +145,42 @@ pub fn update(
     mark_moved_categories(state, &row, &sizes)?;
     outcome.repaired = forget_damaged(state, out, &row)?;
     let mut ev = Evaluator::new(def, &sel, row.shards, &sizes);
-    for_each_page(state, row.id, scope, &sel, &mut |state, page| {
-        apply_page(state, out, &mut ev, row.id, page, def.format, &mut outcome)
+    // Sharded exports evaluate on two connections when given two threads
+    // (`second_reader`); a second connection that cannot be opened leaves
+    // the work to the first.
+    let second = (def.format.sharded() && opts.jobs > 1)
+        .then(|| State::open_read_only(state.path()).ok().flatten())
+        .flatten();
+    std::thread::scope(|threads| -> Result<(), Error> {
+        let second = second.map(|s| {
+            let mut theirs = Evaluator::new(def, &sel, row.shards, &sizes);
+            theirs.keep_members(KEEP_BYTES / 2);
+            SecondReader::start(threads, s, theirs)
+        });
+        if def.format.sharded() {
+            ev.keep_members(KEEP_BYTES / if second.is_some() { 2 } else { 1 });
+        }
+        let reader = second.as_ref().map(|(r, _)| r);
+        for_each_page(state, row.id, scope, &sel, &mut |state, page| {
+            apply_page(
+                state,
+                out,
+                &mut ev,
+                reader,
+                row.id,
+                page,
+                def.format,
+                &mut outcome,
+            )
+        })?;
+        if let Some((reader, handle)) = second {
+            drop(reader);
+            let kept = handle
+                .join()
+                .map_err(|_| Error::Other("the second evaluating thread panicked".into()))?;
+            ev.absorb(kept);
+        }
+        Ok(())
     })?;
     if scope == Scope::Whole {
         state.clear_export_dirty(row.id)?;
@@ -346,12 +381,15 @@ fn mark_moved_categories(state: &mut State, row: &ExportRow, sizes: &Sizes) -> R
     Ok(())
 }
 
-/// Re-evaluates one page of pairs and records it (an ImageFolder's files
-/// placed first).
+/// Re-evaluates one page of pairs (on two threads when `second` is given,
+/// never for an ImageFolder) and records it (an ImageFolder's files placed
+/// first).
+#[allow(clippy::too_many_arguments)]
 fn apply_page(
     state: &mut State,
     out: &OutputDir,
     ev: &mut Evaluator<'_>,
+    second: Option<&SecondReader>,
     id: i64,
     page: &[(i64, i64)],
     format: Format,
@@ -359,15 +397,28 @@ fn apply_page(
 ) -> Result<(), Error> {
     let mut updates = Vec::with_capacity(page.len());
     let mut stale = Vec::new();
+    let mut old = Vec::with_capacity(page.len());
     for &(out_dir, input) in page {
-        let old = state.export_pair_samples(id, out_dir, input)?;
-        let e = ev.evaluate(state, out_dir, input, &old)?;
-        outcome.pairs += 1;
-        if format == Format::ImageFolder {
-            let (placed, removed) = imagefolder::apply(state, out, &old, &e.update.samples)?;
-            outcome.files_placed += placed;
-            outcome.files_removed += removed;
+        old.push(state.export_pair_samples(id, out_dir, input)?);
+    }
+    let evaluated: Vec<Evaluated> = match second.filter(|_| format.sharded()) {
+        Some(second) => second.evaluate(Page::new(page.to_vec(), old), state, ev)?,
+        None => {
+            let mut done = Vec::with_capacity(page.len());
+            for (&(out_dir, input), old) in page.iter().zip(&old) {
+                let e = ev.evaluate(state, out_dir, input, old)?;
+                if format == Format::ImageFolder {
+                    let (placed, removed) = imagefolder::apply(state, out, old, &e.update.samples)?;
+                    outcome.files_placed += placed;
+                    outcome.files_removed += removed;
+                }
+                done.push(e);
+            }
+            done
         }
+    };
+    for e in evaluated {
+        outcome.pairs += 1;
         stale.extend(e.changes.iter().map(|c| c.shard));
         updates.push(e.update);
     }
@@ -379,6 +430,14 @@ fn apply_page(
     state.apply_export_pairs(id, &updates, &stale)?;
     Ok(())
 }
+
+/// The shard members an update keeps from evaluating its samples to
+/// writing their shards (keys, paths, records; ~1 KiB a sample): up to here
+/// a shard's members are neither read from the state nor their records
+/// made a second time (an export of 20,000 samples spent ~0.3 s doing so,
+/// on the thread that feeds the writers); past it they are. Bounded so that
+/// a corpus-size export stays within its memory target.
+const KEEP_BYTES: usize = 48 << 20;
 
 /// A shard to write: its number, file and members in order.
 struct Job {
@@ -522,8 +581,30 @@ fn prepare_job(
         state.record_export_file(row.id, f)?;
         return Ok(None);
     }
+    let members = state.reading(|state| members(state, def, ev, shard, &samples))?;
+    Ok(Some(Job {
+        format: def.format,
+        shard,
+        rel,
+        digest,
+        members,
+    }))
+}
+
+/// The members of shard `shard`, whose samples are `samples`, in order.
+fn members(
+    state: &State,
+    def: &Definition,
+    ev: &mut Evaluator<'_>,
+    shard: u64,
+    samples: &[SampleRow],
+) -> Result<Vec<Member>, Error> {
     let mut members = Vec::with_capacity(samples.len());
-    for s in &samples {
+    for s in samples {
+        if let Some(m) = ev.take_member(&s.item) {
+            members.push(m);
+            continue;
+        }
         let facts = match s.item {
             Item::Output(id) => state.output_facts_by_id(id)?,
             Item::Tile { unit, x, y } => state.tile_facts_at(unit, x, y, &facts::tile_name)?,
@@ -547,13 +628,7 @@ fn prepare_job(
         });
     }
     members.sort_by(|a, b| (a.rank, &a.key).cmp(&(b.rank, &b.key)));
-    Ok(Some(Job {
-        format: def.format,
-        shard,
-        rel,
-        digest,
-        members,
-    }))
+    Ok(members)
 }
 
 /// A shard's file, relative to the output folder.

@@ -24,7 +24,13 @@
 //! ([`for_each_checked`]), and each megabyte of the stream is written and
 //! blake3-hashed on one thread while SHA-256 hashes it on another
 //! ([`Hashing`]). The bytes are the same whatever the threads: the members
-//! are appended in order, and each hash sees the stream in order.
+//! are appended in order, and each hash sees the stream in order. An image
+//! costs one `openat`, one `fstat`, one `read` and one `close`; the stream is
+//! sent to the disk as it is written ([`crate::engine::writeback`]), so the
+//! shard's fsync does not idle the writer. What is left is the per-byte work
+//! the shard's checksums must do: SHA-256 alone (SHA-NI, ~1.9 GB/s, the
+//! speed of `openssl speed -evp sha256` on the same machine) takes about
+//! what GNU tar takes for the whole copy.
 
 use std::io::{self, Write};
 

@@ -193,3 +193,59 @@ fn a_failing_sink_reports_its_own_error() {
     .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
 }
+
+#[test]
+fn pictures_are_cut_into_pages_of_about_a_mebibyte_and_read_back_whole() {
+    // 100 pictures of 100 KiB (with nulls between) in one row group: pages
+    // of ~1 MiB (11 pictures each), not one 10 MB page.
+    let pictures: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100 << 10]).collect();
+    let cols = [
+        Column::new("image", Kind::Image),
+        Column::new("k", Kind::Int),
+    ];
+    let mut w = Writer::new(Vec::new(), &cols, &Options::images()).unwrap();
+    for (i, p) in pictures.iter().enumerate() {
+        let image = match i % 10 {
+            9 => Value::Null,
+            _ => Value::Image {
+                bytes: p,
+                path: Some("M/x.jpg"),
+            },
+        };
+        w.push(&[image, Value::Int(i as i64)]).unwrap();
+    }
+    let file = w.finish().unwrap();
+    let reader = SerializedFileReader::new(Bytes::from(file)).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 1);
+    let group = reader.get_row_group(0).unwrap();
+    let mut pages = Vec::new();
+    for page in group.get_column_page_reader(0).unwrap() {
+        let page = page.unwrap();
+        if page.page_type() == parquet::basic::PageType::DATA_PAGE {
+            pages.push((page.num_values(), page.buffer().len()));
+        }
+    }
+    let values: u32 = pages.iter().map(|p| p.0).sum();
+    assert_eq!(values, 100, "every row's level is in a page: {pages:?}");
+    assert!(pages.len() >= 8, "about 1 MiB a page: {pages:?}");
+    let rows: Vec<Row> = reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let (_, image) = &row.get_column_iter().next().unwrap();
+        match (i % 10, image) {
+            (9, Field::Null) => {}
+            (_, Field::Group(g)) => {
+                let (_, bytes) = g.get_column_iter().next().unwrap();
+                assert_eq!(
+                    bytes,
+                    &Field::Bytes(ByteArray::from(pictures[i].clone())),
+                    "row {i}"
+                );
+            }
+            (_, other) => panic!("row {i}: {other:?}"),
+        }
+    }
+}

@@ -563,6 +563,21 @@ impl State {
             .map_err(self.err("vacuuming"))
     }
 
+    /// Runs `f`, which only reads, inside one read transaction: its many
+    /// small queries see one snapshot and take SQLite's lock on the database
+    /// once (outside a transaction every query locks and unlocks it, two
+    /// `fcntl` calls each: 42,000 of them for an export of 20,000 images).
+    pub fn reading<T, E: From<StateError>>(
+        &self,
+        f: impl FnOnce(&State) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let e = |e: rusqlite::Error| StateError::new(&self.path, "starting a read", &e);
+        let tx = self.conn.unchecked_transaction().map_err(e)?;
+        let v = f(self)?;
+        tx.commit().map_err(e)?;
+        Ok(v)
+    }
+
     /// Runs `f` in one transaction: all of its writes or none.
     pub(super) fn transaction<T>(
         &mut self,

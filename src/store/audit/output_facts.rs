@@ -281,12 +281,15 @@ impl State {
 
     /// The named output (ROI output or QC picture) whose row id is `id`.
     pub fn output_facts_by_id(&self, id: i64) -> Result<Option<OutputFacts>, StateError> {
-        let sql = format!(
-            "{} WHERE o.id = ?1",
-            OUTPUT_SQL.replace("{source}", &SOURCE.replace("{t}", "o"))
-        );
+        // Built once: an export asks this for every one of its samples.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{} WHERE o.id = ?1",
+                OUTPUT_SQL.replace("{source}", &SOURCE.replace("{t}", "o"))
+            )
+        });
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(&SQL)
             .and_then(|mut s| {
                 s.query_row([id], |r| facts(r, false, &|_, _, _, _| String::new()))
                     .optional()
@@ -302,12 +305,14 @@ impl State {
         y: u32,
         tile_name: &dyn Fn(&str, u32, u32, u32) -> String,
     ) -> Result<Option<OutputFacts>, StateError> {
-        let sql = format!(
-            "{} WHERE t.unit = ?1 AND t.x = ?2 AND t.y = ?3",
-            TILE_SQL.replace("{source}", &SOURCE.replace("{t}", "u"))
-        );
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{} WHERE t.unit = ?1 AND t.x = ?2 AND t.y = ?3",
+                TILE_SQL.replace("{source}", &SOURCE.replace("{t}", "u"))
+            )
+        });
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(&SQL)
             .and_then(|mut s| {
                 s.query_row(params![unit, x, y], |r| facts(r, true, tile_name))
                     .optional()
