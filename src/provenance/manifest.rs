@@ -222,9 +222,13 @@ fn write_part(
         .map_err(at(output, pq_rel))?;
     csv.write_all(b"path,origin path\n")
         .map_err(at(output, csv_rel))?;
+    // Rows in the order of their places, not of when the build recorded
+    // them (cells and images finish in a different order every build): the
+    // same outputs give the same manifest bytes.
     let filter = OutputFilter {
         dirs: vec![dir.to_string()],
         inputs: inputs.to_vec(),
+        place_order: true,
         ..OutputFilter::default()
     };
     let mut with_rows = HashSet::new();
