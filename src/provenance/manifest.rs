@@ -40,7 +40,8 @@ use crate::store::State;
 pub const DIR: &str = "manifests";
 /// Bump when the manifests' content or layout changes: all are rewritten.
 /// 2: Parquet with zstd, dictionaries and statistics; rows in store order.
-pub const FORMAT: &str = "2";
+/// 3: rows in the order of their places (the same outputs, the same bytes).
+pub const FORMAT: &str = "3";
 /// Rows a part takes new inputs up to.
 pub const PART_ROWS: u64 = 512;
 
