@@ -85,6 +85,26 @@ fn csv_manifests(ws: &Ws) -> BTreeMap<String, String> {
             "{}",
             e.path().display()
         );
+        // Named outputs come in path order, not in the order the build
+        // recorded them (a rebuilt or added image is recorded last): the
+        // same outputs make the same manifest bytes. (A slide's tiles come
+        // by cell and position, which is not their names' text order.)
+        let paths: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        let is_tile = |p: &str| {
+            let stem = p.rsplit('/').next().unwrap_or(p).trim_end_matches(".jpg");
+            stem.rsplit('-')
+                .take(3)
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        assert!(
+            paths.iter().any(|p| is_tile(p)) || paths.windows(2).all(|w| w[0] < w[1]),
+            "{}: rows not in path order: {paths:?}",
+            e.path().display()
+        );
         for l in lines {
             let (p, o) = l.split_once(',').unwrap();
             // A row lives in the part folder of its own output folder.

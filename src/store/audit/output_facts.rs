@@ -83,6 +83,12 @@ pub struct OutputFilter {
     pub dirs: Vec<String>,
     /// Leave out QC pictures.
     pub no_qc: bool,
+    /// In the order of their places (folder, name; a slide's tiles by
+    /// input, cell and position), whatever order the build recorded them
+    /// in: what a file made from them must follow to be the same bytes
+    /// after every build (SQLite sorts the rows first). Otherwise in record
+    /// order, streamed as read.
+    pub place_order: bool,
 }
 
 const SOURCE: &str = "JOIN inputs i ON i.id = {t}.input JOIN collections c ON c.id = i.collection
@@ -235,9 +241,17 @@ impl State {
         f: &mut dyn FnMut(OutputFacts) -> ControlFlow<()>,
     ) -> Result<(), StateError> {
         let what = "reading output records";
+        let (outputs, tiles) = if filter.place_order {
+            (
+                "d.path, o.name",
+                "d.path, u.input, u.sink, u.i, u.j, t.x, t.y",
+            )
+        } else {
+            ("o.id", "t.unit, t.x, t.y")
+        };
         for (sql, alias, tile, order) in [
-            (OUTPUT_SQL, "o", false, "o.id"),
-            (TILE_SQL, "u", true, "t.unit, t.x, t.y"),
+            (OUTPUT_SQL, "o", false, outputs),
+            (TILE_SQL, "u", true, tiles),
         ] {
             let (clause, values) = filter.clause(alias);
             let sql = format!(
