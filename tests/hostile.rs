@@ -2618,6 +2618,33 @@ fn an_export_reads_only_regular_outputs_and_no_more_than_their_size() {
             );
         }
     }
+    // An output replaced by a sparse file of 64 GiB (that size, no blocks):
+    // refused on its size, never read into a buffer of that size (which
+    // the 2 GiB of address space could not hold: the export would abort).
+    std::fs::remove_file(&image).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let cmd = ws.command(&[
+        "export",
+        "--format",
+        "webdataset",
+        "--name",
+        "sparse",
+        "--json",
+    ]);
+    let Some(m) = measured(cmd, Some(2 << 30)) else {
+        return;
+    };
+    assert_eq!(m.code, 1, "{}", m.stderr);
+    assert!(
+        m.stdout.contains("M/P/a.jpg")
+            && m.stdout.contains("not the")
+            && m.stdout.contains("recorded"),
+        "{}",
+        m.stdout
+    );
 }
 
 #[test]

@@ -257,8 +257,12 @@ impl Reader<'_> {
     /// 1,024 open files (share one `Reader` between threads).
     pub const FOLDERS: usize = 256;
 
-    /// The bytes of the regular file `rel` ([`OutputDir::read`]).
-    pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+    /// The bytes of the regular file `rel` ([`OutputDir::read`]), which
+    /// must be `expected` bytes long (the size its record gives): a file of
+    /// another size is refused before a byte is read or a buffer of its size
+    /// allocated (an output replaced by a huge or sparse file never makes
+    /// an export allocate its size).
+    pub fn read(&self, rel: &str, expected: u64) -> io::Result<Vec<u8>> {
         let (dirs, file) = split(rel)?;
         let folder = rel.rsplit_once('/').map_or("", |(d, _)| d);
         let f = if folder.is_empty() {
@@ -269,7 +273,16 @@ impl Reader<'_> {
                 .open_file(file)?
         };
         let (mut f, meta) = regular(f, rel)?;
-        crate::regular_file::read_exactly(&mut f, meta.len())
+        if meta.len() != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "`{rel}` is {} bytes, not the {expected} recorded: it changed since it was built",
+                    meta.len()
+                ),
+            ));
+        }
+        crate::regular_file::read_exactly(&mut f, expected)
     }
 
     /// The descriptor of `folder` (whose components are `dirs`), walked to

@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_shard_is_the_same_bytes_every_time_and_a_parquet_file() {
-        let read = |_: &str| Ok(b"jpeg".to_vec());
+        let read = |_: &str, _: u64| Ok(b"jpeg".to_vec());
         let members = [
             member(
                 "M/sub/a",
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_the_recorded_ones_stop_the_shard() {
-        let read = |_: &str| Ok(b"other".to_vec());
+        let read = |_: &str, _: u64| Ok(b"other".to_vec());
         let e = write_shard(Vec::new(), &[member("M/sub/a", "{}")], &read).unwrap_err();
         assert!(e.to_string().contains("M/sub/a.jpg: its bytes"), "{e}");
     }

@@ -649,7 +649,7 @@ pub fn shard_path(def: &Definition, shard: u64) -> String {
 
 /// Writes one shard (on a writer thread).
 fn write_job(out: &OutputDir, reader: &Reader<'_>, job: &Job) -> std::io::Result<ExportFile> {
-    let read = |rel: &str| reader.read(rel);
+    let read = |rel: &str, len: u64| reader.read(rel, len);
     let (w, sums) = out.write_with(&job.rel, |file| match job.format {
         Format::Parquet => parquet::write_shard(file, &job.members, &read),
         _ => webdataset::write_shard(file, &job.members, &read),

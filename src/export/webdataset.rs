@@ -52,15 +52,15 @@ pub struct Member {
     pub source: String,
     /// The blake3 (hex) its bytes must have.
     pub blake3: String,
-    /// Its recorded size (what a read-ahead batch counts; the read itself
-    /// is bounded by the file's own size).
+    /// Its recorded size: what a read-ahead batch counts, and what the file
+    /// must measure to be read at all.
     pub bytes: u64,
     pub record: Vec<u8>,
 }
 
-/// How a shard writer reads an output's bytes (from any of the export's
-/// threads).
-pub type Read<'a> = dyn Fn(&str) -> io::Result<Vec<u8>> + Sync + 'a;
+/// How a shard writer reads an output's bytes, given its path and its
+/// recorded size (from any of the export's threads).
+pub type Read<'a> = dyn Fn(&str, u64) -> io::Result<Vec<u8>> + Sync + 'a;
 
 /// A read-ahead batch ends after this many members…
 const BATCH_MEMBERS: usize = 64;
@@ -169,8 +169,8 @@ fn header(path: &str, size: u64) -> io::Result<tar::Header> {
 /// blake3: an error naming the output when they differ (it changed since
 /// it was built) or cannot be read.
 pub fn read_checked(m: &Member, read: &Read<'_>) -> io::Result<Vec<u8>> {
-    let bytes =
-        read(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
+    let bytes = read(&m.source, m.bytes)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source)))?;
     let found = blake3::hash(&bytes).to_hex();
     if found.as_str() != m.blake3 {
         return Err(io::Error::new(
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_shard_is_the_same_bytes_every_time_and_plain_ustar() {
-        let read = |_: &str| Ok(b"jpeg".to_vec());
+        let read = |_: &str, _: u64| Ok(b"jpeg".to_vec());
         let mut a = Vec::new();
         let mut b = Vec::new();
         let sa = write_shard(&mut a, &members(), &read).unwrap();
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_the_recorded_ones_stop_the_shard() {
-        let read = |_: &str| Ok(b"other".to_vec());
+        let read = |_: &str, _: u64| Ok(b"other".to_vec());
         let e = write_shard(Vec::new(), &members(), &read).unwrap_err();
         assert!(e.to_string().contains("M/sub/a.jpg: its bytes"), "{e}");
     }
