@@ -231,18 +231,7 @@ impl<'a> Evaluator<'a> {
             0
         };
         let size = k.len() + rec.len() + f.dir.len() + f.name.len() + 3 * 64;
-        self.keep(
-            item,
-            || Member {
-                rank: key::rank(&k),
-                key: k,
-                source: f.path(),
-                blake3: f.file.content_hash.clone(),
-                bytes: f.file.size,
-                record: rec,
-            },
-            size,
-        );
+        self.keep(item, || Member::of(f, k, rec), size);
         Ok(Some(SampleRow {
             out_dir: f.out_dir,
             input: f.input,

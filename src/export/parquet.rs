@@ -120,7 +120,7 @@ fn cell<'a>(record: &'a Json, pointer: &str, kind: Kind, texts: &'a [String]) ->
 }
 
 /// Writes the shard of `members` (already in shard order) to `out`;
-/// `read(source)` gives an output's bytes. Returns the shard's sums. An
+/// `read(source, recorded size)` gives an output's bytes. Returns the shard's sums. An
 /// output whose bytes do not match its record stops the shard with an
 /// error naming it.
 pub fn write_shard(

@@ -26,8 +26,8 @@ use crate::store::State;
 /// One page's pairs, their recorded samples, and the counter both threads
 /// take pairs from.
 pub struct Page {
-    pub pairs: Vec<(i64, i64)>,
-    pub old: Vec<Vec<SampleRow>>,
+    pairs: Vec<(i64, i64)>,
+    old: Vec<Vec<SampleRow>>,
     next: AtomicUsize,
 }
 

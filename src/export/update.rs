@@ -618,14 +618,7 @@ fn members(
         let Some((k, rec, _)) = ev.sample(state, &f)? else {
             continue;
         };
-        members.push(Member {
-            rank: key::rank(&k),
-            key: k,
-            source: f.path(),
-            blake3: f.file.content_hash.clone(),
-            bytes: f.file.size,
-            record: rec,
-        });
+        members.push(Member::of(&f, k, rec));
     }
     members.sort_by(|a, b| (a.rank, &a.key).cmp(&(b.rank, &b.key)));
     Ok(members)

@@ -36,6 +36,8 @@ use std::io::{self, Write};
 
 use rayon::prelude::*;
 
+use crate::store::audit::OutputFacts;
+
 /// The fixed modification time of every member (2000-01-01T00:00:00Z;
 /// GNU tar warns about timestamps of 0).
 pub const MTIME: u64 = 946_684_800;
@@ -56,6 +58,20 @@ pub struct Member {
     /// must measure to be read at all.
     pub bytes: u64,
     pub record: Vec<u8>,
+}
+
+impl Member {
+    /// Output `f` as a sample under `key`, with its record.
+    pub fn of(f: &OutputFacts, key: String, record: Vec<u8>) -> Member {
+        Member {
+            rank: super::key::rank(&key),
+            key,
+            source: f.path(),
+            blake3: f.file.content_hash.clone(),
+            bytes: f.file.size,
+            record,
+        }
+    }
 }
 
 /// How a shard writer reads an output's bytes, given its path and its
@@ -231,7 +247,7 @@ fn next_batch<'m>(rest: &mut &'m [Member]) -> &'m [Member] {
 }
 
 /// Writes the shard of `members` (already in shard order) to `out`;
-/// `read(source)` gives an output's bytes. Returns the shard's sums. An
+/// `read(source, recorded size)` gives an output's bytes. Returns the shard's sums. An
 /// output whose bytes do not match its record stops the shard with an
 /// error naming it.
 pub fn write_shard(

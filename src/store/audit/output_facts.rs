@@ -86,8 +86,8 @@ pub struct OutputFilter {
     /// In the order of their places (folder, name; a slide's tiles by
     /// input, cell and position), whatever order the build recorded them
     /// in: what a file made from them must follow to be the same bytes
-    /// after every build (SQLite sorts the rows first). Otherwise in record
-    /// order, streamed as read.
+    /// after every build (walked along the units' unique index; named
+    /// outputs may be sorted by SQLite first). Otherwise in record order.
     pub place_order: bool,
 }
 
