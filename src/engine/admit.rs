@@ -1,11 +1,12 @@
 //! Admitting jobs: reading what a job needs to know its memory, waiting for
-//! that memory in the budget, then handing it to the worker pool.
+//! that memory in the budget, then letting it compute (an ROI job on its
+//! lane, a cell in the worker pool).
 //!
 //! Admission runs on lane threads of its own ([`lanes`]), one per job in
 //! flight, never on the pool's workers: a worker that waits for memory
 //! inside a job would hold its own job's memory while a worker stuck in a
 //! nested wait (rayon runs other jobs while it joins) could never give it
-//! back. Only admitted jobs enter the pool, and they never wait for memory.
+//! back. Only admitted jobs compute, and they never wait for memory.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
