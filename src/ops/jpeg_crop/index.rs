@@ -13,7 +13,7 @@ use super::{no, NotCroppable};
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct McuEntry {
     /// Bit offset of the MCU in the unstuffed entropy-coded data.
-    start: u32,
+    pub(super) start: u32,
     /// Per component: bit offset of its first block, bit offset just after
     /// that block's DC code, absolute DC of that block, and absolute DC of
     /// the component's last block in the MCU.
@@ -38,10 +38,10 @@ pub struct Indexed {
     pub(super) mcu_w: u32,
     pub(super) mcu_h: u32,
     pub(super) mcus_x: u32,
-    mcus_y: u32,
+    pub(super) mcus_y: u32,
     pub(super) data: Vec<u8>,
     /// Bit length of `data`'s coded content.
-    bits: u64,
+    pub(super) bits: u64,
     pub(super) mcus: Vec<McuEntry>,
 }
 

@@ -24,7 +24,9 @@
 //! what is not accepted), `huffman.rs` holds a table both ways (decoding and
 //! encoding), `index.rs` scans the entropy-coded data once into [`Indexed`]
 //! (where every MCU starts, and its DC values), `splice.rs` writes a crop
-//! from that index ([`Indexed::crop`]). Tests in `tests.rs`.
+//! from that index ([`Indexed::crop`]), `stack.rs` joins the JPEGs of an
+//! image's strips, encoded apart, into the image's ([`Indexed::stack`]).
+//! Tests in `tests.rs`.
 
 use std::fmt;
 
@@ -47,6 +49,7 @@ mod huffman;
 mod index;
 mod parse;
 mod splice;
+mod stack;
 
 pub use index::Indexed;
 

@@ -76,16 +76,37 @@ impl Indexed {
     }
 }
 
-/// Writes bits MSB first, stuffing a zero after every 0xFF byte.
-struct BitWriter {
+/// Writes bits MSB first, stuffing a zero after every 0xFF byte (unless
+/// made [`BitWriter::unstuffed`]).
+pub(super) struct BitWriter {
     out: Vec<u8>,
     acc: u64,
     n: u32,
+    stuffing: bool,
 }
 
 impl BitWriter {
     fn new(out: Vec<u8>) -> BitWriter {
-        BitWriter { out, acc: 0, n: 0 }
+        BitWriter {
+            out,
+            acc: 0,
+            n: 0,
+            stuffing: true,
+        }
+    }
+
+    /// A writer that stuffs nothing: the bits of an index's data.
+    pub(super) fn unstuffed(out: Vec<u8>) -> BitWriter {
+        BitWriter {
+            stuffing: false,
+            ..BitWriter::new(out)
+        }
+    }
+
+    /// Bits written so far, for an [`BitWriter::unstuffed`] writer (the
+    /// bytes it was given included).
+    pub(super) fn bits(&self) -> u64 {
+        self.out.len() as u64 * 8 + u64::from(self.n)
     }
 
     /// Appends the low `len` (≤ 32) bits of `v`.
@@ -100,7 +121,7 @@ impl BitWriter {
             self.n -= 8;
             let byte = (self.acc >> self.n) as u8;
             self.out.push(byte);
-            if byte == 0xFF {
+            if byte == 0xFF && self.stuffing {
                 self.out.push(0);
             }
         }
@@ -108,7 +129,7 @@ impl BitWriter {
     }
 
     /// A DC difference: its category's code, then its extra bits.
-    fn dc(&mut self, t: &Huffman, diff: i32) -> Result<(), NotCroppable> {
+    pub(super) fn dc(&mut self, t: &Huffman, diff: i32) -> Result<(), NotCroppable> {
         let mag = diff.unsigned_abs();
         let s = 32 - mag.leading_zeros();
         let (code, len) = t.encode[s as usize];
@@ -122,7 +143,7 @@ impl BitWriter {
     }
 
     /// Copies bits `from..to` of `data`.
-    fn copy(&mut self, data: &[u8], from: u64, to: u64) -> Result<(), NotCroppable> {
+    pub(super) fn copy(&mut self, data: &[u8], from: u64, to: u64) -> Result<(), NotCroppable> {
         if to < from || to > (data.len() as u64).saturating_sub(8) * 8 {
             return Err(no("a copy past the scan"));
         }
@@ -151,7 +172,7 @@ impl BitWriter {
     }
 
     /// Pads the last byte with 1 bits (as libjpeg does) and returns the bytes.
-    fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> Vec<u8> {
         if self.n > 0 {
             let pad = 8 - self.n;
             self.put((1 << pad) - 1, pad);

@@ -123,3 +123,73 @@ fn what_is_not_exact_is_refused() {
     let e = Indexed::new(&progressive).err().unwrap();
     assert!(e.0.contains("baseline"), "{e}");
 }
+
+/// The JPEG of `img` made as strips of `rows` rows (the last one shorter),
+/// each encoded and indexed alone, then stacked.
+fn stacked(img: &RgbImage, p: &JpegParams, rows: u32) -> (Vec<u8>, Indexed) {
+    let strips: Vec<Indexed> = (0..img.height().div_ceil(rows))
+        .map(|k| {
+            let y = k * rows;
+            let h = rows.min(img.height() - y);
+            let jpeg = encode_jpeg_region(img, 0, y, img.width(), h, p).unwrap();
+            Indexed::new(&jpeg).unwrap()
+        })
+        .collect();
+    Indexed::stack(&strips).unwrap()
+}
+
+#[test]
+fn stacked_strips_are_the_bytes_of_encoding_the_whole_image() {
+    let img = busy(480, 328);
+    for (s, mh) in [
+        (Subsampling::S420, 16),
+        (Subsampling::S422, 8),
+        (Subsampling::S444, 8),
+    ] {
+        for q in [1, 75, 100] {
+            let p = params(q, s);
+            let whole = encode_jpeg(&img, &p).unwrap();
+            let ix = Indexed::new(&whole).unwrap();
+            for rows in [mh, 3 * mh, 160, 480] {
+                let (jpeg, stacked_ix) = stacked(&img, &p, rows);
+                assert!(jpeg == whole, "q{q} {s:?}, strips of {rows} rows");
+                // The stacked index cuts what the whole one cuts.
+                for (x, y, w, h) in [
+                    (0, 0, 480, 320),
+                    (32, 2 * mh, 96, 4 * mh),
+                    (448, 304, 32, 16),
+                ] {
+                    let want = ix.crop(x, y, w, h).unwrap();
+                    assert!(
+                        stacked_ix.crop(x, y, w, h).unwrap() == want,
+                        "{w}×{h} at ({x}, {y})"
+                    );
+                }
+            }
+        }
+    }
+    // Strips that are not one image on one grid are refused.
+    let p = params(75, Subsampling::S420);
+    let strip = |y, h, q| {
+        let jpeg = encode_jpeg_region(&img, 0, y, 480, h, &params(q, Subsampling::S420)).unwrap();
+        Indexed::new(&jpeg).unwrap()
+    };
+    assert!(Indexed::stack(&[strip(0, 24, 75), strip(24, 32, 75)]).is_err());
+    assert!(Indexed::stack(&[strip(0, 32, 75), strip(32, 32, 90)]).is_err());
+    assert!(Indexed::stack(&[]).is_err());
+    let narrow = Indexed::new(&encode_jpeg_region(&img, 0, 32, 240, 32, &p).unwrap()).unwrap();
+    assert!(Indexed::stack(&[strip(0, 32, 75), narrow]).is_err());
+}
+
+#[test]
+fn stacked_strips_of_real_tissue_are_the_whole_encoding() {
+    let Some(bytes) = crate::ops::testutil::roi_file("tiatoolbox_target_image.png") else {
+        return;
+    };
+    let img = crate::ops::decode::decode(&bytes).unwrap();
+    let p = params(75, Subsampling::S420);
+    let whole = encode_jpeg(&img, &p).unwrap();
+    for rows in [16, 496, 512] {
+        assert!(stacked(&img, &p, rows).0 == whole, "strips of {rows} rows");
+    }
+}
