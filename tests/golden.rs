@@ -312,7 +312,7 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
     );
 
     let geometry = wsi::Geometry::new(slide.meta.width, slide.meta.height, 0.499, &grid(n));
-    let png = qc::draw(&thumb, scale, &geometry, |i, j| {
+    let png = qc::draw(thumb.clone(), scale, &geometry, |i, j| {
         if (i + j) % 2 == 0 {
             qc::CellState::Kept
         } else {

@@ -439,7 +439,8 @@ pub(super) fn draw_qc(
             Err(e) => return fail(e),
         },
     };
-    let (thumb, scale) = (&thumbnail.0, thumbnail.1);
+    // The prefetched thumbnail is handed over once: drawn on, not copied.
+    let (thumb, scale) = Arc::try_unwrap(thumbnail).unwrap_or_else(|t| (t.0.clone(), t.1));
     let state = |i: u32, j: u32| match decisions.and_then(|d| d.get(&(i, j))) {
         Some(true) => CellState::Kept,
         Some(false) => CellState::Rejected,

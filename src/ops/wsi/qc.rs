@@ -21,13 +21,14 @@ const UNKNOWN: [u8; 3] = [140, 140, 140];
 
 /// Draws the grid on `thumb` (whose pixels each cover `scale` level-0 pixels)
 /// and encodes it as PNG. `state(i, j)` is asked for every non-ring cell.
+/// The thumbnail is drawn on in place: a copy is fresh memory, which the
+/// kernel clears page by page at the end of a build.
 pub fn draw(
-    thumb: &RgbImage,
+    mut img: RgbImage,
     scale: f64,
     g: &Geometry,
     state: impl Fn(u32, u32) -> CellState,
 ) -> Result<Vec<u8>, OpError> {
-    let mut img = thumb.clone();
     let cell = f64::from(g.read_size) / scale;
     for j in 0..g.rows {
         for i in 0..g.cols {
@@ -50,7 +51,9 @@ pub fn draw(
     }
     // Fast deflate: the picture is for eyes, and it is drawn once per slide
     // at the end of a build, on the critical path.
-    let mut out = Vec::new();
+    // About what fast deflate makes of tissue, so the picture is not
+    // copied as its vector grows.
+    let mut out = Vec::with_capacity(img.as_raw().len() / 2);
     let enc = image::codecs::png::PngEncoder::new_with_quality(
         &mut out,
         image::codecs::png::CompressionType::Fast,
