@@ -255,22 +255,33 @@ fn rejected_by_mask(
 }
 
 /// The JPEG settings of a writing step of the job whose tiles are the cell's
-/// whole standardized tiles (no `subtiles` between it and `wsi_grid`): its
-/// JPEG is shared with the children written at the same settings.
-fn whole_tile_jpeg(recipe: &Recipe, actions: &[&UnitAction]) -> Option<JpegParams> {
-    actions.iter().find_map(|a| {
-        let Operator::EncodeTiles(p) = &recipe.steps[a.unit.sink].op else {
-            return None;
-        };
-        let mut i = *recipe.steps[a.unit.sink].inputs.first()?;
-        loop {
-            match &recipe.steps[i].op {
-                Operator::WsiGrid(_) => return Some(p.jpeg.clone()),
-                Operator::Subtiles(_) => return None,
-                _ => i = *recipe.steps[i].inputs.first()?,
+/// whole standardized tiles (no `subtiles` between it and `wsi_grid`), when
+/// a child of it (a writing step behind a `subtiles`) writes at the same
+/// settings: that JPEG is then shared, and the child cut from it. Without
+/// such a child nothing is cut from it, and the crop index a large tile's
+/// JPEG is made with (`ops::wsi::tile_jpeg`) would be work for nothing.
+fn whole_tile_jpeg(recipe: &Recipe, sinks: impl Iterator<Item = usize>) -> Option<JpegParams> {
+    // (settings, whether the step writes the whole tiles) of each writer.
+    let writers: Vec<(&JpegParams, bool)> = sinks
+        .filter_map(|sink| {
+            let Operator::EncodeTiles(p) = &recipe.steps[sink].op else {
+                return None;
+            };
+            let mut i = *recipe.steps[sink].inputs.first()?;
+            loop {
+                match &recipe.steps[i].op {
+                    Operator::WsiGrid(_) => return Some((&p.jpeg, true)),
+                    Operator::Subtiles(_) => return Some((&p.jpeg, false)),
+                    _ => i = *recipe.steps[i].inputs.first()?,
+                }
             }
-        }
-    })
+        })
+        .collect();
+    let (whole, _) = writers.iter().find(|(_, is_whole)| *is_whole)?;
+    writers
+        .iter()
+        .any(|(p, is_whole)| !is_whole && p == whole)
+        .then(|| (*whole).clone())
 }
 
 /// Computes the units of one cell (all share the slide and the cell): reads
@@ -314,7 +325,7 @@ pub(super) fn build_cell<'a>(
         j: u.cell.1,
         image: Arc::new(image),
         tissue_fraction: fraction,
-        whole_jpeg: whole_tile_jpeg(recipe, actions),
+        whole_jpeg: whole_tile_jpeg(recipe, actions.iter().map(|a| a.unit.sink)),
     };
     match compute(actions, region, tissue.map(|t| t.0)) {
         Ok((encoded, kept)) => commit(
@@ -500,6 +511,33 @@ pub(super) fn draw_qc(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_tile_jpeg_is_shared_only_with_a_child_cut_from_it() {
+        let file = |p: &Path| match p.to_str() {
+            Some("recipes/templates/cpia-wsi.toml") => {
+                Ok(crate::recipe::skeleton::CPIA_WSI_TEMPLATE.to_string())
+            }
+            Some("recipes/w.toml") => Ok("extends = \"templates/cpia-wsi.toml\"\n\
+                 [collection]\nname = \"B\"\nkind = \"wsi\"\n[inputs]\nsource = \"S\"\n"
+                .to_string()),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        let recipe =
+            crate::recipe::load_recipe(Path::new("recipes/w.toml"), &mut |p: &Path| file(p))
+                .unwrap();
+        let step = |id: &str| recipe.steps.iter().position(|s| s.id == id).unwrap();
+        let whole = |ids: &[&str]| whole_tile_jpeg(&recipe, ids.iter().map(|id| step(id)));
+        let Operator::EncodeTiles(xl) = &recipe.steps[step("write_XL")].op else {
+            panic!("write_XL is not encode_tiles");
+        };
+        let all = ["write_XL", "write_L", "write_M", "write_S"];
+        assert_eq!(whole(&all), Some(xl.jpeg.clone()));
+        assert_eq!(whole(&["write_XL", "write_S"]), Some(xl.jpeg.clone()));
+        // Nothing cut from it (the XL tile alone), or no whole tile written.
+        assert_eq!(whole(&["write_XL"]), None);
+        assert_eq!(whole(&["write_L", "write_M"]), None);
+    }
 
     #[test]
     fn prefetched_thumbnails_are_bounded_and_handed_over_once() {

@@ -119,42 +119,48 @@ fn parts_of(dw: u32, dh: u32, alg: ResizeAlg) -> u32 {
     u32::try_from(rayon::current_num_threads()).unwrap_or(1)
 }
 
-/// One pass of a separable filter in `n` parts on the current rayon pool,
-/// byte for byte what one call gives: a horizontal pass (same height)
-/// convolves each row alone, so it is split into bands of rows; a vertical
-/// pass (same width) each column alone, so into bands of columns — as
-/// fast_image_resize splits them itself.
+/// One pass of a separable filter in `n` parts on the current rayon pool
+/// ([`split`]), or in one call when it cannot be split so.
 fn in_parts(
     src: &TypedImageRef<'_, U8x3>,
     dst: &mut TypedImage<'_, U8x3>,
     options: &ResizeOptions,
     n: NonZeroU32,
 ) -> Result<(), ResizeError> {
+    split(src, dst, options, n)
+        .unwrap_or_else(|| Resizer::new().resize_typed::<U8x3>(src, dst, options))
+}
+
+/// One pass in `n` parts, byte for byte what one call gives: a horizontal
+/// pass (same height) convolves each row alone, so it is split into bands
+/// of rows; a vertical pass (same width) each column alone, so into bands of
+/// columns — as fast_image_resize splits them itself. None for a pass of
+/// both sides, or fewer rows or columns than parts.
+fn split(
+    src: &TypedImageRef<'_, U8x3>,
+    dst: &mut TypedImage<'_, U8x3>,
+    options: &ResizeOptions,
+    n: NonZeroU32,
+) -> Option<Result<(), ResizeError>> {
     let (sw, sh, dw, dh) = (src.width(), src.height(), dst.width(), dst.height());
-    let split = if sh == dh {
-        NonZeroU32::new(dh)
-            .filter(|h| h.get() >= n.get())
-            .and_then(|h| {
-                Some((
-                    src.split_by_height(0, h, n)?,
-                    dst.split_by_height_mut(0, h, n)?,
-                ))
-            })
-            .map(|(s, d)| resize_parts(s, d, options))
+    let enough = |len: u32| NonZeroU32::new(len).filter(|l| l.get() >= n.get());
+    if sh == dh {
+        let h = enough(dh)?;
+        let parts = (
+            src.split_by_height(0, h, n)?,
+            dst.split_by_height_mut(0, h, n)?,
+        );
+        Some(resize_parts(parts.0, parts.1, options))
     } else if sw == dw {
-        NonZeroU32::new(dw)
-            .filter(|w| w.get() >= n.get())
-            .and_then(|w| {
-                Some((
-                    src.split_by_width(0, w, n)?,
-                    dst.split_by_width_mut(0, w, n)?,
-                ))
-            })
-            .map(|(s, d)| resize_parts(s, d, options))
+        let w = enough(dw)?;
+        let parts = (
+            src.split_by_width(0, w, n)?,
+            dst.split_by_width_mut(0, w, n)?,
+        );
+        Some(resize_parts(parts.0, parts.1, options))
     } else {
         None
-    };
-    split.unwrap_or_else(|| Resizer::new().resize_typed::<U8x3>(src, dst, options))
+    }
 }
 
 /// Resizes each source part into its destination part, in parallel.
@@ -300,6 +306,29 @@ mod tests {
                 "{f:?}: the split passes differ from one call"
             );
         }
+        // Each kind of pass really is split (not handed to one call), and
+        // gives one call's bytes.
+        let n = NonZeroU32::new(3).unwrap();
+        let options = ResizeOptions::new().resize_alg(algorithm(Filter::Lanczos3));
+        let src = TypedImageRef::<U8x3>::from_buffer(3001, 2999, big.as_raw()).unwrap();
+        for (dw, dh) in [(2411, 2999), (3001, 1733)] {
+            let (mut parts, mut once) = (vec![0; dw * dh * 3], vec![0; dw * dh * 3]);
+            let (w, h) = (dw as u32, dh as u32);
+            let mut dst = TypedImage::<U8x3>::from_buffer(w, h, &mut parts).unwrap();
+            let ran = three.install(|| split(&src, &mut dst, &options, n));
+            assert!(matches!(ran, Some(Ok(()))), "{dw}×{dh} was not split");
+            let mut dst = TypedImage::<U8x3>::from_buffer(w, h, &mut once).unwrap();
+            Resizer::new()
+                .resize_typed::<U8x3>(&src, &mut dst, &options)
+                .unwrap();
+            assert!(parts == once, "{dw}×{dh}: the parts differ from one call");
+        }
+        let mut both = vec![0; 2411 * 1733 * 3];
+        let mut dst = TypedImage::<U8x3>::from_buffer(2411, 1733, &mut both).unwrap();
+        assert!(
+            split(&src, &mut dst, &options, n).is_none(),
+            "both sides at once"
+        );
         // Nearest is one pass of both sides: never split. Small passes neither.
         assert_eq!(
             three.install(|| parts_of(2411, 2999, ResizeAlg::Nearest)),
