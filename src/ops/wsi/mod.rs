@@ -130,9 +130,9 @@ pub struct Region {
     /// when the recipe's tissue detector needs one (the engine computes it).
     pub tissue_fraction: Option<f64>,
     /// The JPEG settings at which this cell's job writes its whole
-    /// standardized tiles, if it does (the engine knows its writing steps):
-    /// children written with the same settings are then cut from that JPEG
-    /// ([`tile_jpeg`]).
+    /// standardized tiles, if it does and also writes children at those
+    /// settings (the engine knows its writing steps): the children are then
+    /// cut from that JPEG ([`tile_jpeg`]).
     pub whole_jpeg: Option<JpegParams>,
 }
 

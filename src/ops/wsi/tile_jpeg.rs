@@ -10,7 +10,8 @@
 //! of that subsampling (offsets and size multiples of 16 for 4:2:0), and it
 //! is cut from the whole tile's pixels with no resize between them (children
 //! are squares of the cell's one standardized image). The engine says which
-//! cells write their whole tile ([`super::Region::whole_jpeg`]); every other
+//! cells write their whole tile and cut a child from it
+//! ([`super::Region::whole_jpeg`]); every other
 //! case — other settings, a size off the grid, a JPEG the splicer refuses —
 //! is encoded from pixels. Which of the two made a step's tiles is
 //! [`EncodedTiles::encoding`], recorded with each unit.
