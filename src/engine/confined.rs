@@ -363,6 +363,17 @@ impl Dir {
         cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) }).map(drop)
     }
 
+    /// The type of the filesystem holding this folder (`statfs(2)`'s
+    /// `f_type`, a magic number of linux/magic.h).
+    pub fn filesystem_type(&self) -> io::Result<u32> {
+        // SAFETY: a zeroed `statfs` is a valid out-parameter.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and out-parameter.
+        cvt(unsafe { libc::fstatfs(self.fd.as_raw_fd(), &mut st) })?;
+        // Magic numbers are 32 bits; `f_type` is a signed word.
+        Ok(st.f_type as u32)
+    }
+
     /// Flushes the whole filesystem holding this folder (`syncfs`); false if
     /// the filesystem cannot.
     pub fn syncfs(&self) -> bool {

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::plan::fs_clock::FsClock;
 use crate::plan::outdirs::{self, DirCheck, Mode};
 use crate::plan::{self, Catalog, CollectionPlan, Planner, Selected, Selection, Unplanned};
 use crate::provenance::manifest::NewFile;
@@ -61,7 +62,11 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// [`prepare`] for this request.
-    pub fn prepare(&self, state: &mut State, clock: Option<i64>) -> Result<Prepared, EngineError> {
+    pub fn prepare(
+        &self,
+        state: &mut State,
+        clock: Option<FsClock>,
+    ) -> Result<Prepared, EngineError> {
         prepare(
             self.ws,
             state,
@@ -111,7 +116,7 @@ fn prepare(
     selection: &Selection,
     flags: Flags,
     notes: Notes,
-    clock: Option<i64>,
+    clock: Option<FsClock>,
 ) -> Result<Prepared, EngineError> {
     let catalog = planner.catalog(ws, selection);
     let mut ids = Vec::new();
@@ -227,7 +232,7 @@ fn tell_warnings(p: &CollectionPlan, notes: Notes) {
 /// The output filesystem's clock now (ns), read before a build looks at its
 /// output folders; `None` when it cannot be read (then no folder verified
 /// at the start vouches for itself at the end: it is compared again).
-pub fn output_clock(ws: &Workspace) -> Option<i64> {
+pub fn output_clock(ws: &Workspace) -> Option<FsClock> {
     super::atomic::OutputDir::clock(&ws.output).ok()
 }
 
@@ -508,9 +513,9 @@ fn identity_candidates(
 }
 
 /// Each folder's identity, read out of the racy window (the output
-/// filesystem's clock read before it shows its newest timestamp older than
-/// the clock's granularity), waiting the window out up to three times;
-/// `None` for a folder that is missing or still changing.
+/// filesystem's clock read before it has moved far enough past the
+/// folder's newest timestamp: [`FsClock::racy`]), waiting the window out up
+/// to three times; `None` for a folder that is missing or still changing.
 fn settled(
     ws: &Workspace,
     engine: &Engine,
@@ -518,16 +523,15 @@ fn settled(
 ) -> Vec<(i64, String, Option<DirIdentity>, Option<DirIdentity>)> {
     let mut done = Vec::new();
     for round in 0..4 {
-        let Ok(now) = engine.output().fs_now() else {
+        let Ok(clock) = engine.output().fs_now() else {
             break;
         };
         let mut racy = Vec::new();
         let mut wait = 0i64;
         for (id, path, seen) in pending {
             match outdirs::identity(&ws.output.join(&path)) {
-                Some(i) if outdirs::racy(&i, now) => {
-                    let age = now - i.mtime_ns.max(i.ctime_ns);
-                    wait = wait.max(outdirs::racy_window(&i) - age);
+                Some(i) if clock.racy(&i) => {
+                    wait = wait.max(clock.wait(&i));
                     racy.push((id, path, seen));
                 }
                 i => done.push((id, path, seen, i)),
@@ -537,9 +541,7 @@ fn settled(
         if pending.is_empty() || round == 3 {
             break;
         }
-        // The filesystem's clock is itself coarse (a new file's mtime may
-        // lag real time by a tick): a little more than the window.
-        let wait = wait.clamp(0, 2_000_000_000) + 15_000_000;
+        let wait = wait.clamp(0, 2_000_000_000) + clock.margin();
         std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
     }
     done.extend(

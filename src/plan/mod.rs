@@ -24,6 +24,7 @@ mod collection;
 mod detail;
 pub mod expand;
 pub mod explain;
+pub mod fs_clock;
 pub mod inputs;
 pub mod judge;
 pub mod key;

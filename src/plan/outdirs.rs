@@ -16,8 +16,9 @@
 //! Racy identities: timestamps come from a coarse clock (a jiffy on ext4, a
 //! second on some NFS servers), so a change in the same tick as the last
 //! recorded change leaves them equal. An identity is therefore recorded only
-//! once the folder's timestamps are older than the clock's granularity
-//! ([`racy`]; git's "racily clean" rule).
+//! once the output filesystem's clock has moved far enough past the folder's
+//! timestamps (git's "racily clean" rule; the table is in
+//! [`super::fs_clock`]).
 //!
 //! An identity vouches only for what was seen *after* it was read: the
 //! identity read when a build starts ([`CheckedDir::vouched`]) or one read
@@ -35,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::expand::tile_name;
+use super::fs_clock::FsClock;
 use crate::store::{DirEntryRecord, DirIdentity, Event, OutDir, Owner, State, StateError};
 
 static VERIFIED_DIRS: AtomicU64 = AtomicU64::new(0);
@@ -129,31 +131,16 @@ pub fn identity(path: &Path) -> Option<DirIdentity> {
     })
 }
 
-/// Whether an identity read at `now_ns` (the output filesystem's clock) is
-/// too recent to vouch for the folder later: a change within the clock's
-/// granularity after it would leave it equal. Timestamps that are whole
-/// seconds mean a filesystem that keeps seconds only.
-pub fn racy(id: &DirIdentity, now_ns: i64) -> bool {
-    now_ns - id.mtime_ns.max(id.ctime_ns) < racy_window(id)
-}
-
-/// How long after a folder's last change its identity can still hide a
-/// change (ns): 50 ms (a coarse kernel clock ticks every 1–10 ms), or 2 s
-/// when its timestamps are whole seconds.
-pub fn racy_window(id: &DirIdentity) -> i64 {
-    super::sources::timestamp_window(id.mtime_ns, id.ctime_ns)
-}
-
 /// Checks the output folders of `collections` under `root`. `clock` is the
 /// output filesystem's clock read before the check (`None`: unknown, as in
 /// `cpia plan`): a verified folder's identity vouches for it only if it was
-/// already out of the racy window then.
+/// already out of the racy window then ([`FsClock::racy`]).
 pub fn check(
     state: &State,
     root: &Path,
     collections: &[i64],
     mode: Mode,
-    clock: Option<i64>,
+    clock: Option<FsClock>,
 ) -> Result<DirCheck, StateError> {
     let mut result = DirCheck::default();
     for dir in state.out_dirs_of(collections)? {
@@ -161,7 +148,7 @@ pub fn check(
         let same = seen.is_some() && seen == dir.identity;
         let trusted = mode == Mode::Identity && same;
         let settled = match (seen, clock) {
-            (Some(s), Some(now)) => !racy(&s, now),
+            (Some(s), Some(clock)) => !clock.racy(&s),
             _ => false,
         };
         let mut checked = CheckedDir {
@@ -368,30 +355,6 @@ fn judge_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(mtime_ns: i64, ctime_ns: i64) -> DirIdentity {
-        DirIdentity {
-            dev: 1,
-            ino: 2,
-            mtime_ns,
-            ctime_ns,
-        }
-    }
-
-    #[test]
-    fn racy_follows_the_newest_timestamp_and_the_granularity() {
-        let t = 1_700_000_000_123_456_789;
-        assert!(racy(&id(t, t), t + 10_000_000));
-        assert!(!racy(&id(t, t), t + 60_000_000));
-        // ctime newer than mtime (a chmod, a `touch -d` of mtime alone).
-        assert!(racy(&id(t - 5_000_000_000, t), t + 10_000_000));
-        // Whole seconds: a filesystem that keeps seconds only.
-        let s = 1_700_000_000_000_000_000;
-        assert!(racy(&id(s, s), s + 1_500_000_000));
-        assert!(!racy(&id(s, s), s + 2_500_000_000));
-        // A clock behind the folder's (an NFS server ahead of us): racy.
-        assert!(racy(&id(t, t), t - 1_000_000_000));
-    }
 
     #[test]
     fn a_symlinked_folder_has_no_identity() {

@@ -237,7 +237,8 @@ pub fn file_stat(m: &std::fs::Metadata) -> FileStat {
 /// timestamps (ns) a stat of it can still hide a second change: 50 ms (a
 /// coarse kernel clock ticks every 1–10 ms), or 2 s when both are whole
 /// seconds (a filesystem that keeps seconds only). Shared by source files
-/// (here) and output folders ([`super::outdirs::racy_window`]).
+/// (here) and output folders on a filesystem more than one clock stamps
+/// ([`super::fs_clock::FsClock::racy`]).
 pub fn timestamp_window(mtime_ns: i64, ctime_ns: i64) -> i64 {
     let coarse = mtime_ns % 1_000_000_000 == 0 && ctime_ns % 1_000_000_000 == 0;
     if coarse {
