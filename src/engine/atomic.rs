@@ -638,6 +638,7 @@ mod tests {
         let mut waited = 0;
         for k in 0..200 {
             std::fs::write(dir.path().join(format!("ds/{k}")), b"x").unwrap();
+            let mut probes = 0;
             let vouching = loop {
                 let clock = out.fs_now().unwrap();
                 let id = stamp(k);
@@ -645,6 +646,12 @@ mod tests {
                     break id;
                 }
                 waited += 1;
+                probes += 1;
+                // A tick is 1-10 ms; a shared filesystem's window 2 s.
+                assert!(
+                    probes < 100_000,
+                    "change {k}: the clock never moved past it"
+                );
             };
             std::fs::write(dir.path().join(format!("ds/{k}.next")), b"x").unwrap();
             let next = std::fs::symlink_metadata(dir.path().join(format!("ds/{k}.next"))).unwrap();
