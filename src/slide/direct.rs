@@ -519,6 +519,17 @@ impl DirectSlide {
         self.levels.iter().map(|l| l.downsample).collect()
     }
 
+    /// Whether reading all of `level` from its origin gives OpenSlide's
+    /// pixels exactly: always at level 0; at a coarser level when the level
+    /// fits in one of OpenSlide's chunks, which it paints at the whole-pixel
+    /// position (0, 0) (later chunks start at fractional positions, which
+    /// this reader only emulates).
+    pub fn reads_whole_level_exactly(&self, level: usize) -> bool {
+        self.levels
+            .get(level)
+            .is_some_and(|l| level == 0 || (l.width <= CHUNK && l.height <= CHUNK))
+    }
+
     /// Same contract as [`super::Slide::read_openslide`]: the region's
     /// pixels as RGB8, black outside the image — and the same pixels as
     /// OpenSlide's `read_region` un-premultiplied.

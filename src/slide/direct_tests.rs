@@ -161,6 +161,47 @@ fn generated_fixture_matches_openslide() {
     }
 }
 
+/// QC thumbnails read with the direct reader where that read is exact are
+/// OpenSlide's, byte for byte: the shared slides and generated 20× and 40×
+/// fixtures, whose thumbnail levels are coarser levels read directly.
+#[test]
+fn thumbnails_read_directly_are_openslides() {
+    use crate::fixture::{cached_fixture, fixture_cache_dir, SlideSpec};
+    let Some(td) = testdata() else { return };
+    let mut paths = vec![
+        td.join("CMU-1-Small-Region.svs"),
+        td.join("CMU-1-Small-Region-pyramid3.DERIVED.svs"),
+        td.join("openslide-python_small.svs"),
+        td.join("tcga-cr-7395-01a-01-ts1.svs"),
+    ];
+    for spec in [
+        SlideSpec::aperio_20x(3, 3, 5),
+        SlideSpec::aperio_40x(5, 3, 12),
+    ] {
+        paths.push(cached_fixture(&spec, &fixture_cache_dir()).unwrap());
+    }
+    let mut coarser_direct = 0;
+    for p in &paths {
+        let slide = Slide::open(p).unwrap();
+        let level = slide.thumbnail_level(1024);
+        let direct = (slide.direct.as_ref()).is_some_and(|d| d.reads_whole_level_exactly(level));
+        coarser_direct += usize::from(direct && level > 0);
+        let (a, sa) = slide.thumbnail_by(1024, ReaderChoice::Auto).unwrap();
+        let (b, sb) = slide.thumbnail_by(1024, ReaderChoice::OpenSlide).unwrap();
+        assert_eq!(sa, sb, "{}", p.display());
+        assert_eq!(a.dimensions(), b.dimensions(), "{}", p.display());
+        assert!(
+            a.as_raw() == b.as_raw(),
+            "{}: level {level}, direct {direct}",
+            p.display()
+        );
+    }
+    assert!(
+        coarser_direct >= 2,
+        "only {coarser_direct} thumbnail(s) read a coarser level directly"
+    );
+}
+
 // ---------- hand-built generic TIFFs ----------
 
 struct Spec {
