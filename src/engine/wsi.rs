@@ -3,8 +3,10 @@
 //! slide's QC picture from the recorded decisions.
 //!
 //! Memory is bounded per cell in flight: its region (`read_size`² RGB, plus
-//! OpenSlide's BGRA strip while reading), the standardized image and its
-//! encoded tiles; pixel buffers come from and go back to `ops::pool`. Cells of
+//! OpenSlide's BGRA strip while reading; a region resized with the direct
+//! reader is read band by band and never exists whole: `Slide::read_resized`),
+//! the standardized image and its encoded tiles; pixel buffers come from
+//! and go back to `ops::pool`. Cells of
 //! [`LARGE_CELL_BYTES`] or more are built one at a time (see `engine::run`),
 //! others one per worker. Open slides are shared between workers (an
 //! OpenSlide handle is `Send + Sync`) and kept in a small LRU, so neither
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
 use crate::ops::wsi::{EncodedTiles, GridParams, LevelPolicy, Region, TissueParams};
-use crate::ops::{JpegParams, Operator, Value};
+use crate::ops::{JpegParams, Operator, ResizeParams, Value};
 use crate::plan::expand::grid_params;
 use crate::plan::{QcAction, UnitAction};
 use crate::recipe::Recipe;
@@ -175,7 +177,6 @@ fn read_cell(
         }
     };
     let used = slide.effective_reader(grid.reader, lvl);
-    let buffer = crate::ops::pool::take(n as usize * n as usize * 3);
     let region = slide::Region {
         x: x0,
         y: y0,
@@ -183,6 +184,15 @@ fn read_cell(
         w: n,
         h: n,
     };
+    let standard = ResizeParams {
+        width: grid.size,
+        height: grid.size,
+        filter: grid.filter,
+    };
+    if let Some(resized) = slide.read_resized(grid.reader, region, &standard) {
+        return resized.map(|img| (img, used));
+    }
+    let buffer = crate::ops::pool::take(n as usize * n as usize * 3);
     slide
         .read_with(grid.reader, region, buffer)
         .map(|img| (img, used))

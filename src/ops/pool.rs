@@ -1,6 +1,7 @@
 //! A process-wide pool of large pixel buffers, recycled between grid cells.
 //!
-//! A WSI cell needs a few buffers of 44–170 MB (the region as read, the
+//! A WSI cell needs a few buffers of 44–170 MB (the region as read — or its
+//! bands, a few MB each, when it is resized as it is read —, the
 //! horizontal resize pass, the standardized 3840² image). Fresh ones cost
 //! more than the work done in them: the kernel maps and zeroes every page on
 //! first touch (measured on the development VM: up to a third of a 40×

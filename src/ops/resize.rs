@@ -72,6 +72,58 @@ fn resize_with(img: &RgbImage, p: &ResizeParams, r: &mut Resizer) -> Result<RgbI
         .ok_or_else(|| OpError("resize produced a buffer of the wrong size".into()))
 }
 
+/// Whether [`resize`] makes `p` in two passes — across each row, then down
+/// each column — so that it can be made band by band ([`across_into`],
+/// [`down`]): every filter but nearest.
+pub fn in_two_passes(p: &ResizeParams) -> bool {
+    p.filter != Filter::Nearest
+}
+
+/// The first pass of [`resize`] to `p` for a band of `rows` rows of a
+/// source `sw` wide (`src`), into `dst` (`p.width` × `rows`): each row is
+/// convolved alone, so the bands of a source, in any order and on any
+/// thread, make the bytes of the whole source's pass — the source need
+/// never exist whole (a 40× cell's 7530² region is 170 MB).
+pub fn across_into(
+    src: &[u8],
+    (sw, rows): (u32, u32),
+    dst: &mut [u8],
+    p: &ResizeParams,
+) -> Result<(), OpError> {
+    check_params(p)?;
+    let dw = p.width;
+    let err = |e: &dyn std::fmt::Display| OpError(format!("resize {sw}×{rows} → {dw}×{rows}: {e}"));
+    if sw == dw {
+        let n = dst.len().min(src.len());
+        dst[..n].copy_from_slice(&src[..n]);
+        return Ok(());
+    }
+    let src = TypedImageRef::<U8x3>::from_buffer(sw, rows, src).map_err(|e| err(&e))?;
+    let mut out = TypedImage::<U8x3>::from_buffer(dw, rows, dst).map_err(|e| err(&e))?;
+    let options = ResizeOptions::new().resize_alg(algorithm(p.filter));
+    Resizer::new()
+        .resize_typed::<U8x3>(&src, &mut out, &options)
+        .map_err(|e| err(&e))
+}
+
+/// The second pass of [`resize`] to `p`: `across` (the first pass of a
+/// source `sh` rows tall: `p.width` × `sh`) down to `p.height` rows. The
+/// buffer goes back to the pool.
+pub fn down(across: Vec<u8>, sh: u32, p: &ResizeParams) -> Result<RgbImage, OpError> {
+    check_params(p)?;
+    let (dw, dh) = (p.width, p.height);
+    let out = pass(
+        &mut Resizer::new(),
+        &across,
+        (dw, sh),
+        (dw, dh),
+        algorithm(p.filter),
+    );
+    super::pool::give(across);
+    RgbImage::from_raw(dw, dh, out?)
+        .ok_or_else(|| OpError("resize produced a buffer of the wrong size".into()))
+}
+
 /// One fast_image_resize call on RGB8 buffers (a plain copy when the sizes agree).
 fn pass(
     r: &mut Resizer,
@@ -267,6 +319,40 @@ mod tests {
                 assert_eq!(&out, want, "{ext:?} differs");
             }
         }
+    }
+
+    #[test]
+    fn a_resize_made_band_by_band_gives_the_bytes_of_one_call() {
+        // Real tissue, tiled up to a 40×-like downscale (1.96×) and an
+        // upscale, at bands of uneven heights (a tile row, a partial one).
+        let Some(bytes) = roi_file("histolab_tissue-level0-4302-10273-4814-10785.png") else {
+            return;
+        };
+        let img = decode(&bytes).unwrap();
+        let (w, h) = img.dimensions();
+        for (dw, dh, filter) in [
+            (w * 100 / 196, h * 100 / 196, Filter::Lanczos3),
+            (w * 3 / 2, h / 3, Filter::Bilinear),
+        ] {
+            let p = params(dw, dh, filter);
+            assert!(in_two_passes(&p));
+            let once = resize(&img, &p).unwrap();
+            let mut across = vec![0u8; dw as usize * h as usize * 3];
+            let mut row = 0u32;
+            for rows in [1u32, 240, 7, 240].iter().copied().cycle() {
+                if row >= h {
+                    break;
+                }
+                let rows = rows.min(h - row);
+                let src = &img.as_raw()[(row * w * 3) as usize..((row + rows) * w * 3) as usize];
+                let dst = &mut across[(row * dw * 3) as usize..((row + rows) * dw * 3) as usize];
+                across_into(src, (w, rows), dst, &p).unwrap();
+                row += rows;
+            }
+            let banded = down(across, h, &p).unwrap();
+            assert!(banded.as_raw() == once.as_raw(), "{filter:?} {dw}×{dh}");
+        }
+        assert!(!in_two_passes(&params(10, 10, Filter::Nearest)));
     }
 
     #[test]

@@ -519,6 +519,11 @@ impl DirectSlide {
         self.levels.iter().map(|l| l.downsample).collect()
     }
 
+    /// The height of `level`'s tiles.
+    pub fn tile_height(&self, level: usize) -> Option<u64> {
+        self.levels.get(level).map(|l| l.tile_h)
+    }
+
     /// Whether reading all of `level` from its origin gives OpenSlide's
     /// pixels exactly: always at level 0; at a coarser level when the level
     /// fits in one of OpenSlide's chunks, which it paints at the whole-pixel

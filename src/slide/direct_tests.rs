@@ -202,6 +202,55 @@ fn thumbnails_read_directly_are_openslides() {
     );
 }
 
+/// A 40× cell read band by band and resized as it is read gives the
+/// bytes of the region read whole and resized: a cell whose top is not
+/// on a tile row (bands of 150, 240, …, rows), level 0, the direct
+/// reader, Lanczos-3 as the CPIA template has it.
+#[test]
+fn a_cell_read_in_bands_is_the_cell_read_whole_and_resized() {
+    use crate::fixture::{cached_fixture, fixture_cache_dir, SlideSpec};
+    if testdata().is_none() {
+        return;
+    }
+    let path = cached_fixture(&SlideSpec::aperio_40x(5, 3, 12), &fixture_cache_dir()).unwrap();
+    let slide = Slide::open(&path).unwrap();
+    let region = Region {
+        x: 7530,
+        y: 7530,
+        level: 0,
+        w: 7530,
+        h: 7530,
+    };
+    let bands = slide
+        .tile_bands(ReaderChoice::Auto, region)
+        .expect("the fixture is read by the direct reader");
+    assert!(
+        bands.len() > 2 && bands[0].1 < bands[1].1,
+        "{:?}",
+        &bands[..2]
+    );
+    let standard = crate::ops::ResizeParams {
+        width: 3840,
+        height: 3840,
+        filter: crate::ops::Filter::Lanczos3,
+    };
+    let banded = slide.read_in_bands(region, &bands, &standard).unwrap();
+    let resized = slide
+        .read_resized(ReaderChoice::Auto, region, &standard)
+        .unwrap()
+        .unwrap();
+    assert!(resized.as_raw() == banded.as_raw());
+    let whole = slide
+        .read_with(ReaderChoice::Auto, region, Vec::new())
+        .unwrap();
+    let once = crate::ops::resize::resize(&whole, &standard).unwrap();
+    // OpenSlide's reads are not banded: read whole.
+    assert!(slide
+        .read_resized(ReaderChoice::OpenSlide, region, &standard)
+        .is_none());
+    assert!(banded.as_raw() == once.as_raw());
+}
+
 // ---------- hand-built generic TIFFs ----------
 
 struct Spec {
