@@ -249,6 +249,24 @@ fn a_cell_read_in_bands_is_the_cell_read_whole_and_resized() {
         .read_resized(ReaderChoice::OpenSlide, region, &standard)
         .is_none());
     assert!(banded.as_raw() == once.as_raw());
+    // A cell over the slide's right and bottom edges (a recipe without the
+    // outer ring skipped): bands partly outside are black there, as the
+    // whole read is.
+    let (w0, h0) = (slide.meta.width, slide.meta.height);
+    let edge = Region {
+        x: w0 - 3000,
+        y: h0 - 2000,
+        ..region
+    };
+    let banded = slide
+        .read_resized(ReaderChoice::Auto, edge, &standard)
+        .unwrap()
+        .unwrap();
+    let whole = slide
+        .read_with(ReaderChoice::Auto, edge, Vec::new())
+        .unwrap();
+    let once = crate::ops::resize::resize(&whole, &standard).unwrap();
+    assert!(banded.as_raw() == once.as_raw(), "the edge cell");
 }
 
 // ---------- hand-built generic TIFFs ----------
