@@ -459,8 +459,15 @@ impl Slide {
                 "no pyramid level small enough for a thumbnail (coarsest readable level is {lw}x{lh})"
             ));
         }
+        // In one piece: a level beyond MAX_REGION_PIXELS (a slide without a
+        // pyramid) goes to OpenSlide's strips.
+        let one_piece = u64::from(lw) * u64::from(lh) <= MAX_REGION_PIXELS;
         let full = match &self.direct {
-            Some(d) if choice == ReaderChoice::Auto && d.reads_whole_level_exactly(level) => {
+            Some(d)
+                if choice == ReaderChoice::Auto
+                    && one_piece
+                    && d.reads_whole_level_exactly(level) =>
+            {
                 let whole = Region {
                     x: 0,
                     y: 0,
