@@ -242,7 +242,9 @@ impl Slide {
         standard: &crate::ops::ResizeParams,
     ) -> Option<Result<RgbImage, String>> {
         let resized = (region.w, region.h) != (standard.width, standard.height);
-        if !resized || !crate::ops::resize::in_two_passes(standard) {
+        // A region too large to read whole is refused as a whole read is.
+        let readable = region.pixels() <= MAX_REGION_PIXELS;
+        if !resized || !readable || !crate::ops::resize::in_two_passes(standard) {
             return None;
         }
         let bands = self.tile_bands(choice, region)?;
