@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ops::wsi::otsu::{self, TissueMask};
 use crate::ops::wsi::qc::{self, CellState};
-use crate::ops::wsi::{EncodedTiles, GridParams, LevelPolicy, Region, TissueParams};
+use crate::ops::wsi::{EncodedTiles, GridParams, LevelPolicy, ReaderChoice, Region, TissueParams};
 use crate::ops::{JpegParams, Operator, ResizeParams, Value};
 use crate::plan::expand::grid_params;
 use crate::plan::{QcAction, UnitAction};
@@ -132,13 +132,14 @@ impl SlideCache {
         path: &Path,
         slide: &Slide,
         p: &otsu::OtsuParams,
+        reader: ReaderChoice,
     ) -> Result<Arc<TissueMask>, String> {
         let slot = match self.masks.lock() {
             Ok(mut m) => m.entry(path.to_path_buf()).or_default().clone(),
             Err(_) => return Err("mask cache poisoned".into()),
         };
         slot.get_or_init(|| {
-            let (thumb, scale) = slide.thumbnail(p.thumbnail)?;
+            let (thumb, scale) = slide.thumbnail(p.thumbnail, reader)?;
             Ok(Arc::new(otsu::mask(&thumb, scale, p)))
         })
         .clone()
@@ -233,13 +234,14 @@ fn mask_fraction(
     u: &crate::plan::expand::PlannedUnit,
     path: &Path,
     otsu: Option<&otsu::OtsuParams>,
+    reader: ReaderChoice,
 ) -> Result<Option<f64>, String> {
     let Some(p) = otsu else {
         return Ok(None);
     };
     let mask = cx
         .slides
-        .mask(path, slide, p)
+        .mask(path, slide, p, reader)
         .map_err(|e| format!("tissue mask: {e}"))?;
     let size = u64::from(u.read_size);
     Ok(Some(mask.fraction(
@@ -318,7 +320,8 @@ pub(super) fn build_cell<'a>(
         Err(e) => return fail(e),
     };
     let tissue = tissue_step(recipe);
-    let fraction = match mask_fraction(cx, &slide, u, &first.input.abs, tissue.and_then(|t| t.1)) {
+    let otsu = tissue.and_then(|t| t.1);
+    let fraction = match mask_fraction(cx, &slide, u, &first.input.abs, otsu, grid.reader) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
@@ -431,11 +434,17 @@ pub(super) fn prefetch_thumbnail(q: &QcAction, slides: &SlideCache) -> JobResult
         return JobResult::default();
     }
     if let Ok(slide) = slides.get(&q.input.abs) {
-        if let Ok(t) = slide.thumbnail(QC_EDGE) {
+        if let Ok(t) = slide.thumbnail(QC_EDGE, thumbnail_reader(q)) {
             slides.keep_thumbnail(&q.input.abs, t);
         }
     }
     JobResult::default()
+}
+
+/// The reader the recipe of a QC picture chose (`openslide`: OpenSlide
+/// reads the thumbnail too).
+fn thumbnail_reader(q: &QcAction) -> ReaderChoice {
+    grid_params(&q.spec.recipe).map_or(ReaderChoice::Auto, |g| g.reader)
 }
 
 /// Draws one slide's QC picture.
@@ -459,10 +468,12 @@ pub(super) fn draw_qc(
     };
     let thumbnail = match slides.take_thumbnail(&input.abs) {
         Some(t) => t,
-        None => match slides.get(&input.abs).and_then(|s| s.thumbnail(QC_EDGE)) {
-            Ok(t) => Arc::new(t),
-            Err(e) => return fail(e),
-        },
+        None => {
+            match (slides.get(&input.abs)).and_then(|s| s.thumbnail(QC_EDGE, thumbnail_reader(q))) {
+                Ok(t) => Arc::new(t),
+                Err(e) => return fail(e),
+            }
+        }
     };
     // The prefetched thumbnail is handed over once: drawn on, not copied.
     let (thumb, scale) = Arc::try_unwrap(thumbnail).unwrap_or_else(|t| (t.0.clone(), t.1));

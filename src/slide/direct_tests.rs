@@ -186,8 +186,8 @@ fn thumbnails_read_directly_are_openslides() {
         let level = slide.thumbnail_level(1024);
         let direct = (slide.direct.as_ref()).is_some_and(|d| d.reads_whole_level_exactly(level));
         coarser_direct += usize::from(direct && level > 0);
-        let (a, sa) = slide.thumbnail_by(1024, ReaderChoice::Auto).unwrap();
-        let (b, sb) = slide.thumbnail_by(1024, ReaderChoice::OpenSlide).unwrap();
+        let (a, sa) = slide.thumbnail(1024, ReaderChoice::Auto).unwrap();
+        let (b, sb) = slide.thumbnail(1024, ReaderChoice::OpenSlide).unwrap();
         assert_eq!(sa, sb, "{}", p.display());
         assert_eq!(a.dimensions(), b.dimensions(), "{}", p.display());
         assert!(

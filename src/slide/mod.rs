@@ -440,18 +440,17 @@ impl Slide {
     }
 
     /// The whole slide at about `max_edge` pixels on its longer side, and the
-    /// number of level-0 pixels per thumbnail pixel. Read from the coarsest
-    /// level that is at least that large, then resized.
-    pub fn thumbnail(&self, max_edge: u32) -> Result<(RgbImage, f64), String> {
-        self.thumbnail_by(max_edge, ReaderChoice::Auto)
-    }
-
-    /// [`Slide::thumbnail`], its level read by the direct reader when
-    /// `choice` allows it and that read is exact (the level's tiles decoded
-    /// on every worker: a 40× slide's 2192×2228 level took OpenSlide
-    /// ~150 ms on one thread while the other cores waited), else by
-    /// OpenSlide.
-    fn thumbnail_by(&self, max_edge: u32, choice: ReaderChoice) -> Result<(RgbImage, f64), String> {
+    /// number of level-0 pixels per thumbnail pixel: the coarsest level that
+    /// is at least that large, resized. The level is read by the direct
+    /// reader when `choice` (the recipe's `reader`) allows it and that read
+    /// is exact (its tiles decoded on every worker: a 40× slide's 2192×2228
+    /// level took OpenSlide ~150 ms on one thread while the other cores
+    /// waited), else by OpenSlide.
+    pub fn thumbnail(
+        &self,
+        max_edge: u32,
+        choice: ReaderChoice,
+    ) -> Result<(RgbImage, f64), String> {
         let (w0, h0) = (self.meta.width, self.meta.height);
         let level = self.thumbnail_level(max_edge);
         let l = &self.meta.levels[level];
@@ -656,7 +655,7 @@ mod tests {
         };
         let img = s.read_openslide(region).unwrap();
         assert_eq!((img.width(), img.height()), (64, 48));
-        let (thumb, scale) = s.thumbnail(256).unwrap();
+        let (thumb, scale) = s.thumbnail(256, ReaderChoice::Auto).unwrap();
         assert_eq!(thumb.height(), 256);
         assert!((scale - 2967.0 / 256.0).abs() < 0.1, "{scale}");
         let e = Slide::open(&td.join("../roi/skimage_ihc.png")).unwrap_err();
