@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use super::confined::Dir;
 use super::writeback::WriteBack;
-use crate::plan::fs_clock::{self, FsClock};
+use crate::plan::fs_clock::FsClock;
 use crate::workspace::TMP_DIR;
 
 /// Writes files under one output root.
@@ -489,7 +489,7 @@ impl OutputDir {
     /// this machine's clock (an NFS server's clock may differ).
     pub fn fs_now(&self) -> io::Result<FsClock> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        probe_clock(&self.tmp, &format!("{}-{n}.now", std::process::id()))
+        super::out_clock::probe(&self.tmp, &format!("{}-{n}.now", std::process::id()))
     }
 
     /// The clock of the filesystem of output folder `root` (see
@@ -498,7 +498,7 @@ impl OutputDir {
     pub fn clock(root: &std::path::Path) -> io::Result<FsClock> {
         let root = Dir::root(root)?;
         let tmp = tmp_folder(&root, TMP_DIR)?;
-        probe_clock(&tmp, &format!("{}-clock.now", std::process::id()))
+        super::out_clock::probe(&tmp, &format!("{}-clock.now", std::process::id()))
     }
 
     /// Removes the temporary folders of cluster tasks (a task killed or
@@ -551,20 +551,6 @@ fn components(rel: &str) -> io::Result<Vec<&str>> {
     Ok(parts)
 }
 
-/// Reads the clock of `tmp`'s filesystem by creating (and removing) file
-/// `name` there ([`OutputDir::fs_now`]).
-fn probe_clock(tmp: &Dir, name: &str) -> io::Result<FsClock> {
-    tmp.create_file(name)?;
-    let st = tmp.stat(name);
-    let _ = tmp.unlink(name, false);
-    let st = st?;
-    Ok(FsClock {
-        now_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
-        dev: st.st_dev,
-        one_clock: tmp.filesystem_type().is_ok_and(fs_clock::one_clock),
-    })
-}
-
 /// Opens (creating it) the temporary folder `name` in `home`; a link or a
 /// file there is refused, untouched.
 fn tmp_folder(home: &Dir, name: &str) -> io::Result<Dir> {
@@ -610,61 +596,6 @@ mod tests {
         );
         out.finish();
         assert!(!dir.path().join("ds").join(TMP_DIR).exists());
-    }
-
-    /// The assumption `plan::fs_clock` makes of the filesystem the tests run
-    /// on: once a reading of its clock is past a timestamp, every later
-    /// change is stamped later. Checked on new files, each made as soon as
-    /// the rule lets the one before vouch. On a kernel with multigrain
-    /// timestamps (6.13+) changes are stamped apart even within a tick, so
-    /// there this holds whatever the rule (checked: a rule that never waits
-    /// passes too); on older kernels, whose stamps are the coarse clock's,
-    /// it is what the rule guarantees. The rule itself is tested in
-    /// `plan::fs_clock`.
-    #[test]
-    fn once_the_clock_reads_past_a_change_later_changes_are_stamped_later() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let out = OutputDir::open(&dir.path().join("ds")).unwrap();
-        let stamp = |k: usize| {
-            let m = std::fs::symlink_metadata(dir.path().join(format!("ds/{k}"))).unwrap();
-            crate::store::DirIdentity {
-                dev: m.dev(),
-                ino: m.ino(),
-                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            }
-        };
-        let mut waited = 0;
-        for k in 0..200 {
-            std::fs::write(dir.path().join(format!("ds/{k}")), b"x").unwrap();
-            let mut probes = 0;
-            let vouching = loop {
-                let clock = out.fs_now().unwrap();
-                let id = stamp(k);
-                if !clock.racy(&id) {
-                    break id;
-                }
-                waited += 1;
-                probes += 1;
-                // A tick is 1-10 ms; a shared filesystem's window 2 s.
-                assert!(
-                    probes < 100_000,
-                    "change {k}: the clock never moved past it"
-                );
-            };
-            std::fs::write(dir.path().join(format!("ds/{k}.next")), b"x").unwrap();
-            let next = std::fs::symlink_metadata(dir.path().join(format!("ds/{k}.next"))).unwrap();
-            let next_ns = next.ctime() * 1_000_000_000 + next.ctime_nsec();
-            assert!(
-                next_ns > vouching.mtime_ns.max(vouching.ctime_ns),
-                "change {k} was stamped like the one the clock had passed"
-            );
-        }
-        // The clock was read in the tick of a change at least sometimes:
-        // the rule was exercised, not only passed by slow iterations.
-        assert!(waited > 0, "no reading was ever racy");
-        out.finish();
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod estimate;
 pub mod evaluate;
 pub mod interrupt;
 pub mod note;
+mod out_clock;
 pub mod record;
 mod roi;
 pub mod summary;

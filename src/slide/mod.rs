@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+mod bands;
 pub mod direct;
 pub mod tiff;
 
@@ -226,109 +227,6 @@ impl Slide {
     /// `--explain`), if it is not.
     pub fn direct_problem(&self) -> Option<&str> {
         self.direct_problem.as_deref()
-    }
-
-    /// `region` read and resized to `standard` (the cell's region
-    /// standardized) band by band, when the direct reader reads it and the
-    /// resize is made in two passes: each band of tile rows, decoded on a
-    /// worker, is resized across at once, then the whole down — the bytes of
-    /// reading the region whole and resizing it (`ops::resize`), but the
-    /// region (a 40× cell's 7530², 170 MB of fresh memory for the kernel to
-    /// clear) never exists whole. `None`: read it whole.
-    pub fn read_resized(
-        &self,
-        choice: ReaderChoice,
-        region: Region,
-        standard: &crate::ops::ResizeParams,
-    ) -> Option<Result<RgbImage, String>> {
-        let resized = (region.w, region.h) != (standard.width, standard.height);
-        // A region too large to read whole is refused as a whole read is.
-        let readable = region.pixels() <= MAX_REGION_PIXELS;
-        if !resized || !readable || !crate::ops::resize::in_two_passes(standard) {
-            return None;
-        }
-        let bands = self.tile_bands(choice, region)?;
-        Some(self.read_in_bands(region, &bands, standard))
-    }
-
-    /// [`Slide::read_resized`] along `bands`.
-    fn read_in_bands(
-        &self,
-        region: Region,
-        bands: &[(u32, u32)],
-        standard: &crate::ops::ResizeParams,
-    ) -> Result<RgbImage, String> {
-        use crate::ops::{pool, resize};
-        use rayon::prelude::*;
-        let (n, width) = (region.w as usize, standard.width as usize);
-        let mut across = pool::take(width * region.h as usize * 3);
-        let mut parts = Vec::with_capacity(bands.len());
-        let mut rest = &mut across[..];
-        for &(first, rows) in bands {
-            let (part, tail) = rest.split_at_mut((rows as usize * width * 3).min(rest.len()));
-            parts.push(((first, rows), part));
-            rest = tail;
-        }
-        parts
-            .into_par_iter()
-            .try_for_each(|(band, part)| -> Result<(), String> {
-                let buffer = pool::take(n * band.1 as usize * 3);
-                let pixels = self.read_band(region, band, buffer)?;
-                let done = resize::across_into(pixels.as_raw(), (region.w, band.1), part, standard);
-                pool::give(pixels.into_raw());
-                done.map_err(|e| e.to_string())
-            })?;
-        resize::down(across, region.h, standard).map_err(|e| e.to_string())
-    }
-
-    /// The region's rows in bands along the direct reader's tile rows —
-    /// `(first row, rows)` in region coordinates, in order — when `choice`
-    /// reads it with the direct reader (level 0): read band by band
-    /// ([`Slide::read_band`]), every tile is decoded once and the region
-    /// never exists whole. `None` for a region OpenSlide reads.
-    fn tile_bands(&self, choice: ReaderChoice, region: Region) -> Option<Vec<(u32, u32)>> {
-        let d = self.direct.as_ref()?;
-        if self.effective_reader(choice, region.level) != Reader::Direct {
-            return None;
-        }
-        let th = d.tile_height(region.level).filter(|&t| t > 0)?;
-        let mut bands = Vec::new();
-        let mut row = 0u32;
-        while row < region.h {
-            let y = region.y + u64::from(row);
-            let to_edge = th - y % th;
-            let rows = u32::try_from(to_edge)
-                .unwrap_or(u32::MAX)
-                .min(region.h - row);
-            bands.push((row, rows));
-            row += rows;
-        }
-        Some(bands)
-    }
-
-    /// Rows `first..first + rows` of `region` (a band of
-    /// [`Slide::tile_bands`]) with the direct reader, reusing `buffer`'s
-    /// allocation. The band at row 0 counts the whole region as one read
-    /// (`CPIA_DEBUG_COUNTERS`), so a region read in bands counts once.
-    fn read_band(
-        &self,
-        region: Region,
-        (first, rows): (u32, u32),
-        buffer: Vec<u8>,
-    ) -> Result<RgbImage, String> {
-        let d = self
-            .direct
-            .as_ref()
-            .ok_or_else(|| "bands are read by the direct reader only".to_string())?;
-        if first == 0 {
-            count_read(&region);
-        }
-        let band = Region {
-            y: region.y + u64::from(first),
-            h: rows.min(region.h.saturating_sub(first)),
-            ..region
-        };
-        d.read_rgb_into(band, buffer)
     }
 
     /// Reads a region with the chosen reader (see [`Slide::effective_reader`]),
@@ -617,6 +515,48 @@ fn direct_reader(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// QC thumbnails read with the direct reader where that read is exact are
+    /// OpenSlide's, byte for byte: the shared slides and generated 20× and 40×
+    /// fixtures, whose thumbnail levels are coarser levels read directly.
+    #[test]
+    fn thumbnails_read_directly_are_openslides() {
+        use crate::fixture::{cached_fixture, fixture_cache_dir, SlideSpec};
+        let Some(td) = testdata() else { return };
+        let mut paths = vec![
+            td.join("CMU-1-Small-Region.svs"),
+            td.join("CMU-1-Small-Region-pyramid3.DERIVED.svs"),
+            td.join("openslide-python_small.svs"),
+            td.join("tcga-cr-7395-01a-01-ts1.svs"),
+        ];
+        for spec in [
+            SlideSpec::aperio_20x(3, 3, 5),
+            SlideSpec::aperio_40x(5, 3, 12),
+        ] {
+            paths.push(cached_fixture(&spec, &fixture_cache_dir()).unwrap());
+        }
+        let mut coarser_direct = 0;
+        for p in &paths {
+            let slide = Slide::open(p).unwrap();
+            let level = slide.thumbnail_level(1024);
+            let direct =
+                (slide.direct.as_ref()).is_some_and(|d| d.reads_whole_level_exactly(level));
+            coarser_direct += usize::from(direct && level > 0);
+            let (a, sa) = slide.thumbnail(1024, ReaderChoice::Auto).unwrap();
+            let (b, sb) = slide.thumbnail(1024, ReaderChoice::OpenSlide).unwrap();
+            assert_eq!(sa, sb, "{}", p.display());
+            assert_eq!(a.dimensions(), b.dimensions(), "{}", p.display());
+            assert!(
+                a.as_raw() == b.as_raw(),
+                "{}: level {level}, direct {direct}",
+                p.display()
+            );
+        }
+        assert!(
+            coarser_direct >= 2,
+            "only {coarser_direct} thumbnail(s) read a coarser level directly"
+        );
+    }
 
     /// The shared slides, or `None` after [`crate::need::missing`].
     fn testdata() -> Option<std::path::PathBuf> {
