@@ -25,6 +25,13 @@ pub(super) struct McuEntry {
 
 /// A JPEG indexed for crops: its header, its unstuffed entropy-coded data
 /// and where every MCU is in it.
+///
+/// The data may be in parts of whole MCU rows, each coded as a scan of its
+/// own (the strips of [`Indexed::stack`]): a crop re-encodes the DC
+/// differences of the first MCU of each of its rows anyway, and every other
+/// MCU of a row is coded the same in a strip as in the whole image, so a
+/// crop reads each row from its part and the whole image's data need never
+/// be joined.
 pub struct Indexed {
     /// The bytes from SOI to the end of the SOS segment, with the offset of
     /// the SOF0 dimensions in it.
@@ -39,10 +46,30 @@ pub struct Indexed {
     pub(super) mcu_h: u32,
     pub(super) mcus_x: u32,
     pub(super) mcus_y: u32,
+    /// The entropy-coded data, top to bottom: one part for a JPEG indexed
+    /// whole, one per strip for a stacked one.
+    pub(super) parts: Vec<Part>,
+}
+
+/// Whole MCU rows of an image, coded as one scan.
+pub(super) struct Part {
+    /// The image's MCU row this part starts at.
+    pub(super) row0: u32,
+    /// Unstuffed entropy-coded data, then 8 zero bytes (the bit reader's
+    /// loads past the end).
     pub(super) data: Vec<u8>,
     /// Bit length of `data`'s coded content.
     pub(super) bits: u64,
+    /// Every MCU of the part, row by row.
     pub(super) mcus: Vec<McuEntry>,
+}
+
+impl Part {
+    /// Bit offset where the part's MCU `i` starts (the end of its data for
+    /// one past the last).
+    pub(super) fn mcu_start(&self, i: usize) -> u32 {
+        self.mcus.get(i).map_or(self.bits as u32, |e| e.start)
+    }
 }
 
 impl fmt::Debug for Indexed {
@@ -50,7 +77,7 @@ impl fmt::Debug for Indexed {
         f.debug_struct("Indexed")
             .field("width", &self.width)
             .field("height", &self.height)
-            .field("mcus", &self.mcus.len())
+            .field("parts", &self.parts.len())
             .finish()
     }
 }
@@ -71,12 +98,21 @@ impl Indexed {
             mcus_y: parsed.height.div_ceil(8 * u32::from(parsed.vmax)),
             components: parsed.components,
             dc: parsed.dc,
-            data,
-            bits: 0,
-            mcus: Vec::new(),
+            parts: Vec::new(),
         };
-        ix.scan(&parsed.ac)?;
+        let part = ix.scan(data, &parsed.ac)?;
+        ix.parts.push(part);
         Ok(ix)
+    }
+
+    /// The part holding the image's MCU row `row`, and the row's place in it.
+    pub(super) fn row(&self, row: u32) -> (&Part, u32) {
+        let k = self
+            .parts
+            .partition_point(|p| p.row0 <= row)
+            .saturating_sub(1);
+        let part = &self.parts[k];
+        (part, row - part.row0)
     }
 
     /// The MCU size in pixels (crops must lie on this grid).
@@ -89,11 +125,12 @@ impl Indexed {
         (self.width, self.height)
     }
 
-    /// Decodes every block once, recording each MCU's entry.
-    fn scan(&mut self, ac: &[Option<Huffman>]) -> Result<(), NotCroppable> {
+    /// Decodes every block of `data` (the unstuffed scan) once, recording
+    /// each MCU's entry: the image as one part.
+    fn scan(&self, data: Vec<u8>, ac: &[Option<Huffman>]) -> Result<Part, NotCroppable> {
         let n = self.mcus_x as usize * self.mcus_y as usize;
         let mut mcus = Vec::with_capacity(n);
-        let mut r = BitReader::new(&self.data);
+        let mut r = BitReader::new(&data);
         let mut pred = [0i32; 3];
         let comps = self.components.clone();
         let dc: Vec<&Huffman> = comps
@@ -140,14 +177,13 @@ impl Indexed {
             mcus.push(e);
         }
         r.check()?;
-        self.bits = r.pos();
-        self.mcus = mcus;
-        Ok(())
-    }
-
-    /// Bit offset where MCU `i` starts (the end of the data for one past the last).
-    pub(super) fn mcu_start(&self, i: usize) -> u32 {
-        self.mcus.get(i).map_or(self.bits as u32, |e| e.start)
+        let bits = r.pos();
+        Ok(Part {
+            row0: 0,
+            data,
+            bits,
+            mcus,
+        })
     }
 }
 

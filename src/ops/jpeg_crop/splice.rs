@@ -32,8 +32,9 @@ impl Indexed {
         // tile's buffer is not a large allocation left mostly untouched.
         let bits: u64 = (r0..r0 + ch)
             .map(|row| {
+                let (part, row) = self.row(row);
                 let first = (row * self.mcus_x + c0) as usize;
-                u64::from(self.mcu_start(first + cw as usize)) - u64::from(self.mcu_start(first))
+                u64::from(part.mcu_start(first + cw as usize)) - u64::from(part.mcu_start(first))
             })
             .sum();
         let coded = (bits / 8) as usize;
@@ -46,8 +47,9 @@ impl Indexed {
         let mut pred = [0i32; 3];
         let ncomp = self.components.len();
         for row in r0..r0 + ch {
+            let (part, row) = self.row(row);
             let first = (row * self.mcus_x + c0) as usize;
-            let e = &self.mcus[first];
+            let e = &part.mcus[first];
             for (c, comp) in self.components.iter().enumerate() {
                 let dc = self.dc[comp.dc_table]
                     .as_ref()
@@ -56,19 +58,19 @@ impl Indexed {
                 let end = if c + 1 < ncomp {
                     e.first[c + 1]
                 } else {
-                    self.mcu_start(first + 1)
+                    part.mcu_start(first + 1)
                 };
-                wr.copy(&self.data, u64::from(e.after_dc[c]), u64::from(end))?;
+                wr.copy(&part.data, u64::from(e.after_dc[c]), u64::from(end))?;
             }
             let last = first + cw as usize - 1;
             if cw > 1 {
                 wr.copy(
-                    &self.data,
-                    u64::from(self.mcu_start(first + 1)),
-                    u64::from(self.mcu_start(last + 1)),
+                    &part.data,
+                    u64::from(part.mcu_start(first + 1)),
+                    u64::from(part.mcu_start(last + 1)),
                 )?;
             }
-            pred = self.mcus[last].dc_last;
+            pred = part.mcus[last].dc_last;
         }
         let mut out = wr.finish();
         out.extend_from_slice(&[0xFF, 0xD9]);
@@ -76,37 +78,26 @@ impl Indexed {
     }
 }
 
-/// Writes bits MSB first, stuffing a zero after every 0xFF byte (unless
-/// made [`BitWriter::unstuffed`]).
+/// Writes bits MSB first, stuffing a zero after every 0xFF byte.
 pub(super) struct BitWriter {
     out: Vec<u8>,
     acc: u64,
     n: u32,
-    stuffing: bool,
 }
 
 impl BitWriter {
     fn new(out: Vec<u8>) -> BitWriter {
-        BitWriter {
-            out,
-            acc: 0,
-            n: 0,
-            stuffing: true,
-        }
+        BitWriter { out, acc: 0, n: 0 }
     }
 
-    /// A writer that stuffs nothing: the bits of an index's data.
-    pub(super) fn unstuffed(out: Vec<u8>) -> BitWriter {
+    /// A stuffing writer whose first byte starts with the `n` (< 8) low
+    /// bits of `head`: the end of what another writer wrote before it.
+    pub(super) fn after(out: Vec<u8>, head: u32, n: u32) -> BitWriter {
         BitWriter {
-            stuffing: false,
+            acc: u64::from(head) & ((1u64 << n) - 1),
+            n,
             ..BitWriter::new(out)
         }
-    }
-
-    /// Bits written so far, for an [`BitWriter::unstuffed`] writer (the
-    /// bytes it was given included).
-    pub(super) fn bits(&self) -> u64 {
-        self.out.len() as u64 * 8 + u64::from(self.n)
     }
 
     /// Appends the low `len` (≤ 32) bits of `v`.
@@ -121,7 +112,7 @@ impl BitWriter {
             self.n -= 8;
             let byte = (self.acc >> self.n) as u8;
             self.out.push(byte);
-            if byte == 0xFF && self.stuffing {
+            if byte == 0xFF {
                 self.out.push(0);
             }
         }
@@ -130,12 +121,8 @@ impl BitWriter {
 
     /// A DC difference: its category's code, then its extra bits.
     pub(super) fn dc(&mut self, t: &Huffman, diff: i32) -> Result<(), NotCroppable> {
-        let mag = diff.unsigned_abs();
-        let s = 32 - mag.leading_zeros();
-        let (code, len) = t.encode[s as usize];
-        if len == 0 {
-            return Err(no("a DC category has no code"));
-        }
+        let s = 32 - diff.unsigned_abs().leading_zeros();
+        let (code, len) = dc_code(t, diff)?;
         self.put(u32::from(code), u32::from(len));
         let extra = if diff < 0 { diff - 1 } else { diff } as u32;
         self.put(extra, s);
@@ -171,6 +158,12 @@ impl BitWriter {
         Ok(())
     }
 
+    /// The whole bytes written, leaving the bits of an unfinished last byte
+    /// to the writer made [`BitWriter::after`] this one.
+    pub(super) fn whole_bytes(self) -> Vec<u8> {
+        self.out
+    }
+
     /// Pads the last byte with 1 bits (as libjpeg does) and returns the bytes.
     pub(super) fn finish(mut self) -> Vec<u8> {
         if self.n > 0 {
@@ -179,4 +172,19 @@ impl BitWriter {
         }
         self.out
     }
+}
+
+/// The Huffman code of a DC difference's category, with its length.
+fn dc_code(t: &Huffman, diff: i32) -> Result<(u16, u8), NotCroppable> {
+    let s = 32 - diff.unsigned_abs().leading_zeros();
+    match t.encode[s as usize] {
+        (_, 0) => Err(no("a DC category has no code")),
+        code => Ok(code),
+    }
+}
+
+/// Bits a DC difference takes: its category's code, then its extra bits.
+pub(super) fn dc_bits(t: &Huffman, diff: i32) -> Result<u64, NotCroppable> {
+    let (_, len) = dc_code(t, diff)?;
+    Ok(u64::from(len) + u64::from(32 - diff.unsigned_abs().leading_zeros()))
 }

@@ -135,7 +135,7 @@ fn stacked(img: &RgbImage, p: &JpegParams, rows: u32) -> (Vec<u8>, Indexed) {
             Indexed::new(&jpeg).unwrap()
         })
         .collect();
-    Indexed::stack(&strips).unwrap()
+    Indexed::stack(strips).unwrap()
 }
 
 #[test]
@@ -168,17 +168,39 @@ fn stacked_strips_are_the_bytes_of_encoding_the_whole_image() {
             }
         }
     }
+    // Strips of more than one MCU each are joined in parallel, a piece per
+    // strip; strips of one MCU (too short to begin the byte of the strip
+    // below) on one thread, in one piece: the same bytes either way.
+    for (w, rows, pieces) in [(480, 16, 21), (32, 16, 21), (16, 16, 1)] {
+        let img = busy(w, 328);
+        let p = params(75, Subsampling::S420);
+        let strips: Vec<Indexed> = (0..328u32.div_ceil(rows))
+            .map(|k| {
+                let h = rows.min(328 - k * rows);
+                Indexed::new(&encode_jpeg_region(&img, 0, k * rows, w, h, &p).unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            super::stack::joined_scans(&strips).unwrap().len(),
+            pieces,
+            "{w} wide"
+        );
+        assert!(
+            stacked(&img, &p, rows).0 == encode_jpeg(&img, &p).unwrap(),
+            "{w} wide"
+        );
+    }
     // Strips that are not one image on one grid are refused.
     let p = params(75, Subsampling::S420);
     let strip = |y, h, q| {
         let jpeg = encode_jpeg_region(&img, 0, y, 480, h, &params(q, Subsampling::S420)).unwrap();
         Indexed::new(&jpeg).unwrap()
     };
-    assert!(Indexed::stack(&[strip(0, 24, 75), strip(24, 32, 75)]).is_err());
-    assert!(Indexed::stack(&[strip(0, 32, 75), strip(32, 32, 90)]).is_err());
-    assert!(Indexed::stack(&[]).is_err());
+    assert!(Indexed::stack(vec![strip(0, 24, 75), strip(24, 32, 75)]).is_err());
+    assert!(Indexed::stack(vec![strip(0, 32, 75), strip(32, 32, 90)]).is_err());
+    assert!(Indexed::stack(Vec::new()).is_err());
     let narrow = Indexed::new(&encode_jpeg_region(&img, 0, 32, 240, 32, &p).unwrap()).unwrap();
-    assert!(Indexed::stack(&[strip(0, 32, 75), narrow]).is_err());
+    assert!(Indexed::stack(vec![strip(0, 32, 75), narrow]).is_err());
 }
 
 #[test]

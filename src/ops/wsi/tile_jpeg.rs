@@ -158,7 +158,7 @@ fn in_strips(image: &RgbImage, p: &JpegParams) -> Option<(Vec<u8>, Indexed)> {
             Indexed::new(&jpeg).ok()
         })
         .collect();
-    Indexed::stack(&strips?).ok()
+    Indexed::stack(strips?).ok()
 }
 
 /// Which image an `Arc` holds, for identity (never dereferenced).
