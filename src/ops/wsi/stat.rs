@@ -185,6 +185,33 @@ fn weighted_row_i64(px: &[u8], w3: &[i32]) -> [i64; 3] {
     sums
 }
 
+/// Rows ahead whose bytes a small tile's pass asks the cache for
+/// ([`prefetch`]).
+const AHEAD: usize = 4;
+
+/// Asks the CPU to bring `bytes` into its caches. A small tile's rows are
+/// a few hundred bytes each, an image row (11 KB for a 3840² cell) apart:
+/// each row starts on a new page, where the hardware prefetcher does not
+/// follow, so every row of a 96² tile waited for memory. Measured on the
+/// 20× bench slide (`cpia build -j 2`, two interleaved sets of 6 builds):
+/// 0.785 / 0.79 s → 0.75 / 0.745 s, and the statistics from 11.6 % to
+/// 5.8 % of the build's CPU samples (`perf record`). Prefetching 8 rows
+/// ahead instead of 4 made no difference.
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch is a hint: it reads nothing and cannot fault;
+        // the address is inside `bytes` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 fn clip8(v: i64) -> u8 {
     if v >= (1i64 << PRECISION_BITS) << 8 {
         255
@@ -242,7 +269,15 @@ pub fn statistic_of(img: &RgbImage, rx: u32, ry: u32, w: u32, h: u32, f: Filter)
         use rayon::prelude::*;
         rows.into_par_iter().map(row_of).collect()
     } else {
-        rows.map(row_of).collect()
+        let end = rows.end;
+        rows.map(|y| {
+            if y + AHEAD < end {
+                let start = (ry + y + AHEAD) * pitch;
+                prefetch(&raw[start + span.start..start + span.end]);
+            }
+            row_of(y)
+        })
+        .collect()
     };
     let mut s = [half; 3];
     for (px, &k) in column.iter().zip(&ky) {
