@@ -119,6 +119,29 @@ impl BitWriter {
         self.acc &= (1u64 << self.n) - 1;
     }
 
+    /// [`BitWriter::put`] of 32 bits: the 4 whole bytes they complete are
+    /// appended at once unless one is 0xFF (to be stuffed). Copies are most
+    /// of a crop's and a stack's work, byte by byte before (`perf`: 6 % of
+    /// a 20× build's CPU samples); user time of that build 1.09 / 1.11 s →
+    /// 1.06 / 1.09 s (two interleaved sets of 6 builds).
+    #[inline]
+    fn put_word(&mut self, v: u32) {
+        // `acc` holds the `n` (< 8) bits not yet in a byte.
+        let word = (((self.acc << 32) | u64::from(v)) >> self.n) as u32;
+        self.acc = u64::from(v) & ((1u64 << self.n) - 1);
+        // Whether a byte of `word` is 0xFF: a zero byte of its complement.
+        if (!word).wrapping_sub(0x0101_0101) & word & 0x8080_8080 == 0 {
+            self.out.extend_from_slice(&word.to_be_bytes());
+            return;
+        }
+        for byte in word.to_be_bytes() {
+            self.out.push(byte);
+            if byte == 0xFF {
+                self.out.push(0);
+            }
+        }
+    }
+
     /// A DC difference: its category's code, then its extra bits.
     pub(super) fn dc(&mut self, t: &Huffman, diff: i32) -> Result<(), NotCroppable> {
         let s = 32 - diff.unsigned_abs().leading_zeros();
@@ -143,10 +166,11 @@ impl BitWriter {
             self.put(v, take);
             p += u64::from(take);
         }
+        self.out.reserve(((to - p) / 8) as usize + 16);
         while to - p >= 32 {
             let b = (p / 8) as usize;
             let v = u32::from_be_bytes([data[b], data[b + 1], data[b + 2], data[b + 3]]);
-            self.put(v, 32);
+            self.put_word(v);
             p += 32;
         }
         while p < to {
