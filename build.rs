@@ -90,11 +90,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The options of `mi_option_e` that `src/main.rs` sets.
-const MIMALLOC_OPTIONS: [&str; 3] = [
-    "mi_option_purge_delay",
-    "mi_option_arena_purge_mult",
-    "mi_option_allow_thp",
-];
+const MIMALLOC_OPTIONS: [&str; 2] = ["mi_option_purge_delay", "mi_option_arena_purge_mult"];
 
 /// `mimalloc_options.rs` (see the module documentation): one
 /// `pub const MI_OPTION_…: i32` per name of [`MIMALLOC_OPTIONS`].

@@ -8,10 +8,9 @@ use libmimalloc_sys::{mi_collect, mi_option_get, mi_option_set};
 mod mimalloc_options {
     include!(concat!(env!("OUT_DIR"), "/mimalloc_options.rs"));
 }
-use mimalloc_options::{MI_OPTION_ALLOW_THP, MI_OPTION_ARENA_PURGE_MULT, MI_OPTION_PURGE_DELAY};
+use mimalloc_options::{MI_OPTION_ARENA_PURGE_MULT, MI_OPTION_PURGE_DELAY};
 
 fn main() {
-    no_transparent_huge_pages();
     // SAFETY: mi_option_get only reads an option (initializing it from the
     // environment on first use), before any other thread exists.
     let defaults = unsafe {
@@ -26,32 +25,6 @@ fn main() {
         collect: purge_now,
     });
     std::process::exit(cpia::cli::main());
-}
-
-/// Transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP`
-/// asks for them (mimalloc has then applied it already).
-///
-/// Why: mimalloc madvises its arenas `MADV_HUGEPAGE`, and with the common
-/// THP defrag setting (`madvise`) every fresh 2 MiB page of a madvised
-/// region may stall in direct compaction when the host's memory is
-/// fragmented — a machine that has run for a while. Measured on the 20×
-/// bench slide (`cpia build -j 2`, 6 interleaved A/B sets of 6 builds each,
-/// both orders): 0.76–0.92 s with 4 KiB pages against 0.85–1.14 s with huge
-/// pages, system time 0.18–0.40 s against 0.29–0.77 s, user time +2 %;
-/// peak RSS 135 against 160 MB (a huge page is faulted in whole). The
-/// prctl covers every allocator of the process (libjpeg-turbo's and
-/// OpenSlide's use glibc's); the option keeps mimalloc from madvising
-/// arenas it reserves later.
-fn no_transparent_huge_pages() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
-        return;
-    }
-    // SAFETY: mi_option_set stores an option value, before any other thread
-    // exists; prctl(PR_SET_THP_DISABLE) only sets a flag of this process.
-    unsafe {
-        mi_option_set(MI_OPTION_ALLOW_THP, 0);
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
 }
 
 /// mimalloc's purge delays as the process started (its defaults, or the
