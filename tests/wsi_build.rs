@@ -645,6 +645,16 @@ fn the_otsu_detector_keeps_tissue_cells_and_drops_glass_without_reading_them() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
         .count();
     assert_eq!(qc, 1, "the QC picture is drawn");
+    // Its record names the reader that read its thumbnail: the direct reader
+    // reads this fixture's coarser levels exactly (`auto`).
+    let qc_reader: String = db
+        .query_row(
+            "SELECT r.reader FROM outputs o JOIN reads r ON r.id = o.read WHERE o.sink = 'qc'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(qc_reader, "direct");
     // Unchanged: nothing is read again.
     let (j, out) = build_counted(&ws, &[]);
     assert_eq!(counts(&j).0, 0, "{j}");

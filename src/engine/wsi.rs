@@ -56,7 +56,7 @@ pub fn region_bytes(action: &UnitAction) -> u64 {
 type MaskSlot = Arc<OnceLock<Result<Arc<TissueMask>, String>>>;
 type SlideSlot = Arc<OnceLock<Result<Arc<Slide>, String>>>;
 
-type Thumbnail = Arc<(crate::ops::RgbImage, f64)>;
+type Thumbnail = Arc<crate::slide::Thumbnail>;
 
 /// Open slides shared by the workers, least recently used dropped first.
 pub struct SlideCache {
@@ -113,7 +113,7 @@ impl SlideCache {
     }
 
     /// Keeps a prefetched thumbnail for the QC phase, unless the cache is full.
-    fn keep_thumbnail(&self, path: &Path, thumbnail: (crate::ops::RgbImage, f64)) {
+    fn keep_thumbnail(&self, path: &Path, thumbnail: crate::slide::Thumbnail) {
         if let Ok(mut m) = self.thumbnails.lock() {
             if m.len() < PREFETCHED_THUMBNAILS {
                 m.insert(path.to_path_buf(), Arc::new(thumbnail));
@@ -139,7 +139,11 @@ impl SlideCache {
             Err(_) => return Err("mask cache poisoned".into()),
         };
         slot.get_or_init(|| {
-            let (thumb, scale) = slide.thumbnail(p.thumbnail, reader)?;
+            let crate::slide::Thumbnail {
+                image: thumb,
+                scale,
+                ..
+            } = slide.thumbnail(p.thumbnail, reader)?;
             Ok(Arc::new(otsu::mask(&thumb, scale, p)))
         })
         .clone()
@@ -476,7 +480,11 @@ pub(super) fn draw_qc(
         }
     };
     // The prefetched thumbnail is handed over once: drawn on, not copied.
-    let (thumb, scale) = Arc::try_unwrap(thumbnail).unwrap_or_else(|t| (t.0.clone(), t.1));
+    let crate::slide::Thumbnail {
+        image: thumb,
+        scale,
+        reader,
+    } = Arc::try_unwrap(thumbnail).unwrap_or_else(|t| (*t).clone());
     let state = |i: u32, j: u32| match decisions.and_then(|d| d.get(&(i, j))) {
         Some(true) => CellState::Kept,
         Some(false) => CellState::Rejected,
@@ -507,7 +515,7 @@ pub(super) fn draw_qc(
                         read_size: p.read_size,
                         mpp: p.mpp,
                         mpp_origin: p.mpp_origin.to_string(),
-                        reader: Reader::OpenSlide.as_str().into(),
+                        reader: reader.as_str().into(),
                     }),
                     file: WrittenFile {
                         ino: w.ino,
@@ -567,7 +575,11 @@ mod tests {
     #[test]
     fn prefetched_thumbnails_are_bounded_and_handed_over_once() {
         let cache = SlideCache::new(2);
-        let thumb = || (crate::ops::RgbImage::new(4, 4), 2.0);
+        let thumb = || crate::slide::Thumbnail {
+            image: crate::ops::RgbImage::new(4, 4),
+            scale: 2.0,
+            reader: Reader::Direct,
+        };
         for i in 0..PREFETCHED_THUMBNAILS + 5 {
             cache.keep_thumbnail(Path::new(&format!("s{i}.svs")), thumb());
         }

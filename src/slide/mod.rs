@@ -156,6 +156,16 @@ pub const MAX_REGION_PIXELS: u64 = 1 << 28;
 /// Pixels per OpenSlide call within one region (4 MiB of BGRA).
 pub const STRIP_PIXELS: u64 = 1 << 20;
 
+/// A slide's thumbnail ([`Slide::thumbnail`]).
+#[derive(Clone, Debug)]
+pub struct Thumbnail {
+    pub image: RgbImage,
+    /// Level-0 pixels per thumbnail pixel.
+    pub scale: f64,
+    /// The reader that read it (recorded with the QC picture drawn on it).
+    pub reader: Reader,
+}
+
 impl Slide {
     /// The slide's metadata only, for planning: the direct reader's tile
     /// directories are not parsed.
@@ -344,11 +354,7 @@ impl Slide {
     /// is exact (its tiles decoded on every worker: a 40× slide's 2192×2228
     /// level took OpenSlide ~150 ms on one thread while the other cores
     /// waited), else by OpenSlide.
-    pub fn thumbnail(
-        &self,
-        max_edge: u32,
-        choice: ReaderChoice,
-    ) -> Result<(RgbImage, f64), String> {
+    pub fn thumbnail(&self, max_edge: u32, choice: ReaderChoice) -> Result<Thumbnail, String> {
         let (w0, h0) = (self.meta.width, self.meta.height);
         let level = self.thumbnail_level(max_edge);
         let l = &self.meta.levels[level];
@@ -361,7 +367,7 @@ impl Slide {
         // In one piece: a level beyond MAX_REGION_PIXELS (a slide without a
         // pyramid) goes to OpenSlide's strips.
         let one_piece = u64::from(lw) * u64::from(lh) <= MAX_REGION_PIXELS;
-        let full = match &self.direct {
+        let (full, reader) = match &self.direct {
             Some(d)
                 if choice == ReaderChoice::Auto
                     && one_piece
@@ -375,9 +381,9 @@ impl Slide {
                     h: lh,
                 };
                 count_read(&whole);
-                d.read_rgb(whole)?
+                (d.read_rgb(whole)?, Reader::Direct)
             }
-            _ => self.level_by_openslide(level, lw, lh)?,
+            _ => (self.level_by_openslide(level, lw, lh)?, Reader::OpenSlide),
         };
         let scale = w0.max(h0) as f64 / f64::from(max_edge);
         let (tw, th) = (
@@ -397,7 +403,11 @@ impl Slide {
             )
             .map_err(|e| e.to_string())?
         };
-        Ok((thumb, w0 as f64 / f64::from(tw)))
+        Ok(Thumbnail {
+            image: thumb,
+            scale: w0 as f64 / f64::from(tw),
+            reader,
+        })
     }
 
     /// The coarsest level with at least `max_edge` pixels on the slide's
@@ -542,8 +552,16 @@ mod tests {
             let direct =
                 (slide.direct.as_ref()).is_some_and(|d| d.reads_whole_level_exactly(level));
             coarser_direct += usize::from(direct && level > 0);
-            let (a, sa) = slide.thumbnail(1024, ReaderChoice::Auto).unwrap();
-            let (b, sb) = slide.thumbnail(1024, ReaderChoice::OpenSlide).unwrap();
+            let a = slide.thumbnail(1024, ReaderChoice::Auto).unwrap();
+            let b = slide.thumbnail(1024, ReaderChoice::OpenSlide).unwrap();
+            // Each says which reader read it (the QC picture records it).
+            let auto_reader = if direct {
+                Reader::Direct
+            } else {
+                Reader::OpenSlide
+            };
+            assert_eq!((a.reader, b.reader), (auto_reader, Reader::OpenSlide));
+            let (a, sa, b, sb) = (a.image, a.scale, b.image, b.scale);
             assert_eq!(sa, sb, "{}", p.display());
             assert_eq!(a.dimensions(), b.dimensions(), "{}", p.display());
             assert!(
@@ -595,7 +613,11 @@ mod tests {
         };
         let img = s.read_openslide(region).unwrap();
         assert_eq!((img.width(), img.height()), (64, 48));
-        let (thumb, scale) = s.thumbnail(256, ReaderChoice::Auto).unwrap();
+        let crate::slide::Thumbnail {
+            image: thumb,
+            scale,
+            ..
+        } = s.thumbnail(256, ReaderChoice::Auto).unwrap();
         assert_eq!(thumb.height(), 256);
         assert!((scale - 2967.0 / 256.0).abs() < 0.1, "{scale}");
         let e = Slide::open(&td.join("../roi/skimage_ihc.png")).unwrap_err();
