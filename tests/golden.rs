@@ -262,7 +262,11 @@ fn wsi_cases(td: &Path, out: &mut Vec<(String, String)>) {
     let openslide = read(ReaderChoice::OpenSlide, i, j);
     add("read direct level 0", h(direct.as_raw()));
     add("read openslide level 0", h(openslide.as_raw()));
-    let (thumb, scale) = slide.thumbnail(256, ReaderChoice::OpenSlide).unwrap();
+    let cpia::slide::Thumbnail {
+        image: thumb,
+        scale,
+        ..
+    } = slide.thumbnail(256, ReaderChoice::OpenSlide).unwrap();
     add("read openslide thumbnail", h(thumb.as_raw()));
     let native = run(&Operator::WsiGrid(grid(n)), region(direct.clone()));
     add("wsi_grid native", tiles_hash(&tiles_of(&native)));
