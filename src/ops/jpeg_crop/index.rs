@@ -64,6 +64,36 @@ pub(super) struct Part {
     pub(super) mcus: Vec<McuEntry>,
 }
 
+/// MCU lists of dropped parts, for the next index to fill without fresh
+/// memory (a few MB per strip: one strip per worker, per cell).
+static SPARE_MCUS: std::sync::Mutex<Vec<Vec<McuEntry>>> = std::sync::Mutex::new(Vec::new());
+
+/// Most lists [`SPARE_MCUS`] keeps.
+const MAX_SPARE_MCUS: usize = 8;
+
+/// An empty MCU list with room for `n`, reused when one is spare.
+fn spare_mcus(n: usize) -> Vec<McuEntry> {
+    let reused = SPARE_MCUS.lock().ok().and_then(|mut s| s.pop());
+    let mut v = reused.unwrap_or_default();
+    v.clear();
+    v.reserve(n);
+    v
+}
+
+impl Drop for Part {
+    /// The part's buffers go back for the next index: its data to the
+    /// pixel buffer pool, its MCU list to [`SPARE_MCUS`].
+    fn drop(&mut self) {
+        crate::ops::pool::give(std::mem::take(&mut self.data));
+        let mcus = std::mem::take(&mut self.mcus);
+        if let Ok(mut s) = SPARE_MCUS.lock() {
+            if s.len() < MAX_SPARE_MCUS {
+                s.push(mcus);
+            }
+        }
+    }
+}
+
 impl Part {
     /// Bit offset where the part's MCU `i` starts (the end of its data for
     /// one past the last).
@@ -129,7 +159,7 @@ impl Indexed {
     /// each MCU's entry: the image as one part.
     fn scan(&self, data: Vec<u8>, ac: &[Option<Huffman>]) -> Result<Part, NotCroppable> {
         let n = self.mcus_x as usize * self.mcus_y as usize;
-        let mut mcus = Vec::with_capacity(n);
+        let mut mcus = spare_mcus(n);
         let mut r = BitReader::new(&data);
         let mut pred = [0i32; 3];
         let comps = self.components.clone();
@@ -201,7 +231,8 @@ fn extend(v: u32, s: u32) -> i32 {
 
 /// The entropy-coded bytes without their stuffed zeros.
 fn unstuff(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 8);
+    let mut out = crate::ops::pool::take(data.len() + 8);
+    out.clear();
     let mut i = 0;
     while let Some(f) = memchr::memchr(0xFF, &data[i..]) {
         out.extend_from_slice(&data[i..=i + f]);
@@ -341,5 +372,34 @@ impl<'a> BitReader<'a> {
             return Err(no("a block has more than 64 coefficients"));
         }
         self.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::encode::encode_jpeg;
+    use crate::ops::{JpegParams, RgbImage, Subsampling};
+
+    #[test]
+    fn dropped_parts_lend_their_buffers_boundedly_and_crops_stay_exact() {
+        let img = RgbImage::from_fn(256, 128, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (x ^ y) as u8, (y * 3) as u8])
+        });
+        let p = JpegParams {
+            quality: 75,
+            subsampling: Subsampling::S420,
+        };
+        let jpeg = encode_jpeg(&img, &p).unwrap();
+        let first = Indexed::new(&jpeg).unwrap().crop(32, 16, 64, 48).unwrap();
+        for _ in 0..3 * MAX_SPARE_MCUS {
+            // Each index may take a list a dropped one left, stale entries
+            // and all: its crops are the same bytes.
+            let ix = Indexed::new(&jpeg).unwrap();
+            assert!(ix.crop(32, 16, 64, 48).unwrap() == first);
+        }
+        // Bounded, however many were dropped (other tests may take some).
+        let held = SPARE_MCUS.lock().unwrap().len();
+        assert!(held <= MAX_SPARE_MCUS, "{held}");
     }
 }

@@ -66,9 +66,9 @@ impl Indexed {
         };
         for s in strips {
             let row0 = index.mcus_y;
-            (index.parts).extend(s.parts.into_iter().map(|p| Part {
-                row0: row0 + p.row0,
-                ..p
+            (index.parts).extend(s.parts.into_iter().map(|mut p| {
+                p.row0 += row0;
+                p
             }));
             index.mcus_y += s.mcus_y;
         }
