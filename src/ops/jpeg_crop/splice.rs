@@ -90,8 +90,8 @@ impl BitWriter {
         BitWriter { out, acc: 0, n: 0 }
     }
 
-    /// A stuffing writer whose first byte starts with the `n` (< 8) low
-    /// bits of `head`: the end of what another writer wrote before it.
+    /// A writer whose first byte starts with the `n` (< 8) low bits of
+    /// `head`: the end of what another writer wrote before it.
     pub(super) fn after(out: Vec<u8>, head: u32, n: u32) -> BitWriter {
         BitWriter {
             acc: u64::from(head) & ((1u64 << n) - 1),
@@ -123,7 +123,8 @@ impl BitWriter {
     /// appended at once unless one is 0xFF (to be stuffed). Copies are most
     /// of a crop's and a stack's work, byte by byte before (`perf`: 6 % of
     /// a 20× build's CPU samples); user time of that build 1.09 / 1.11 s →
-    /// 1.06 / 1.09 s (two interleaved sets of 6 builds).
+    /// 1.06 / 1.09 s (two interleaved sets of 6 builds, transparent huge
+    /// pages off in both).
     #[inline]
     fn put_word(&mut self, v: u32) {
         // `acc` holds the `n` (< 8) bits not yet in a byte.
