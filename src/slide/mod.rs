@@ -166,6 +166,29 @@ pub struct Thumbnail {
     pub reader: Reader,
 }
 
+impl Thumbnail {
+    /// Whether at least 99 % of the thumbnail's pixels over the level-0
+    /// square of side `size` at `(x, y)` are bright in every channel (≥ 220):
+    /// most likely glass. A guess for scheduling, never a tissue decision.
+    pub fn looks_like_glass(&self, x: u64, y: u64, size: u32) -> bool {
+        let (w, h) = self.image.dimensions();
+        let at = |v: u64, limit: u32, round: fn(f64) -> f64| {
+            (round(v as f64 / self.scale) as u64).min(u64::from(limit)) as u32
+        };
+        let (x0, y0) = (at(x, w, f64::floor), at(y, h, f64::floor));
+        let size = u64::from(size);
+        let (x1, y1) = (at(x + size, w, f64::ceil), at(y + size, h, f64::ceil));
+        let (mut bright, mut all) = (0u64, 0u64);
+        for py in y0..y1 {
+            for px in x0..x1 {
+                all += 1;
+                bright += u64::from(self.image.get_pixel(px, py).0.iter().all(|&v| v >= 220));
+            }
+        }
+        all > 0 && bright * 100 >= all * 99
+    }
+}
+
 impl Slide {
     /// The slide's metadata only, for planning: the direct reader's tile
     /// directories are not parsed.
@@ -525,6 +548,44 @@ fn direct_reader(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a generated 20× slide of real tissue, its QC-size thumbnail
+    /// marks the glass cells as glass and no tissue or mixed cell.
+    #[test]
+    fn a_thumbnail_tells_glass_cells_from_tissue() {
+        use crate::fixture::{
+            cached_fixture, fixture_cache_dir, load_tissue, CellKind, Mosaic, SlideSpec,
+            TISSUE_SLIDE,
+        };
+        let Some(td) = crate::need::testdata() else {
+            return;
+        };
+        let spec = SlideSpec::aperio_20x(5, 4, 11);
+        let path = cached_fixture(&spec, &fixture_cache_dir()).unwrap();
+        let tissue = load_tissue(&td.join(TISSUE_SLIDE)).unwrap();
+        let mosaic = Mosaic::new(&spec, &tissue).unwrap();
+        let t = Slide::open(&path)
+            .unwrap()
+            .thumbnail(1024, ReaderChoice::Auto)
+            .unwrap();
+        let mut seen = [0; 2];
+        for j in 1..=2u32 {
+            for i in 1..=3u32 {
+                let glass = t.looks_like_glass(u64::from(i) * 3840, u64::from(j) * 3840, 3840);
+                match mosaic.cell_kind(i, j) {
+                    CellKind::Blank => {
+                        assert!(glass, "glass cell ({i},{j})");
+                        seen[0] += 1;
+                    }
+                    CellKind::Tissue | CellKind::Mixed => {
+                        assert!(!glass, "tissue cell ({i},{j})");
+                        seen[1] += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+    }
 
     /// QC thumbnails read with the direct reader where that read is exact are
     /// OpenSlide's, byte for byte: the shared slides and generated 20× and 40×

@@ -104,7 +104,9 @@ fn check_stackable(top: &Indexed, strips: &[Indexed]) -> Result<(), NotCroppable
 /// below (then its first byte holds bits of more than one strip).
 pub(super) fn joined_scans(strips: &[Indexed]) -> Result<Vec<Vec<u8>>, NotCroppable> {
     let pieces = Piece::plan(strips)?;
-    let last = pieces.len() - 1;
+    let Some(last) = pieces.len().checked_sub(1) else {
+        return Err(no("no strip to stack"));
+    };
     if pieces.iter().any(|p| p.head.is_none()) {
         let room: usize = strips.iter().map(|s| s.parts[0].data.len()).sum();
         let mut wr = BitWriter::after(Vec::with_capacity(room + room / 64 + 64), 0, 0);
