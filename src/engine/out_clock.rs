@@ -26,9 +26,10 @@ mod tests {
     use super::*;
 
     /// The assumption `plan::fs_clock` makes of the filesystem the tests run
-    /// on: once a reading of its clock is past a timestamp, every later
-    /// change is stamped later. Checked on new files, each made as soon as
-    /// the rule lets the one before vouch. On a kernel with multigrain
+    /// on: once a reading of its clock is past a folder's timestamps, every
+    /// later change stamps the folder later. Checked on a folder's identity
+    /// (`plan::outdirs::identity`, what a build records), a file added as
+    /// soon as the rule lets the identity after the one before vouch. On a kernel with multigrain
     /// timestamps (6.13+) changes are stamped apart even within a tick, so
     /// there this holds whatever the rule (checked: a rule that never waits
     /// passes too); on older kernels, whose stamps are the coarse clock's,
@@ -36,26 +37,18 @@ mod tests {
     /// `plan::fs_clock`.
     #[test]
     fn once_the_clock_reads_past_a_change_later_changes_are_stamped_later() {
-        use std::os::unix::fs::MetadataExt;
+        use crate::plan::outdirs::identity;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("ds")).unwrap();
+        let ds = dir.path().join("ds");
+        std::fs::create_dir(&ds).unwrap();
         let tmp = Dir::root(dir.path()).unwrap();
-        let stamp = |k: usize| {
-            let m = std::fs::symlink_metadata(dir.path().join(format!("ds/{k}"))).unwrap();
-            crate::store::DirIdentity {
-                dev: m.dev(),
-                ino: m.ino(),
-                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            }
-        };
         let mut waited = 0;
         for k in 0..200 {
-            std::fs::write(dir.path().join(format!("ds/{k}")), b"x").unwrap();
+            std::fs::write(ds.join(format!("{k}")), b"x").unwrap();
             let mut probes = 0;
             let vouching = loop {
                 let clock = probe(&tmp, "clock.now").unwrap();
-                let id = stamp(k);
+                let id = identity(&ds).unwrap();
                 if !clock.racy(&id) {
                     break id;
                 }
@@ -67,12 +60,11 @@ mod tests {
                     "change {k}: the clock never moved past it"
                 );
             };
-            std::fs::write(dir.path().join(format!("ds/{k}.next")), b"x").unwrap();
-            let next = std::fs::symlink_metadata(dir.path().join(format!("ds/{k}.next"))).unwrap();
-            let next_ns = next.ctime() * 1_000_000_000 + next.ctime_nsec();
+            std::fs::write(ds.join(format!("{k}.next")), b"x").unwrap();
+            let next = identity(&ds).unwrap();
             assert!(
-                next_ns > vouching.mtime_ns.max(vouching.ctime_ns),
-                "change {k} was stamped like the one the clock had passed"
+                next.ctime_ns > vouching.mtime_ns.max(vouching.ctime_ns),
+                "change {k} left the folder stamped as the clock had passed it"
             );
         }
         // The clock was read in the tick of a change at least sometimes:
