@@ -319,8 +319,8 @@ impl Engine {
             .chain(small.into_iter().map(Job::Cell))
             .chain(plan.qc.iter().map(Job::Thumbnail))
             .collect();
-        let total: u64 = jobs.iter().map(Job::weight).sum::<u64>()
-            + large.iter().map(|c| c.len() as u64).sum::<u64>();
+        let mut large: Vec<Job> = large.into_iter().map(Job::Cell).collect();
+        let total: u64 = jobs.iter().chain(&large).map(Job::weight).sum();
         let bar = summary::progress_bar(total, self.opts.progress);
         let maker = plan.spec.as_ref().map(|s| Maker {
             recipe_hash: s.recipe.hash.clone(),
@@ -342,10 +342,7 @@ impl Engine {
             ctx.run(j)
         })?;
         // After the thumbnails are read: glass-looking cells last.
-        let large: Vec<Job> = wsi::glass_last(large, &self.slides)
-            .into_iter()
-            .map(Job::Cell)
-            .collect();
+        wsi::glass_last(&mut large, &self.slides);
         tally.add(run_jobs(
             rec,
             &self.pool,

@@ -438,20 +438,26 @@ fn commit<'a>(
 /// last cell's writing (~25 ms for a 20× cell's ~200 tiles) had nothing to
 /// overlap; a glass cell has nothing to write and a whole read and tissue
 /// test to compute. Only the order changes (no output depends on it).
-pub(super) fn glass_last<'a>(
-    mut cells: Vec<Vec<&'a UnitAction>>,
-    slides: &SlideCache,
-) -> Vec<Vec<&'a UnitAction>> {
+pub(super) fn glass_last<'a>(cells: &mut [super::Job<'a>], slides: &SlideCache) {
+    fn first<'a>(job: &super::Job<'a>) -> Option<&'a UnitAction> {
+        match job {
+            super::Job::Cell(actions) => actions.first().copied(),
+            _ => None,
+        }
+    }
     let Ok(thumbnails) = slides.thumbnails.lock() else {
-        return cells;
+        return;
     };
     let mut slide_order: HashMap<&Path, usize> = HashMap::new();
-    for c in &cells {
+    for a in cells.iter().filter_map(first) {
         let n = slide_order.len();
-        slide_order.entry(c[0].input.abs.as_path()).or_insert(n);
+        slide_order.entry(a.input.abs.as_path()).or_insert(n);
     }
-    let key = |c: &Vec<&UnitAction>| {
-        let (input, u) = (&c[0].input, &c[0].unit);
+    let key = |job: &super::Job<'_>| {
+        let Some(a) = first(job) else {
+            return (usize::MAX, false);
+        };
+        let (input, u) = (&a.input, &a.unit);
         let (rs, (i, j)) = (u.read_size, u.cell);
         let glass = thumbnails.get(&input.abs).is_some_and(|t| {
             t.looks_like_glass(
@@ -463,7 +469,6 @@ pub(super) fn glass_last<'a>(
         (slide_order[input.abs.as_path()], glass)
     };
     cells.sort_by_cached_key(key);
-    cells
 }
 
 /// Reads the QC thumbnail of a slide ahead of the QC phase, while there is
