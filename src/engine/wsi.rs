@@ -535,10 +535,13 @@ pub(super) fn draw_qc(
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),
     };
-    match out
+    let written = out
         .write(&p.path(), &png)
-        .and_then(|w| out.sync_dirs([p.dir.as_str()]).map(|()| w))
-    {
+        .and_then(|w| out.sync_dirs([p.dir.as_str()]).map(|()| w));
+    let content_hash = crate::plan::sources::hash_bytes(&png);
+    // The picture was drawn into a pooled buffer.
+    crate::ops::pool::give(png);
+    match written {
         Ok(w) => JobResult {
             built: 1,
             events: vec![
@@ -562,7 +565,7 @@ pub(super) fn draw_qc(
                         ino: w.ino,
                         size: w.size,
                         mtime_ns: w.mtime_ns,
-                        content_hash: crate::plan::sources::hash_bytes(&png),
+                        content_hash,
                     },
                     built_at: now(),
                     build: cx.build,

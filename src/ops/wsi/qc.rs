@@ -21,8 +21,10 @@ const UNKNOWN: [u8; 3] = [140, 140, 140];
 
 /// Draws the grid on `thumb` (whose pixels each cover `scale` level-0 pixels)
 /// and encodes it as PNG. `state(i, j)` is asked for every non-ring cell.
-/// The thumbnail is drawn on in place: a copy is fresh memory, which the
-/// kernel clears page by page at the end of a build.
+/// The thumbnail is drawn on in place (a copy is fresh memory, which the
+/// kernel clears page by page at the end of a build), then lent to the
+/// buffer pool; the PNG is in a buffer from the pool, for the caller to give
+/// back once written.
 pub fn draw(
     mut img: RgbImage,
     scale: f64,
@@ -50,10 +52,13 @@ pub fn draw(
         }
     }
     // Fast deflate: the picture is for eyes, and it is drawn once per slide
-    // at the end of a build, on the critical path.
-    // About what fast deflate makes of tissue, so the picture is not
-    // copied as its vector grows.
-    let mut out = Vec::with_capacity(img.as_raw().len() / 2);
+    // at the end of a build, on the critical path. Into a pooled buffer
+    // (give it back with `ops::pool::give`) with room for the largest PNG
+    // the encoder makes (stored blocks when deflate does not pay), so it is
+    // neither fresh memory nor copied as it grows.
+    let raw = img.as_raw().len();
+    let mut out = crate::ops::pool::take(png_bound(raw, img.height()));
+    out.clear();
     let enc = image::codecs::png::PngEncoder::new_with_quality(
         &mut out,
         image::codecs::png::CompressionType::Fast,
@@ -67,7 +72,16 @@ pub fn draw(
         image::ExtendedColorType::Rgb8,
     )
     .map_err(|e| OpError(format!("encoding the QC picture: {e}")))?;
+    crate::ops::pool::give(img.into_raw());
     Ok(out)
+}
+
+/// The most bytes a PNG of `raw` bytes of pixels in `rows` rows can take:
+/// each row's filter byte, stored deflate blocks (5 bytes per 64 KiB), the
+/// zlib and chunk framing, and the header chunks.
+fn png_bound(raw: usize, rows: u32) -> usize {
+    let filtered = raw + rows as usize;
+    filtered + 5 * (filtered / 65_535 + 1) + 4096
 }
 
 fn rect(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3], thick: i64) {
