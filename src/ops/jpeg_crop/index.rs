@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::huffman::{Huffman, LOOKUP_BITS};
+use super::huffman::{Huffman, Run, LOOKUP_BITS, MULTI_BITS};
 use super::parse::{parse, Component};
 use super::{no, NotCroppable};
 
@@ -347,6 +347,20 @@ impl<'a> BitReader<'a> {
             // A code and its extra bits are at most 26 bits.
             self.fill();
             let peek = self.peek32();
+            // Whole symbols of the next MULTI_BITS bits at once, when they
+            // stay inside the block: up to its last coefficient, or an end
+            // of block before it (one at k = 64 would be the next block's).
+            if let Some(run) = Run::unpack(t.runs[(peek >> (32 - MULTI_BITS)) as usize]) {
+                let next = k + run.steps;
+                if next < 64 || (next == 64 && !run.eob) {
+                    self.consume(run.bits);
+                    if run.eob {
+                        break;
+                    }
+                    k = next;
+                    continue;
+                }
+            }
             let (adv, step) = t.skip[(peek >> (32 - LOOKUP_BITS)) as usize];
             let (adv, step) = if adv != 0 {
                 (u32::from(adv), u32::from(step))
@@ -380,6 +394,62 @@ mod tests {
     use super::*;
     use crate::ops::encode::encode_jpeg;
     use crate::ops::{JpegParams, RgbImage, Subsampling};
+
+    /// The index of `jpeg` with or without the AC tables' runs (without:
+    /// every symbol is skipped one at a time).
+    type Entry = (u32, [u32; 3], [u32; 3], [i32; 3], [i32; 3]);
+
+    fn entries(jpeg: &[u8], runs: bool) -> Vec<Entry> {
+        let parsed = parse(jpeg).unwrap();
+        let ac: Vec<Option<Huffman>> = (parsed.ac.iter().cloned())
+            .map(|t| {
+                t.map(|mut t| {
+                    if !runs {
+                        t.runs = vec![0; 1 << MULTI_BITS].into();
+                    }
+                    t
+                })
+            })
+            .collect();
+        let ix = Indexed::new(jpeg).unwrap();
+        let data = unstuff(&jpeg[parsed.scan_start..parsed.scan_end]);
+        let part = ix.scan(data, &ac).unwrap();
+        (part.mcus.iter())
+            .map(|e| (e.start, e.first, e.after_dc, e.dc_first, e.dc_last))
+            .collect()
+    }
+
+    #[test]
+    fn skipping_runs_of_symbols_finds_every_mcu_one_symbol_at_a_time_does() {
+        // Noise (long AC runs, runs of zeros over sixteen), flat areas (an
+        // end of block after the DC), edges; every quality from all
+        // coefficients kept to almost none; blocks ending on their 63rd
+        // coefficient (q100 noise) and on an end of block.
+        let img = RgbImage::from_fn(320, 240, |x, y| {
+            let n = ((x * 7919 + y * 104_729) ^ (x * y)).wrapping_mul(2_654_435_761) >> 24;
+            match (x / 48 + y / 32) % 3 {
+                0 => image::Rgb([n as u8, (n * 3) as u8, (n ^ 0x5A) as u8]),
+                1 => image::Rgb([230, 228, 231]),
+                _ => image::Rgb([
+                    (x * 2) as u8,
+                    (y * 3) as u8,
+                    if x % 9 < 4 { 0 } else { 255 },
+                ]),
+            }
+        });
+        for subsampling in [Subsampling::S420, Subsampling::S422, Subsampling::S444] {
+            for quality in [1, 30, 75, 95, 100] {
+                let p = JpegParams {
+                    quality,
+                    subsampling,
+                };
+                let jpeg = encode_jpeg(&img, &p).unwrap();
+                let (fast, slow) = (entries(&jpeg, true), entries(&jpeg, false));
+                assert_eq!(fast.len(), slow.len());
+                assert!(fast == slow, "q{quality} {subsampling:?}");
+            }
+        }
+    }
 
     #[test]
     fn dropped_parts_lend_their_buffers_boundedly_and_crops_stay_exact() {

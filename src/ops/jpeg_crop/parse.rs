@@ -122,7 +122,7 @@ fn huffman_tables(seg: &[u8], tables: &mut Tables) -> Result<(), NotCroppable> {
         let table = Huffman::new(&counts, symbols)?;
         match (tc, th) {
             (0, 0..=3) => tables.dc[th] = Some(table),
-            (1, 0..=3) => tables.ac[th] = Some(table),
+            (1, 0..=3) => tables.ac[th] = Some(table.with_runs(&counts)),
             _ => return Err(no("a bad DHT class or id")),
         }
         k += 17 + total;
