@@ -44,7 +44,13 @@ type Runs = std::sync::Arc<[u16]>;
 static RUNS: std::sync::Mutex<Vec<(Vec<u8>, Runs)>> = std::sync::Mutex::new(Vec::new());
 
 /// Most tables whose runs [`RUNS`] keeps.
-const MAX_KEPT_RUNS: usize = 4;
+pub(super) const MAX_KEPT_RUNS: usize = 4;
+
+/// How many tables' runs [`RUNS`] holds (at most [`MAX_KEPT_RUNS`]).
+#[cfg(test)]
+pub(super) fn kept_runs() -> usize {
+    RUNS.lock().map_or(0, |kept| kept.len())
+}
 
 /// Whole AC symbols at the start of a [`MULTI_BITS`]-bit prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -452,6 +452,35 @@ mod tests {
     }
 
     #[test]
+    fn the_runs_of_a_table_seen_before_are_shared_and_few_are_kept() {
+        let jpeg = |q| {
+            let img = RgbImage::from_fn(64, 48, |x, y| {
+                image::Rgb([(x * 3) as u8, (y * 5) as u8, 90])
+            });
+            encode_jpeg(
+                &img,
+                &JpegParams {
+                    quality: q,
+                    subsampling: Subsampling::S420,
+                },
+            )
+            .unwrap()
+        };
+        // The encoder's AC tables do not change with the quality: the second
+        // JPEG's tables take the runs the first one's built.
+        let (a, b) = (parse(&jpeg(75)).unwrap(), parse(&jpeg(30)).unwrap());
+        let (ra, rb) = (
+            &a.ac[0].as_ref().unwrap().runs,
+            &b.ac[0].as_ref().unwrap().runs,
+        );
+        assert!(std::sync::Arc::ptr_eq(ra, rb));
+        assert_eq!(ra.len(), 1 << MULTI_BITS);
+        // The luma and chroma tables differ, and are both kept.
+        assert!(!std::sync::Arc::ptr_eq(ra, &a.ac[1].as_ref().unwrap().runs));
+        assert!(super::super::huffman::kept_runs() <= super::super::huffman::MAX_KEPT_RUNS);
+    }
+
+    #[test]
     fn dropped_parts_lend_their_buffers_boundedly_and_crops_stay_exact() {
         let img = RgbImage::from_fn(256, 128, |x, y| {
             image::Rgb([(x * 7 + y) as u8, (x ^ y) as u8, (y * 3) as u8])
