@@ -36,6 +36,9 @@ pub(super) const LOOKUP_BITS: u32 = 10;
 /// bits 18.0 ms; 15 bits 18.5 ms; 16 bits 19.4 ms (larger tables, more
 /// cache misses). Two AC tables of 14 bits are 64 KB.
 pub(super) const MULTI_BITS: u32 = 14;
+// A prefix is read from 16 bits (`Huffman::run`), and a run's bits are
+// packed in 5 (`Run::pack`).
+const _: () = assert!(MULTI_BITS <= 16);
 
 /// The [`Huffman::runs`] of one table.
 type Runs = std::sync::Arc<[u16]>;
@@ -146,7 +149,7 @@ impl Huffman {
     }
 
     /// This table with its [`Huffman::runs`], for scanning AC coefficients.
-    /// Building them is a decode of every prefix (64 K for 16 bits), so they
+    /// Building them is a decode of every prefix (16 K of them), so they
     /// are kept for the tables seen last: every JPEG `ops::encode` writes
     /// has the same two AC tables.
     pub(super) fn with_runs(mut self, counts: &[u8; 16]) -> Huffman {

@@ -350,7 +350,8 @@ impl<'a> BitReader<'a> {
             // Whole symbols of the next MULTI_BITS bits at once, when they
             // stay inside the block: up to its last coefficient, or an end
             // of block before it (one at k = 64 would be the next block's).
-            if let Some(run) = Run::unpack(t.runs[(peek >> (32 - MULTI_BITS)) as usize]) {
+            let prefix = (peek >> (32 - MULTI_BITS)) as usize;
+            if let Some(run) = t.runs.get(prefix).copied().and_then(Run::unpack) {
                 let next = k + run.steps;
                 if next < 64 || (next == 64 && !run.eob) {
                     self.consume(run.bits);
@@ -395,10 +396,11 @@ mod tests {
     use crate::ops::encode::encode_jpeg;
     use crate::ops::{JpegParams, RgbImage, Subsampling};
 
-    /// The index of `jpeg` with or without the AC tables' runs (without:
-    /// every symbol is skipped one at a time).
+    /// An MCU entry's fields.
     type Entry = (u32, [u32; 3], [u32; 3], [i32; 3], [i32; 3]);
 
+    /// The index of `jpeg` with or without the AC tables' runs (without:
+    /// every symbol is skipped one at a time).
     fn entries(jpeg: &[u8], runs: bool) -> Vec<Entry> {
         let parsed = parse(jpeg).unwrap();
         let ac: Vec<Option<Huffman>> = (parsed.ac.iter().cloned())
