@@ -18,6 +18,7 @@ pub mod decode;
 pub mod encode;
 pub mod expr;
 pub mod jpeg_crop;
+pub mod lanczos_replay;
 pub mod libraries;
 pub mod pool;
 pub mod probe;

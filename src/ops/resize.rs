@@ -100,7 +100,16 @@ pub fn across_into(
     }
     let src = TypedImageRef::<U8x3>::from_buffer(sw, rows, src).map_err(|e| err(&e))?;
     let mut out = TypedImage::<U8x3>::from_buffer(dw, rows, dst).map_err(|e| err(&e))?;
-    let options = ResizeOptions::new().resize_alg(algorithm(p.filter));
+    // The bands of a source ask for the same coefficients: Lanczos-3's
+    // values are replayed, not computed again (`lanczos_replay`).
+    let alg = match p.filter {
+        Filter::Lanczos3 => {
+            super::lanczos_replay::restart();
+            ResizeAlg::Convolution(super::lanczos_replay::filter())
+        }
+        _ => algorithm(p.filter),
+    };
+    let options = ResizeOptions::new().resize_alg(alg);
     Resizer::new()
         .resize_typed::<U8x3>(&src, &mut out, &options)
         .map_err(|e| err(&e))
