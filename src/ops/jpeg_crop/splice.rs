@@ -143,6 +143,32 @@ impl BitWriter {
         }
     }
 
+    /// [`BitWriter::put_word`] of 64 bits: 8 whole bytes appended at once
+    /// unless one is 0xFF. The L and M crops of a 20× tissue cell took 3.4–3.7
+    /// and 2.9–4.2 ms of thread CPU 32 bits at a time, 2.1–2.7 and 2.1–2.8 ms
+    /// so (`cargo bench --bench engine -- crop`, one run each).
+    #[inline]
+    fn put_dword(&mut self, v: u64) {
+        // `acc` holds the `n` (< 8) bits not yet in a byte.
+        let word = if self.n == 0 {
+            v
+        } else {
+            (self.acc << (64 - self.n)) | (v >> self.n)
+        };
+        self.acc = v & ((1u64 << self.n) - 1);
+        // Whether a byte of `word` is 0xFF: a zero byte of its complement.
+        if (!word).wrapping_sub(0x0101_0101_0101_0101) & word & 0x8080_8080_8080_8080 == 0 {
+            self.out.extend_from_slice(&word.to_be_bytes());
+            return;
+        }
+        for byte in word.to_be_bytes() {
+            self.out.push(byte);
+            if byte == 0xFF {
+                self.out.push(0);
+            }
+        }
+    }
+
     /// A DC difference: its category's code, then its extra bits.
     pub(super) fn dc(&mut self, t: &Huffman, diff: i32) -> Result<(), NotCroppable> {
         let s = 32 - diff.unsigned_abs().leading_zeros();
@@ -159,7 +185,7 @@ impl BitWriter {
             return Err(no("a copy past the scan"));
         }
         let mut p = from;
-        // Up to a byte boundary of the source, then 32 bits at a time.
+        // Up to a byte boundary of the source, then 64 and 32 bits at a time.
         while p < to && !p.is_multiple_of(8) {
             let take = (8 - p % 8).min(to - p) as u32;
             let byte = u32::from(data[(p / 8) as usize]);
@@ -168,6 +194,13 @@ impl BitWriter {
             p += u64::from(take);
         }
         self.out.reserve(((to - p) / 8) as usize + 16);
+        while to - p >= 64 {
+            let b = (p / 8) as usize;
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&data[b..b + 8]);
+            self.put_dword(u64::from_be_bytes(bytes));
+            p += 64;
+        }
         while to - p >= 32 {
             let b = (p / 8) as usize;
             let v = u32::from_be_bytes([data[b], data[b + 1], data[b + 2], data[b + 3]]);
