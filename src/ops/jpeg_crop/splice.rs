@@ -131,16 +131,8 @@ impl BitWriter {
         let word = (((self.acc << 32) | u64::from(v)) >> self.n) as u32;
         self.acc = u64::from(v) & ((1u64 << self.n) - 1);
         // Whether a byte of `word` is 0xFF: a zero byte of its complement.
-        if (!word).wrapping_sub(0x0101_0101) & word & 0x8080_8080 == 0 {
-            self.out.extend_from_slice(&word.to_be_bytes());
-            return;
-        }
-        for byte in word.to_be_bytes() {
-            self.out.push(byte);
-            if byte == 0xFF {
-                self.out.push(0);
-            }
-        }
+        let plain = (!word).wrapping_sub(0x0101_0101) & word & 0x8080_8080 == 0;
+        self.append(&word.to_be_bytes(), plain);
     }
 
     /// [`BitWriter::put_word`] of 64 bits: 8 whole bytes appended at once
@@ -157,11 +149,19 @@ impl BitWriter {
         };
         self.acc = v & ((1u64 << self.n) - 1);
         // Whether a byte of `word` is 0xFF: a zero byte of its complement.
-        if (!word).wrapping_sub(0x0101_0101_0101_0101) & word & 0x8080_8080_8080_8080 == 0 {
-            self.out.extend_from_slice(&word.to_be_bytes());
+        let plain = (!word).wrapping_sub(0x0101_0101_0101_0101) & word & 0x8080_8080_8080_8080 == 0;
+        self.append(&word.to_be_bytes(), plain);
+    }
+
+    /// Appends whole bytes, each 0xFF followed by a stuffed 0; `plain`:
+    /// none is 0xFF, so they are appended at once.
+    #[inline]
+    fn append(&mut self, bytes: &[u8], plain: bool) {
+        if plain {
+            self.out.extend_from_slice(bytes);
             return;
         }
-        for byte in word.to_be_bytes() {
+        for &byte in bytes {
             self.out.push(byte);
             if byte == 0xFF {
                 self.out.push(0);
