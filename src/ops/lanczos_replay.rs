@@ -79,7 +79,8 @@ fn sinc(mut x: f64) -> f64 {
     }
 }
 
-/// fast_image_resize's `lanczos_filter`: sinc windowed by sinc, support 3.
+/// fast_image_resize's `lanczos_filter`: sinc windowed by sinc, support 3 —
+/// also Pillow's (`libImaging/Resample.c`), which `ops::wsi::stat` uses.
 pub fn lanczos3(x: f64) -> f64 {
     if (-3.0..3.0).contains(&x) {
         sinc(x) * sinc(x / 3.)

@@ -14,24 +14,9 @@ use crate::ops::{Filter, RgbImage};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-fn sinc(x: f64) -> f64 {
-    if x == 0.0 {
-        1.0
-    } else {
-        let x = x * std::f64::consts::PI;
-        x.sin() / x
-    }
-}
-
-/// Pillow's filter functions and supports.
+/// Pillow's filter functions and supports. Its Lanczos-3 is
+/// fast_image_resize's, operation for operation (`ops::lanczos_replay`).
 fn filter(f: Filter) -> (fn(f64) -> f64, f64) {
-    fn lanczos(x: f64) -> f64 {
-        if (-3.0..3.0).contains(&x) {
-            sinc(x) * sinc(x / 3.0)
-        } else {
-            0.0
-        }
-    }
     fn bilinear(x: f64) -> f64 {
         let x = x.abs();
         if x < 1.0 {
@@ -60,7 +45,7 @@ fn filter(f: Filter) -> (fn(f64) -> f64, f64) {
         }
     }
     match f {
-        Filter::Lanczos3 => (lanczos, 3.0),
+        Filter::Lanczos3 => (crate::ops::lanczos_replay::lanczos3, 3.0),
         Filter::Bilinear => (bilinear, 1.0),
         Filter::CatmullRom => (bicubic, 2.0),
         Filter::Box | Filter::Nearest => (boxf, 0.5),
