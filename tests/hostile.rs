@@ -624,21 +624,8 @@ fn big_png(td: &Path, side: u32) -> Vec<u8> {
         filter: cpia::ops::Filter::Lanczos3,
     };
     let img = cpia::ops::resize::resize(&img, &params).unwrap();
-    let mut out = Vec::new();
-    let enc = image::codecs::png::PngEncoder::new_with_quality(
-        &mut out,
-        image::codecs::png::CompressionType::Fast,
-        image::codecs::png::FilterType::Sub,
-    );
-    image::ImageEncoder::write_image(
-        enc,
-        img.as_raw(),
-        side,
-        side,
-        image::ExtendedColorType::Rgb8,
-    )
-    .unwrap();
-    out
+    // The bytes of `image`'s PNG encoder, fast deflate and the Sub filter.
+    cpia::ops::wsi::qc::encode_png(&img).unwrap()
 }
 
 /// Overhead allowed above `--max-memory`, as docs/cli.md states it: the

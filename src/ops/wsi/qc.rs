@@ -68,7 +68,7 @@ pub fn draw(
 /// pages, 2 MB at a time). On the 20× bench slide, 12 interleaved builds
 /// each, the picture took 5.5–27.5 ms that way (5 builds of 12 past 17 ms)
 /// and takes 4.6–6.8 ms now. `png` still writes the chunks.
-fn encode_png(img: &RgbImage) -> Result<Vec<u8>, OpError> {
+pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>, OpError> {
     let err = |e: std::io::Error| OpError(format!("encoding the QC picture: {e}"));
     let png_err = |e: png::EncodingError| OpError(format!("encoding the QC picture: {e}"));
     let (w, h) = img.dimensions();
