@@ -43,7 +43,10 @@
 //! Timings are wall-clock of the real binary, as a user runs it. In `roi`,
 //! `wsi` and `direct` each tool gets one warm-up run and then [`RUNS`]
 //! consecutive runs, of which the median is reported (hyperfine's method;
-//! see [`warm_median`] for why alternating tools misleads on this VM), and
+//! see [`warm_median`] for why alternating tools misleads on this VM) —
+//! except this binary and a `CPIA_BENCH_BASELINE` one, which alternate
+//! ([`warm_medians_interleaved`]: blocks of the same kind of process drift;
+//! `rebuild` still measures each binary in its own block), and
 //! the workspaces are deleted only when the bench ends ([`kept_tempdir`]).
 //! The direct reader's own ceiling (libjpeg-turbo decoding the same tiles
 //! into a cache-resident buffer) is in the reader micro-bench:
@@ -163,11 +166,6 @@ fn runs() -> usize {
         .unwrap_or(RUNS)
 }
 
-/// Runs `f` once to warm up (page cache, allocator, the VM's memory), then
-/// [`runs`] times back to back; the median of those. Each tool is measured in
-/// its own consecutive runs, like hyperfine: on this VM a process that follows
-/// a large one (the Python reference) pays for the freed memory the host took
-/// back, which would otherwise bias whichever tool happens to come second.
 /// The level-0 square region of `size` pixels at `(x, y)`.
 fn level0(x: u32, y: u32, size: u32) -> cpia::slide::Region {
     cpia::slide::Region {
@@ -179,9 +177,47 @@ fn level0(x: u32, y: u32, size: u32) -> cpia::slide::Region {
     }
 }
 
+/// Runs `f` once to warm up (page cache, allocator, the VM's memory), then
+/// [`runs`] times back to back; the median of those. Each tool is measured in
+/// its own consecutive runs, like hyperfine: on this VM a process that follows
+/// a large one (the Python reference) pays for the freed memory the host took
+/// back, which would otherwise bias whichever tool happens to come second.
 fn warm_median(mut f: impl FnMut() -> f64) -> f64 {
     f();
     median((0..runs()).map(|_| f()).collect())
+}
+
+/// This binary's and the baseline's medians of [`runs`] runs each after a
+/// warm-up run each, the two alternating, in both orders (`f(true)` runs
+/// this binary). Two `cpia` builds are the same kind of process, so the rule
+/// of [`warm_median`] does not apply between them, and blocks of consecutive
+/// runs drifted with the host: at 40× the second block was the faster in
+/// four of five runs (by 2–6 %), whichever binary it held.
+fn warm_medians_interleaved(mut f: impl FnMut(bool) -> f64) -> (f64, f64) {
+    f(true);
+    f(false);
+    let (mut this, mut base) = (Vec::new(), Vec::new());
+    for round in 0..runs() {
+        for this_one in [round % 2 == 0, round % 2 != 0] {
+            let t = f(this_one);
+            if this_one {
+                this.push(t)
+            } else {
+                base.push(t)
+            }
+        }
+    }
+    (median(this), median(base))
+}
+
+/// [`warm_median`] of this binary (`f(true)`), and with a baseline binary
+/// (`f(false)`, [`baseline`]) both interleaved ([`warm_medians_interleaved`]).
+fn this_and_baseline(mut f: impl FnMut(bool) -> f64) -> (f64, Option<f64>) {
+    if baseline().is_none() {
+        return (warm_median(|| f(true)), None);
+    }
+    let (this, base) = warm_medians_interleaved(f);
+    (this, Some(base))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -323,8 +359,12 @@ fn roi_against_pillow(src: &Path, n: usize, what: &str) {
     };
     let cpia = |jobs: &str| by(Path::new(env!("CARGO_BIN_EXE_cpia")), jobs);
     let m1 = warm_median(|| cpia("1"));
-    let m2 = warm_median(|| cpia("2"));
-    let base = baseline().map(|b| (warm_median(|| by(&b, "2")), b));
+    let base_bin = baseline();
+    let (m2, base) = this_and_baseline(|this| match (this, &base_bin) {
+        (false, Some(b)) => by(b, "2"),
+        _ => cpia("2"),
+    });
+    let base = base.zip(base_bin);
     let pillow = python_ok.then(|| {
         warm_median(|| {
             let out = kept_tempdir();
@@ -489,10 +529,16 @@ fn bench_wsi() {
         cells.len(),
         f64::from(g.read_size).powi(2) / 1e6
     );
-    let mut rss = Vec::new();
+    let mut rss_of_this = Vec::new();
     let mut tiles = 0;
+    let this_bin = PathBuf::from(env!("CARGO_BIN_EXE_cpia"));
+    let base_bin = baseline();
     // cpia build -j 2, a fresh workspace each run.
-    let mut build_by = |bin: &Path| {
+    let mut build_by = |this: bool| {
+        let bin = match (this, &base_bin) {
+            (false, Some(b)) => b,
+            _ => &this_bin,
+        };
         let dir = wsi_workspace(&slide, "auto");
         let ws = dir.path();
         let (t, m) = timed(
@@ -502,7 +548,9 @@ fn bench_wsi() {
                 .args(["build", "--json", "-j", "2"])
                 .current_dir(ws),
         );
-        rss.push(m);
+        if this {
+            rss_of_this.push(m);
+        }
         tiles = walkdir::WalkDir::new(ws.join("dataset"))
             .into_iter()
             .flatten()
@@ -510,10 +558,10 @@ fn bench_wsi() {
             .count();
         t
     };
-    let b = warm_median(|| build_by(Path::new(env!("CARGO_BIN_EXE_cpia"))));
-    let base = baseline().map(|bin| (warm_median(|| build_by(&bin)), bin));
-    // This binary's runs come first (the warm-up run left out).
-    let rss_this = median(rss[1..=runs()].to_vec());
+    let (b, base) = this_and_baseline(&mut build_by);
+    let base = base.zip(base_bin.clone());
+    // This binary's runs, the warm-up run left out.
+    let rss_this = median(rss_of_this[1..].to_vec());
     // The reading floor: OpenSlide reading the same regions on 2 threads.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -659,9 +707,13 @@ fn bench_direct() {
         t
     };
     let this = Path::new(env!("CARGO_BIN_EXE_cpia"));
-    let b = warm_median(|| build_by(this, "auto"));
+    let base_bin = baseline();
+    let (b, base) = this_and_baseline(|is_this| match (is_this, &base_bin) {
+        (false, Some(bin)) => build_by(bin, "auto"),
+        _ => build_by(this, "auto"),
+    });
+    let base = base.zip(base_bin);
     let bo = warm_median(|| build_by(this, "openslide"));
-    let base = baseline().map(|bin| (warm_median(|| build_by(&bin, "auto")), bin));
 
     // The floor: per cell, decode its source tiles (a direct read into a
     // recycled buffer: decode + copy) and encode exactly the tiles cpia
