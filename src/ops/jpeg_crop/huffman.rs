@@ -68,6 +68,7 @@ pub(super) struct Run {
 
 impl Run {
     fn pack(self) -> u16 {
+        debug_assert!(self.bits < 32 && self.steps < 128);
         (self.bits | self.steps << 5 | u32::from(self.eob) << 12) as u16
     }
 
@@ -164,11 +165,14 @@ impl Huffman {
             let runs: Runs = (0..1u32 << MULTI_BITS)
                 .map(|prefix| self.run(prefix).map_or(0, Run::pack))
                 .collect();
+            // (Two threads may both have built them: kept once.)
             if let Ok(mut kept) = RUNS.lock() {
-                if kept.len() == MAX_KEPT_RUNS {
-                    kept.remove(0);
+                if !kept.iter().any(|(k, _)| *k == key) {
+                    if kept.len() == MAX_KEPT_RUNS {
+                        kept.remove(0);
+                    }
+                    kept.push((key, runs.clone()));
                 }
-                kept.push((key, runs.clone()));
             }
             runs
         });
@@ -195,6 +199,13 @@ impl Huffman {
                 break;
             }
             let step = u32::from(ac_step(rs));
+            // The scan takes a run only inside one block (64 coefficients),
+            // and [`Run::pack`] keeps 7 bits of steps: codes holding more (a
+            // hostile table's, such as a 1-bit run of sixteen zeros) end the
+            // run here rather than wrap into a small count.
+            if run.steps + step > 64 {
+                break;
+            }
             run.bits += bits;
             run.steps += step;
             run.eob = step == 0;
@@ -218,5 +229,41 @@ impl Huffman {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_packs_whole_even_when_a_hostile_table_holds_many_zero_runs() {
+        // '0': a run of sixteen zeros, '10': end of block. Fourteen zero
+        // bits would be 224 coefficients: more than a block, and more than
+        // 7 bits of steps.
+        let mut counts = [0u8; 16];
+        counts[0] = 1;
+        counts[1] = 1;
+        let t = Huffman::new(&counts, &[0xF0, 0x00])
+            .unwrap()
+            .with_runs(&counts);
+        for prefix in 0..1u32 << MULTI_BITS {
+            let run = t.run(prefix);
+            assert_eq!(
+                Run::unpack(t.runs[prefix as usize]),
+                run,
+                "prefix {prefix:014b}"
+            );
+            assert!(
+                run.is_none_or(|r| r.steps <= 64),
+                "prefix {prefix:014b}: {run:?}"
+            );
+        }
+        let zeros = Some(Run {
+            bits: 4,
+            steps: 64,
+            eob: false,
+        });
+        assert_eq!(Run::unpack(t.runs[0]), zeros);
     }
 }
