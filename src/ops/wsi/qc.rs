@@ -107,8 +107,8 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>, OpError> {
         png::Encoder::with_info(&mut out, png::Info::with_size(w, h)).map_err(png_err)?;
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Fast);
-    encoder.set_filter(png::Filter::Sub);
+    // No compression or filter to set: the data chunks are written whole
+    // below (the IHDR's method fields are PNG's only ones, 0).
     let mut writer = encoder.write_header().map_err(png_err)?;
     // `png` splits the stream into data chunks of at most 2³¹ − 1 bytes.
     for chunk in zlib.chunks((u32::MAX >> 1) as usize) {
