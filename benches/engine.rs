@@ -210,14 +210,23 @@ fn warm_medians_interleaved(mut f: impl FnMut(bool) -> f64) -> (f64, f64) {
     (median(this), median(base))
 }
 
-/// [`warm_median`] of this binary (`f(true)`), and with a baseline binary
-/// (`f(false)`, [`baseline`]) both interleaved ([`warm_medians_interleaved`]).
-fn this_and_baseline(mut f: impl FnMut(bool) -> f64) -> (f64, Option<f64>) {
-    if baseline().is_none() {
-        return (warm_median(|| f(true)), None);
-    }
-    let (this, base) = warm_medians_interleaved(f);
-    (this, Some(base))
+/// [`warm_median`] of `f` run with this `cpia` binary, and with a baseline
+/// binary ([`baseline`]) both interleaved ([`warm_medians_interleaved`]):
+/// the medians, the baseline's with its path. `f` gets the binary to run
+/// and whether it is this one.
+fn this_and_baseline(mut f: impl FnMut(&Path, bool) -> f64) -> (f64, Option<(f64, PathBuf)>) {
+    let this = Path::new(env!("CARGO_BIN_EXE_cpia"));
+    let Some(base) = baseline() else {
+        return (warm_median(|| f(this, true)), None);
+    };
+    let (t, b) = warm_medians_interleaved(|is_this| {
+        if is_this {
+            f(this, true)
+        } else {
+            f(&base, false)
+        }
+    });
+    (t, Some((b, base)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -359,12 +368,7 @@ fn roi_against_pillow(src: &Path, n: usize, what: &str) {
     };
     let cpia = |jobs: &str| by(Path::new(env!("CARGO_BIN_EXE_cpia")), jobs);
     let m1 = warm_median(|| cpia("1"));
-    let base_bin = baseline();
-    let (m2, base) = this_and_baseline(|this| match (this, &base_bin) {
-        (false, Some(b)) => by(b, "2"),
-        _ => cpia("2"),
-    });
-    let base = base.zip(base_bin);
+    let (m2, base) = this_and_baseline(|bin, _| by(bin, "2"));
     let pillow = python_ok.then(|| {
         warm_median(|| {
             let out = kept_tempdir();
@@ -531,14 +535,8 @@ fn bench_wsi() {
     );
     let mut rss_of_this = Vec::new();
     let mut tiles = 0;
-    let this_bin = PathBuf::from(env!("CARGO_BIN_EXE_cpia"));
-    let base_bin = baseline();
     // cpia build -j 2, a fresh workspace each run.
-    let mut build_by = |this: bool| {
-        let bin = match (this, &base_bin) {
-            (false, Some(b)) => b,
-            _ => &this_bin,
-        };
+    let build_by = |bin: &Path, this: bool| {
         let dir = wsi_workspace(&slide, "auto");
         let ws = dir.path();
         let (t, m) = timed(
@@ -558,8 +556,7 @@ fn bench_wsi() {
             .count();
         t
     };
-    let (b, base) = this_and_baseline(&mut build_by);
-    let base = base.zip(base_bin.clone());
+    let (b, base) = this_and_baseline(build_by);
     // This binary's runs, the warm-up run left out.
     let rss_this = median(rss_of_this[1..].to_vec());
     // The reading floor: OpenSlide reading the same regions on 2 threads.
@@ -707,12 +704,7 @@ fn bench_direct() {
         t
     };
     let this = Path::new(env!("CARGO_BIN_EXE_cpia"));
-    let base_bin = baseline();
-    let (b, base) = this_and_baseline(|is_this| match (is_this, &base_bin) {
-        (false, Some(bin)) => build_by(bin, "auto"),
-        _ => build_by(this, "auto"),
-    });
-    let base = base.zip(base_bin);
+    let (b, base) = this_and_baseline(|bin, _| build_by(bin, "auto"));
     let bo = warm_median(|| build_by(this, "openslide"));
 
     // The floor: per cell, decode its source tiles (a direct read into a
